@@ -1,0 +1,179 @@
+//! Owns: the command line: flags, their mapping to library options, progress display,
+//! and printing results through `render`. One file per subcommand.
+//! Must not: hold logic a library user would need; that lives in the library modules.
+
+mod check;
+mod completions;
+mod expiry;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{Error, Outcome, Result};
+use crate::fleet::{Event, Fleet};
+use crate::inventory::{self, LoadOptions};
+use crate::playbook;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  everything checked out
+  1  a node failed (unreachable, refused, a step failed); the rest is still reported
+  2  bad usage or input (nothing was changed)
+  3  expiry/verify found something inside --warn, expired, unreadable or broken";
+
+#[derive(Debug, Parser)]
+#[command(name = "kcert", version, about = "Renew and rotate the certificates of self-managed Kubernetes clusters over SSH", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect to every node: SSH, sudo, clock skew, free disk, distribution, PKI files found.
+    #[command(after_help = EXIT_CODES)]
+    Check(check::CheckArgs),
+    /// Every certificate on every node (files, bundles, kubeconfigs, served ports) and when it expires.
+    #[command(after_help = EXIT_CODES)]
+    Expiry(expiry::ExpiryArgs),
+    /// Print a shell completion script, or the man page (`kcert completions man`).
+    Completions(completions::CompletionsArgs),
+}
+
+/// Which nodes to work on: an inventory over SSH, or this machine / a directory tree.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Inventory of nodes to reach over SSH.
+    #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "local", required_unless_present = "local")]
+    pub inventory: Option<PathBuf>,
+    /// Work on this machine instead of an inventory.
+    #[arg(long)]
+    pub local: bool,
+    /// With --local: read a directory laid out like a node's filesystem (offline: files only).
+    #[arg(long, value_name = "DIR", requires = "local")]
+    pub root: Option<PathBuf>,
+    /// Also scan this file or directory on every node (repeatable; inside --root when given).
+    #[arg(long = "path", value_name = "FILE|DIR")]
+    pub paths: Vec<String>,
+    /// With --local: the playbook to use (kubeadm, k3s, rke2, or a path); default: detected.
+    #[arg(long, value_name = "NAME", requires = "local")]
+    pub distribution: Option<String>,
+    /// Only these nodes (comma-separated names from the inventory).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub nodes: Vec<String>,
+    /// Nodes worked on at once (default: the inventory's `concurrency`, else 10).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Record host keys not yet in known_hosts (like OpenSSH's accept-new); changed keys are always refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Give up connecting to a node after this long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Give up on one command on a node after this long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub command_timeout: Option<Duration>,
+}
+
+impl TargetArgs {
+    pub fn fleet(&self) -> Result<Fleet> {
+        if let Some(path) = &self.inventory {
+            let inv = inventory::load(
+                path,
+                &LoadOptions { accept_new_host_keys: self.accept_new_host_keys, connect_timeout: self.connect_timeout, command_timeout: self.command_timeout },
+            )?;
+            return Fleet::from_inventory(&inv, &self.nodes, self.concurrency.map(|c| c as usize));
+        }
+        if !self.nodes.is_empty() {
+            return Err(Error::Usage("--nodes needs --inventory".into()));
+        }
+        let playbook = self.distribution.as_deref().map(playbook::load).transpose()?;
+        Fleet::local(self.root.clone(), playbook)
+    }
+
+    /// `--path` values are node paths: absolute, or made so against the root.
+    pub fn extra_paths(&self) -> Result<Vec<String>> {
+        self.paths
+            .iter()
+            .map(|p| {
+                if p.starts_with('/') {
+                    Ok(p.clone())
+                } else if self.local && self.root.is_none() {
+                    std::path::absolute(p).map(|a| a.to_string_lossy().into_owned()).map_err(|e| Error::Usage(format!("--path {p}: {e}")))
+                } else {
+                    Err(Error::Usage(format!("--path {p:?}: must be absolute (a path on the node, or inside --root)")))
+                }
+            })
+            .collect()
+    }
+}
+
+/// A progress bar on stderr while nodes are worked on, only when stderr is a terminal.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(fleet: &Fleet, what: &str) -> Progress {
+        let show = std::io::stderr().is_terminal() && fleet.targets.len() > 1;
+        let bar = show.then(|| {
+            let bar = ProgressBar::new(fleet.targets.len() as u64);
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} nodes").expect("valid template").progress_chars("=> "));
+            bar.set_message(what.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress { bar }
+    }
+
+    pub fn observe(&self, event: &Event) {
+        match event {
+            Event::NodeStarted { node } => tracing::debug!(node, "started"),
+            Event::NodeFinished { node, ok } => {
+                tracing::debug!(node, ok, "finished");
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+    match cli.command {
+        Command::Check(args) => runtime.block_on(check::run(args)),
+        Command::Expiry(args) => runtime.block_on(expiry::run(args)),
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+pub fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    match write(&mut lock) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`| head`) is not kcert's failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Runtime(format!("cannot write output: {e}"))),
+    }
+}

@@ -1,0 +1,103 @@
+//! Owns: the set of nodes a command works on (an inventory, or this machine / a root
+//! directory) and running one async job per node under a global concurrency limit.
+//! Must not: know what the job does; it connects, runs, and reports per node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::inventory::{Inventory, Role};
+use crate::playbook::Playbook;
+use crate::transport::{LocalTransport, NodeResult, SshOptions, SshTransport, Transport};
+
+#[derive(Debug, Clone)]
+pub enum Connect {
+    Ssh(SshOptions),
+    Local { root: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub connect: Connect,
+}
+
+/// The nodes of one command run, with the playbook they share (None: detect per node).
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub targets: Vec<Target>,
+    pub playbook: Option<Playbook>,
+    pub concurrency: usize,
+}
+
+/// What the observers (progress bars, logs) are told.
+#[derive(Debug, Clone)]
+pub enum Event {
+    NodeStarted { node: String },
+    NodeFinished { node: String, ok: bool },
+}
+
+pub type Observer<'a> = &'a (dyn Fn(&Event) + Sync);
+
+impl Fleet {
+    pub fn from_inventory(inv: &Inventory, only: &[String], concurrency: Option<usize>) -> Result<Fleet> {
+        for n in only {
+            if !inv.nodes.iter().any(|x| &x.name == n) {
+                let names: Vec<&str> = inv.nodes.iter().map(|x| x.name.as_str()).collect();
+                return Err(Error::Usage(format!("--nodes: no node {n:?} in {} (nodes: {})", inv.path.display(), names.join(", "))));
+            }
+        }
+        let targets = inv
+            .nodes
+            .iter()
+            .filter(|n| only.is_empty() || only.contains(&n.name))
+            .map(|n| Target { name: n.name.clone(), roles: n.roles.clone(), connect: Connect::Ssh(n.ssh.clone()) })
+            .collect();
+        Ok(Fleet { targets, playbook: Some(inv.playbook.clone()), concurrency: concurrency.unwrap_or(inv.concurrency).max(1) })
+    }
+
+    pub fn local(root: Option<PathBuf>, playbook: Option<Playbook>) -> Result<Fleet> {
+        if let Some(r) = &root
+            && !r.is_dir()
+        {
+            return Err(Error::input(format!("--root {}", r.display()), "not a directory"));
+        }
+        Ok(Fleet { targets: vec![Target { name: "local".into(), roles: Vec::new(), connect: Connect::Local { root } }], playbook, concurrency: 1 })
+    }
+
+    /// Runs `job` on every node, at most `concurrency` at once; results come back in
+    /// inventory order whatever order the nodes finish in.
+    pub async fn run<T, F, Fut>(&self, observer: Observer<'_>, job: F) -> Vec<(Target, NodeResult<T>)>
+    where
+        F: Fn(Arc<dyn Transport>, Target) -> Fut,
+        Fut: std::future::Future<Output = NodeResult<T>>,
+    {
+        let permits = Semaphore::new(self.concurrency);
+        let tasks = self.targets.iter().map(|target| {
+            let permits = &permits;
+            let job = &job;
+            async move {
+                let _permit = permits.acquire().await.expect("semaphore is never closed");
+                observer(&Event::NodeStarted { node: target.name.clone() });
+                let result = match connect(target).await {
+                    Ok(t) => job(t, target.clone()).await,
+                    Err(e) => Err(e),
+                };
+                observer(&Event::NodeFinished { node: target.name.clone(), ok: result.is_ok() });
+                (target.clone(), result)
+            }
+        });
+        join_all(tasks).await
+    }
+}
+
+pub async fn connect(target: &Target) -> NodeResult<Arc<dyn Transport>> {
+    Ok(match &target.connect {
+        Connect::Ssh(opts) => Arc::new(SshTransport::connect(&target.name, opts.clone()).await?),
+        Connect::Local { root } => Arc::new(LocalTransport::new(target.name.clone(), root.clone())),
+    })
+}

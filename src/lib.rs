@@ -1,0 +1,15 @@
+//! kcert: renew and rotate the certificates of self-managed Kubernetes clusters over SSH.
+//! Data flows one way: inventory -> discover (over a transport) -> pki model -> report/plan.
+
+pub mod check;
+pub mod cli;
+pub mod discover;
+pub mod error;
+pub mod expiry;
+pub mod fleet;
+pub mod inventory;
+pub mod pki;
+pub mod playbook;
+pub mod probe;
+pub mod render;
+pub mod transport;

@@ -1,0 +1,201 @@
+//! Owns: splitting PEM text into certificates and reading the X.509 fields kcert reports.
+//! Must not: decode private-key blocks (they are only counted by label) or do I/O.
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::*;
+
+/// The facts kcert reports of one certificate, owned so they outlive the parsed bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub der: Vec<u8>,
+    pub subject: String,
+    pub issuer: String,
+    pub subject_cn: Option<String>,
+    pub issuer_cn: Option<String>,
+    /// Lowercase hex of the serial's magnitude, no separators, even length (as `openssl x509 -serial`).
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub is_ca: bool,
+    pub self_issued: bool,
+    pub ski: Option<Vec<u8>>,
+    pub aki: Option<Vec<u8>>,
+    pub sha256: String,
+}
+
+/// What a PEM file holds: its certificates, in order, and the labels of its other blocks.
+#[derive(Debug, Clone, Default)]
+pub struct PemContent {
+    pub certs: Vec<CertInfo>,
+    pub other_labels: Vec<String>,
+}
+
+impl PemContent {
+    pub fn has_private_key(&self) -> bool {
+        self.other_labels.iter().any(|l| l.ends_with("PRIVATE KEY"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PkiError {
+    #[error("no PEM data")]
+    NotPem,
+    #[error("corrupt PEM: {0}")]
+    CorruptPem(String),
+    #[error("certificate #{index} does not parse as X.509: {message}")]
+    BadCertificate { index: usize, message: String },
+}
+
+/// Splits PEM text into its certificates. Blocks with other labels (keys, CSRs, parameters)
+/// are counted by label and never decoded, so key material is never held in a parsed form.
+pub fn parse_pem(bytes: &[u8]) -> Result<PemContent, PkiError> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut content = PemContent::default();
+    let mut lines = text.lines();
+    let mut saw_block = false;
+    while let Some(line) = lines.next() {
+        let Some(label) = begin_label(line) else { continue };
+        saw_block = true;
+        let end = format!("-----END {label}-----");
+        let mut body = String::new();
+        let mut closed = false;
+        for l in lines.by_ref() {
+            let l = l.trim();
+            if l == end {
+                closed = true;
+                break;
+            }
+            if begin_label(l).is_some() {
+                return Err(PkiError::CorruptPem(format!("block {label:?} has no END line")));
+            }
+            body.push_str(l);
+        }
+        if !closed {
+            return Err(PkiError::CorruptPem(format!("block {label:?} has no END line")));
+        }
+        if label == "CERTIFICATE" || label == "TRUSTED CERTIFICATE" || label == "X509 CERTIFICATE" {
+            let index = content.certs.len() + 1;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .map_err(|e| PkiError::CorruptPem(format!("certificate #{index}: bad base64: {e}")))?;
+            content.certs.push(parse_der(&der).map_err(|message| PkiError::BadCertificate { index, message })?);
+        } else {
+            content.other_labels.push(label.to_string());
+        }
+    }
+    if !saw_block {
+        return Err(PkiError::NotPem);
+    }
+    Ok(content)
+}
+
+fn begin_label(line: &str) -> Option<&str> {
+    line.trim()
+        .strip_prefix("-----BEGIN ")
+        .and_then(|rest| rest.strip_suffix("-----"))
+}
+
+/// Reads the reported fields of one DER certificate.
+pub fn parse_der(der: &[u8]) -> Result<CertInfo, String> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes after the certificate", rest.len()));
+    }
+    let mut ski = None;
+    let mut aki = None;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => ski = Some(id.0.to_vec()),
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                aki = a.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => {}
+        }
+    }
+    let self_issued = cert.subject().as_raw() == cert.issuer().as_raw();
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        subject_cn: first_cn(cert.subject()),
+        issuer_cn: first_cn(cert.issuer()),
+        serial: serial_hex(cert.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        is_ca: cert.is_ca(),
+        self_issued,
+        ski,
+        aki,
+        sha256: hex(&Sha256::digest(der)),
+        der: der.to_vec(),
+    })
+}
+
+fn first_cn(name: &X509Name) -> Option<String> {
+    name.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string)
+}
+
+/// openssl prints the serial's magnitude in whole bytes; DER may add a 0x00 sign byte.
+fn serial_hex(raw: &[u8]) -> String {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
+    let s = hex(&raw[start.min(raw.len())..]);
+    if s.is_empty() { "00".to_string() } else { s }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The CA among `cas` whose key signed `cert`: matched by key identifier first, then by
+/// signature, never by name alone (a front-proxy CA may share the cluster CA's subject).
+pub fn find_issuer<'a>(cert: &CertInfo, cas: &'a [&'a CertInfo]) -> Option<&'a CertInfo> {
+    let Ok((_, parsed)) = X509Certificate::from_der(&cert.der) else { return None };
+    let signed_by = |ca: &CertInfo| -> bool {
+        let Ok((_, ca_parsed)) = X509Certificate::from_der(&ca.der) else { return false };
+        parsed.verify_signature(Some(ca_parsed.public_key())).is_ok()
+    };
+    let mut candidates: Vec<&&CertInfo> = cas.iter().filter(|ca| ca.der != cert.der || cert.self_issued).collect();
+    // Key-identifier matches first: cheap, and usually right.
+    candidates.sort_by_key(|ca| !(cert.aki.is_some() && ca.ski == cert.aki));
+    candidates.into_iter().find(|ca| signed_by(ca)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_hex_strips_the_sign_byte_and_keeps_whole_bytes() {
+        assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8f01");
+        assert_eq!(serial_hex(&[0x05]), "05");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
+
+    #[test]
+    fn text_without_pem_is_not_pem() {
+        assert_eq!(parse_pem(b"a CA bundle lives here\n").unwrap_err(), PkiError::NotPem);
+    }
+
+    #[test]
+    fn unterminated_certificate_is_corrupt() {
+        let err = parse_pem(b"-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap_err();
+        assert!(matches!(err, PkiError::CorruptPem(_)), "{err:?}");
+    }
+
+    #[test]
+    fn bad_base64_is_corrupt_and_bad_der_is_named() {
+        let err = parse_pem(b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap_err();
+        assert!(matches!(err, PkiError::CorruptPem(_)), "{err:?}");
+        let err = parse_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap_err();
+        assert!(matches!(err, PkiError::BadCertificate { index: 1, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn key_blocks_are_counted_not_decoded() {
+        // Not valid base64 on purpose: a key body is never decoded, so this must not fail.
+        let pem = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n@@@\n-----END RSA PRIVATE KEY-----\n";
+        let content = parse_pem(pem).unwrap();
+        assert!(content.certs.is_empty());
+        assert!(content.has_private_key());
+    }
+}

@@ -1,0 +1,8 @@
+//! Owns: everything kcert knows about certificates as data: PEM, X.509 fields, kubeconfig
+//! embedded data, and which CA signed which cert.
+//! Must not: do I/O of any kind; callers hand it bytes.
+
+pub mod cert;
+pub mod kubeconfig;
+
+pub use cert::{CertInfo, PemContent, PkiError, find_issuer, parse_pem};

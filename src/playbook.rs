@@ -1,0 +1,220 @@
+//! Owns: the distribution playbooks (embedded YAML), their schema and their validation.
+//! Must not: touch nodes; discovery reads what a playbook says, the playbook only says it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+const EMBEDDED: &[(&str, &str)] = &[
+    ("kubeadm", include_str!("../playbooks/kubeadm.yaml")),
+    ("k3s", include_str!("../playbooks/k3s.yaml")),
+    ("rke2", include_str!("../playbooks/rke2.yaml")),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Cert,
+    Key,
+    Trust,
+    Kubeconfig,
+    Pubkey,
+}
+
+impl FileKind {
+    /// Files whose bytes kcert reads to report certificates. Keys are only checked to exist.
+    pub fn holds_certs(self) -> bool {
+        matches!(self, FileKind::Cert | FileKind::Trust | FileKind::Kubeconfig)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The distribution is detected on a node when any of these paths exists.
+    pub detect: Vec<String>,
+    /// Where the PKI lives: free space is measured here.
+    pub pki_dir: String,
+    /// Directories (or files) whose every certificate and kubeconfig is reported.
+    #[serde(default)]
+    pub scan: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<KnownFile>,
+    #[serde(default)]
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFile {
+    pub name: String,
+    pub path: String,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub name: String,
+    /// A static pod manifest whose container command carries the flags in `refs`.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// A YAML config file whose fields (dotted paths) are the keys in `refs`.
+    #[serde(default)]
+    pub config: Option<String>,
+    #[serde(default)]
+    pub refs: Vec<FileRef>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// How the component is restarted (used by changing commands; inventories may override).
+    #[serde(default)]
+    pub restart: Option<String>,
+    #[serde(default)]
+    pub health: Option<String>,
+}
+
+impl Component {
+    /// The file the component's flags or fields are read from.
+    pub fn source(&self) -> Option<&str> {
+        self.manifest.as_deref().or(self.config.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    /// A flag (`--tls-cert-file`) in a manifest, or a dotted field path in a config.
+    pub key: String,
+    /// The `files` entry this reference names (its name and default path).
+    pub file: String,
+    /// Overrides the file's kind for this reference (a CA cert read as a trust bundle).
+    #[serde(default)]
+    pub kind: Option<FileKind>,
+    /// The component falls back to the file's default path when the key is unset.
+    #[serde(default)]
+    pub default_when_unset: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub port: u16,
+    /// A flag that overrides the port.
+    #[serde(default)]
+    pub port_key: Option<String>,
+    /// A flag listing the URLs the component listens on; its first host is dialled.
+    #[serde(default)]
+    pub listen_key: Option<String>,
+    /// The ref key whose file this endpoint should serve.
+    pub serves: String,
+}
+
+impl Playbook {
+    pub fn file(&self, name: &str) -> Option<&KnownFile> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    fn validate(self, origin: &str) -> Result<Self> {
+        let bad = |msg: String| Error::input(format!("playbook {origin}"), msg);
+        let mut names = BTreeSet::new();
+        for f in &self.files {
+            if !names.insert(f.name.as_str()) {
+                return Err(bad(format!("file {:?} is listed twice", f.name)));
+            }
+            if !f.path.starts_with('/') {
+                return Err(bad(format!("file {:?}: path {:?} is not absolute", f.name, f.path)));
+            }
+        }
+        for c in &self.components {
+            if c.manifest.is_some() == c.config.is_some() {
+                return Err(bad(format!("component {:?} needs exactly one of manifest or config", c.name)));
+            }
+            for r in &c.refs {
+                if self.file(&r.file).is_none() {
+                    return Err(bad(format!("component {:?}: ref {} names unknown file {:?}", c.name, r.key, r.file)));
+                }
+            }
+            for e in &c.endpoints {
+                if !c.refs.iter().any(|r| r.key == e.serves) {
+                    return Err(bad(format!("component {:?}: endpoint {} serves unknown ref {:?}", c.name, e.port, e.serves)));
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+pub fn embedded_names() -> impl Iterator<Item = &'static str> {
+    EMBEDDED.iter().map(|(n, _)| *n)
+}
+
+/// Loads a playbook by embedded name (`kubeadm`) or from a path to a YAML file.
+pub fn load(name_or_path: &str) -> Result<Playbook> {
+    if let Some((_, text)) = EMBEDDED.iter().find(|(n, _)| *n == name_or_path) {
+        return parse(text, name_or_path);
+    }
+    if name_or_path.contains('/') || name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml") {
+        let text = std::fs::read_to_string(Path::new(name_or_path))
+            .map_err(|e| Error::input(format!("playbook {name_or_path}"), e.to_string()))?;
+        return parse(&text, name_or_path);
+    }
+    let known: Vec<_> = embedded_names().collect();
+    Err(Error::input(
+        format!("distribution {name_or_path:?}"),
+        format!("no such playbook; known: {}, or a path to a playbook YAML file", known.join(", ")),
+    ))
+}
+
+pub fn embedded() -> Vec<Playbook> {
+    EMBEDDED.iter().map(|(n, t)| parse(t, n).expect("embedded playbooks are valid")).collect()
+}
+
+fn parse(text: &str, origin: &str) -> Result<Playbook> {
+    let pb: Playbook = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        Error::InputAt {
+            file: origin.into(),
+            line,
+            column,
+            message: e.to_string().lines().next().unwrap_or("").to_string(),
+        }
+    })?;
+    pb.validate(origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_playbooks_are_valid() {
+        let all = embedded();
+        assert_eq!(all.len(), EMBEDDED.len());
+        let kubeadm = load("kubeadm").unwrap();
+        assert!(kubeadm.component("kube-apiserver").is_some());
+        assert_eq!(kubeadm.file("etcd-ca").unwrap().path, "/etc/kubernetes/pki/etcd/ca.crt");
+    }
+
+    #[test]
+    fn unknown_distribution_names_the_known_ones() {
+        let err = load("talos").unwrap_err().to_string();
+        assert!(err.contains("kubeadm") && err.contains("talos"), "{err}");
+    }
+
+    #[test]
+    fn a_ref_to_an_unknown_file_is_refused() {
+        let text = "name: x\ndetect: []\npki_dir: /x\ncomponents:\n- name: c\n  manifest: /m\n  refs:\n  - {key: --a, file: nope}\n";
+        let err = parse(text, "x.yaml").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,325 @@
+//! Owns: every byte kcert prints as a result: tables, JSON, YAML and Prometheus text.
+//! The JSON field names and metric names here are a contract (DESIGN.md section 2).
+//! Must not: compute anything a report does not already hold.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::check::{CheckReport, human_bytes};
+use crate::discover::Source;
+use crate::expiry::{CertRow, ExpiryReport};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+    Prom,
+}
+
+pub fn rfc3339(ts: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(ts).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| ts.to_string())
+}
+
+fn kubeadm_date(ts: i64) -> String {
+    let fmt = time::macros::format_description!("[month repr:short] [day], [year] [hour]:[minute] UTC");
+    OffsetDateTime::from_unix_timestamp(ts).ok().and_then(|t| t.format(&fmt).ok()).unwrap_or_else(|| ts.to_string())
+}
+
+/// kubeadm's ShortHumanDuration, so the column reads as `kubeadm certs check-expiration`'s.
+fn residual(seconds: i64) -> String {
+    match seconds {
+        s if s < -1 => "<invalid>".into(),
+        s if s < 60 => format!("{}s", s.max(0)),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s if s < 365 * 86_400 => format!("{}d", s / 86_400),
+        s => format!("{}y", s / (365 * 86_400)),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonCert<'a> {
+    node: &'a str,
+    path: &'a str,
+    source: Source,
+    embedded_key: Option<&'a str>,
+    name: &'a str,
+    subject: &'a str,
+    issuer: &'a str,
+    serial: &'a str,
+    is_ca: bool,
+    not_before: String,
+    not_after: String,
+    residual_seconds: i64,
+    status: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonError<'a> {
+    node: &'a str,
+    path: Option<&'a str>,
+    error: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonExpiry<'a> {
+    certificates: Vec<JsonCert<'a>>,
+    errors: Vec<JsonError<'a>>,
+}
+
+fn json_expiry(r: &ExpiryReport) -> JsonExpiry<'_> {
+    JsonExpiry {
+        certificates: r
+            .certificates
+            .iter()
+            .map(|c| JsonCert {
+                node: &c.node,
+                path: &c.path,
+                source: c.source,
+                embedded_key: c.embedded_key.as_deref(),
+                name: &c.name,
+                subject: &c.cert.subject,
+                issuer: &c.cert.issuer,
+                serial: &c.cert.serial,
+                is_ca: c.cert.is_ca,
+                not_before: rfc3339(c.cert.not_before),
+                not_after: rfc3339(c.cert.not_after),
+                residual_seconds: c.residual_seconds,
+                status: c.status.as_str(),
+            })
+            .collect(),
+        errors: r.errors.iter().map(|e| JsonError { node: &e.node, path: e.path.as_deref(), error: &e.error }).collect(),
+    }
+}
+
+pub fn expiry(r: &ExpiryReport, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &json_expiry(r))?;
+            writeln!(out)
+        }
+        Format::Yaml => write!(out, "{}", serde_saphyr::to_string(&json_expiry(r)).map_err(io::Error::other)?),
+        Format::Prom => prom(r, out),
+        Format::Table => expiry_table(r, out),
+    }
+}
+
+fn display_path(c: &CertRow) -> String {
+    match &c.embedded_key {
+        Some(k) => format!("{} ({k})", c.path),
+        None if c.source == Source::Endpoint => format!("{} (served)", c.path),
+        None => c.path.clone(),
+    }
+}
+
+fn expiry_table(r: &ExpiryReport, out: &mut dyn Write) -> io::Result<()> {
+    let mut rows = vec![vec!["NODE", "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "STATUS", "PATH"].into_iter().map(String::from).collect()];
+    for c in &r.certificates {
+        rows.push(vec![
+            c.node.clone(),
+            c.name.clone(),
+            kubeadm_date(c.cert.not_after),
+            residual(c.residual_seconds),
+            c.authority.clone().unwrap_or_default(),
+            c.status.as_str().to_string(),
+            display_path(c),
+        ]);
+    }
+    table(&rows, out)?;
+    let notes: Vec<&CertRow> = r.certificates.iter().filter(|c| c.note.is_some()).collect();
+    if !notes.is_empty() {
+        writeln!(out)?;
+        for c in notes {
+            writeln!(out, "{}: {}", c.node, c.note.as_deref().unwrap_or_default())?;
+        }
+    }
+    if !r.errors.is_empty() {
+        writeln!(out, "\nERRORS")?;
+        for e in &r.errors {
+            match &e.path {
+                Some(p) => writeln!(out, "{}: {p}: {}", e.node, e.error)?,
+                None => writeln!(out, "{}: {}", e.node, e.error)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn table(rows: &[Vec<String>], out: &mut dyn Write) -> io::Result<()> {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == cols {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// x509-certificate-exporter's metric and label names, plus `node`.
+fn prom(r: &ExpiryReport, out: &mut dyn Write) -> io::Result<()> {
+    let labels = |c: &CertRow| {
+        let kind = c.embedded_kind.map(|k| k.as_str()).unwrap_or("");
+        let key = c.embedded_key.as_deref().and_then(|k| k.rsplit('.').next()).unwrap_or("");
+        format!(
+            "filepath=\"{}\",embedded_kind=\"{}\",embedded_key=\"{}\",serial_number=\"{}\",subject_CN=\"{}\",issuer_CN=\"{}\",node=\"{}\"",
+            label(&c.path),
+            kind,
+            label(key),
+            c.cert.serial,
+            label(c.cert.subject_cn.as_deref().unwrap_or("")),
+            label(c.cert.issuer_cn.as_deref().unwrap_or("")),
+            label(&c.node)
+        )
+    };
+    let metrics: [(&str, &str, &dyn Fn(&CertRow) -> i64); 3] = [
+        ("x509_cert_not_after", "The date after which the certificate expires. Expressed as a Unix Epoch Time.", &|c| c.cert.not_after),
+        ("x509_cert_not_before", "The date before which the certificate is not yet valid. Expressed as a Unix Epoch Time.", &|c| c.cert.not_before),
+        ("x509_cert_expired", "Indicates if the certificate is currently expired.", &|c| i64::from(c.cert.not_after <= r.now)),
+    ];
+    for (name, help, value) in metrics {
+        writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge")?;
+        for c in &r.certificates {
+            writeln!(out, "{name}{{{}}} {}", labels(c), value(c))?;
+        }
+    }
+    writeln!(out, "# HELP x509_read_errors Indicates the number of read failure(s).\n# TYPE x509_read_errors gauge")?;
+    let mut nodes: Vec<&str> = r.certificates.iter().map(|c| c.node.as_str()).chain(r.errors.iter().map(|e| e.node.as_str())).collect();
+    nodes.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for n in nodes {
+        if seen.insert(n) {
+            writeln!(out, "x509_read_errors{{node=\"{}\"}} {}", label(n), r.errors.iter().filter(|e| e.node == n).count())?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct JsonCheck<'a> {
+    node: &'a str,
+    user: &'a str,
+    ok: bool,
+    reachable: bool,
+    host_key_ok: bool,
+    authenticated: bool,
+    sudo: Option<bool>,
+    clock_skew_seconds: Option<f64>,
+    pki_dir: Option<&'a str>,
+    free_bytes: Option<u64>,
+    distribution: Option<&'a str>,
+    pki_files: Option<usize>,
+    problems: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonCheckReport<'a> {
+    nodes: Vec<JsonCheck<'a>>,
+}
+
+pub fn check(r: &CheckReport, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    let json = JsonCheckReport {
+        nodes: r
+            .nodes
+            .iter()
+            .map(|n| JsonCheck {
+                node: &n.node,
+                user: &n.user,
+                ok: n.ok(),
+                reachable: n.reachable,
+                host_key_ok: n.host_key_ok,
+                authenticated: n.authenticated,
+                sudo: n.sudo,
+                clock_skew_seconds: n.clock_skew_seconds.map(|s| (s * 1000.0).round() / 1000.0),
+                pki_dir: n.pki_dir.as_deref(),
+                free_bytes: n.free_bytes,
+                distribution: n.distribution.as_deref(),
+                pki_files: n.pki_files,
+                problems: &n.problems,
+            })
+            .collect(),
+    };
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &json)?;
+            writeln!(out)
+        }
+        Format::Yaml => write!(out, "{}", serde_saphyr::to_string(&json).map_err(io::Error::other)?),
+        Format::Prom => Err(io::Error::other("check has no Prometheus output")),
+        Format::Table => {
+            let yes = |b: bool| if b { "yes" } else { "NO" }.to_string();
+            let mut rows = vec![["NODE", "USER", "REACHABLE", "HOST KEY", "AUTH", "SUDO", "CLOCK SKEW", "FREE (PKI DIR)", "DISTRIBUTION", "PKI FILES", "STATUS"].map(String::from).to_vec()];
+            for n in &r.nodes {
+                rows.push(vec![
+                    n.node.clone(),
+                    n.user.clone(),
+                    yes(n.reachable),
+                    if n.reachable { yes(n.host_key_ok) } else { "-".into() },
+                    if n.host_key_ok { yes(n.authenticated) } else { "-".into() },
+                    match n.sudo {
+                        None if n.authenticated => "not needed".into(),
+                        None => "-".into(),
+                        Some(b) => yes(b),
+                    },
+                    n.clock_skew_seconds.map(|s| format!("{s:+.1}s")).unwrap_or_else(|| "-".into()),
+                    match (&n.free_bytes, &n.pki_dir) {
+                        (Some(b), Some(d)) => format!("{} ({d})", human_bytes(*b)),
+                        _ => "-".into(),
+                    },
+                    n.distribution.clone().unwrap_or_else(|| if n.authenticated { "none".into() } else { "-".into() }),
+                    n.pki_files.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    if n.ok() { "ok".into() } else { "FAILED".into() },
+                ]);
+            }
+            table(&rows, out)?;
+            let failing: Vec<_> = r.nodes.iter().filter(|n| !n.ok()).collect();
+            if !failing.is_empty() {
+                writeln!(out, "\nPROBLEMS")?;
+                for n in failing {
+                    for p in &n.problems {
+                        writeln!(out, "{}: {p}", n.node)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residual_reads_like_kubeadm() {
+        assert_eq!(residual(-5), "<invalid>");
+        assert_eq!(residual(59), "59s");
+        assert_eq!(residual(364 * 86_400 + 5), "364d");
+        assert_eq!(residual(9 * 365 * 86_400 + 100), "9y");
+    }
+
+    #[test]
+    fn dates_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(kubeadm_date(1_700_000_000), "Nov 14, 2023 22:13 UTC");
+    }
+
+    #[test]
+    fn prometheus_labels_are_escaped() {
+        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
