@@ -344,8 +344,26 @@ fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> Error {
     let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
     let text = e.to_string();
     // serde-saphyr renders a snippet after the first line; the message is the first line.
-    let message = text.lines().next().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+    let mut message = text.lines().next().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+    if let Some(rest) = message.strip_prefix(&format!("line {line} column {column}: ")) {
+        message = rest.to_string();
+    }
+    // Name the field even when serde's message does not (a bad value rather than a bad key).
+    if !message.contains("field `")
+        && let Some(key) = source_key(path, line)
+    {
+        message = format!("{key}: {message}");
+    }
     Error::InputAt { file: path.to_path_buf(), line, column, message }
+}
+
+/// The YAML key written on `line` of the file, if the line has one (`  roles: [x]` -> roles).
+fn source_key(path: &Path, line: u64) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
+    let (key, _) = l.trim_start().trim_start_matches("- ").split_once(':')?;
+    let key = key.trim();
+    (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')).then(|| key.to_string())
 }
 
 fn load_ssh_config(ssh: &RawSsh, cx: &Ctx) -> Result<Option<ssh2_config::SshConfig>> {

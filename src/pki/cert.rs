@@ -115,8 +115,8 @@ pub fn parse_der(der: &[u8]) -> Result<CertInfo, String> {
     }
     let self_issued = cert.subject().as_raw() == cert.issuer().as_raw();
     Ok(CertInfo {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject: format_name(cert.subject()),
+        issuer: format_name(cert.issuer()),
         subject_cn: first_cn(cert.subject()),
         issuer_cn: first_cn(cert.issuer()),
         serial: serial_hex(cert.raw_serial()),
@@ -129,6 +129,63 @@ pub fn parse_der(der: &[u8]) -> Result<CertInfo, String> {
         sha256: hex(&Sha256::digest(der)),
         der: der.to_vec(),
     })
+}
+
+/// A name as `openssl x509 -nameopt sep_comma_plus_space,esc_2253,utf8,sname` prints it:
+/// in certificate order, short attribute names, unknown attributes by dotted OID.
+pub fn format_name(name: &X509Name) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    name.iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let oid = attr.attr_type();
+                    let key = match x509_parser::objects::oid2abbrev(oid, registry) {
+                        Ok("Email") => "emailAddress".to_string(),
+                        Ok(abbrev) => abbrev.to_string(),
+                        Err(_) => oid.to_id_string(),
+                    };
+                    let value = match attr.as_str() {
+                        Ok(v) => escape_2253(v),
+                        Err(_) => match decode_string(attr.attr_value()) {
+                            Some(v) => escape_2253(&v),
+                            None => format!("#{}", hex(attr.attr_value().data.as_ref())),
+                        },
+                    };
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join(" + ")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// String types x509-parser leaves undecoded: BMP (UTF-16), Universal (UTF-32), and
+/// Teletex/T61 holding plain ASCII/UTF-8, which is what real certificates put there.
+fn decode_string(v: &x509_parser::asn1_rs::Any) -> Option<String> {
+    let data = v.data.as_ref();
+    match v.tag().0 {
+        0x1e => {
+            let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            String::from_utf16(&units).ok()
+        }
+        0x1c => data.chunks_exact(4).map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        _ => std::str::from_utf8(data).ok().map(str::to_string),
+    }
+}
+
+fn escape_2253(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let edge_space = c == ' ' && (i == 0 || i == last);
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') || edge_space || (i == 0 && c == '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn first_cn(name: &X509Name) -> Option<String> {

@@ -1,0 +1,165 @@
+//! Shared test helpers: a builder that runs the real kcert binary, and openssl-based oracles.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Test {
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test { args: Vec::new(), env: vec![("NO_COLOR".into(), "1".into())] }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Test
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Test {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn run(self) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kcert"));
+        cmd.args(&self.args).stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("kcert runs");
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            cmdline: format!("kcert {}", self.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")),
+        }
+    }
+}
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub cmdline: String,
+}
+
+impl Run {
+    fn explain(&self) -> String {
+        format!("`{}` exited {}\n--- stdout\n{}\n--- stderr\n{}", self.cmdline, self.status, self.stdout, self.stderr)
+    }
+
+    pub fn status(&self, code: i32) -> &Run {
+        assert_eq!(self.status, code, "{}", self.explain());
+        self
+    }
+
+    pub fn stdout_has(&self, s: &str) -> &Run {
+        assert!(self.stdout.contains(s), "stdout lacks {s:?}\n{}", self.explain());
+        self
+    }
+
+    pub fn stderr_has(&self, s: &str) -> &Run {
+        assert!(self.stderr.contains(s), "stderr lacks {s:?}\n{}", self.explain());
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{}", self.explain()))
+    }
+}
+
+/// `../shared` beside the checkout; its absence is a failure, never a skip.
+pub fn shared_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(dir.join("fixtures/real-world/INDEX.md").exists(), "the shared fixtures are missing at {}: CI and developers have ../shared beside the checkout", dir.display());
+    dir.canonicalize().unwrap()
+}
+
+pub fn real_world() -> PathBuf {
+    shared_dir().join("fixtures/real-world")
+}
+
+/// What openssl says of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OpensslFacts {
+    pub subject: String,
+    pub serial: String,
+    pub not_after: String,
+}
+
+/// Runs `openssl x509` on one PEM certificate, with a name format comparable to kcert's.
+pub fn openssl_facts(pem: &str) -> OpensslFacts {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-serial", "-enddate", "-nameopt", "sep_comma_plus_space,esc_2253,utf8,sname", "-dateopt", "iso_8601"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    child.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl x509 failed: {}\n{pem}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("no {k} in {text}")).to_string();
+    // iso_8601 prints "2025-02-03 07:54:33Z"
+    OpensslFacts { subject: field("subject="), serial: field("serial=").to_lowercase(), not_after: field("notAfter=").replace(' ', "T") }
+}
+
+/// The PEM certificate blocks of a text, in order.
+pub fn pem_certs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if l == "-----BEGIN CERTIFICATE-----" {
+            cur = Some(String::new());
+        }
+        if let Some(c) = cur.as_mut() {
+            c.push_str(l);
+            c.push('\n');
+        }
+        if l == "-----END CERTIFICATE-----" {
+            out.extend(cur.take());
+        }
+    }
+    out
+}
+
+/// Certificates embedded in a kubeconfig's `*-certificate-*-data` values.
+pub fn kubeconfig_certs(text: &str) -> Vec<String> {
+    use base64::Engine;
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            (k == "certificate-authority-data" || k == "client-certificate-data").then(|| v.trim().to_string())
+        })
+        .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .flat_map(|pem| pem_certs(&String::from_utf8_lossy(&pem)))
+        .collect()
+}
+
+/// Every file below `dir`, as (absolute path, path relative to `root` with a leading /).
+pub fn walk(root: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(root, &p));
+        } else if p.is_file() {
+            out.push((p.clone(), format!("/{}", p.strip_prefix(root).unwrap().display())));
+        }
+    }
+    out.sort();
+    out
+}
