@@ -1,0 +1,38 @@
+#!/bin/sh
+# STAND-IN for the kubelet's TLS port (no real kubelet can run here): nginx on 10250,
+# configured at each (re)start from /var/lib/kubelet/config.yaml as the kubelet reads it:
+# it serves tlsCertFile/tlsPrivateKeyFile (default /var/lib/kubelet/pki/kubelet.{crt,key})
+# and demands client certificates from authentication.x509.clientCAFile. /healthz answers ok.
+set -eu
+. /opt/kcert-fleet/lib.sh
+c=/var/lib/kubelet/config.yaml
+cert=$(field "$c" tlsCertFile); cert=${cert:-/var/lib/kubelet/pki/kubelet.crt}
+key=$(field "$c" tlsPrivateKeyFile); key=${key:-/var/lib/kubelet/pki/kubelet.key}
+ca=$(field "$c" clientCAFile)
+dir=/run/kcert/kubelet
+mkdir -p "$dir/tmp"
+cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  server {
+    listen 10250 ssl;
+    ssl_certificate $cert;
+    ssl_certificate_key $key;
+    ssl_client_certificate $ca;
+    ssl_verify_client on;
+    ssl_verify_depth 4;
+    location = /healthz { default_type text/plain; return 200 "ok"; }
+    location / { return 404; }
+  }
+}
+CONF
+exec /usr/sbin/nginx -c "$dir/nginx.conf" -g 'daemon off;'
