@@ -280,7 +280,7 @@ pub fn check(r: &CheckReport, format: Format, out: &mut dyn Write) -> io::Result
                         (Some(b), Some(d)) => format!("{} ({d})", human_bytes(*b)),
                         _ => "-".into(),
                     },
-                    n.distribution.clone().unwrap_or_else(|| if n.authenticated { "none".into() } else { "-".into() }),
+                    n.distribution.clone().unwrap_or_else(|| if n.pki_files.is_some() { "none".into() } else { "-".into() }),
                     n.pki_files.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                     if n.ok() { "ok".into() } else { "FAILED".into() },
                 ]);

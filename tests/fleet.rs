@@ -1,0 +1,366 @@
+//! kcert against the real test fleet (docker/fleet): five containers with real sshd and etcd,
+//! stand-ins for kube-apiserver and the kubelet. The fleet is brought up once per run under a
+//! name of its own, every scenario runs in order (each undoes what it changes), and the fleet
+//! is torn down whatever happened. Without a Docker daemon this fails and says so.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Test, kubeconfig_certs, pem_certs};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+struct Node {
+    name: String,
+    container: String,
+    ip: String,
+    control_plane: bool,
+}
+
+struct Fleet {
+    name: String,
+    state: PathBuf,
+    nodes: Vec<Node>,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Fleet {
+    fn up() -> Fleet {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000;
+        let name = format!("kt{}-{stamp}", std::process::id());
+        let state = repo().join("target/fleet").join(&name);
+        let mut fleet = Fleet { name: name.clone(), state: state.clone(), nodes: Vec::new() };
+        if let Err(e) = run(Command::new(repo().join("docker/fleet")).args(["up", &name, "--state"]).arg(&state)) {
+            drop(fleet);
+            panic!("the test fleet did not come up (fleet tests need a Docker daemon; they never skip):\n{e}");
+        }
+        let tsv = std::fs::read_to_string(state.join("nodes.tsv")).unwrap();
+        fleet.nodes = tsv
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Node { name: f[0].into(), container: f[1].into(), ip: f[2].into(), control_plane: f[3].contains("control-plane") }
+            })
+            .collect();
+        fleet
+    }
+
+    fn inventory(&self) -> PathBuf {
+        self.state.join("inventory.yaml")
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    fn kcert(&self, args: &[&str]) -> Test {
+        Test::new().args(args.iter().copied()).args(["-i".as_ref(), self.inventory().as_os_str()])
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = run(Command::new(repo().join("docker/fleet")).args(["down", &self.name]));
+    }
+}
+
+/// A shell script run as root inside a container.
+fn sh(container: &str, script: &str) -> String {
+    run(Command::new("docker").args(["exec", container, "sh", "-ec", script])).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
+fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
+    let script = format!(
+        "printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601"
+    );
+    let out = sh(container, &script);
+    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
+    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
+}
+
+fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
+    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
+}
+
+fn expiry_matches_openssl_on_every_node(f: &Fleet) {
+    let run = f.kcert(&["expiry", "-o", "json"]).run();
+    run.status(0);
+    let json = run.json();
+    assert_eq!(json["errors"].as_array().unwrap().len(), 0, "{}", run.stdout);
+    for n in &f.nodes {
+        // What is on the node, enumerated independently: every file under the PKI directories.
+        let files = sh(&n.container, "find -L /etc/kubernetes /var/lib/kubelet -type f");
+        let mut want = BTreeSet::new();
+        for path in files.lines() {
+            let text = sh(&n.container, &format!("cat '{path}'"));
+            for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
+                for b in blocks {
+                    let (serial, not_after, subject) = openssl_in(&n.container, &b);
+                    want.insert((path.to_string(), source.to_string(), serial, not_after, subject));
+                }
+            }
+        }
+        let got: BTreeSet<_> = ["file", "kubeconfig"]
+            .iter()
+            .flat_map(|s| certs_of(&json, &n.name, s))
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap().to_string();
+                (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
+            })
+            .collect();
+        assert_eq!(got, want, "{}: kcert and openssl in the container disagree", n.name);
+        // And every port serves the cert of the file behind it.
+        let served: BTreeSet<String> = certs_of(&json, &n.name, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
+        let mut ports = BTreeSet::from(["127.0.0.1:10250".to_string()]);
+        if n.control_plane {
+            ports.extend(["127.0.0.1:6443".to_string(), "127.0.0.1:2379".to_string(), format!("{}:2380", n.ip)]);
+        }
+        assert_eq!(served, ports, "{}: served ports", n.name);
+        for c in certs_of(&json, &n.name, "endpoint") {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+}
+
+fn the_table_lists_all_five_nodes(f: &Fleet) {
+    let run = f.kcert(&["expiry"]).run();
+    run.status(0).stdout_has("CERTIFICATE AUTHORITY").stdout_has("RESIDUAL TIME");
+    for n in &f.nodes {
+        assert!(run.stdout.lines().any(|l| l.starts_with(&format!("{} ", n.name))), "{} missing:\n{}", n.name, run.stdout);
+    }
+}
+
+fn a_sudo_user_sees_what_root_sees(f: &Fleet) {
+    let key = |j: serde_json::Value| -> BTreeSet<String> { j["certificates"].as_array().unwrap().iter().map(|c| format!("{} {} {}", c["node"], c["path"], c["serial"])).collect() };
+    let root = f.kcert(&["expiry", "-o", "json"]).run();
+    let sudo = Test::new().args(["expiry", "-o", "json", "-i"]).args([f.state.join("inventory-sudo.yaml")]).run();
+    sudo.status(0);
+    assert_eq!(key(sudo.json()), key(root.json()));
+}
+
+fn check_passes_as_root_and_as_the_sudo_user(f: &Fleet) {
+    for (inv, sudo) in [("inventory.yaml", serde_json::Value::Null), ("inventory-sudo.yaml", serde_json::Value::Bool(true))] {
+        let run = Test::new().args(["check", "-o", "json", "-i"]).args([f.state.join(inv)]).run();
+        run.status(0);
+        let json = run.json();
+        for n in json["nodes"].as_array().unwrap() {
+            assert_eq!(n["ok"], true, "{n}");
+            assert_eq!(n["sudo"], sudo, "{inv}: {n}");
+            assert_eq!(n["distribution"], "kubeadm");
+            assert!(n["clock_skew_seconds"].as_f64().unwrap().abs() < 5.0);
+            assert!(n["free_bytes"].as_u64().unwrap() > 0);
+            let want = if n["node"].as_str().unwrap().starts_with("cp") { 30 } else { 5 };
+            assert!(n["pki_files"].as_u64().unwrap() >= want, "{n}");
+        }
+    }
+    Test::new().args(["check", "-i"]).args([f.state.join("inventory-sudo.yaml")]).run().status(0).stdout_has("SUDO").stdout_has("kubeadm");
+}
+
+fn sudo_that_needs_a_password_is_said_plainly(f: &Fleet) {
+    let inv = f.state.join("inventory-needpw.yaml");
+    std::fs::write(&inv, std::fs::read_to_string(f.state.join("inventory-sudo.yaml")).unwrap().replace("user: ops", "user: needpw")).unwrap();
+    let run = Test::new().args(["check", "--nodes", "w1", "-o", "json", "-i"]).args([&inv]).run();
+    run.status(1);
+    let n = &run.json()["nodes"][0];
+    assert_eq!((n["authenticated"].clone(), n["sudo"].clone()), (serde_json::Value::Bool(true), serde_json::Value::Bool(false)), "{n}");
+    assert!(n["problems"][0].as_str().unwrap().contains("needs a password"), "{n}");
+    Test::new().args(["expiry", "--nodes", "w1", "-i"]).args([&inv]).run().status(1).stdout_has("needs a password");
+}
+
+fn a_replaced_cert_without_restart_is_served_differs(f: &Fleet) {
+    let c = &f.node("cp2").container;
+    // A new apiserver cert for the same key, signed by the cluster CA with openssl.
+    sh(c, "cd /etc/kubernetes/pki && cp -p apiserver.crt /root/apiserver.crt.orig && \
+           san=$(openssl x509 -in apiserver.crt -noout -ext subjectAltName | tail -n1 | sed 's/IP Address:/IP:/g; s/ //g') && \
+           printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' \"$san\" > /tmp/ext && \
+           openssl req -new -key apiserver.key -subj /CN=kube-apiserver -out /tmp/a.csr && \
+           openssl x509 -req -in /tmp/a.csr -CA ca.crt -CAkey ca.key -set_serial 0x1234 -days 200 -extfile /tmp/ext -out apiserver.crt 2>/dev/null");
+    let run = f.kcert(&["expiry", "-o", "json", "--nodes", "cp2"]).run();
+    run.status(3);
+    let json = run.json();
+    let served = certs_of(&json, "cp2", "endpoint").into_iter().find(|x| x["path"] == "127.0.0.1:6443").unwrap();
+    assert_eq!(served["status"], "served-differs", "{served}");
+    let file = certs_of(&json, "cp2", "file").into_iter().find(|x| x["path"] == "/etc/kubernetes/pki/apiserver.crt").unwrap();
+    assert_eq!(file["serial"], "1234");
+    f.kcert(&["expiry", "--nodes", "cp2"]).run().status(3).stdout_has("was not restarted since the file changed");
+    // Restarting the stand-in makes it serve the file: clean again.
+    sh(c, "supervisorctl restart kube-apiserver >/dev/null");
+    wait_for(c, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
+    f.kcert(&["expiry", "--nodes", "cp2"]).run().status(0);
+    sh(c, "cp -p /root/apiserver.crt.orig /etc/kubernetes/pki/apiserver.crt && supervisorctl restart kube-apiserver >/dev/null");
+    wait_for(c, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
+}
+
+/// Bounded polling inside a container, never a fixed sleep.
+fn wait_for(container: &str, script: &str) {
+    for _ in 0..120 {
+        if run(Command::new("docker").args(["exec", container, "sh", "-c", script])).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("{container}: gave up waiting for `{script}`");
+}
+
+fn a_near_expiry_leaf_exits_3(f: &Fleet) {
+    let c = &f.node("w1").container;
+    // A kubelet serving cert with explicit dates (openssl ca -startdate/-enddate), 10 days left.
+    sh(c, r#"cd /var/lib/kubelet/pki && cp -p kubelet.crt /root/kubelet.crt.orig && mkdir -p /tmp/ca && cd /tmp/ca &&
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj /CN=test-ca 2>/dev/null &&
+        : > index.txt && echo 1000 > serial &&
+        printf '[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nserial=serial\nnew_certs_dir=.\ndefault_md=sha256\npolicy=p\ncopy_extensions=copy\n[p]\ncommonName=supplied\n' > ca.cnf &&
+        openssl x509 -in /var/lib/kubelet/pki/kubelet.crt -x509toreq -signkey /var/lib/kubelet/pki/kubelet.key -out k.csr 2>/dev/null &&
+        openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in k.csr -out k.crt -notext \
+          -startdate $(date -u -d '-1 day' +%Y%m%d%H%M%SZ) -enddate $(date -u -d '+10 days' +%Y%m%d%H%M%SZ) 2>/dev/null &&
+        cp k.crt /var/lib/kubelet/pki/kubelet.crt && supervisorctl restart kubelet >/dev/null"#);
+    wait_for(c, "curl -sk -o /dev/null https://127.0.0.1:10250/healthz; test $? -ne 7");
+    let run = f.kcert(&["expiry", "-o", "json", "--nodes", "w1"]).run();
+    run.status(3);
+    let json = run.json();
+    for source in ["file", "endpoint"] {
+        let row = certs_of(&json, "w1", source).into_iter().find(|x| x["name"] == "kubelet-serving").unwrap();
+        assert_eq!(row["status"], "warning", "{row}");
+        let left = row["residual_seconds"].as_i64().unwrap();
+        assert!((9 * 86_400..=10 * 86_400).contains(&left), "{row}");
+    }
+    // Outside a 5-day window it is fine.
+    f.kcert(&["expiry", "--nodes", "w1", "--warn", "5d"]).run().status(0);
+    sh(c, "cp -p /root/kubelet.crt.orig /var/lib/kubelet/pki/kubelet.crt && supervisorctl restart kubelet >/dev/null");
+    wait_for(c, "curl -sk -o /dev/null https://127.0.0.1:10250/healthz; test $? -ne 7");
+}
+
+fn a_stopped_node_is_reported_and_the_others_still_are(f: &Fleet) {
+    let w2 = f.node("w2");
+    run(Command::new("docker").args(["stop", "-t", "1", &w2.container])).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let run = f.kcert(&["expiry", "-o", "json", "--connect-timeout", "3s"]).run();
+        run.status(1);
+        let json = run.json();
+        let errs: Vec<_> = json["errors"].as_array().unwrap().iter().filter(|e| e["node"] == "w2").collect();
+        assert_eq!(errs.len(), 1, "{json}");
+        assert!(errs[0]["path"].is_null() && errs[0]["error"].as_str().unwrap().contains(&w2.ip), "{}", errs[0]);
+        for n in f.nodes.iter().filter(|n| n.name != "w2") {
+            assert!(!certs_of(&json, &n.name, "file").is_empty(), "{} still reported", n.name);
+        }
+        let run = f.kcert(&["check", "-o", "json", "--connect-timeout", "3s"]).run();
+        run.status(1);
+        let json = run.json();
+        for n in json["nodes"].as_array().unwrap() {
+            assert_eq!(n["reachable"], n["node"] != "w2", "{n}");
+        }
+        f.kcert(&["check", "--connect-timeout", "3s"]).run().status(1).stdout_has("cannot connect to");
+    });
+    run(Command::new("docker").args(["start", &w2.container])).unwrap();
+    wait_for(&w2.container, "supervisorctl status sshd | grep -q RUNNING && supervisorctl status kubelet | grep -q RUNNING");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn fingerprint(pubkey_line: &str) -> String {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), pubkey_line).unwrap();
+    let out = run(Command::new("ssh-keygen").arg("-lf").arg(tmp.path())).unwrap();
+    out.split_whitespace().nth(1).unwrap().to_string()
+}
+
+fn a_changed_host_key_is_refused_with_both_fingerprints(f: &Fleet) {
+    let w1 = f.node("w1");
+    let old = std::fs::read_to_string(f.state.join("known_hosts")).unwrap();
+    let old_line = old.lines().find(|l| l.starts_with(&format!("{} ssh-ed25519", w1.ip))).unwrap();
+    let old_fp = fingerprint(&old_line[w1.ip.len() + 1..]);
+    sh(&w1.container, "mkdir -p /root/hostkeys && cp -p /etc/ssh/ssh_host_* /root/hostkeys/ && rm /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && supervisorctl restart sshd >/dev/null");
+    let new_fp = fingerprint(&sh(&w1.container, "cat /etc/ssh/ssh_host_ed25519_key.pub"));
+    assert_ne!(old_fp, new_fp);
+    let result = std::panic::catch_unwind(|| {
+        for accept in [false, true] {
+            let mut args = vec!["check", "--nodes", "w1"];
+            if accept {
+                args.push("--accept-new-host-keys"); // never accepts a changed key
+            }
+            let run = f.kcert(&args).run();
+            run.status(1).stdout_has("HOST KEY CHANGED").stdout_has(&old_fp).stdout_has(&new_fp);
+        }
+        assert_eq!(std::fs::read_to_string(f.state.join("known_hosts")).unwrap(), old, "known_hosts untouched");
+    });
+    sh(&w1.container, "cp -p /root/hostkeys/* /etc/ssh/ && supervisorctl restart sshd >/dev/null");
+    wait_for(&w1.container, "supervisorctl status sshd | grep -q RUNNING");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    f.kcert(&["check", "--nodes", "w1"]).run().status(0);
+}
+
+fn an_unknown_host_key_needs_accept_new(f: &Fleet) {
+    let w1 = f.node("w1");
+    let dir = tempfile::tempdir().unwrap();
+    let kh = dir.path().join("known_hosts");
+    let others: String = std::fs::read_to_string(f.state.join("known_hosts")).unwrap().lines().filter(|l| !l.starts_with(&format!("{} ", w1.ip))).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&kh, &others).unwrap();
+    let inv = dir.path().join("inventory.yaml");
+    std::fs::write(&inv, std::fs::read_to_string(f.inventory()).unwrap().replace(&f.state.join("known_hosts").display().to_string(), &kh.display().to_string())).unwrap();
+    let kcert = |extra: &[&str]| Test::new().args(["check", "--nodes", "w1", "-i"]).args([&inv]).args(extra.iter().copied()).run();
+    kcert(&[]).status(1).stdout_has("is not in").stdout_has("--accept-new-host-keys");
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), others, "nothing recorded without the flag");
+    kcert(&["--accept-new-host-keys"]).status(0);
+    let learned = std::fs::read_to_string(&kh).unwrap();
+    assert!(learned.lines().any(|l| l.starts_with(&format!("{} ", w1.ip))), "recorded:\n{learned}");
+    kcert(&[]).status(0);
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    type Scenario = fn(&Fleet);
+    let scenarios: Vec<(&str, Scenario)> = vec![
+        ("expiry_matches_openssl_on_every_node", expiry_matches_openssl_on_every_node),
+        ("the_table_lists_all_five_nodes", the_table_lists_all_five_nodes),
+        ("a_sudo_user_sees_what_root_sees", a_sudo_user_sees_what_root_sees),
+        ("check_passes_as_root_and_as_the_sudo_user", check_passes_as_root_and_as_the_sudo_user),
+        ("sudo_that_needs_a_password_is_said_plainly", sudo_that_needs_a_password_is_said_plainly),
+        ("a_replaced_cert_without_restart_is_served_differs", a_replaced_cert_without_restart_is_served_differs),
+        ("a_near_expiry_leaf_exits_3", a_near_expiry_leaf_exits_3),
+        ("a_stopped_node_is_reported_and_the_others_still_are", a_stopped_node_is_reported_and_the_others_still_are),
+        ("a_changed_host_key_is_refused_with_both_fingerprints", a_changed_host_key_is_refused_with_both_fingerprints),
+        ("an_unknown_host_key_needs_accept_new", an_unknown_host_key_needs_accept_new),
+    ];
+    let selected = |name: &str| match &args.filter {
+        Some(f) if args.exact => name == f,
+        Some(f) => name.contains(f.as_str()),
+        None => true,
+    } && !args.skip.iter().any(|s| name.contains(s.as_str()));
+    // Bring the fleet up only when a scenario will run (not for --list or a filter that excludes all).
+    let needed = !args.list && scenarios.iter().any(|(n, _)| selected(n));
+    let fleet = needed.then(|| std::sync::Arc::new(Fleet::up()));
+    let trials = scenarios
+        .into_iter()
+        .map(|(name, scenario)| {
+            let fleet = fleet.clone();
+            Trial::test(name, move || {
+                let fleet = fleet.ok_or_else(|| Failed::from("no fleet"))?;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fleet))).map_err(|e| {
+                    Failed::from(e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
+                })
+            })
+        })
+        .collect();
+    // Scenarios share one fleet and change it in turn: run them one at a time, in order.
+    let mut args = args;
+    args.test_threads = Some(1);
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(fleet);
+    conclusion.exit();
+}
