@@ -146,3 +146,23 @@ fn check_offline_counts_pki_files() {
     assert_eq!(node["pki_files"], 6, "{json}");
     assert!(node["free_bytes"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn the_example_inventory_is_valid() {
+    // Every field documented in inventory.example.yaml must parse (its identity file is
+    // swapped for a readable one, since the example's cannot exist on a test machine).
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id");
+    std::fs::write(&key, "x").unwrap();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory.example.yaml"))
+        .unwrap()
+        .replace("~/.ssh/id_ed25519   #", &format!("{}   #", key.display()))
+        .replace("config_file: ~/.ssh/config ", "config_file: none ");
+    let inv = dir.path().join("inv.yaml");
+    std::fs::write(&inv, text).unwrap();
+    let inv = kcert::inventory::load(&inv, &Default::default()).unwrap();
+    assert_eq!(inv.nodes.len(), 3);
+    assert_eq!(inv.nodes[2].ssh.port, 2222);
+    assert_eq!(inv.nodes[2].ssh.user, "admin");
+    assert_eq!(inv.nodes[0].ssh.jump.as_ref().unwrap().host, "bastion.example.net");
+}
