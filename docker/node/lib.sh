@@ -15,3 +15,22 @@ all_flags() {
 field() {
   sed -n "s/^[[:space:]]*$2:[[:space:]]*\(.*\)$/\1/p" "$1" | head -n1
 }
+
+# nginx_head DIR -> the start of an nginx config whose pid and temp files live in DIR, so
+# several nginx instances coexist in one container; the caller closes the http block.
+nginx_head() {
+  mkdir -p "$1/tmp"
+  cat <<CONF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp/body;
+  proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fastcgi;
+  uwsgi_temp_path $1/tmp/uwsgi;
+  scgi_temp_path $1/tmp/scgi;
+CONF
+}

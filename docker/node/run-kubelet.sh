@@ -12,17 +12,7 @@ ca=$(field "$c" clientCAFile)
 dir=/run/kcert/kubelet
 mkdir -p "$dir/tmp"
 cat > "$dir/nginx.conf" <<CONF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log stderr warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
+$(nginx_head "$dir")
   server {
     listen 10250 ssl;
     ssl_certificate $cert;
