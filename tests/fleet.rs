@@ -322,6 +322,51 @@ fn an_unknown_host_key_needs_accept_new(f: &Fleet) {
     kcert(&[]).status(0);
 }
 
+/// An inventory derived from the fleet's, with `edit` applied to its text.
+fn derived_inventory(f: &Fleet, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let inv = dir.join("inventory.yaml");
+    std::fs::write(&inv, edit(std::fs::read_to_string(f.inventory()).unwrap())).unwrap();
+    inv
+}
+
+fn a_jump_host_reaches_the_node_behind_it(f: &Fleet) {
+    let dir = tempfile::tempdir().unwrap();
+    let cp1 = f.node("cp1");
+    // Every node reached through cp1's sshd (a direct-tcpip tunnel), cp1's host key verified too.
+    let inv = derived_inventory(f, dir.path(), |t| t.replace("  config_file: none\n", &format!("  config_file: none\n  jump: root@{}:22\n", cp1.ip)));
+    let run = Test::new().args(["check", "-o", "json", "--nodes", "w1,w2", "-i"]).args([&inv]).run();
+    run.status(0);
+    // A jump host that does not answer is named as such.
+    let inv = derived_inventory(f, dir.path(), |t| t.replace("  config_file: none\n", "  config_file: none\n  jump: root@127.0.0.1:1\n"));
+    Test::new().args(["check", "--nodes", "w1", "-i"]).args([&inv]).run().status(1).stdout_has("127.0.0.1");
+}
+
+fn the_ssh_agent_authenticates_when_no_key_file_is_given(f: &Fleet) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent").args(["-D", "-a"]).arg(&sock).stdout(std::process::Stdio::null()).spawn().expect("ssh-agent runs");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let result = std::panic::catch_unwind(|| {
+        run(Command::new("ssh-add").arg(f.state.join("id_ed25519")).env("SSH_AUTH_SOCK", &sock)).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let inv = derived_inventory(f, dir.path(), |t| t.lines().filter(|l| !l.contains("identity_file")).map(|l| format!("{l}\n")).collect());
+        let kcert = |sock: &Path| Test::new().env("HOME", home.path()).env("SSH_AUTH_SOCK", sock).args(["check", "--nodes", "cp1", "-i"]).args([&inv]).run();
+        kcert(&sock).status(0);
+        // Without an agent and without key files, the message says what was tried.
+        kcert(&dir.path().join("none.sock")).status(1).stdout_has("authentication as root@");
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     type Scenario = fn(&Fleet);
@@ -336,6 +381,8 @@ fn main() {
         ("a_stopped_node_is_reported_and_the_others_still_are", a_stopped_node_is_reported_and_the_others_still_are),
         ("a_changed_host_key_is_refused_with_both_fingerprints", a_changed_host_key_is_refused_with_both_fingerprints),
         ("an_unknown_host_key_needs_accept_new", an_unknown_host_key_needs_accept_new),
+        ("a_jump_host_reaches_the_node_behind_it", a_jump_host_reaches_the_node_behind_it),
+        ("the_ssh_agent_authenticates_when_no_key_file_is_given", the_ssh_agent_authenticates_when_no_key_file_is_given),
     ];
     let selected = |name: &str| match &args.filter {
         Some(f) if args.exact => name == f,
