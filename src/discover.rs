@@ -56,6 +56,28 @@ pub struct NodePki {
     /// Every PKI file found (certificates, keys, kubeconfigs, bundles).
     pub files: BTreeSet<String>,
     pub endpoints: Vec<EndpointTarget>,
+    /// Components whose manifest or config is on the node, with their flags or fields.
+    pub components: BTreeMap<String, BTreeMap<String, String>>,
+    /// (component, ref key) -> the path that ref names on this node.
+    pub refs: BTreeMap<(String, String), String>,
+    /// Playbook file name -> its path on this node (a ref's value first, else the default
+    /// path when the file exists there).
+    pub named: BTreeMap<String, String>,
+}
+
+impl NodePki {
+    /// The path a component's ref names, or a playbook file's path by name.
+    pub fn path_of(&self, component: Option<&str>, key: &str) -> Option<&str> {
+        match component {
+            Some(c) => self.refs.get(&(c.to_string(), key.to_string())).map(String::as_str),
+            None => self.named.get(key).map(String::as_str),
+        }
+    }
+
+    /// Certificates found in one file (in file order).
+    pub fn certs_in(&self, path: &str) -> Vec<&FoundCert> {
+        self.certs.iter().filter(|c| c.path == path && c.source != Source::Endpoint).collect()
+    }
 }
 
 /// Where a path came from and what it is expected to hold.
@@ -132,6 +154,8 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
             pki.files.insert(src.to_string());
             for (path, r, required) in resolve_refs(pb, c, src, &keys) {
                 let file = pb.file(&r.file).expect("playbook validated");
+                pki.refs.entry((c.name.clone(), r.key.clone())).or_insert_with(|| path.clone());
+                pki.named.entry(file.name.clone()).or_insert_with(|| path.clone());
                 add(&mut wants, path, Want {
                     kind: Some(r.kind.unwrap_or(file.kind)),
                     name: Some(file.name.clone()),
@@ -140,6 +164,7 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
                 });
             }
             pki.endpoints.extend(endpoint_targets(pb, c, src, &keys));
+            pki.components.insert(c.name.clone(), keys);
         }
     }
     for path in listed {
@@ -221,6 +246,13 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
             pki.files.insert(p.clone());
         } else {
             pki.errors.push(missing(p, w));
+        }
+    }
+    if let Some(pb) = playbook {
+        for f in &pb.files {
+            if !pki.named.contains_key(&f.name) && pki.files.contains(&f.path) {
+                pki.named.insert(f.name.clone(), f.path.clone());
+            }
         }
     }
     Ok(pki)
@@ -386,25 +418,28 @@ pub fn manifest_flags(text: &str) -> Result<BTreeMap<String, String>, String> {
 fn config_fields(text: &str, c: &Component) -> Result<BTreeMap<String, String>, String> {
     let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let dir = c.config.as_deref().and_then(|p| p.rsplit_once('/')).map(|(d, _)| d.to_string()).unwrap_or_default();
+    let get = |key: &str| -> Option<&serde_json::Value> {
+        let mut v = &value;
+        for part in key.split('.') {
+            v = v.get(part)?;
+        }
+        Some(v)
+    };
     let mut out = BTreeMap::new();
     for r in &c.refs {
-        let mut v = &value;
-        let mut found = true;
-        for part in r.key.split('.') {
-            match v.get(part) {
-                Some(next) => v = next,
-                None => {
-                    found = false;
-                    break;
-                }
-            }
-        }
-        if let (true, Some(s)) = (found, v.as_str())
+        if let Some(s) = get(&r.key).and_then(|v| v.as_str())
             && !s.is_empty()
         {
             let path = if s.starts_with('/') { s.to_string() } else { kubeconfig::normalize(&format!("{dir}/{s}")) };
             out.insert(r.key.clone(), path);
         }
+    }
+    for key in c.facts.iter().chain(c.self_rotates.iter()) {
+        match get(key) {
+            Some(serde_json::Value::String(s)) => out.insert(key.clone(), s.clone()),
+            Some(v) if !v.is_null() => out.insert(key.clone(), v.to_string()),
+            _ => None,
+        };
     }
     Ok(out)
 }

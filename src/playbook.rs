@@ -48,6 +48,10 @@ pub struct Playbook {
     pub files: Vec<KnownFile>,
     #[serde(default)]
     pub components: Vec<Component>,
+    #[serde(default)]
+    pub edges: Vec<Edge>,
+    #[serde(default)]
+    pub pairs: Vec<Pair>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +60,25 @@ pub struct KnownFile {
     pub name: String,
     pub path: String,
     pub kind: FileKind,
+    /// For a certificate: the `files` entry of its private key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// For a leaf (or a kubeconfig's client cert): the `files` entry of the CA that signs it.
+    #[serde(default)]
+    pub signer: Option<String>,
+    /// Part of `renew --certs all` (default true).
+    #[serde(default = "yes")]
+    pub in_all: bool,
+    /// Renewing adds the node's host name and addresses to the SANs.
+    #[serde(default)]
+    pub node_sans: bool,
+    /// A component that reads this file although no ref of it names the file.
+    #[serde(default)]
+    pub read_by: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +100,62 @@ pub struct Component {
     pub restart: Option<String>,
     #[serde(default)]
     pub health: Option<String>,
+    /// A boolean config field: when true the component renews its own client cert.
+    #[serde(default)]
+    pub self_rotates: Option<String>,
+    /// More config fields read as facts (manifest flags are all read anyway).
+    #[serde(default)]
+    pub facts: Vec<String>,
+    /// Settings `verify` points out.
+    #[serde(default)]
+    pub warn: Vec<Warn>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warn {
+    pub key: String,
+    /// `set`: warn when the key is unset; any other value: warn unless the key has it.
+    pub unless: String,
+    pub message: String,
+}
+
+/// One side of a TLS edge: a component's refs (by key), kubeconfigs, or files (by name).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Side {
+    #[serde(default)]
+    pub component: Option<String>,
+    #[serde(default)]
+    pub kubeconfigs: Vec<String>,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// What this side trusts the other side's certificate with.
+    #[serde(default)]
+    pub trusts: Option<String>,
+    /// The port the server side answers on, and a path that answers 200 when healthy.
+    #[serde(default)]
+    pub endpoint: Option<u16>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub name: String,
+    pub client: Side,
+    pub server: Side,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    pub component: String,
+    pub cert: String,
+    pub key: String,
 }
 
 impl Component {
@@ -133,6 +212,43 @@ impl Playbook {
             }
             if !f.path.starts_with('/') {
                 return Err(bad(format!("file {:?}: path {:?} is not absolute", f.name, f.path)));
+            }
+        }
+        for f in &self.files {
+            for (what, other) in [("key", &f.key), ("signer", &f.signer)] {
+                if let Some(o) = other
+                    && self.file(o).is_none()
+                {
+                    return Err(bad(format!("file {:?}: {what} names unknown file {o:?}", f.name)));
+                }
+            }
+            if let Some(c) = &f.read_by
+                && self.component(c).is_none()
+            {
+                return Err(bad(format!("file {:?}: read_by names unknown component {c:?}", f.name)));
+            }
+        }
+        for e in &self.edges {
+            for side in [&e.client, &e.server] {
+                match &side.component {
+                    Some(c) => {
+                        let Some(comp) = self.component(c) else {
+                            return Err(bad(format!("edge {:?}: unknown component {c:?}", e.name)));
+                        };
+                        for k in [&side.cert, &side.key, &side.trusts].into_iter().flatten() {
+                            if !comp.refs.iter().any(|r| &r.key == k) {
+                                return Err(bad(format!("edge {:?}: component {c:?} has no ref {k:?}", e.name)));
+                            }
+                        }
+                    }
+                    None => {
+                        for k in side.kubeconfigs.iter().chain([&side.cert, &side.key, &side.trusts].into_iter().flatten()) {
+                            if self.file(k).is_none() {
+                                return Err(bad(format!("edge {:?}: unknown file {k:?}", e.name)));
+                            }
+                        }
+                    }
+                }
             }
         }
         for c in &self.components {

@@ -4,5 +4,6 @@
 
 pub mod cert;
 pub mod kubeconfig;
+pub mod sign;
 
 pub use cert::{CertInfo, PemContent, PkiError, find_issuer, parse_pem};
