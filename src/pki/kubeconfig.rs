@@ -45,6 +45,8 @@ impl Field {
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub field: Field,
+    /// The base64 text as it stands in the file (for replacing it in place).
+    pub raw: String,
     pub content: Result<PemContent, PkiError>,
 }
 
@@ -111,7 +113,7 @@ pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
         let Some(cluster) = c.cluster else { continue };
         let field = |key| Field { kind: EmbeddedKind::Cluster, owner: owner.clone(), key };
         if let Some(data) = cluster.ca_data {
-            out.embedded.push(Embedded { field: field("certificate-authority-data"), content: decode(&data) });
+            out.embedded.push(Embedded { field: field("certificate-authority-data"), content: decode(&data), raw: data });
         }
         if let Some(path) = cluster.ca_path {
             out.references.push(Reference { field: field("certificate-authority"), path });
@@ -122,7 +124,7 @@ pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
         let Some(user) = u.cluster else { continue };
         let field = |key| Field { kind: EmbeddedKind::User, owner: owner.clone(), key };
         if let Some(data) = user.cert_data {
-            out.embedded.push(Embedded { field: field("client-certificate-data"), content: decode(&data) });
+            out.embedded.push(Embedded { field: field("client-certificate-data"), content: decode(&data), raw: data });
         }
         if let Some(path) = user.cert_path {
             out.references.push(Reference { field: field("client-certificate"), path });
@@ -167,6 +169,120 @@ pub fn normalize(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// The kubeconfig with one `*-data` value replaced by the base64 of `pem`, every other byte
+/// as it was. The old value must occur exactly once in the file.
+pub fn replace_data(bytes: &[u8], old_raw: &str, pem: &[u8]) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    let old = old_raw.trim();
+    if old.is_empty() || text.matches(old).count() != 1 {
+        return Err("the embedded value is not a single plain YAML scalar; kcert will not rewrite it".into());
+    }
+    let new = base64::engine::general_purpose::STANDARD.encode(pem);
+    Ok(text.replacen(old, &new, 1).into_bytes())
+}
+
+/// Where a kubeconfig's TLS material is: embedded bytes, or a path (relative to the kubeconfig).
+#[derive(Clone)]
+pub enum Material {
+    Data(Vec<u8>),
+    Path(String),
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Material::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            Material::Path(p) => write!(f, "Path({p})"),
+        }
+    }
+}
+
+/// What a client needs to connect as a kubeconfig's current user. Holds key material: used
+/// for handshakes only; its Debug never shows bytes.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub server: String,
+    pub ca: Option<Material>,
+    pub cert: Option<Material>,
+    pub key: Option<Material>,
+}
+
+#[derive(Deserialize)]
+struct IdRaw {
+    #[serde(default, rename = "current-context")]
+    current: Option<String>,
+    #[serde(default)]
+    contexts: Vec<IdNamed<IdContext>>,
+    #[serde(default)]
+    clusters: Vec<IdNamed<IdCluster>>,
+    #[serde(default)]
+    users: Vec<IdNamed<IdUser>>,
+}
+#[derive(Deserialize)]
+struct IdNamed<T> {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(alias = "user", alias = "context")]
+    cluster: Option<T>,
+}
+#[derive(Deserialize)]
+struct IdContext {
+    cluster: Option<String>,
+    user: Option<String>,
+}
+#[derive(Deserialize)]
+struct IdCluster {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(rename = "certificate-authority-data", default)]
+    ca_data: Option<String>,
+    #[serde(rename = "certificate-authority", default)]
+    ca_path: Option<String>,
+}
+#[derive(Deserialize)]
+struct IdUser {
+    #[serde(rename = "client-certificate-data", default)]
+    cert_data: Option<String>,
+    #[serde(rename = "client-certificate", default)]
+    cert_path: Option<String>,
+    #[serde(rename = "client-key-data", default)]
+    key_data: Option<String>,
+    #[serde(rename = "client-key", default)]
+    key_path: Option<String>,
+}
+
+/// The current context's server, CA and client credentials (the first of each when there is
+/// no current context). Only for making handshakes; nothing here is ever printed.
+pub fn identity(bytes: &[u8]) -> Result<Identity, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    let raw: IdRaw = serde_saphyr::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let ctx = raw.current.as_ref().and_then(|c| raw.contexts.iter().find(|x| x.name.as_ref() == Some(c))).and_then(|x| x.cluster.as_ref());
+    let pick = |want: Option<&String>, n: usize, names: Vec<Option<&String>>| want.and_then(|w| names.iter().position(|x| *x == Some(w))).or((n > 0).then_some(0));
+    let ci = pick(ctx.and_then(|c| c.cluster.as_ref()), raw.clusters.len(), raw.clusters.iter().map(|c| c.name.as_ref()).collect());
+    let ui = pick(ctx.and_then(|c| c.user.as_ref()), raw.users.len(), raw.users.iter().map(|c| c.name.as_ref()).collect());
+    let cluster = ci.and_then(|i| raw.clusters[i].cluster.as_ref()).ok_or("no cluster entry")?;
+    let user = ui.and_then(|i| raw.users[i].cluster.as_ref());
+    let data = |d: &Option<String>, p: &Option<String>| -> Result<Option<Material>, String> {
+        if let Some(d) = d {
+            let compact: String = d.split_whitespace().collect();
+            return base64::engine::general_purpose::STANDARD.decode(compact).map(|b| Some(Material::Data(b))).map_err(|_| "bad base64 data".to_string());
+        }
+        Ok(p.clone().map(Material::Path))
+    };
+    Ok(Identity {
+        server: cluster.server.clone().ok_or("the cluster entry has no server")?,
+        ca: data(&cluster.ca_data, &cluster.ca_path)?,
+        cert: match user {
+            Some(u) => data(&u.cert_data, &u.cert_path)?,
+            None => None,
+        },
+        key: match user {
+            Some(u) => data(&u.key_data, &u.key_path)?,
+            None => None,
+        },
+    })
+}
+
 fn one_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
@@ -194,6 +310,23 @@ mod tests {
         assert_eq!(resolve_reference("/etc/kubernetes/admin.conf", "../pki/a.crt"), "/etc/pki/a.crt");
         assert_eq!(resolve_reference("/etc/k/admin.conf", "/var/x.pem"), "/var/x.pem");
         assert_eq!(resolve_reference("/etc/k/admin.conf", "x.pem"), "/etc/k/x.pem");
+    }
+
+    #[test]
+    fn replacing_data_changes_only_that_value() {
+        let kc = KC.replace("client-certificate: ../pki/a.crt", "client-certificate-data: b2xk");
+        let out = replace_data(kc.as_bytes(), "b2xk", b"new").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), kc.replace("b2xk", "bmV3"));
+        assert!(replace_data(kc.as_bytes(), "Zm9v Zm9v", b"x").is_err());
+    }
+
+    #[test]
+    fn identity_follows_the_current_context() {
+        let id = identity(KC.as_bytes()).unwrap();
+        assert_eq!(id.server, "https://x:6443");
+        assert!(matches!(id.key, Some(Material::Data(ref d)) if d == b"secret"));
+        assert!(matches!(id.cert, Some(Material::Path(ref p)) if p == "../pki/a.crt"));
+        assert!(!format!("{id:?}").contains("secret"));
     }
 
     #[test]

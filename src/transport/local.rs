@@ -8,9 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
+use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
-use super::{CmdOutput, FileData, MAX_FILE_BYTES, NodeFailure, NodeResult, Stream, Transport, script};
+use super::{CmdOutput, FileData, MAX_FILE_BYTES, NodeFailure, NodeResult, Stream, Transport, WriteFile, script};
 
 pub struct LocalTransport {
     name: String,
@@ -59,6 +60,57 @@ impl LocalTransport {
             }
         }
     }
+}
+
+impl LocalTransport {
+    /// Writes one file's temp copy next to its target: (temp, target).
+    fn stage(&self, f: &WriteFile, i: usize) -> Result<(PathBuf, PathBuf), String> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let mut target = self.host_path(&f.path)?;
+        if self.root.is_none()
+            && let Ok(real) = std::fs::canonicalize(&target)
+        {
+            target = real;
+        }
+        let dir = target.parent().ok_or_else(|| format!("{}: no parent directory", f.path))?.to_path_buf();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("cannot create directory for {}: {e}", f.path))?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let tmp = dir.join(format!(".kcert.{}.{i}.{nanos}", std::process::id()));
+        let result = (|| -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            file.write_all(&f.bytes)?;
+            file.sync_all()?;
+            let mode = match std::fs::metadata(&target) {
+                Ok(meta) => {
+                    if meta.uid() != nix_uid(&tmp)? || meta.gid() != nix_gid(&tmp)? {
+                        std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
+                    }
+                    meta.permissions().mode() & 0o7777
+                }
+                Err(_) => f.mode,
+            };
+            let mode = if f.private { 0o600 } else { mode };
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            let free = crate::transport::script::parse_df(&std::process::Command::new("df").arg("-Pk").arg(&dir).output().map(|o| o.stdout).unwrap_or_default())
+                .map(|b| format!(" ({} KiB free in {})", b / 1024, dir.display()))
+                .unwrap_or_default();
+            return Err(format!("cannot write {}: {e}{free}", f.path));
+        }
+        Ok((tmp, target))
+    }
+}
+
+fn nix_uid(p: &Path) -> std::io::Result<u32> {
+    std::fs::metadata(p).map(|m| m.uid())
+}
+
+fn nix_gid(p: &Path) -> std::io::Result<u32> {
+    std::fs::metadata(p).map(|m| m.gid())
 }
 
 /// Resolves `node_path` under `root` like the kernel would if `root` were `/`.
@@ -182,6 +234,41 @@ impl Transport for LocalTransport {
             .await
             .map_err(|e| NodeFailure::command(format!("df: {e}")))?;
         script::parse_df(&out.stdout).map_err(NodeFailure::command)
+    }
+
+    async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>> {
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let cleanup = |staged: &[(PathBuf, PathBuf)]| {
+            for (tmp, _) in staged {
+                let _ = std::fs::remove_file(tmp);
+            }
+        };
+        for (i, f) in files.iter().enumerate() {
+            match self.stage(f, i) {
+                Ok(pair) => staged.push(pair),
+                Err(e) => {
+                    cleanup(&staged);
+                    return Err(NodeFailure::command(e));
+                }
+            }
+        }
+        for (i, (tmp, target)) in staged.iter().enumerate() {
+            if let Err(e) = std::fs::rename(tmp, target) {
+                cleanup(&staged[i..]);
+                return Err(NodeFailure::command(format!("cannot rename the new {} into place: {e}", files[i].path)));
+            }
+        }
+        let mut sums = Vec::new();
+        for (_, target) in &staged {
+            if let Some(dir) = target.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            let bytes = std::fs::read(target).map_err(|e| NodeFailure::command(format!("cannot read back {}: {e}", target.display())))?;
+            sums.push(crate::pki::cert::hex(&sha2::Sha256::digest(&bytes)));
+        }
+        Ok(sums)
     }
 
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {

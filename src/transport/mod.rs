@@ -48,6 +48,25 @@ pub enum FileData {
     TooLarge(u64),
 }
 
+/// One file to write atomically: a temp file in the same directory, fsynced, renamed over
+/// the target. An existing file keeps its owner and mode (a symlink's target is written);
+/// a new file gets `mode` (its missing parent directories 0700).
+#[derive(Clone)]
+pub struct WriteFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+    /// Forces mode 0600 whatever the file had (private keys, backups).
+    pub private: bool,
+}
+
+impl fmt::Debug for WriteFile {
+    // Never the bytes: some are private keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WriteFile({}, {} bytes)", self.path, self.bytes.len())
+    }
+}
+
 /// How far reaching a node got before it failed: `check` reports each stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -98,6 +117,9 @@ pub trait Transport: Send + Sync {
     async fn exists(&self, paths: &[String]) -> NodeResult<Vec<bool>>;
     /// Bytes free to unprivileged writers on the filesystem holding `path` (or its nearest parent).
     async fn free_bytes(&self, path: &str) -> NodeResult<u64>;
+    /// Writes every file atomically, all temp files first, then all renames, so a failure
+    /// while writing (a full disk) changes nothing. Returns each file's sha256 as read back.
+    async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>>;
     /// A TCP connection to `host:port` as seen from the node.
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>>;
 }

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 
-use super::{FileData, MAX_FILE_BYTES};
+use super::{FileData, MAX_FILE_BYTES, WriteFile};
 
 /// Quotes a word for a POSIX shell.
 pub fn quote(s: &str) -> String {
@@ -83,6 +83,76 @@ pub fn parse_exists(stdout: &[u8], count: usize) -> Result<Vec<bool>, String> {
     Ok(v)
 }
 
+/// Writes files atomically (see `Transport::write_files`): every temp file is written and
+/// fsynced before the first rename; on any failure the temp files are removed and the
+/// script exits 1 naming the file. Prints one sha256 per file, read back after the renames.
+pub fn write_files(files: &[WriteFile]) -> String {
+    let mut s = String::from(
+        r#"set -u
+umask 077
+tmps=""
+fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
+"#,
+    );
+    for (i, f) in files.iter().enumerate() {
+        let p = quote(&f.path);
+        s.push_str(&format!(
+            r#"f{i}=$(readlink -f -- {p} 2>/dev/null); [ -n "$f{i}" ] || f{i}={p}
+d=$(dirname "$f{i}")
+mkdir -p "$d" 2>/dev/null || fail "cannot create directory $d for {path}"
+t{i}=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) || fail "cannot create a temporary file in $d (disk full or read-only?) for {path}"
+tmps="$tmps $t{i}"
+base64 -d > "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"
+{b64}
+KCERT_EOF
+if [ -e "$f{i}" ]; then
+  chown --reference="$f{i}" "$t{i}" && chmod --reference="$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
+else
+  chmod {mode:o} "$t{i}" || fail "cannot set the mode of {path}"
+fi
+"#,
+            path = f.path.replace('"', ""),
+            b64 = wrap(&base64::engine::general_purpose::STANDARD.encode(&f.bytes)),
+            mode = f.mode,
+        ));
+        if f.private {
+            s.push_str(&format!("chmod 600 \"$t{i}\" || fail \"cannot make {} private\"\n", f.path.replace('"', "")));
+        }
+    }
+    s.push_str("sync $tmps 2>/dev/null || sync\n");
+    for (i, f) in files.iter().enumerate() {
+        s.push_str(&format!("mv -f \"$t{i}\" \"$f{i}\" || fail \"cannot rename the new {} into place\"\n", f.path.replace('"', "")));
+    }
+    s.push_str("dirs=\"\"\n");
+    for i in 0..files.len() {
+        s.push_str(&format!("dirs=\"$dirs $(dirname \"$f{i}\")\"\n"));
+    }
+    s.push_str("sync $dirs 2>/dev/null || sync\n");
+    for i in 0..files.len() {
+        s.push_str(&format!("sha256sum < \"$f{i}\" | cut -d' ' -f1\n"));
+    }
+    s
+}
+
+fn wrap(b64: &str) -> String {
+    let mut out = String::with_capacity(b64.len() + b64.len() / 76 + 1);
+    for (i, c) in b64.chars().enumerate() {
+        if i > 0 && i % 76 == 0 {
+            out.push('\n');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn parse_write_files(stdout: &[u8], count: usize) -> Result<Vec<String>, String> {
+    let sums: Vec<String> = String::from_utf8_lossy(stdout).lines().map(|l| l.trim().to_string()).collect();
+    if sums.len() != count || sums.iter().any(|s| s.len() != 64) {
+        return Err(format!("expected {count} sha256 sums after writing, got {sums:?}"));
+    }
+    Ok(sums)
+}
+
 /// `df` of the nearest existing parent of `path`.
 pub fn free_space(path: &str) -> String {
     format!(
@@ -106,6 +176,7 @@ pub fn parse_df(stdout: &[u8]) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     #[test]
     fn quoting_survives_single_quotes() {
@@ -151,5 +222,46 @@ mod tests {
         assert_eq!(parse_list_files(&run(list_files(&[dir.path().to_string_lossy().into_owned()]))), vec![paths[0].clone()]);
         assert_eq!(parse_exists(&run(exists(&paths)), 2).unwrap(), vec![true, false]);
         assert!(parse_df(&run(free_space(&paths[1]))).unwrap() > 0);
+    }
+
+    #[test]
+    fn writes_are_atomic_keep_mode_follow_links_and_report_sums() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.pem");
+        std::fs::write(&real, b"old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link.pem")).unwrap();
+        let new = dir.path().join("sub/new.key");
+        let files = vec![
+            WriteFile { path: dir.path().join("link.pem").to_string_lossy().into_owned(), bytes: b"new".to_vec(), mode: 0o644, private: false },
+            WriteFile { path: new.to_string_lossy().into_owned(), bytes: vec![7u8; 5000], mode: 0o644, private: true },
+        ];
+        let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let sums = parse_write_files(&out.stdout, 2).unwrap();
+        assert_eq!(sums[0], crate::pki::cert::hex(&sha2::Sha256::digest(b"new")));
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert!(std::fs::symlink_metadata(dir.path().join("link.pem")).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read(&new).unwrap(), vec![7u8; 5000]);
+        assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temp files left");
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.pem");
+        std::fs::write(&a, b"old").unwrap();
+        let files = vec![
+            WriteFile { path: a.to_string_lossy().into_owned(), bytes: b"new".to_vec(), mode: 0o644, private: false },
+            WriteFile { path: "/proc/kcert-cannot/x".into(), bytes: b"x".to_vec(), mode: 0o644, private: false },
+        ];
+        let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/kcert-cannot/x"));
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp files removed");
     }
 }

@@ -15,7 +15,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertific
 use russh::{ChannelMsg, Preferred};
 use tokio::sync::Semaphore;
 
-use super::{CmdOutput, FileData, NodeFailure, NodeResult, Stage, Stream, Transport, script};
+use super::{CmdOutput, FileData, NodeFailure, NodeResult, Stage, Stream, Transport, WriteFile, script};
 
 /// sshd's default MaxSessions is 10; stay under it.
 const MAX_CHANNELS: usize = 8;
@@ -366,6 +366,17 @@ impl Transport for SshTransport {
     async fn free_bytes(&self, path: &str) -> NodeResult<u64> {
         let out = self.run(&script::free_space(path)).await?;
         script::parse_df(&out.stdout).map_err(NodeFailure::command)
+    }
+
+    async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::write_files(files)).await?;
+        if !out.success() {
+            return Err(NodeFailure::command(out.stderr_text()));
+        }
+        script::parse_write_files(&out.stdout, files.len()).map_err(NodeFailure::command)
     }
 
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
