@@ -2,6 +2,7 @@
 //! directory) and running one async job per node under a global concurrency limit.
 //! Must not: know what the job does; it connects, runs, and reports per node.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::inventory::{Inventory, Role};
+use crate::inventory::{ComponentOverride, Inventory, Role};
 use crate::playbook::Playbook;
 use crate::transport::{LocalTransport, NodeResult, SshOptions, SshTransport, Transport};
 
@@ -32,6 +33,25 @@ pub struct Fleet {
     pub targets: Vec<Target>,
     pub playbook: Option<Playbook>,
     pub concurrency: usize,
+    /// The inventory's per-component restart/health overrides.
+    pub overrides: BTreeMap<String, ComponentOverride>,
+    /// The inventory this fleet came from (journaled, so rollback can reach the nodes again).
+    pub inventory: Option<PathBuf>,
+    pub kubernetes_api: bool,
+}
+
+impl Target {
+    /// The address other nodes reach this one on.
+    pub fn address(&self) -> String {
+        match &self.connect {
+            Connect::Ssh(o) => o.host.clone(),
+            Connect::Local { .. } => "127.0.0.1".into(),
+        }
+    }
+
+    pub fn is_control_plane(&self) -> bool {
+        self.roles.iter().any(|r| matches!(r, Role::ControlPlane | Role::Etcd))
+    }
 }
 
 /// What the observers (progress bars, logs) are told.
@@ -57,7 +77,14 @@ impl Fleet {
             .filter(|n| only.is_empty() || only.contains(&n.name))
             .map(|n| Target { name: n.name.clone(), roles: n.roles.clone(), connect: Connect::Ssh(n.ssh.clone()) })
             .collect();
-        Ok(Fleet { targets, playbook: Some(inv.playbook.clone()), concurrency: concurrency.unwrap_or(inv.concurrency).max(1) })
+        Ok(Fleet {
+            targets,
+            playbook: Some(inv.playbook.clone()),
+            concurrency: concurrency.unwrap_or(inv.concurrency).max(1),
+            overrides: inv.components.clone(),
+            inventory: Some(std::path::absolute(&inv.path).unwrap_or_else(|_| inv.path.clone())),
+            kubernetes_api: inv.kubernetes_api,
+        })
     }
 
     pub fn local(root: Option<PathBuf>, playbook: Option<Playbook>) -> Result<Fleet> {
@@ -66,7 +93,15 @@ impl Fleet {
         {
             return Err(Error::input(format!("--root {}", r.display()), "not a directory"));
         }
-        Ok(Fleet { targets: vec![Target { name: "local".into(), roles: Vec::new(), connect: Connect::Local { root } }], playbook, concurrency: 1 })
+        let root = root.map(|r| std::path::absolute(&r).unwrap_or(r));
+        Ok(Fleet {
+            targets: vec![Target { name: "local".into(), roles: Vec::new(), connect: Connect::Local { root } }],
+            playbook,
+            concurrency: 1,
+            overrides: BTreeMap::new(),
+            inventory: None,
+            kubernetes_api: false,
+        })
     }
 
     /// Runs `job` on every node, at most `concurrency` at once; results come back in

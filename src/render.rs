@@ -323,3 +323,136 @@ mod tests {
         assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }
+
+#[derive(Serialize)]
+struct JsonPlanNode {
+    node: String,
+    files: Vec<JsonPlanFile>,
+    restarts: Vec<String>,
+    gates: Vec<String>,
+    notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonPlanFile {
+    path: String,
+    old_sha256: String,
+    new_sha256: String,
+    certificates: Vec<JsonPlanItem>,
+}
+
+#[derive(Serialize)]
+struct JsonPlanItem {
+    name: String,
+    field: Option<String>,
+    subject: String,
+    signer: String,
+    old_not_after: String,
+    new_not_after: String,
+    capped_at_ca_expiry: bool,
+}
+
+/// The renewal plan: per node each file, its certificates' old and new expiry, restarts, gates.
+pub fn renew_plan(p: &crate::renew::Prepared, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    let offline = p.offline();
+    let skipped = |v: Vec<String>| -> Vec<String> { if offline { v.into_iter().map(|s| format!("{s} (skipped: offline)")).collect() } else { v } };
+    let nodes: Vec<JsonPlanNode> = p
+        .plans
+        .iter()
+        .map(|n| JsonPlanNode {
+            node: n.node.clone(),
+            files: n
+                .changes
+                .iter()
+                .map(|c| JsonPlanFile {
+                    path: c.path.clone(),
+                    old_sha256: c.old_sha256(),
+                    new_sha256: c.new_sha256(),
+                    certificates: c
+                        .items
+                        .iter()
+                        .map(|i| JsonPlanItem {
+                            name: i.name.clone(),
+                            field: i.field.clone(),
+                            subject: i.subject.clone(),
+                            signer: i.signer.clone(),
+                            old_not_after: rfc3339(i.old_not_after),
+                            new_not_after: rfc3339(i.new_not_after),
+                            capped_at_ca_expiry: i.capped,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            restarts: skipped(n.restarts.clone()),
+            gates: if n.changes.is_empty() { Vec::new() } else { skipped(p.gates_of(&n.node).iter().map(|c| c.label()).collect()) },
+            notes: n.notes.clone(),
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "nodes": nodes }))?;
+            writeln!(out)
+        }
+        Format::Yaml => {
+            let text = serde_saphyr::to_string(&serde_json::json!({ "nodes": nodes })).map_err(io::Error::other)?;
+            out.write_all(text.as_bytes())
+        }
+        _ => {
+            for n in &nodes {
+                writeln!(out, "node {}", n.node)?;
+                if n.files.is_empty() {
+                    writeln!(out, "  nothing to renew")?;
+                }
+                for f in &n.files {
+                    writeln!(out, "  ~ {}", f.path)?;
+                    for c in &f.certificates {
+                        let what = c.field.as_deref().map(|fl| format!("{} {fl}", c.name)).unwrap_or_else(|| c.name.clone());
+                        let cap = if c.capped_at_ca_expiry { "  (capped at the CA's expiry)" } else { "" };
+                        writeln!(out, "      {what}: expires {} -> {}{cap}", c.old_not_after, c.new_not_after)?;
+                        writeln!(out, "        {}, signed by {}", c.subject, c.signer)?;
+                    }
+                }
+                for r in &n.restarts {
+                    writeln!(out, "  restart {r}")?;
+                }
+                for g in &n.gates {
+                    writeln!(out, "  gate    {g}")?;
+                }
+                for note in &n.notes {
+                    writeln!(out, "  note    {note}")?;
+                }
+            }
+            let files: usize = nodes.iter().map(|n| n.files.len()).sum();
+            let changed = nodes.iter().filter(|n| !n.files.is_empty()).count();
+            writeln!(out, "\n{files} files on {changed} nodes to change.")
+        }
+    }
+}
+
+/// The summary at the end of a changing run (renew, rollback).
+pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOutcome], failure: Option<&str>, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json | Format::Yaml => {
+            let v = serde_json::json!({ "run_id": run_id, "journal": journal, "nodes": nodes, "failure": failure });
+            if format == Format::Json {
+                serde_json::to_writer_pretty(&mut *out, &v)?;
+                writeln!(out)
+            } else {
+                out.write_all(serde_saphyr::to_string(&v).map_err(io::Error::other)?.as_bytes())
+            }
+        }
+        _ => {
+            let mut rows = vec![vec!["NODE".to_string(), "FILES".into(), "RESTARTED".into(), "GATE".into(), "STATUS".into(), "WAITED".into(), "TOTAL".into()]];
+            for n in nodes {
+                let restarted = if n.restarted.is_empty() { "-".to_string() } else { n.restarted.join(", ") };
+                rows.push(vec![n.node.clone(), n.files.to_string(), restarted, n.gate.clone(), n.status.clone(), format!("{:.1}s", n.wait_seconds), format!("{:.1}s", n.total_seconds)]);
+            }
+            table(&rows, out)?;
+            writeln!(out, "\nrun {run_id} (journal: {journal})")?;
+            if let Some(f) = failure {
+                writeln!(out, "STOPPED: {f}")?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -5,6 +5,8 @@
 mod check;
 mod completions;
 mod expiry;
+mod renew;
+mod rollback;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -43,6 +45,13 @@ pub enum Command {
     /// Every certificate on every node (files, bundles, kubeconfigs, served ports) and when it expires.
     #[command(after_help = EXIT_CODES)]
     Expiry(expiry::ExpiryArgs),
+    /// Re-sign leaf certificates with their current CA, keeping subject, SANs, usages and key;
+    /// back up, write atomically, restart what reads them, and gate on live handshakes.
+    #[command(after_help = EXIT_CODES)]
+    Renew(renew::RenewArgs),
+    /// Restore every file a run changed, byte for byte, and restart what it restarted.
+    #[command(after_help = EXIT_CODES)]
+    Rollback(rollback::RollbackArgs),
     /// Print a shell completion script, or the man page (`kcert completions man`).
     Completions(completions::CompletionsArgs),
 }
@@ -163,6 +172,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(args)),
         Command::Expiry(args) => runtime.block_on(expiry::run(args)),
+        Command::Renew(args) => runtime.block_on(renew::run(args)),
+        Command::Rollback(args) => runtime.block_on(rollback::run(args)),
         Command::Completions(args) => completions::run(args),
     }
 }
@@ -175,5 +186,70 @@ pub fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>)
         // A closed pipe (`| head`) is not kcert's failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Error::Runtime(format!("cannot write output: {e}"))),
+    }
+}
+
+/// Asks on the terminal before a change; refuses without a terminal unless `--yes`.
+pub fn confirm(yes: bool, question: &str, show: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!("{question} refusing to change anything without --yes: there is no terminal to ask on")));
+    }
+    let mut err = std::io::stderr();
+    show(&mut err).map_err(|e| Error::Runtime(e.to_string()))?;
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| Error::Runtime(e.to_string()))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Usage("not confirmed; nothing was changed".into()))
+    }
+}
+
+/// Progress of a changing run: a bar of nodes done, and what each node is doing, on a terminal.
+pub struct StepProgress {
+    bar: Option<ProgressBar>,
+}
+
+pub fn step_progress(nodes: usize, what: &str) -> StepProgress {
+    let show = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && nodes > 0;
+    let bar = show.then(|| {
+        let bar = ProgressBar::new(nodes as u64);
+        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} nodes  {msg}").expect("valid template").progress_chars("=> "));
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    StepProgress { bar }
+}
+
+impl StepProgress {
+    pub fn observe(&self, step: &crate::execute::Step) {
+        use crate::execute::Step;
+        match step {
+            Step::Node { node, what } => {
+                tracing::info!(node, "{what}");
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("{node}: {what}"));
+                }
+            }
+            Step::NodeDone { node, ok } => {
+                tracing::info!(node, ok, "node done");
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StepProgress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }

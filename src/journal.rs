@@ -1,0 +1,148 @@
+//! Owns: the run journal on the operator's machine: one folder per run under the state dir,
+//! an append-only JSON-lines file, each record fsynced before the step it records goes on.
+//! Must not: hold key material (records carry paths, digests and modes, never bytes).
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How to reach the nodes of a run again (for rollback).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Record {
+    RunStarted { run_id: String, command: String, at: String, target: TargetRecord },
+    /// A file's old content was copied to `backup` on its node before anything changed there.
+    Backup { node: String, path: String, backup: String, sha256: String },
+    Written { node: String, path: String, old_sha256: String, new_sha256: String },
+    Restarted { node: String, component: String },
+    Gate { node: String, check: String, ok: bool, detail: String },
+    NodeRestored { node: String },
+    RunFinished { status: String, message: String },
+    RolledBack { at: String, status: String, message: String },
+}
+
+/// The state dir: `--state-dir`, else `$XDG_STATE_HOME/kcert`, else `~/.local/state/kcert`.
+pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("kcert"));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or_else(|| Error::Usage("neither HOME nor XDG_STATE_HOME is set: pass --state-dir".into()))?;
+    Ok(PathBuf::from(home).join(".local/state/kcert"))
+}
+
+pub struct Journal {
+    pub run_id: String,
+    pub dir: PathBuf,
+    file: std::fs::File,
+}
+
+impl Journal {
+    /// A new run folder `runs/<run-id>` (0700) with an empty journal (0600).
+    pub fn create(state_dir: &Path, command: &str, now: i64) -> Result<Journal> {
+        let stamp = time::OffsetDateTime::from_unix_timestamp(now)
+            .ok()
+            .and_then(|t| t.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).ok())
+            .unwrap_or_else(|| now.to_string());
+        let mut rnd = [0u8; 3];
+        rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut rnd).map_err(|_| Error::Runtime("no randomness".into()))?;
+        let run_id = format!("{stamp}-{command}-{}", crate::pki::cert::hex(&rnd));
+        let dir = state_dir.join("runs").join(&run_id);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::input(format!("state dir {}", state_dir.display()), format!("cannot create the run folder: {e}")))?;
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join("journal.jsonl"))
+            .map_err(|e| Error::Runtime(format!("cannot create the journal in {}: {e}", dir.display())))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Journal { run_id, dir, file })
+    }
+
+    /// Appends a record and waits until it is on disk.
+    pub fn record(&mut self, rec: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(rec).expect("records serialize");
+        line.push(b'\n');
+        self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))
+    }
+
+    /// Reopens an existing run's journal for appending (rollback records its outcome there).
+    pub fn reopen(state_dir: &Path, run_id: &str) -> Result<Journal> {
+        let dir = run_dir(state_dir, run_id)?;
+        let file = std::fs::OpenOptions::new().append(true).open(dir.join("journal.jsonl")).map_err(|e| Error::input(format!("run {run_id}"), format!("cannot open its journal: {e}")))?;
+        Ok(Journal { run_id: run_id.to_string(), dir, file })
+    }
+}
+
+fn run_dir(state_dir: &Path, run_id: &str) -> Result<PathBuf> {
+    if run_id.contains('/') || run_id.starts_with('.') {
+        return Err(Error::Usage(format!("{run_id:?} is not a run id")));
+    }
+    let dir = state_dir.join("runs").join(run_id);
+    if !dir.join("journal.jsonl").is_file() {
+        return Err(Error::input(format!("run {run_id}"), format!("no journal in {}", dir.display())));
+    }
+    Ok(dir)
+}
+
+/// Every record of a run, in order. A torn last line (a crash mid-write) is ignored.
+pub fn read(state_dir: &Path, run_id: &str) -> Result<Vec<Record>> {
+    let dir = run_dir(state_dir, run_id)?;
+    let text = std::fs::read_to_string(dir.join("journal.jsonl")).map_err(|e| Error::input(format!("run {run_id}"), e.to_string()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(r) => out.push(r),
+            Err(_) if i + 1 == lines.len() => {}
+            Err(e) => return Err(Error::InputAt { file: dir.join("journal.jsonl"), line: i as u64 + 1, column: 1, message: format!("not a journal record: {e}") }),
+        }
+    }
+    Ok(out)
+}
+
+/// Run ids, oldest first (ids start with their UTC start time).
+pub fn runs(state_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(state_dir.join("runs"))
+        .map(|rd| rd.flatten().filter(|e| e.path().join("journal.jsonl").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "renew", 1_700_000_000).unwrap();
+        assert!(j.run_id.starts_with("20231114T221320Z-renew-"), "{}", j.run_id);
+        let rec = Record::Written { node: "cp1".into(), path: "/a".into(), old_sha256: "0".into(), new_sha256: "1".into() };
+        j.record(&rec).unwrap();
+        std::fs::OpenOptions::new().append(true).open(j.dir.join("journal.jsonl")).unwrap().write_all(b"{\"event\":\"writ").unwrap();
+        assert_eq!(read(dir.path(), &j.run_id).unwrap(), vec![rec]);
+        assert_eq!(runs(dir.path()), vec![j.run_id.clone()]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(j.dir.join("journal.jsonl")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(read(dir.path(), "../x").is_err());
+    }
+}
