@@ -1,0 +1,264 @@
+//! `kcert renew` and `kcert rollback` offline (`--local --root`) on copies of the real-world
+//! kubeadm sets, judged by openssl: the renewed certificates verify against their own CA and
+//! keep subject, SANs, usages and key; nothing else changes; rollback restores every byte.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{Test, real_world, walk};
+use sha2::Digest;
+
+const SETS: &[&str] = &[
+    "kubeadm-zetaoss-zeta-linux",
+    "kubeadm-Eddicson-testdevops",
+    "kubeadm-MaxxMoney-kubeadm_etc_kubernetes",
+    "kubeadm-sijong09-k8s",
+    "kubeadm-legacy-rongfengliang-k8sconfig",
+];
+
+fn copy_set(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join(name);
+    let st = Command::new("cp").arg("-a").arg(real_world().join(name)).arg(&dst).status().unwrap();
+    assert!(st.success());
+    (tmp, dst)
+}
+
+/// sha256 of every file under the tree, by path relative to it (kcert's backups left out).
+fn sums(root: &Path) -> BTreeMap<String, String> {
+    walk(root, root)
+        .into_iter()
+        .filter(|(_, rel)| !rel.starts_with("/var/lib/kcert/"))
+        .map(|(p, rel)| (rel, hex(&sha2::Sha256::digest(std::fs::read(p).unwrap()))))
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn openssl(args: &[&str], stdin: &[u8]) -> (bool, String) {
+    let mut child = Command::new("openssl").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// What a renewal must keep, as openssl prints it, one extension at a time.
+fn kept(pem: &str) -> String {
+    let mut all = String::new();
+    for ext in ["subjectAltName", "keyUsage", "extendedKeyUsage", "basicConstraints"] {
+        all.push_str(&openssl(&["x509", "-noout", "-subject", "-pubkey", "-ext", ext], pem.as_bytes()).1);
+    }
+    all
+}
+
+fn not_after(pem: &str) -> i64 {
+    let (ok, out) = openssl(&["x509", "-noout", "-enddate", "-dateopt", "iso_8601"], pem.as_bytes());
+    assert!(ok, "{out}");
+    let v = out.trim().trim_start_matches("notAfter=").replace(' ', "T");
+    time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339).unwrap().unix_timestamp()
+}
+
+/// The CA files of the set that verify `pem` (openssl verify, the real-world REPORT's way).
+fn verifying_cas(root: &Path, pem: &str, check_time: bool) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.pem");
+    std::fs::write(&f, pem).unwrap();
+    ["etc/kubernetes/pki/ca.crt", "etc/kubernetes/pki/etcd/ca.crt", "etc/kubernetes/pki/front-proxy-ca.crt"]
+        .into_iter()
+        .filter(|ca| root.join(ca).exists())
+        .filter(|ca| {
+            let mut cmd = Command::new("openssl");
+            cmd.arg("verify");
+            if !check_time {
+                cmd.arg("-no_check_time");
+            }
+            let out = cmd.arg("-CAfile").arg(root.join(ca)).arg(&f).output().unwrap();
+            out.status.success()
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn client_cert_pems(text: &str) -> Vec<(usize, String)> {
+    use base64::Engine;
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| l.trim().strip_prefix("client-certificate-data:").map(|v| (i, v.trim().to_string())))
+        .map(|(i, v)| (i, String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).unwrap()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn renew_all_on_every_kubeadm_set_is_judged_right_by_openssl() {
+    for set in SETS {
+        let (_tmp, root) = copy_set(set);
+        let state = tempfile::tempdir().unwrap();
+        let before = sums(&root);
+
+        // A dry run changes no byte and writes no backup.
+        let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--certs", "all", "--days", "400", "--dry-run"]).run();
+        run.status(0).stdout_has("apiserver").stdout_has("(skipped: offline)");
+        assert_eq!(sums(&root), before, "{set}: --dry-run changed the tree");
+        assert!(!root.join("var/lib/kcert").exists(), "{set}: --dry-run wrote backups");
+
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        Test::new()
+            .args(["renew", "--local", "--root"])
+            .args([&root])
+            .args(["--certs", "all", "--days", "400", "--yes", "--state-dir"])
+            .args([state.path()])
+            .run()
+            .status(0)
+            .stdout_has("written");
+        let after = sums(&root);
+        assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "{set}: files appeared or vanished");
+        let changed: Vec<&String> = before.keys().filter(|k| before[*k] != after[*k]).collect();
+        assert!(changed.len() >= 7, "{set}: only {changed:?} changed");
+        for rel in &changed {
+            assert!(rel.ends_with(".crt") || rel.ends_with(".conf"), "{set}: {rel} changed but is neither a cert nor a kubeconfig");
+            let old_text = std::fs::read_to_string(real_world().join(set).join(&rel[1..])).unwrap();
+            let new_text = std::fs::read_to_string(root.join(&rel[1..])).unwrap();
+            let pairs: Vec<(String, String)> = if rel.ends_with(".conf") {
+                // Only the client-certificate-data lines differ.
+                let (o, n): (Vec<&str>, Vec<&str>) = (old_text.lines().collect(), new_text.lines().collect());
+                assert_eq!(o.len(), n.len(), "{set}: {rel} changed shape");
+                for (a, b) in o.iter().zip(&n) {
+                    assert!(a == b || a.trim().starts_with("client-certificate-data:"), "{set}: {rel}: a line other than client-certificate-data changed:\n{a}\n{b}");
+                }
+                client_cert_pems(&old_text).into_iter().zip(client_cert_pems(&new_text)).map(|((_, a), (_, b))| (a, b)).collect()
+            } else {
+                vec![(old_text, new_text)]
+            };
+            for (old, new) in pairs {
+                let old_cas = verifying_cas(&root, &old, false);
+                assert_eq!(old_cas.len(), 1, "{set}: {rel}: the original verifies against {old_cas:?}");
+                assert_eq!(verifying_cas(&root, &new, true), old_cas, "{set}: {rel}: renewed cert does not verify against its own CA");
+                assert_eq!(kept(&new), kept(&old), "{set}: {rel}: subject, SANs, usages or key changed");
+                let want = now + 400 * 86_400;
+                assert!((not_after(&new) - want).abs() <= 60, "{set}: {rel}: expires {} not now+400d {want}", not_after(&new));
+            }
+        }
+        // Every file the renewal should touch was touched: each leaf .crt signed by a CA of the set.
+        for (rel, _) in before.iter().filter(|(r, _)| r.ends_with(".crt") && !r.ends_with("ca.crt")) {
+            assert!(changed.contains(&rel), "{set}: {rel} was not renewed");
+        }
+
+        // Rollback restores every byte.
+        Test::new().args(["rollback", "--yes", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("restored");
+        assert_eq!(sums(&root), before, "{set}: rollback did not restore every byte");
+    }
+}
+
+#[test]
+fn changing_without_a_terminal_or_yes_is_refused() {
+    let (_tmp, root) = copy_set("kubeadm-sijong09-k8s");
+    let before = sums(&root);
+    let state = tempfile::tempdir().unwrap();
+    Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--state-dir"]).args([state.path()]).run().status(2).stderr_has("--yes");
+    assert_eq!(sums(&root), before);
+}
+
+#[test]
+fn bad_ca_material_is_refused_naming_node_and_file_and_changes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let pki = "etc/kubernetes/pki";
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "a CA key that does not match its cert",
+            Box::new(move |root: &Path| std::fs::copy(root.join(pki).join("front-proxy-ca.key"), root.join(pki).join("ca.key")).map(|_| ()).unwrap()),
+            "does not match the CA certificate",
+        ),
+        ("an absent CA key", Box::new(move |root: &Path| std::fs::remove_file(root.join(pki).join("etcd/ca.key")).unwrap()), "external-CA"),
+        (
+            "an expired CA",
+            Box::new(move |root: &Path| {
+                // Same key, same subject, dates in the past: made with `openssl ca -selfsign`.
+                let p = root.join(pki);
+                let work = tempfile::tempdir().unwrap();
+                let w = work.path();
+                std::fs::write(w.join("index.txt"), "").unwrap();
+                std::fs::write(w.join("serial"), "01\n").unwrap();
+                std::fs::write(
+                    w.join("ca.conf"),
+                    format!("[ca]\ndefault_ca=c\n[c]\ndatabase={0}/index.txt\nserial={0}/serial\nnew_certs_dir={0}\ndefault_md=sha256\npolicy=p\nx509_extensions=x\n[p]\ncommonName=supplied\n[x]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n", w.display()),
+                )
+                .unwrap();
+                let key = p.join("front-proxy-ca.key");
+                let csr = w.join("ca.csr");
+                let out = Command::new("openssl").args(["req", "-new", "-subj", "/CN=front-proxy-ca", "-key"]).arg(&key).arg("-out").arg(&csr).output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let out = Command::new("openssl")
+                    .args(["ca", "-batch", "-selfsign", "-notext", "-config"])
+                    .arg(w.join("ca.conf"))
+                    .args(["-startdate", "20200101000000Z", "-enddate", "20210101000000Z", "-keyfile"])
+                    .arg(&key)
+                    .arg("-in")
+                    .arg(&csr)
+                    .arg("-out")
+                    .arg(p.join("front-proxy-ca.crt"))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }),
+            "expired on 2021-01-01",
+        ),
+        (
+            "a leaf whose key does not match it",
+            Box::new(move |root: &Path| std::fs::copy(root.join(pki).join("apiserver-etcd-client.key"), root.join(pki).join("apiserver.key")).map(|_| ()).unwrap()),
+            "/etc/kubernetes/pki/apiserver.crt: its private key /etc/kubernetes/pki/apiserver.key does not match it",
+        ),
+    ];
+    for (what, break_it, says) in cases {
+        let (_tmp, root) = copy_set("kubeadm-zetaoss-zeta-linux");
+        break_it(&root);
+        let before = sums(&root);
+        let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--yes", "--state-dir"]).args([state.path()]).run();
+        run.status(2).stderr_has(says).stderr_has("local: /etc/kubernetes/").stderr_has("nothing was changed");
+        assert_eq!(sums(&root), before, "{what}: the tree changed");
+    }
+}
+
+#[test]
+fn no_private_key_bytes_in_dry_run_output_or_journal() {
+    let (_tmp, root) = copy_set("kubeadm-MaxxMoney-kubeadm_etc_kubernetes");
+    let state = tempfile::tempdir().unwrap();
+    let mut secrets = Vec::new();
+    for (p, _) in walk(&root, &root) {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let mut in_key = false;
+        for l in text.lines() {
+            if l.contains("PRIVATE KEY-----") {
+                in_key = l.contains("BEGIN");
+                continue;
+            }
+            if in_key && l.len() >= 40 {
+                secrets.push(l[..40].to_string());
+            }
+            if let Some(v) = l.trim().strip_prefix("client-key-data:") {
+                secrets.push(v.trim()[..40].to_string());
+            }
+        }
+    }
+    assert!(secrets.len() > 20);
+    let mut seen = String::new();
+    for args in [vec!["--dry-run"], vec!["--dry-run", "-o", "json"], vec!["--yes", "-v"], vec!["--yes", "-o", "json"]] {
+        let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(args).args(["--state-dir"]).args([state.path()]).run();
+        run.status(0);
+        seen.push_str(&run.stdout);
+        seen.push_str(&run.stderr);
+    }
+    for (p, _) in walk(state.path(), state.path()) {
+        seen.push_str(&std::fs::read_to_string(p).unwrap());
+    }
+    assert!(seen.contains("\"event\":\"written\""), "the journal was read");
+    assert!(!seen.contains("PRIVATE KEY"));
+    for s in &secrets {
+        assert!(!seen.contains(s.as_str()), "key bytes in output or journal");
+    }
+}
