@@ -17,3 +17,4 @@ pub mod probe;
 pub mod renew;
 pub mod render;
 pub mod transport;
+pub mod verify;

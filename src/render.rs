@@ -18,6 +18,8 @@ pub enum Format {
     Json,
     Yaml,
     Prom,
+    /// Graphviz DOT (verify only).
+    Dot,
 }
 
 pub fn rfc3339(ts: i64) -> String {
@@ -104,6 +106,7 @@ pub fn expiry(r: &ExpiryReport, format: Format, out: &mut dyn Write) -> io::Resu
         }
         Format::Yaml => write!(out, "{}", serde_saphyr::to_string(&json_expiry(r)).map_err(io::Error::other)?),
         Format::Prom => prom(r, out),
+        Format::Dot => Err(io::Error::other("expiry has no DOT output")),
         Format::Table => expiry_table(r, out),
     }
 }
@@ -259,7 +262,7 @@ pub fn check(r: &CheckReport, format: Format, out: &mut dyn Write) -> io::Result
             writeln!(out)
         }
         Format::Yaml => write!(out, "{}", serde_saphyr::to_string(&json).map_err(io::Error::other)?),
-        Format::Prom => Err(io::Error::other("check has no Prometheus output")),
+        Format::Prom | Format::Dot => Err(io::Error::other("check has no Prometheus or DOT output")),
         Format::Table => {
             let yes = |b: bool| if b { "yes" } else { "NO" }.to_string();
             let mut rows = vec![["NODE", "USER", "REACHABLE", "HOST KEY", "AUTH", "SUDO", "CLOCK SKEW", "FREE (PKI DIR)", "DISTRIBUTION", "PKI FILES", "STATUS"].map(String::from).to_vec()];
@@ -455,4 +458,82 @@ pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOut
             Ok(())
         }
     }
+}
+
+/// The trust graph: a table of edges (broken ones with why), JSON, or Graphviz DOT.
+pub fn verify(r: &crate::verify::VerifyReport, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, r)?;
+            writeln!(out)
+        }
+        Format::Yaml => out.write_all(serde_saphyr::to_string(r).map_err(io::Error::other)?.as_bytes()),
+        Format::Dot => verify_dot(r, out),
+        _ => {
+            let mut rows = vec![vec!["EDGE".to_string(), "CLIENT".into(), "SERVER".into(), "STATUS".into()]];
+            for e in &r.edges {
+                rows.push(vec![e.edge.clone(), e.client.clone(), e.server.clone(), if e.ok { "ok".into() } else { "BROKEN".into() }]);
+            }
+            table(&rows, out)?;
+            for e in r.edges.iter().filter(|e| !e.ok) {
+                for p in &e.problems {
+                    writeln!(out, "BROKEN  {} {} -> {}: {p}", e.edge, e.client, e.server)?;
+                }
+            }
+            for f in &r.findings {
+                writeln!(out, "{}  {} {}: {}", if f.broken { "BROKEN" } else { "WARNING" }, f.node, f.component, f.message)?;
+            }
+            if r.checked_live {
+                writeln!(out)?;
+                let mut rows = vec![vec!["LIVE EDGE".to_string(), "FROM".into(), "TO".into(), "ENDPOINT".into(), "STATUS".into()]];
+                for l in &r.live {
+                    rows.push(vec![l.edge.clone(), l.from.clone(), l.to.clone(), l.endpoint.clone(), if l.ok { "ok".into() } else { format!("FAILED: {}", l.detail) }]);
+                }
+                table(&rows, out)?;
+            }
+            let broken = r.edges.iter().filter(|e| !e.ok).count() + r.live.iter().filter(|l| !l.ok).count() + r.findings.iter().filter(|f| f.broken).count();
+            writeln!(out, "\n{} edges checked{}, {broken} broken.", r.edges.len(), if r.checked_live { format!(", {} live", r.live.len()) } else { String::new() })
+        }
+    }
+}
+
+fn dot_id(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// CAs, certificates and the edges between them; broken edges red and labelled.
+fn verify_dot(r: &crate::verify::VerifyReport, out: &mut dyn Write) -> io::Result<()> {
+    use std::collections::BTreeSet;
+    writeln!(out, "digraph kcert {{")?;
+    writeln!(out, "  rankdir=LR;\n  node [fontsize=10];\n  edge [fontsize=9];")?;
+    let mut cas = BTreeSet::new();
+    let mut certs = BTreeSet::new();
+    for e in &r.edges {
+        for t in e.server_trusts.iter().chain(&e.client_trusts) {
+            cas.insert(t.clone());
+        }
+        for (label, c) in [(&e.client, &e.client_cert), (&e.server, &e.server_cert)] {
+            if let Some(c) = c {
+                certs.insert((label.clone(), c.subject.clone(), c.issuer.clone()));
+            }
+        }
+    }
+    for ca in &cas {
+        writeln!(out, "  {} [shape=box, style=filled, fillcolor=lightyellow, label={}];", dot_id(&format!("ca:{ca}")), dot_id(&format!("CA\n{ca}")))?;
+    }
+    for (label, subject, issuer) in &certs {
+        writeln!(out, "  {} [shape=ellipse, label={}];", dot_id(label), dot_id(&format!("{label}\n{subject}")))?;
+        if cas.contains(issuer) {
+            writeln!(out, "  {} -> {} [style=dashed, label=\"signs\"];", dot_id(&format!("ca:{issuer}")), dot_id(label))?;
+        }
+    }
+    for e in &r.edges {
+        let (color, why) = if e.ok { ("darkgreen", String::new()) } else { ("red", format!("\n{}", e.problems.join("\n"))) };
+        writeln!(out, "  {} -> {} [color={color}, label={}];", dot_id(&e.client), dot_id(&e.server), dot_id(&format!("{}{why}", e.edge)))?;
+    }
+    for l in &r.live {
+        let color = if l.ok { "darkgreen" } else { "red" };
+        writeln!(out, "  {} -> {} [style=bold, color={color}, label={}];", dot_id(&format!("node:{}", l.from)), dot_id(&format!("node:{}", l.to)), dot_id(&format!("live {} {}", l.edge, if l.ok { "ok" } else { &l.detail })))?;
+    }
+    writeln!(out, "}}")
 }

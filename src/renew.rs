@@ -20,6 +20,7 @@ use crate::playbook::{FileKind, Playbook};
 use crate::transport::{FileData, Transport};
 
 pub const KUBELET_SERVING: &str = "kubelet-serving";
+const SIGNER_PROBLEM: &str = "\u{0}signer:";
 
 #[derive(Debug, Clone)]
 pub struct RenewOptions {
@@ -143,7 +144,8 @@ pub fn plan_node(pb: &Playbook, input: &NodeInput<'_>, signers: &BTreeMap<String
         let signer = match signers.get(signer_name) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                problems.push(format!("{node}: {path}: {e}"));
+                // Said once per CA by `plan`, with every file that needed it.
+                problems.push(format!("{SIGNER_PROBLEM}{signer_name}\t{node}: {path}\t{e}"));
                 continue;
             }
             None => {
@@ -434,7 +436,7 @@ pub fn signers(g: &Gathered, selected: &BTreeSet<String>, now: i64) -> BTreeMap<
             (None, Some(r)) => r,
             (None, None) => Err(match cert_path_seen {
                 Some(seen) => format!(
-                    "the key of the CA {seen} is on no node (kubeadm external-CA mode?): kcert cannot sign without it; put {} on a control-plane node for the renewal, or renew with your CA (kubeadm certs generate-csr)",
+                    "the CA key is on no node ({seen} has no key beside it) (kubeadm external-CA mode?): kcert cannot sign without it; put {} on a control-plane node for the renewal, or renew with your CA (kubeadm certs generate-csr)",
                     pb.file(key_name).map(|k| k.path.as_str()).unwrap_or(key_name)
                 ),
                 None => format!("the CA {ca_name} is on no node"),
@@ -474,8 +476,20 @@ pub fn plan(g: &Gathered, opts: &RenewOptions) -> Result<Vec<NodePlan>> {
             Err(e) => problems.extend(e),
         }
     }
-    if !problems.is_empty() {
-        return Err(Error::input("renew", format!("nothing was changed:\n  {}", problems.join("\n  "))));
+    // A CA problem is said once, with the files it stops.
+    let mut by_ca: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for p in problems {
+        match p.strip_prefix(SIGNER_PROBLEM).map(|rest| rest.splitn(3, '\t').map(str::to_string).collect::<Vec<_>>()) {
+            Some(parts) if parts.len() == 3 => by_ca.entry(parts[0].clone()).or_insert_with(|| (parts[2].clone(), Vec::new())).1.push(parts[1].clone()),
+            _ => lines.push(p),
+        }
+    }
+    for (ca, (err, files)) in by_ca {
+        lines.insert(0, format!("CA {ca}: {err}\n    needed to renew: {}", files.join(", ")));
+    }
+    if !lines.is_empty() {
+        return Err(Error::input("renew", format!("nothing was changed:\n  {}", lines.join("\n  "))));
     }
     Ok(plans)
 }

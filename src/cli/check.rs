@@ -14,8 +14,8 @@ pub struct CheckArgs {
 }
 
 pub async fn run(args: CheckArgs) -> Result<Outcome> {
-    if args.output == Format::Prom {
-        return Err(crate::error::Error::Usage("check has no prom output; use table, json or yaml".into()));
+    if matches!(args.output, Format::Prom | Format::Dot) {
+        return Err(crate::error::Error::Usage("check has no prom or dot output; use table, json or yaml".into()));
     }
     let fleet = args.target.fleet()?;
     let paths = args.target.extra_paths()?;

@@ -23,6 +23,9 @@ pub struct ExpiryArgs {
 }
 
 pub async fn run(args: ExpiryArgs) -> Result<Outcome> {
+    if args.output == Format::Dot {
+        return Err(crate::error::Error::Usage("expiry has no dot output; use table, json, yaml or prom".into()));
+    }
     let fleet = args.target.fleet()?;
     let opts = ExpiryOptions {
         extra_paths: args.target.extra_paths()?,

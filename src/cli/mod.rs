@@ -7,6 +7,7 @@ mod completions;
 mod expiry;
 mod renew;
 mod rollback;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Restore every file a run changed, byte for byte, and restart what it restarted.
     #[command(after_help = EXIT_CODES)]
     Rollback(rollback::RollbackArgs),
+    /// Every TLS trust edge of the cluster as the files stand (and, with --live, by handshakes).
+    #[command(after_help = EXIT_CODES)]
+    Verify(verify::VerifyArgs),
     /// Print a shell completion script, or the man page (`kcert completions man`).
     Completions(completions::CompletionsArgs),
 }
@@ -174,6 +178,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Expiry(args) => runtime.block_on(expiry::run(args)),
         Command::Renew(args) => runtime.block_on(renew::run(args)),
         Command::Rollback(args) => runtime.block_on(rollback::run(args)),
+        Command::Verify(args) => runtime.block_on(verify::run(args)),
         Command::Completions(args) => completions::run(args),
     }
 }

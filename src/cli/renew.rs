@@ -37,8 +37,8 @@ pub struct RenewArgs {
 }
 
 pub async fn run(args: RenewArgs) -> Result<Outcome> {
-    if args.output == Format::Prom {
-        return Err(Error::Usage("renew has no prom output; use table, json or yaml".into()));
+    if matches!(args.output, Format::Prom | Format::Dot) {
+        return Err(Error::Usage("renew has no prom or dot output; use table, json or yaml".into()));
     }
     let fleet = args.target.fleet()?;
     let state_dir = crate::journal::state_dir(args.state_dir.as_deref())?;

@@ -1,0 +1,339 @@
+//! Owns: the trust graph of a cluster as its files stand: for every edge the playbook knows,
+//! does the client's cert chain to the server's client-CA file and the server's cert to the
+//! client's trust, in date, with matching keys and SANs covering the address used; the
+//! playbook's cert/key pairs and settings to point out; and, with `--live`, real handshakes.
+//! Must not: change anything or print (render does).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Outcome, Result};
+use crate::fleet::Fleet;
+use crate::gate::{self, CheckResult};
+use crate::pki::cert::{CertInfo, parse_pem};
+use crate::pki::find_issuer;
+use crate::pki::kubeconfig::{self, Material};
+use crate::pki::sign::key_matches;
+use crate::playbook::{Playbook, Side};
+use crate::renew::{Gathered, GatheredNode, gather};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeReport {
+    pub edge: String,
+    /// `node:path` of the client's certificate (a kubeconfig for kubeconfig clients).
+    pub client: String,
+    pub server: String,
+    pub client_cert: Option<CertRef>,
+    pub server_cert: Option<CertRef>,
+    /// CAs (subjects) the server trusts clients with, and the client trusts the server with.
+    pub server_trusts: Vec<String>,
+    pub client_trusts: Vec<String>,
+    /// The files those trusts come from (`certificate-authority-data` for a kubeconfig's).
+    pub server_trust_file: Option<String>,
+    pub client_trust_file: Option<String>,
+    pub ok: bool,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertRef {
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: i64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub node: String,
+    pub component: String,
+    pub message: String,
+    /// Broken (exit 3) or a warning worth reading.
+    pub broken: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub edges: Vec<EdgeReport>,
+    pub findings: Vec<Finding>,
+    pub live: Vec<CheckResult>,
+    pub checked_live: bool,
+}
+
+impl VerifyReport {
+    pub fn outcome(&self) -> Outcome {
+        let broken = self.edges.iter().any(|e| !e.ok) || self.findings.iter().any(|f| f.broken) || self.live.iter().any(|l| !l.ok);
+        if broken { Outcome::Findings } else { Outcome::Clean }
+    }
+}
+
+fn cref(c: &CertInfo) -> CertRef {
+    CertRef { subject: c.subject.clone(), issuer: c.issuer.clone(), not_after: c.not_after, sha256: c.sha256.clone() }
+}
+
+/// The TLS material of one side of an edge on one node.
+struct Material3 {
+    label: String,
+    cert: Option<CertInfo>,
+    key: Option<Vec<u8>>,
+    trust: Option<Vec<CertInfo>>,
+    trust_file: Option<String>,
+    /// The address this client dials (kubeconfig server host), for SAN checks.
+    dials: Option<String>,
+    problems: Vec<String>,
+}
+
+fn certs_of(n: &GatheredNode, path: &str) -> std::result::Result<Vec<CertInfo>, String> {
+    let bytes = n.files.get(path).ok_or_else(|| format!("{}: {path}: missing or unreadable", n.target.name))?;
+    parse_pem(bytes).map(|c| c.certs).map_err(|e| format!("{}: {path}: {e}", n.target.name))
+}
+
+fn side_material(n: &GatheredNode, side: &Side, kubeconfig_path: Option<&str>) -> Material3 {
+    let node = &n.target.name;
+    let mut m = Material3 { label: String::new(), cert: None, key: None, trust: None, trust_file: None, dials: None, problems: Vec::new() };
+    if let Some(kc) = kubeconfig_path {
+        m.label = format!("{node}:{kc}");
+        let Some(bytes) = n.files.get(kc) else {
+            m.problems.push(format!("{node}: {kc}: unreadable"));
+            return m;
+        };
+        match kubeconfig::identity(bytes) {
+            Ok(id) => {
+                m.dials = url_host(&id.server);
+                let load = |mat: &Option<Material>| -> Option<std::result::Result<Vec<u8>, String>> {
+                    match mat.as_ref()? {
+                        Material::Data(d) => Some(Ok(d.clone())),
+                        Material::Path(p) => {
+                            let abs = kubeconfig::resolve_reference(kc, p);
+                            Some(n.files.get(&abs).cloned().ok_or_else(|| format!("{node}: {abs} (named by {kc}): missing")))
+                        }
+                    }
+                };
+                match load(&id.cert) {
+                    Some(Ok(b)) => m.cert = parse_pem(&b).ok().and_then(|c| c.certs.into_iter().next()),
+                    Some(Err(e)) => m.problems.push(e),
+                    None => {}
+                }
+                match load(&id.key) {
+                    Some(Ok(b)) => m.key = Some(b),
+                    Some(Err(e)) => m.problems.push(e),
+                    None => {}
+                }
+                m.trust_file = Some(match &id.ca {
+                    Some(Material::Path(p)) => kubeconfig::resolve_reference(kc, p),
+                    _ => "certificate-authority-data".to_string(),
+                });
+                match load(&id.ca) {
+                    Some(Ok(b)) => m.trust = parse_pem(&b).ok().map(|c| c.certs),
+                    Some(Err(e)) => m.problems.push(e),
+                    None => {}
+                }
+            }
+            Err(e) => m.problems.push(format!("{node}: {kc}: {e}")),
+        }
+        return m;
+    }
+    let comp = side.component.as_deref();
+    let path = |key: &Option<String>| key.as_ref().and_then(|k| n.pki.path_of(comp, k)).map(str::to_string);
+    if let Some(p) = path(&side.cert) {
+        m.label = format!("{node}:{p}");
+        match certs_of(n, &p) {
+            Ok(c) => m.cert = c.into_iter().next(),
+            Err(e) => m.problems.push(e),
+        }
+    }
+    if let Some(p) = path(&side.key) {
+        m.key = n.files.get(&p).cloned();
+    }
+    if let Some(p) = path(&side.trusts) {
+        m.trust_file = Some(p.clone());
+        match certs_of(n, &p) {
+            Ok(c) => m.trust = Some(c),
+            Err(e) => m.problems.push(e),
+        }
+    }
+    if m.label.is_empty() {
+        m.label = format!("{node}:{}", comp.unwrap_or("-"));
+    }
+    m
+}
+
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let hostport = rest.split('/').next()?;
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().map(str::to_string);
+    }
+    Some(hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).to_string())
+}
+
+/// Is `cert` issued by a CA in `trust`, and are both in date at `now`?
+fn chain_problem(cert: &CertInfo, trust: &[CertInfo], now: i64, what: &str) -> Option<String> {
+    let cas: Vec<&CertInfo> = trust.iter().collect();
+    let Some(ca) = find_issuer(cert, &cas) else {
+        let names: Vec<&str> = trust.iter().map(|c| c.subject.as_str()).collect();
+        return Some(format!("{what} ({}) is not signed by any CA it is checked against ({})", cert.subject, names.join("; ")));
+    };
+    if cert.not_after <= now {
+        return Some(format!("{what} ({}) expired on {}", cert.subject, crate::render::rfc3339(cert.not_after)));
+    }
+    if cert.not_before > now {
+        return Some(format!("{what} ({}) is not valid before {}", cert.subject, crate::render::rfc3339(cert.not_before)));
+    }
+    if ca.not_after <= now {
+        return Some(format!("the CA {} of {what} expired on {}", ca.subject, crate::render::rfc3339(ca.not_after)));
+    }
+    None
+}
+
+fn san_covers(cert: &CertInfo, name: &str) -> bool {
+    let Ok((_, x)) = <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(&cert.der) else { return false };
+    let ip: Option<std::net::IpAddr> = name.parse().ok();
+    let Ok(Some(san)) = x.subject_alternative_name() else { return false };
+    san.value.general_names.iter().any(|g| match g {
+        x509_parser::extensions::GeneralName::DNSName(d) => d.eq_ignore_ascii_case(name) || d.strip_prefix("*.").is_some_and(|rest| name.split_once('.').is_some_and(|(_, r)| r.eq_ignore_ascii_case(rest))),
+        x509_parser::extensions::GeneralName::IPAddress(b) => match (ip, b.len()) {
+            (Some(std::net::IpAddr::V4(v4)), 4) => v4.octets() == **b,
+            (Some(std::net::IpAddr::V6(v6)), 16) => v6.octets() == **b,
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+/// The file-level trust graph, pure over what `gather` read.
+pub fn graph(g: &Gathered, now: i64) -> (Vec<EdgeReport>, Vec<Finding>) {
+    let pb: &Playbook = &g.playbook;
+    let mut edges = Vec::new();
+    let mut findings = Vec::new();
+    for e in &pb.edges {
+        let server_comp = e.server.component.as_deref();
+        let servers: Vec<&GatheredNode> = g.nodes.iter().filter(|n| server_comp.is_none_or(|c| n.pki.components.contains_key(c))).collect();
+        let peer = e.client.component.is_some() && e.client.component == e.server.component;
+        for client in &g.nodes {
+            let mut clients: Vec<Material3> = Vec::new();
+            if e.client.kubeconfigs.is_empty() {
+                if e.client.component.as_ref().is_some_and(|c| !client.pki.components.contains_key(c)) {
+                    continue;
+                }
+                let m = side_material(client, &e.client, None);
+                if m.cert.is_none() && m.problems.is_empty() {
+                    continue;
+                }
+                clients.push(m);
+            } else {
+                for kc in &e.client.kubeconfigs {
+                    if let Some(p) = client.pki.named.get(kc) {
+                        let m = side_material(client, &e.client, Some(p));
+                        if m.cert.is_some() || !m.problems.is_empty() {
+                            clients.push(m);
+                        }
+                    }
+                }
+            }
+            // The server on the client's own node when it runs there (apiserver -> local etcd).
+            let local_only = !peer && server_comp != Some("kubelet") && servers.iter().any(|s| s.target.name == client.target.name);
+            for cm in &clients {
+                for server in servers.iter().filter(|s| !local_only || s.target.name == client.target.name) {
+                    let sm = side_material(server, &e.server, None);
+                    let mut problems: Vec<String> = cm.problems.iter().chain(&sm.problems).cloned().collect();
+                    if let Some(cert) = &cm.cert {
+                        match &sm.trust {
+                            Some(t) => problems.extend(chain_problem(cert, t, now, "client certificate")),
+                            None => {}
+                        }
+                        if let Some(k) = &cm.key
+                            && !key_matches(cert, k).unwrap_or(false)
+                        {
+                            problems.push(format!("the client key does not match the client certificate ({})", cm.label));
+                        }
+                    }
+                    if let Some(cert) = &sm.cert {
+                        match &cm.trust {
+                            Some(t) => problems.extend(chain_problem(cert, t, now, "server certificate")),
+                            None if e.client.trusts.is_some() || !e.client.kubeconfigs.is_empty() => {
+                                problems.push("the client does not verify the server's certificate (no trust file configured)".into())
+                            }
+                            None => {}
+                        }
+                        if let Some(k) = &sm.key
+                            && !key_matches(cert, k).unwrap_or(false)
+                        {
+                            problems.push(format!("the server key does not match the server certificate ({})", sm.label));
+                        }
+                        // The name the client dials must be in the server cert's SANs.
+                        let name = if let Some(d) = &cm.dials {
+                            Some(d.clone())
+                        } else {
+                            e.server.endpoint.and_then(|port| {
+                                server.pki.endpoints.iter().find(|x| Some(x.component.as_str()) == server_comp && x.port == port).map(|x| if peer || server_comp == Some("kubelet") { server.target.address() } else { x.host.clone() })
+                            })
+                        };
+                        if let Some(n) = name.filter(|n| !(n == "127.0.0.1" && server.t.offline()) && !(server.t.offline() && server_comp == Some("kubelet")))
+                            && !san_covers(cert, &n)
+                        {
+                            problems.push(format!("the server certificate ({}) does not cover {n} in its SANs", cert.subject));
+                        }
+                    }
+                    // The apiserver without --kubelet-certificate-authority checks nothing: a finding, not an edge failure.
+                    problems.dedup();
+                    let unverified = problems.iter().any(|p| p.starts_with("the client does not verify")) && server_comp == Some("kubelet");
+                    problems.retain(|p| !(unverified && p.starts_with("the client does not verify")));
+                    edges.push(EdgeReport {
+                        edge: e.name.clone(),
+                        client: cm.label.clone(),
+                        server: if sm.label.is_empty() { server.target.name.clone() } else { sm.label.clone() },
+                        client_cert: cm.cert.as_ref().map(cref),
+                        server_cert: sm.cert.as_ref().map(cref),
+                        server_trusts: sm.trust.as_ref().map(|t| t.iter().map(|c| c.subject.clone()).collect()).unwrap_or_default(),
+                        client_trusts: cm.trust.as_ref().map(|t| t.iter().map(|c| c.subject.clone()).collect()).unwrap_or_default(),
+                        server_trust_file: sm.trust_file.clone(),
+                        client_trust_file: cm.trust_file.clone(),
+                        ok: problems.is_empty(),
+                        problems,
+                    });
+                }
+            }
+        }
+    }
+    for n in &g.nodes {
+        for p in &pb.pairs {
+            let (Some(cp), Some(kp)) = (n.pki.path_of(Some(&p.component), &p.cert), n.pki.path_of(Some(&p.component), &p.key)) else { continue };
+            let message = match (certs_of(n, cp).ok().and_then(|c| c.into_iter().next()), n.files.get(kp)) {
+                (Some(c), Some(k)) if key_matches(&c, k).unwrap_or(false) => continue,
+                (Some(_), Some(_)) => format!("{} {cp} and {} {kp} are not one matching cert and key", p.cert, p.key),
+                (None, _) => format!("{} {cp}: no certificate", p.cert),
+                (_, None) => format!("{} {kp}: missing", p.key),
+            };
+            findings.push(Finding { node: n.target.name.clone(), component: p.component.clone(), message, broken: true });
+        }
+        for c in &pb.components {
+            let Some(facts) = n.pki.components.get(&c.name) else { continue };
+            for w in &c.warn {
+                let v = facts.get(&w.key);
+                let warn = if w.unless == "set" { v.is_none() } else { v.map(String::as_str) != Some(w.unless.as_str()) };
+                if warn {
+                    findings.push(Finding { node: n.target.name.clone(), component: c.name.clone(), message: w.message.clone(), broken: false });
+                }
+            }
+        }
+        for err in &n.pki.errors {
+            findings.push(Finding { node: n.target.name.clone(), component: "-".into(), message: format!("{}: {}", err.path.as_deref().unwrap_or("-"), err.error), broken: true });
+        }
+    }
+    (edges, findings)
+}
+
+pub async fn run(fleet: &Fleet, extra_paths: &[String], live: bool, now: i64) -> Result<VerifyReport> {
+    let g = gather(fleet, extra_paths).await?;
+    let (edges, findings) = graph(&g, now);
+    let mut report = VerifyReport { edges, findings, live: Vec::new(), checked_live: false };
+    if live && g.nodes.iter().any(|n| !n.t.offline()) {
+        let views = g.views();
+        let checks = gate::checks(&g.playbook, &views, &g.kubeconfig_servers());
+        report.live = gate::run(&views, &checks, Duration::ZERO).await;
+        report.checked_live = true;
+    }
+    Ok(report)
+}
