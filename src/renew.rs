@@ -559,6 +559,10 @@ pub struct RenewReport {
     pub nodes: Vec<crate::execute::NodeOutcome>,
     /// Why the run stopped, when it did.
     pub failure: Option<String>,
+    /// Wall time of the run, and the part of it spent waiting on restarts and health gates
+    /// (per batch, the longest wait of its nodes); the rest is kcert's own work.
+    pub wall_seconds: f64,
+    pub wait_seconds: f64,
 }
 
 /// Applies a prepared renewal: free-disk preflight on every node first, then node by node
@@ -590,7 +594,8 @@ pub async fn apply(p: &Prepared, fleet: &Fleet, opts: &ApplyOptions, observer: &
     let journal_path = journal.dir.join("journal.jsonl").to_string_lossy().into_owned();
     let journal = std::sync::Mutex::new(journal);
     let ctx = Context { playbook: &p.gathered.playbook, overrides: &fleet.overrides, views: &p.views, checks: &p.checks, patience: opts.patience, observer };
-    let mut report = RenewReport { run_id, journal: journal_path, nodes: Vec::new(), failure: None };
+    let started = std::time::Instant::now();
+    let mut report = RenewReport { run_id, journal: journal_path, nodes: Vec::new(), failure: None, wall_seconds: 0.0, wait_seconds: 0.0 };
     for batch in execute::batches(fleet, &p.plans, fleet.concurrency) {
         let results = futures::future::join_all(batch.iter().map(|&i| {
             let plan = &p.plans[i];
@@ -603,6 +608,7 @@ pub async fn apply(p: &Prepared, fleet: &Fleet, opts: &ApplyOptions, observer: &
             }
         }))
         .await;
+        report.wait_seconds += results.iter().filter_map(|r| r.as_ref().ok()).map(|o| o.wait_seconds).fold(0.0, f64::max);
         for r in results {
             match r {
                 Ok(o) => report.nodes.push(o),
@@ -615,6 +621,7 @@ pub async fn apply(p: &Prepared, fleet: &Fleet, opts: &ApplyOptions, observer: &
             break;
         }
     }
+    report.wall_seconds = started.elapsed().as_secs_f64();
     let (status, message) = match &report.failure {
         None => ("ok".to_string(), format!("{} files on {} nodes", p.file_count(), report.nodes.len())),
         Some(f) => ("failed".to_string(), f.clone()),

@@ -43,7 +43,7 @@ impl Fleet {
         let name = format!("kt{}-{stamp}", std::process::id());
         let state = repo().join("target/fleet").join(&name);
         let mut fleet = Fleet { name: name.clone(), state: state.clone(), nodes: Vec::new() };
-        if let Err(e) = run(Command::new(repo().join("docker/fleet")).args(["up", &name, "--state"]).arg(&state)) {
+        if let Err(e) = run(Command::new(repo().join("docker/fleet")).args(["up", &name, "--small-pki", "cp3", "--state"]).arg(&state)) {
             drop(fleet);
             panic!("the test fleet did not come up (fleet tests need a Docker daemon; they never skip):\n{e}");
         }
@@ -367,6 +367,145 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given(f: &Fleet) {
     }
 }
 
+/// sha256 of every file under the PKI directories of every node.
+fn pki_snapshot(f: &Fleet) -> std::collections::BTreeMap<String, String> {
+    f.nodes
+        .iter()
+        .map(|n| (n.name.clone(), sh(&n.container, "find /etc/kubernetes /var/lib/kubelet -type f -print0 | sort -z | xargs -0 sha256sum")))
+        .collect()
+}
+
+fn assert_same_snapshot(what: &str, a: &std::collections::BTreeMap<String, String>, b: &std::collections::BTreeMap<String, String>) {
+    for (node, sums) in a {
+        assert_eq!(sums, &b[node], "{what}: files on {node} differ");
+    }
+}
+
+fn probe(f: &Fleet, verb: &str) -> Result<String, String> {
+    run(Command::new(repo().join("docker/probe")).args([verb, &f.name, "--state"]).arg(&f.state))
+}
+
+fn renew_dry_run_changes_nothing(f: &Fleet) {
+    let before = pki_snapshot(f);
+    let state = tempfile::tempdir().unwrap();
+    let run = f.kcert(&["renew", "--dry-run", "--state-dir", state.path().to_str().unwrap()]).run();
+    run.status(0).stdout_has("node cp1").stdout_has("restart etcd").stdout_has("gate    admin.conf -> kube-apiserver").stdout_has("expires");
+    assert_same_snapshot("--dry-run", &before, &pki_snapshot(f));
+    assert!(std::fs::read_dir(state.path()).map(|d| d.count()).unwrap_or(0) == 0, "a dry run journals nothing");
+}
+
+fn bad_input_is_refused_and_changes_nothing_on_any_node(f: &Fleet) {
+    let state = tempfile::tempdir().unwrap();
+    let sd = state.path().to_str().unwrap();
+    let cp1 = &f.node("cp1").container;
+    // A CA key that does not match its certificate.
+    sh(cp1, "cp -p /etc/kubernetes/pki/ca.key /root/ca.key.orig && cp /etc/kubernetes/pki/front-proxy-ca.key /etc/kubernetes/pki/ca.key");
+    let before = pki_snapshot(f);
+    let run = f.kcert(&["renew", "--yes", "--state-dir", sd]).run();
+    sh(cp1, "cp -p /root/ca.key.orig /etc/kubernetes/pki/ca.key");
+    run.status(2).stderr_has("/etc/kubernetes/pki/ca.key on cp1").stderr_has("does not match").stderr_has("nothing was changed");
+    let after = pki_snapshot(f);
+    sh(cp1, "cp /etc/kubernetes/pki/front-proxy-ca.key /etc/kubernetes/pki/ca.key");
+    assert_same_snapshot("a mismatched CA key", &before, &pki_snapshot(f));
+    sh(cp1, "cp -p /root/ca.key.orig /etc/kubernetes/pki/ca.key");
+    assert_same_snapshot("restored", &after, &pki_snapshot(f));
+
+    // A node whose PKI disk is full (cp3's /etc/kubernetes/pki is a small tmpfs).
+    let cp3 = &f.node("cp3").container;
+    sh(cp3, "df -P /etc/kubernetes/pki | grep -q tmpfs; dd if=/dev/zero of=/etc/kubernetes/pki/.filler bs=4k 2>/dev/null || true");
+    let before = pki_snapshot(f);
+    let run = f.kcert(&["renew", "--yes", "--state-dir", sd]).run();
+    sh(cp3, "rm -f /etc/kubernetes/pki/.filler");
+    run.status(1).stderr_has("cp3: /etc/kubernetes/pki").stderr_has("bytes free").stderr_has("nothing was changed");
+    let mut after = pki_snapshot(f);
+    // The filler itself is gone now; everything else must be as it was.
+    let filler = |m: &mut std::collections::BTreeMap<String, String>| {
+        for v in m.values_mut() {
+            *v = v.lines().filter(|l| !l.ends_with("/.filler")).map(|l| format!("{l}\n")).collect();
+        }
+    };
+    let mut before = before;
+    filler(&mut before);
+    filler(&mut after);
+    assert_same_snapshot("a full disk", &before, &after);
+}
+
+fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
+    let dir = tempfile::tempdir().unwrap();
+    // A restart override that breaks the apiserver stand-in: the gate must catch it.
+    let inv = derived_inventory(f, dir.path(), |t| {
+        assert!(t.contains("restart: supervisorctl signal HUP kube-apiserver"), "{t}");
+        t.replace("restart: supervisorctl signal HUP kube-apiserver", "restart: supervisorctl stop kube-apiserver")
+    });
+    let before = pki_snapshot(f);
+    let run = Test::new().args(["renew", "--yes", "--gate-timeout", "3s", "--state-dir"]).args([dir.path()]).args(["-i"]).args([&inv]).run();
+    let cp1 = &f.node("cp1").container;
+    sh(cp1, "supervisorctl start kube-apiserver >/dev/null");
+    wait_for(cp1, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
+    run.status(1).stdout_has("STOPPED: cp1: health gate failed").stdout_has("kube-apiserver").stdout_has("edge").stdout_has("restored");
+    assert_same_snapshot("a failed gate", &before, &pki_snapshot(f));
+    let journal = std::fs::read_to_string(walk_journal(dir.path())).unwrap();
+    assert!(journal.contains("\"event\":\"node-restored\",\"node\":\"cp1\""), "{journal}");
+    assert!(!journal.contains("\"node\":\"cp2\""), "the run stopped at cp1:\n{journal}");
+}
+
+fn walk_journal(state: &Path) -> PathBuf {
+    let runs = state.join("runs");
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path().join("journal.jsonl")).collect();
+    all.sort();
+    all.pop().expect("a run journal")
+}
+
+fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
+    let state = tempfile::tempdir().unwrap();
+    let sd = state.path().to_str().unwrap();
+    let before = pki_snapshot(f);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    probe(f, "start").unwrap();
+    let all = f.kcert(&["renew", "--certs", "all", "--yes", "-o", "json", "--state-dir", sd]).run();
+    let serving = f.kcert(&["renew", "--certs", "kubelet-serving", "--days", "3650", "--yes", "-o", "json", "--state-dir", sd]).run();
+    let probes = probe(f, "stop");
+    all.status(0);
+    serving.status(0);
+    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the renewal:\n{e}"));
+    eprintln!("{probes}");
+    let all_id = all.json()["run_id"].as_str().unwrap().to_string();
+    let serving_id = serving.json()["run_id"].as_str().unwrap().to_string();
+    assert_eq!(all.json()["nodes"].as_array().unwrap().len(), 5);
+
+    // On disk and on the wire: every leaf renewed (kubelet client certs rotate by themselves).
+    let run = f.kcert(&["expiry", "-o", "json"]).run();
+    run.status(0);
+    for c in run.json()["certificates"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        if c["is_ca"].as_bool().unwrap() || name.contains("kubelet.conf") || name.contains("kubelet-client") {
+            continue;
+        }
+        let after = c["not_after"].as_str().unwrap();
+        let t = time::OffsetDateTime::parse(after, &time::format_description::well_known::Rfc3339).unwrap().unix_timestamp();
+        assert!(t > now + 300 * 86_400, "not renewed: {c}");
+    }
+    for n in &f.nodes {
+        sh(&f.node("cp1").container, &format!(
+            "curl -sf --cacert /etc/kubernetes/pki/ca.crt --cert /etc/kubernetes/pki/apiserver-kubelet-client.crt --key /etc/kubernetes/pki/apiserver-kubelet-client.key https://{}:10250/healthz",
+            n.ip
+        ));
+    }
+    f.kcert(&["verify", "--live"]).run().status(0).stdout_has("0 broken");
+    let dot = f.kcert(&["verify", "-o", "dot"]).run();
+    dot.status(0);
+    let mut child = Command::new("docker").args(["exec", "-i", &f.node("cp1").container, "dot", "-Tsvg"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), dot.stdout.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("<svg"), "dot -Tsvg refused the DOT output: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Rolling both runs back restores every file on every node byte for byte.
+    f.kcert(&["rollback", &serving_id, "--yes", "--state-dir", sd]).run().status(0).stdout_has("restored");
+    Test::new().args(["rollback", &all_id, "--yes", "--state-dir", sd]).run().status(0).stdout_has("restored");
+    assert_same_snapshot("rollback", &before, &pki_snapshot(f));
+    f.kcert(&["verify", "--live"]).run().status(0);
+}
+
 fn main() {
     let args = Arguments::from_args();
     type Scenario = fn(&Fleet);
@@ -383,6 +522,10 @@ fn main() {
         ("an_unknown_host_key_needs_accept_new", an_unknown_host_key_needs_accept_new),
         ("a_jump_host_reaches_the_node_behind_it", a_jump_host_reaches_the_node_behind_it),
         ("the_ssh_agent_authenticates_when_no_key_file_is_given", the_ssh_agent_authenticates_when_no_key_file_is_given),
+        ("renew_dry_run_changes_nothing", renew_dry_run_changes_nothing),
+        ("bad_input_is_refused_and_changes_nothing_on_any_node", bad_input_is_refused_and_changes_nothing_on_any_node),
+        ("a_failing_gate_restores_the_node_and_stops", a_failing_gate_restores_the_node_and_stops),
+        ("renew_everything_with_zero_probe_failures_then_roll_back", renew_everything_with_zero_probe_failures_then_roll_back),
     ];
     let selected = |name: &str| match &args.filter {
         Some(f) if args.exact => name == f,
