@@ -433,10 +433,16 @@ pub fn renew_plan(p: &crate::renew::Prepared, format: Format, out: &mut dyn Writ
 }
 
 /// The summary at the end of a changing run (renew, rollback).
-pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOutcome], failure: Option<&str>, format: Format, out: &mut dyn Write) -> io::Result<()> {
+/// `timing`: wall seconds and seconds spent waiting on restarts and gates.
+pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOutcome], failure: Option<&str>, timing: Option<(f64, f64)>, format: Format, out: &mut dyn Write) -> io::Result<()> {
     match format {
         Format::Json | Format::Yaml => {
-            let v = serde_json::json!({ "run_id": run_id, "journal": journal, "nodes": nodes, "failure": failure });
+            let mut v = serde_json::json!({ "run_id": run_id, "journal": journal, "nodes": nodes, "failure": failure });
+            if let Some((wall, wait)) = timing {
+                v["wall_seconds"] = serde_json::json!(wall);
+                v["wait_seconds"] = serde_json::json!(wait);
+                v["own_seconds"] = serde_json::json!(wall - wait);
+            }
             if format == Format::Json {
                 serde_json::to_writer_pretty(&mut *out, &v)?;
                 writeln!(out)
@@ -452,6 +458,9 @@ pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOut
             }
             table(&rows, out)?;
             writeln!(out, "\nrun {run_id} (journal: {journal})")?;
+            if let Some((wall, wait)) = timing {
+                writeln!(out, "took {wall:.1}s: {wait:.1}s waiting for restarts and health gates, {:.1}s kcert's own work", wall - wait)?;
+            }
             if let Some(f) = failure {
                 writeln!(out, "STOPPED: {f}")?;
             }

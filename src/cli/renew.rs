@@ -60,6 +60,6 @@ pub async fn run(args: RenewArgs) -> Result<Outcome> {
     let report = crate::renew::apply(&prepared, &fleet, &ApplyOptions { state_dir, patience: args.gate_timeout, now }, &|s| progress.observe(s)).await;
     drop(progress);
     let report = report?;
-    print(|out| render::run_summary(&report.run_id, &report.journal, &report.nodes, report.failure.as_deref(), args.output, out))?;
+    print(|out| render::run_summary(&report.run_id, &report.journal, &report.nodes, report.failure.as_deref(), Some((report.wall_seconds, report.wait_seconds)), args.output, out))?;
     Ok(if report.failure.is_some() { Outcome::NodeFailures } else { Outcome::Clean })
 }

@@ -56,7 +56,7 @@ pub async fn run(args: RollbackArgs) -> Result<Outcome> {
         Ok(nodes) => {
             j.record(&Record::RolledBack { at: now, status: "ok".into(), message: format!("{files} files restored") })?;
             let path = j.dir.join("journal.jsonl").to_string_lossy().into_owned();
-            print(|out| render::run_summary(&run_id, &path, &nodes, None, args.output, out))?;
+            print(|out| render::run_summary(&run_id, &path, &nodes, None, None, args.output, out))?;
             Ok(Outcome::Clean)
         }
         Err(e) => {
