@@ -118,7 +118,8 @@ async fn health_command(t: &dyn Transport, cmd: &str, patience: Duration) -> std
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("`{cmd}` kept failing: {}", out.stderr_text()));
+            let said = [out.stderr_text(), out.stdout_text().trim().to_string()].into_iter().find(|t| !t.is_empty()).unwrap_or_default();
+            return Err(format!("`{cmd}` kept failing for {patience:?} (exit {:?}){}", out.status, if said.is_empty() { String::new() } else { format!(": {said}") }));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -235,7 +235,16 @@ pub fn graph(g: &Gathered, now: i64) -> (Vec<EdgeReport>, Vec<Finding>) {
             // The server on the client's own node when it runs there (apiserver -> local etcd).
             let local_only = !peer && server_comp != Some("kubelet") && servers.iter().any(|s| s.target.name == client.target.name);
             for cm in &clients {
-                for server in servers.iter().filter(|s| !local_only || s.target.name == client.target.name) {
+                // A kubeconfig names its server: that node when it is one of ours (its
+                // loopback is the client's own node), else every server (a load balancer).
+                let dialed: Option<&str> = cm.dials.as_deref().and_then(|d| {
+                    if d == "127.0.0.1" || d == "localhost" || d == "::1" {
+                        Some(client.target.name.as_str())
+                    } else {
+                        servers.iter().find(|s| s.target.address() == d).map(|s| s.target.name.as_str())
+                    }
+                });
+                for server in servers.iter().filter(|s| dialed.is_none_or(|d| s.target.name == d) && (!local_only || s.target.name == client.target.name || dialed.is_some())) {
                     let sm = side_material(server, &e.server, None);
                     let mut problems: Vec<String> = cm.problems.iter().chain(&sm.problems).cloned().collect();
                     if let Some(cert) = &cm.cert {
@@ -270,7 +279,8 @@ pub fn graph(g: &Gathered, now: i64) -> (Vec<EdgeReport>, Vec<Finding>) {
                                 server.pki.endpoints.iter().find(|x| Some(x.component.as_str()) == server_comp && x.port == port).map(|x| if peer || server_comp == Some("kubelet") { server.target.address() } else { x.host.clone() })
                             })
                         };
-                        if let Some(n) = name.filter(|n| !(n == "127.0.0.1" && server.t.offline()) && !(server.t.offline() && server_comp == Some("kubelet")))
+                        // Only a client that verifies the server cares what names it covers.
+                        if let Some(n) = name.filter(|n| cm.trust.is_some() && !(n == "127.0.0.1" && server.t.offline()) && !(server.t.offline() && server_comp == Some("kubelet")))
                             && !san_covers(cert, &n)
                         {
                             problems.push(format!("the server certificate ({}) does not cover {n} in its SANs", cert.subject));

@@ -34,3 +34,22 @@ http {
   scgi_temp_path $1/tmp/scgi;
 CONF
 }
+
+# serve_nginx DIR RENDER: the stand-ins' supervisord program. RENDER writes DIR/nginx.conf
+# from the component's flags and files; nginx runs as a child. On SIGHUP the config is
+# rendered again and nginx reloads gracefully (open connections finish on the old files, new
+# ones get the new), as the real apiserver reloads its serving cert and client CA from disk.
+# SIGTERM stops nginx; if nginx dies the wrapper exits, so supervisord restarts it.
+serve_nginx() {
+  dir=$1 render=$2
+  "$render"
+  /usr/sbin/nginx -c "$dir/nginx.conf" -g 'daemon off;' &
+  child=$!
+  trap '"$render" && /usr/sbin/nginx -c "$dir/nginx.conf" -g "daemon off;" -s reload' HUP
+  trap 'kill -TERM $child 2>/dev/null; wait $child; exit 0' TERM INT
+  # `wait` returns early when a trapped signal arrives: keep waiting while nginx lives.
+  while kill -0 "$child" 2>/dev/null; do
+    wait "$child" || true
+  done
+  exit 1
+}

@@ -1,15 +1,18 @@
 #!/bin/sh
 # STAND-IN for kube-apiserver (no real one can be installed here): nginx, configured at each
-# (re)start from the same manifest flags and files the real apiserver reads. It serves
-# --tls-cert-file on --secure-port, demands client certificates from --client-ca-file, and
-# answers /healthz by calling etcd's /health with --etcd-certfile/--etcd-keyfile, verifying
-# etcd against --etcd-cafile, the way the apiserver's storage health check does.
+# (re)start and on SIGHUP (a graceful reload, see serve_nginx) from the same manifest flags and
+# files the real apiserver reads. It serves --tls-cert-file on --secure-port, demands client
+# certificates from --client-ca-file, and answers /healthz and /readyz by calling etcd's
+# /health with --etcd-certfile/--etcd-keyfile, verifying etcd against --etcd-cafile, the way
+# the apiserver's storage health check does. /livez answers without etcd, as in
+# kube-apiserver >= 1.28.
 set -eu
 . /opt/kcert-fleet/lib.sh
 m=/etc/kubernetes/manifests/kube-apiserver.yaml
+dir=/run/kcert/apiserver
+render() {
 port=$(flag "$m" secure-port); port=${port:-6443}
 etcd=$(flag "$m" etcd-servers | cut -d, -f1 | sed 's|^https://||')
-dir=/run/kcert/apiserver
 mkdir -p "$dir/tmp"
 cat > "$dir/nginx.conf" <<CONF
 $(nginx_head "$dir")
@@ -20,7 +23,8 @@ $(nginx_head "$dir")
     ssl_client_certificate $(flag "$m" client-ca-file);
     ssl_verify_client on;
     ssl_verify_depth 4;
-$(for path in healthz livez readyz; do cat <<LOC
+    location = /livez { default_type text/plain; return 200 "ok"; }
+$(for path in healthz readyz; do cat <<LOC
     location = /$path {
       proxy_pass https://$etcd/health;
       proxy_ssl_certificate $(flag "$m" etcd-certfile);
@@ -39,4 +43,5 @@ done)
   }
 }
 CONF
-exec /usr/sbin/nginx -c "$dir/nginx.conf" -g 'daemon off;'
+}
+serve_nginx "$dir" render

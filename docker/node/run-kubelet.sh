@@ -1,15 +1,17 @@
 #!/bin/sh
 # STAND-IN for the kubelet's TLS port (no real kubelet can run here): nginx on 10250,
-# configured at each (re)start from /var/lib/kubelet/config.yaml as the kubelet reads it:
+# configured at each (re)start and on SIGHUP (a graceful reload, see serve_nginx) from
+# /var/lib/kubelet/config.yaml as the kubelet reads it:
 # it serves tlsCertFile/tlsPrivateKeyFile (default /var/lib/kubelet/pki/kubelet.{crt,key})
 # and demands client certificates from authentication.x509.clientCAFile. /healthz answers ok.
 set -eu
 . /opt/kcert-fleet/lib.sh
 c=/var/lib/kubelet/config.yaml
+dir=/run/kcert/kubelet
+render() {
 cert=$(field "$c" tlsCertFile); cert=${cert:-/var/lib/kubelet/pki/kubelet.crt}
 key=$(field "$c" tlsPrivateKeyFile); key=${key:-/var/lib/kubelet/pki/kubelet.key}
 ca=$(field "$c" clientCAFile)
-dir=/run/kcert/kubelet
 mkdir -p "$dir/tmp"
 cat > "$dir/nginx.conf" <<CONF
 $(nginx_head "$dir")
@@ -25,4 +27,5 @@ $(nginx_head "$dir")
   }
 }
 CONF
-exec /usr/sbin/nginx -c "$dir/nginx.conf" -g 'daemon off;'
+}
+serve_nginx "$dir" render
