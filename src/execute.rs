@@ -136,22 +136,23 @@ async fn restart_and_gate(t: &dyn Transport, ctx: &Context<'_>, node: &str, comp
         rec(journal, &Record::Restarted { node: node.into(), component: c.clone() })?;
     }
     (ctx.observer)(&Step::Node { node: node.into(), what: "health gate".into() });
-    for c in components {
-        if let Some(cmd) = ctx.overrides.get(c).and_then(|o| o.health.clone())
-            && let Err(e) = health_command(t, &cmd, ctx.patience).await
-        {
-            rec(journal, &Record::Gate { node: node.into(), check: format!("{c} health"), ok: false, detail: e.clone() })?;
-            return Ok(Err(format!("component {c}: health check {e}")));
-        }
-    }
+    // Edges first: a failure then names the edge, not only the component.
     let mine: Vec<Check> = ctx.checks.iter().filter(|c| c.from == node || c.to == node).cloned().collect();
     let results = gate::run(ctx.views, &mine, ctx.patience).await;
     for r in &results {
         rec(journal, &Record::Gate { node: node.into(), check: format!("{} {} -> {}", r.edge, r.from, r.to), ok: r.ok, detail: r.detail.clone() })?;
     }
     if let Some(bad) = results.iter().find(|r| !r.ok) {
-        let comps = if components.is_empty() { "no restart".to_string() } else { format!("after restarting {}", components.join(", ")) };
+        let comps = if components.is_empty() { "without a restart".to_string() } else { format!("after restarting {}", components.join(", ")) };
         return Ok(Err(format!("{comps}: edge {} ({} -> {} at {}) failed: {}", bad.edge, bad.from, bad.to, bad.endpoint, bad.detail)));
+    }
+    for c in components {
+        if let Some(cmd) = ctx.overrides.get(c).and_then(|o| o.health.clone())
+            && let Err(e) = health_command(t, &cmd, ctx.patience).await
+        {
+            rec(journal, &Record::Gate { node: node.into(), check: format!("{c} health"), ok: false, detail: e.clone() })?;
+            return Ok(Err(format!("after restarting {c}: its health command {e}")));
+        }
     }
     Ok(Ok(results))
 }

@@ -233,13 +233,23 @@ async fn run_once(t: &dyn Transport, c: &Check, timeout: Duration) -> Result<(),
     }
 }
 
+const PER_NODE: usize = 4;
+
 /// Runs checks (each from its client's node), retrying each until it passes or `patience`
 /// runs out: a component that was just restarted needs a moment to come back.
 pub async fn run(nodes: &[NodeView], checks: &[Check], patience: Duration) -> Vec<CheckResult> {
     let by_name: BTreeMap<&str, &NodeView> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    // A few exchanges at a time per node: dozens of channels opened at once on one SSH
+    // connection make some wait past their timeout.
+    let permits: BTreeMap<&str, tokio::sync::Semaphore> = nodes.iter().map(|n| (n.name.as_str(), tokio::sync::Semaphore::new(PER_NODE))).collect();
     let tasks = checks.iter().map(|c| {
         let node = by_name.get(c.from.as_str()).copied();
+        let permits = &permits;
         async move {
+            let _permit = match permits.get(c.from.as_str()) {
+                Some(p) => Some(p.acquire().await.expect("never closed")),
+                None => None,
+            };
             let deadline = Instant::now() + patience;
             let result = match node {
                 None => Err(format!("node {} is not part of this run", c.from)),

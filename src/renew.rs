@@ -423,12 +423,16 @@ pub fn signers(g: &Gathered, selected: &BTreeSet<String>, now: i64) -> BTreeMap<
                 }
                 _ => {}
             }
-            if found.as_ref().is_some_and(|f| f.is_ok()) {
+            // Every copy of the CA key is checked: a bad one anywhere is refused, not skipped.
+            if found.as_ref().is_some_and(|f| f.is_err()) {
                 continue;
             }
             let key_path = n.pki.named.get(key_name).cloned().unwrap_or_else(|| pb.file(key_name).map(|k| k.path.clone()).unwrap_or_default());
             if let Some(key) = n.files.get(&key_path) {
-                found = Some(Signer::new(&ca, key, now).map_err(|e| format!("{key_path} on {}: {e}", n.target.name)));
+                let signer = Signer::new(&ca, key, now).map_err(|e| format!("{key_path} on {}: {e}", n.target.name));
+                if signer.is_err() || found.is_none() {
+                    found = Some(signer);
+                }
             }
         }
         let result = match (mismatch, found) {

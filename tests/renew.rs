@@ -335,3 +335,12 @@ fn verify_agrees_with_openssl_on_every_kubeadm_set_before_and_after_renewal() {
         }
     }
 }
+
+#[test]
+fn unknown_certificate_names_and_formats_are_usage_errors() {
+    let set = real_world().join("kubeadm-sijong09-k8s");
+    Test::new().args(["renew", "--local", "--root"]).args([&set]).args(["--certs", "apiserverr", "--dry-run"]).run().status(2).stderr_has("apiserverr").stderr_has("kubelet-serving");
+    Test::new().args(["verify", "--local", "--root"]).args([&set]).args(["-o", "prom"]).run().status(2);
+    Test::new().args(["expiry", "--local", "--root"]).args([&set]).args(["-o", "dot"]).run().status(2);
+    Test::new().args(["rollback", "--state-dir", "/nonexistent/kcert-state"]).run().status(2).stderr_has("no runs");
+}
