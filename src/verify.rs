@@ -349,3 +349,41 @@ pub async fn run(fleet: &Fleet, extra_paths: &[String], live: bool, now: i64) ->
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(dir: &std::path::Path, san: &str, days: &str) -> CertInfo {
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=x", "-days", days, "-addext", san])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        parse_pem(&std::fs::read(dir.join("c.pem")).unwrap()).unwrap().certs.remove(0)
+    }
+
+    #[test]
+    fn sans_cover_exact_names_addresses_and_one_wildcard_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cert(dir.path(), "subjectAltName=DNS:api.example,DNS:*.svc.example,IP:10.0.0.1,IP:::1", "1");
+        for yes in ["api.example", "API.example", "a.svc.example", "10.0.0.1", "::1"] {
+            assert!(san_covers(&c, yes), "{yes}");
+        }
+        for no in ["example", "a.b.svc.example", "10.0.0.2", "127.0.0.1"] {
+            assert!(!san_covers(&c, no), "{no}");
+        }
+    }
+
+    #[test]
+    fn chains_are_judged_by_signature_and_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cert(dir.path(), "basicConstraints=critical,CA:TRUE", "2");
+        let now = c.not_before + 10;
+        assert_eq!(chain_problem(&c, std::slice::from_ref(&c), now, "it"), None);
+        assert!(chain_problem(&c, std::slice::from_ref(&c), c.not_after + 1, "it").unwrap().contains("expired"));
+        let other = cert(&tempfile::tempdir().unwrap().path().to_path_buf(), "basicConstraints=critical,CA:TRUE", "2");
+        assert!(chain_problem(&c, &[other], now, "it").unwrap().contains("not signed by any CA"));
+    }
+}
