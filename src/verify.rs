@@ -308,6 +308,23 @@ pub fn graph(g: &Gathered, now: i64) -> (Vec<EdgeReport>, Vec<Finding>) {
         }
     }
     for n in &g.nodes {
+        // Serving certs must cover the address the node is reached on (offline, that is unknown).
+        let mut seen = std::collections::BTreeSet::new();
+        for e in pb.edges.iter().filter(|e| e.server.endpoint.is_some()) {
+            let (Some(comp), Some(key)) = (e.server.component.as_deref(), e.server.cert.as_deref()) else { continue };
+            let Some(path) = n.pki.path_of(Some(comp), key) else { continue };
+            if n.t.offline() || !n.pki.components.contains_key(comp) || !seen.insert(path.to_string()) {
+                continue;
+            }
+            let addr = n.target.address();
+            if let Some(cert) = certs_of(n, path).ok().and_then(|c| c.into_iter().next())
+                && !san_covers(&cert, &addr)
+            {
+                // The apiserver checks kubelets only when told to: then it is a warning.
+                let broken = comp != "kubelet";
+                findings.push(Finding { node: n.target.name.clone(), component: comp.to_string(), message: format!("{path} ({}) does not cover the node's address {addr} in its SANs", cert.subject), broken });
+            }
+        }
         for p in &pb.pairs {
             let (Some(cp), Some(kp)) = (n.pki.path_of(Some(&p.component), &p.cert), n.pki.path_of(Some(&p.component), &p.key)) else { continue };
             let message = match (certs_of(n, cp).ok().and_then(|c| c.into_iter().next()), n.files.get(kp)) {
