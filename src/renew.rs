@@ -119,6 +119,30 @@ pub fn replace_first_cert(bytes: &[u8], new_pem: &str) -> Result<Vec<u8>, String
     Ok(out.into_bytes())
 }
 
+/// The text with every CERTIFICATE block after the first removed (other blocks kept).
+pub fn drop_later_certs(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let Some(first) = text.find(end).map(|i| i + end.len()) else { return bytes.to_vec() };
+    let mut out = text[..first].to_string();
+    let mut rest = &text[first..];
+    while let Some(b) = rest.find(begin) {
+        out.push_str(rest[..b].trim_end_matches('\n'));
+        match rest[b..].find(end) {
+            Some(e) => rest = &rest[b + e + end.len()..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
 fn first_cert(bytes: &[u8], what: &str) -> Result<CertInfo, String> {
     let content = parse_pem(bytes).map_err(|e| format!("{what}: {e}"))?;
     content.certs.into_iter().next().ok_or_else(|| format!("{what}: no certificate in it"))
@@ -211,7 +235,12 @@ fn plan_cert(input: &NodeInput<'_>, name: &str, path: &str, key_path: Option<&st
         Err(e) => return Err(format!("{node}: {}: {e}", key_path.unwrap_or(path))),
     }
     let renewed = signer.resign(&leaf, v, extra_sans).map_err(|e| format!("{node}: {path}: {e}"))?;
-    let new = replace_first_cert(bytes, &renewed.pem).map_err(|e| format!("{node}: {path}: {e}"))?;
+    let mut new = replace_first_cert(bytes, &renewed.pem).map_err(|e| format!("{node}: {path}: {e}"))?;
+    // A self-signed kubelet cert comes with its own throwaway CA in the same file; once the
+    // cluster CA signs the leaf, that CA is no part of the chain and is dropped.
+    if rehome && find_issuer(&leaf, &[&signer.ca]).is_none() {
+        new = drop_later_certs(&new);
+    }
     Ok(Some(FileChange { path: path.to_string(), old: bytes.clone(), new, items: vec![item(name, None, &leaf, signer, &renewed)], readers: Vec::new() }))
 }
 
@@ -507,6 +536,12 @@ mod tests {
         let text = "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nK\n-----END EC PRIVATE KEY-----\n";
         let out = replace_first_cert(text.as_bytes(), "-----BEGIN CERTIFICATE-----\nNEW\n-----END CERTIFICATE-----\n").unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), text.replace("OLD", "NEW"));
+    }
+
+    #[test]
+    fn a_rehomed_leaf_drops_its_old_self_signed_ca() {
+        let text = "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nOLDCA\n-----END CERTIFICATE-----\n";
+        assert_eq!(String::from_utf8(drop_later_certs(text.as_bytes())).unwrap(), "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n");
     }
 
     #[test]

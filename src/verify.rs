@@ -322,7 +322,11 @@ pub fn graph(g: &Gathered, now: i64) -> (Vec<EdgeReport>, Vec<Finding>) {
             {
                 // The apiserver checks kubelets only when told to: then it is a warning.
                 let broken = comp != "kubelet";
-                findings.push(Finding { node: n.target.name.clone(), component: comp.to_string(), message: format!("{path} ({}) does not cover the node's address {addr} in its SANs", cert.subject), broken });
+                findings.push(Finding { node: n.target.name.clone(), component: comp.to_string(), message: format!(
+                    "{path} ({}) does not cover the node's address {addr} in its SANs{}",
+                    cert.subject,
+                    if comp == "kubelet" { " (kcert renew --certs kubelet-serving adds it)" } else { "" }
+                ), broken });
             }
         }
         for p in &pb.pairs {

@@ -486,6 +486,8 @@ fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
         assert!(t > now + 300 * 86_400, "not renewed: {c}");
     }
     for n in &f.nodes {
+        // Re-signed by the cluster CA: the self-signed original's throwaway CA is gone from the file.
+        assert_eq!(sh(&n.container, "grep -c 'BEGIN CERTIFICATE' /var/lib/kubelet/pki/kubelet.crt").trim(), "1", "{}", n.name);
         sh(&f.node("cp1").container, &format!(
             "curl -sf --cacert /etc/kubernetes/pki/ca.crt --cert /etc/kubernetes/pki/apiserver-kubelet-client.crt --key /etc/kubernetes/pki/apiserver-kubelet-client.key https://{}:10250/healthz",
             n.ip
