@@ -12,6 +12,7 @@ pub mod gate;
 pub mod inventory;
 pub mod journal;
 pub mod pki;
+pub mod plan;
 pub mod playbook;
 pub mod probe;
 pub mod renew;

@@ -21,9 +21,12 @@ attempt() {
 
 etcd() {
   # etcd's own balanced client over every member, as the apiserver's storage client fails over.
+  # A request cut by a member's restart is tried once more at once: etcdctl does not retry it
+  # (code Unknown), the apiserver's storage layer does. A broken trust fails both tries.
   cert=$1; shift
-  ETCDCTL_API=3 etcdctl --endpoints="$eps" --cacert "$pki/etcd/ca.crt" --cert "$pki/$cert.crt" --key "$pki/$cert.key" \
+  set -- --endpoints="$eps" --cacert "$pki/etcd/ca.crt" --cert "$pki/$cert.crt" --key "$pki/$cert.key" \
     --dial-timeout=3s --command-timeout=5s "$@"
+  ETCDCTL_API=3 etcdctl "$@" 2>/dev/null || ETCDCTL_API=3 etcdctl "$@"
 }
 
 n=0

@@ -1,0 +1,246 @@
+//! Owns: simulating a plan on the model, step by step, and checking DESIGN.md's invariant 1
+//! (trust continuity) after every step: for every edge, the client's certificate (as the
+//! client has loaded it) chains to a CA the server has loaded as trusted, and the server's
+//! certificate to a CA the client trusts.
+//! Must not: do I/O or build plans; it only judges them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{CaId, Content, Edge, FileId, Model, Plan, Side, Step};
+
+/// Why a plan is refused: where it breaks and which edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stage {stage:?}, after step {step} ({what}): edge {edge} breaks: {why}")]
+pub struct Violation {
+    pub stage: String,
+    /// 1-based index of the step after which the invariant fails (0: before the stage).
+    pub step: usize,
+    pub what: String,
+    pub edge: String,
+    pub why: String,
+}
+
+/// Files on disk and, per component, the files as it loaded them at its last start.
+struct State {
+    disk: BTreeMap<FileId, Content>,
+    loaded: BTreeMap<(String, String), BTreeMap<String, Content>>,
+}
+
+impl State {
+    fn new(model: &Model) -> State {
+        let mut loaded = BTreeMap::new();
+        for c in &model.components {
+            loaded.insert((c.node.clone(), c.name.clone()), snapshot(&model.files, &c.node, &c.reads));
+        }
+        State { disk: model.files.clone(), loaded }
+    }
+
+    /// What a side sees of one of its files: fresh clients read the disk, the rest what they loaded.
+    fn view(&self, model: &Model, side: &Side, path: &str) -> Option<Content> {
+        let fresh = model.components.iter().find(|c| c.node == side.node && c.name == side.component).is_none_or(|c| c.fresh);
+        if fresh {
+            return self.disk.get(&FileId::new(&side.node, path)).cloned();
+        }
+        self.loaded.get(&(side.node.clone(), side.component.clone())).and_then(|m| m.get(path)).cloned()
+    }
+
+    fn presents(&self, model: &Model, side: &Side) -> Result<Option<CaId>, String> {
+        let Some(path) = &side.cert else { return Ok(None) };
+        match self.view(model, side, path) {
+            Some(Content::Leaf { signer }) => Ok(Some(signer)),
+            Some(Content::Kubeconfig { client_signer, .. }) => Ok(client_signer),
+            Some(Content::Trust { .. }) => Err(format!("{path} holds no leaf")),
+            None => Err(format!("{}:{path} is missing", side.node)),
+        }
+    }
+
+    fn trusts(&self, model: &Model, side: &Side) -> Result<Option<BTreeSet<CaId>>, String> {
+        let Some(path) = &side.trust else { return Ok(None) };
+        match self.view(model, side, path) {
+            Some(Content::Trust { cas }) => Ok(Some(cas)),
+            Some(Content::Kubeconfig { trusts, .. }) => Ok(Some(trusts)),
+            Some(Content::Leaf { .. }) => Err(format!("{path} is a leaf, not a trust bundle")),
+            None => Err(format!("{}:{path} is missing", side.node)),
+        }
+    }
+
+    fn check(&self, model: &Model, e: &Edge) -> Result<(), String> {
+        let pair = [(&e.client, &e.server, "client"), (&e.server, &e.client, "server")];
+        for (presenter, verifier, role) in pair {
+            let (Some(signer), Some(trust)) = (self.presents(model, presenter)?, self.trusts(model, verifier)?) else { continue };
+            if !trust.contains(&signer) {
+                let held: Vec<&str> = trust.iter().map(String::as_str).collect();
+                return Err(format!("the {role}'s certificate is signed by {signer}, which the {} does not trust (it trusts {})", if role == "client" { "server" } else { "client" }, held.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn snapshot(files: &BTreeMap<FileId, Content>, node: &str, reads: &[String]) -> BTreeMap<String, Content> {
+    reads.iter().filter_map(|p| files.get(&FileId::new(node, p)).map(|c| (p.clone(), c.clone()))).collect()
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Write { node, path, .. } => format!("write {node}:{path}"),
+        Step::Restart { node, component } => format!("restart {component} on {node}"),
+    }
+}
+
+/// Simulates `plan` on `model`; the first broken edge refuses the plan.
+pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
+    let mut state = State::new(model);
+    let check_all = |state: &State, stage: &str, step: usize, what: &str| -> Result<(), Violation> {
+        for e in &model.edges {
+            if let Err(why) = state.check(model, e) {
+                return Err(Violation { stage: stage.into(), step, what: what.into(), edge: e.label(), why });
+            }
+        }
+        Ok(())
+    };
+    for stage in &plan.stages {
+        check_all(&state, &stage.name, 0, "before the stage")?;
+        for (i, step) in stage.steps.iter().enumerate() {
+            match step {
+                Step::Write { node, path, content } => {
+                    state.disk.insert(FileId::new(node, path), content.clone());
+                }
+                Step::Restart { node, component } => {
+                    let reads = model.components.iter().find(|c| &c.node == node && &c.name == component).map(|c| c.reads.clone()).unwrap_or_default();
+                    let snap = snapshot(&state.disk, node, &reads);
+                    state.loaded.insert((node.clone(), component.clone()), snap);
+                }
+            }
+            check_all(&state, &stage.name, i + 1, &describe(step))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Component, PLAN_VERSION, Stage};
+
+    fn trust(cas: &[&str]) -> Content {
+        Content::Trust { cas: cas.iter().map(|s| s.to_string()).collect() }
+    }
+    fn leaf(ca: &str) -> Content {
+        Content::Leaf { signer: ca.into() }
+    }
+
+    /// Two control-plane nodes; each apiserver serves apiserver.crt and trusts ca.crt for
+    /// clients; each node's admin.conf (read fresh by kubectl) talks to its own apiserver;
+    /// the apiservers are clients of each node's kubelet, which trusts ca.crt too.
+    fn cluster() -> Model {
+        let mut m = Model::default();
+        for n in ["cp1", "cp2"] {
+            m.files.insert(FileId::new(n, "ca.crt"), trust(&["ca@old"]));
+            m.files.insert(FileId::new(n, "apiserver.crt"), leaf("ca@old"));
+            m.files.insert(FileId::new(n, "kubelet-client.crt"), leaf("ca@old"));
+            m.files.insert(FileId::new(n, "admin.conf"), Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string()].into() });
+            m.files.insert(FileId::new(n, "kubelet.crt"), leaf("ca@old"));
+            m.components.push(Component { node: n.into(), name: "kube-apiserver".into(), reads: vec!["ca.crt".into(), "apiserver.crt".into(), "kubelet-client.crt".into()], fresh: false });
+            m.components.push(Component { node: n.into(), name: "kubelet".into(), reads: vec!["ca.crt".into(), "kubelet.crt".into()], fresh: false });
+            m.components.push(Component { node: n.into(), name: "kubectl".into(), reads: vec!["admin.conf".into()], fresh: true });
+            m.edges.push(Edge {
+                name: "admin.conf -> kube-apiserver".into(),
+                client: Side { node: n.into(), component: "kubectl".into(), cert: Some("admin.conf".into()), trust: Some("admin.conf".into()) },
+                server: Side { node: n.into(), component: "kube-apiserver".into(), cert: Some("apiserver.crt".into()), trust: Some("ca.crt".into()) },
+            });
+        }
+        for a in ["cp1", "cp2"] {
+            for k in ["cp1", "cp2"] {
+                m.edges.push(Edge {
+                    name: "kube-apiserver -> kubelet".into(),
+                    client: Side { node: a.into(), component: "kube-apiserver".into(), cert: Some("kubelet-client.crt".into()), trust: Some("ca.crt".into()) },
+                    server: Side { node: k.into(), component: "kubelet".into(), cert: Some("kubelet.crt".into()), trust: Some("ca.crt".into()) },
+                });
+            }
+        }
+        m
+    }
+
+    fn per_node(f: impl Fn(&str) -> Vec<Step>) -> Vec<Step> {
+        ["cp1", "cp2"].iter().flat_map(|n| f(n)).collect()
+    }
+
+    fn restarts(n: &str) -> Vec<Step> {
+        ["kube-apiserver", "kubelet"].iter().map(|c| Step::Restart { node: n.into(), component: c.to_string() }).collect()
+    }
+
+    fn resign(n: &str, ca: &str) -> Vec<Step> {
+        let mut v: Vec<Step> = ["apiserver.crt", "kubelet-client.crt", "kubelet.crt"].iter().map(|p| Step::Write { node: n.into(), path: p.to_string(), content: leaf(ca) }).collect();
+        v.push(Step::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some(ca.into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } });
+        v
+    }
+
+    fn runbook() -> Plan {
+        let both = || trust(&["ca@old", "ca@new"]);
+        let bundle = |n: &str| {
+            let mut v = vec![
+                Step::Write { node: n.into(), path: "ca.crt".into(), content: both() },
+                Step::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } },
+            ];
+            v.extend(restarts(n));
+            v
+        };
+        let sign = |n: &str| {
+            let mut v = resign(n, "ca@new");
+            v.extend(restarts(n));
+            v
+        };
+        let prune = |n: &str| {
+            let mut v = vec![
+                Step::Write { node: n.into(), path: "ca.crt".into(), content: trust(&["ca@new"]) },
+                Step::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@new".into()), trusts: ["ca@new".to_string()].into() } },
+            ];
+            v.extend(restarts(n));
+            v
+        };
+        Plan {
+            version: PLAN_VERSION,
+            stages: vec![
+                Stage { name: "S2 trust old+new".into(), steps: per_node(bundle) },
+                Stage { name: "S4 re-sign leaves".into(), steps: per_node(sign) },
+                Stage { name: "S5 prune".into(), steps: per_node(prune) },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_runbook_order_keeps_every_edge_at_every_step() {
+        prove(&cluster(), &runbook()).unwrap();
+    }
+
+    #[test]
+    fn re_signing_leaves_before_trust_is_bundled_is_refused() {
+        let naive = Plan { version: PLAN_VERSION, stages: vec![Stage { name: "S4 re-sign leaves".into(), steps: per_node(|n| resign(n, "ca@new")) }] };
+        let err = prove(&cluster(), &naive).unwrap_err();
+        assert_eq!(err.stage, "S4 re-sign leaves");
+        // kubectl reads admin.conf fresh: the first write that it sees breaks it at once.
+        assert!(err.edge.contains("admin.conf -> kube-apiserver"), "{err}");
+        assert!(err.why.contains("ca@new"), "{err}");
+    }
+
+    #[test]
+    fn a_restart_inside_a_batch_is_checked_against_components_not_yet_restarted() {
+        // Trust bundled and loaded on cp1 only; cp1 then restarts with a new-CA client cert
+        // while cp2's kubelet still has only the old CA loaded: refused at that restart.
+        let mut plan = runbook();
+        plan.stages[0].steps.retain(|s| !matches!(s, Step::Restart { node, .. } if node == "cp2"));
+        let err = prove(&cluster(), &plan).unwrap_err();
+        assert_eq!(err.stage, "S4 re-sign leaves");
+        assert!(err.what.starts_with("restart kube-apiserver on cp1"), "{err}");
+        assert!(err.edge.contains("cp1/kube-apiserver -> cp2/kubelet"), "{err}");
+    }
+
+    #[test]
+    fn pruning_before_every_leaf_is_re_signed_is_refused() {
+        let mut plan = runbook();
+        plan.stages.swap(1, 2);
+        let err = prove(&cluster(), &plan).unwrap_err();
+        assert_eq!(err.stage, "S5 prune");
+    }
+}
