@@ -4,7 +4,9 @@
 //! step boundary, including inside a batch where some components restarted and some not.
 //! Must not: do I/O; callers build the model from discovered facts and carry out the steps.
 
+pub mod build;
 pub mod prove;
+pub mod rotate;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,189 @@
+//! Owns: turning discovered facts (each node's PKI and file bytes) into the planner's trust
+//! model: which CA signed each leaf, which CAs each trust file and kubeconfig holds, which
+//! component loads which file, and every edge instance the playbook knows.
+//! Must not: do I/O; the caller hands it what discovery read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{CaId, Component, Content, Edge, FileId, Model, Side};
+use crate::discover::NodePki;
+use crate::pki::cert::{CertInfo, parse_pem};
+use crate::pki::find_issuer;
+use crate::pki::kubeconfig::{self, Material};
+use crate::playbook::{FileKind, Playbook};
+
+/// One node's facts, as discovery gathered them.
+pub struct NodeFacts<'a> {
+    pub name: &'a str,
+    pub pki: &'a NodePki,
+    pub files: &'a BTreeMap<String, Vec<u8>>,
+}
+
+/// The CAs of the playbook (files with a key and no signer) found on any node:
+/// `name@first-8-hex-of-sha256` -> certificate.
+pub fn cas(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> BTreeMap<CaId, CertInfo> {
+    let mut out = BTreeMap::new();
+    for f in pb.files.iter().filter(|f| f.kind == FileKind::Cert && f.key.is_some() && f.signer.is_none()) {
+        for n in nodes {
+            let Some(path) = n.pki.named.get(&f.name) else { continue };
+            let Some(bytes) = n.files.get(path) else { continue };
+            for c in parse_pem(bytes).map(|p| p.certs).unwrap_or_default().into_iter().filter(|c| c.is_ca) {
+                out.entry(format!("{}@{}", f.name, &c.sha256[..8])).or_insert(c);
+            }
+        }
+    }
+    out
+}
+
+fn ca_id_of(cert: &CertInfo, cas: &BTreeMap<CaId, CertInfo>) -> CaId {
+    if let Some((id, _)) = cas.iter().find(|(_, c)| c.sha256 == cert.sha256) {
+        return id.clone();
+    }
+    let all: Vec<&CertInfo> = cas.values().collect();
+    match find_issuer(cert, &all) {
+        Some(ca) => cas.iter().find(|(_, c)| c.sha256 == ca.sha256).map(|(id, _)| id.clone()).expect("found among them"),
+        None => format!("unknown:{}", cert.issuer),
+    }
+}
+
+fn trust_of(certs: &[CertInfo], cas: &BTreeMap<CaId, CertInfo>) -> BTreeSet<CaId> {
+    certs.iter().map(|c| cas.iter().find(|(_, k)| k.sha256 == c.sha256).map(|(id, _)| id.clone()).unwrap_or_else(|| format!("other:{}", &c.sha256[..8]))).collect()
+}
+
+fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, Vec<u8>>, cas: &BTreeMap<CaId, CertInfo>) -> Option<Content> {
+    if kind == FileKind::Kubeconfig {
+        let id = kubeconfig::identity(bytes).ok()?;
+        let load = |m: &Option<Material>| -> Option<Vec<u8>> {
+            match m.as_ref()? {
+                Material::Data(d) => Some(d.clone()),
+                Material::Path(p) => files.get(&kubeconfig::resolve_reference(path, p)).cloned(),
+            }
+        };
+        let client_signer = load(&id.cert).and_then(|b| parse_pem(&b).ok()).and_then(|p| p.certs.into_iter().next()).map(|c| ca_id_of(&c, cas));
+        let trusts = load(&id.ca).and_then(|b| parse_pem(&b).ok()).map(|p| trust_of(&p.certs, cas)).unwrap_or_default();
+        return Some(Content::Kubeconfig { client_signer, trusts });
+    }
+    let certs = parse_pem(bytes).ok()?.certs;
+    match kind {
+        FileKind::Trust => Some(Content::Trust { cas: trust_of(&certs, cas) }),
+        FileKind::Cert => certs.first().map(|c| Content::Leaf { signer: ca_id_of(c, cas) }),
+        _ => None,
+    }
+}
+
+/// The model of the whole fleet.
+pub fn model(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> Model {
+    let cas = cas(pb, nodes);
+    let mut m = Model::default();
+    for n in nodes {
+        // Every file a component ref names, with the kind the ref gives it.
+        let mut kinds: BTreeMap<String, FileKind> = BTreeMap::new();
+        for c in &pb.components {
+            for r in &c.refs {
+                if let (Some(path), Some(file)) = (n.pki.path_of(Some(&c.name), &r.key), pb.file(&r.file)) {
+                    let kind = r.kind.unwrap_or(file.kind);
+                    // A CA read as a trust bundle and as a signing cert is modelled as trust.
+                    if kind != FileKind::Key && kind != FileKind::Pubkey {
+                        kinds.entry(path.to_string()).and_modify(|k| if kind == FileKind::Trust { *k = kind }).or_insert(kind);
+                    }
+                }
+            }
+        }
+        for f in pb.files.iter().filter(|f| matches!(f.kind, FileKind::Cert | FileKind::Kubeconfig)) {
+            if let Some(path) = n.pki.named.get(&f.name) {
+                kinds.entry(path.clone()).or_insert(f.kind);
+            }
+        }
+        for (path, kind) in &kinds {
+            if let Some(bytes) = n.files.get(path)
+                && let Some(c) = content(path, bytes, *kind, n.files, &cas)
+            {
+                m.files.insert(FileId::new(n.name, path), c);
+            }
+        }
+        for c in &pb.components {
+            if !n.pki.components.contains_key(&c.name) {
+                continue;
+            }
+            let mut reads: Vec<String> = n.pki.refs.iter().filter(|((comp, _), _)| comp == &c.name).map(|(_, p)| p.clone()).collect();
+            for f in pb.files.iter().filter(|f| f.read_by.as_deref() == Some(c.name.as_str())) {
+                reads.extend(n.pki.named.get(&f.name).cloned());
+            }
+            reads.sort();
+            reads.dedup();
+            m.components.push(Component { node: n.name.to_string(), name: c.name.clone(), reads, fresh: false });
+        }
+    }
+    let (edges, readers) = edges(pb, nodes, &m);
+    m.edges = edges;
+    for r in readers {
+        if !m.components.iter().any(|c| c.node == r.node && c.name == r.name) {
+            m.components.push(r);
+        }
+    }
+    m
+}
+
+/// Who reads a kubeconfig: the component whose ref or `read_by` names it, else kubectl
+/// (a fresh reader, added to the model).
+fn kubeconfig_reader(pb: &Playbook, n: &NodeFacts<'_>, name: &str, path: &str) -> (String, bool) {
+    if let Some(((c, _), _)) = n.pki.refs.iter().find(|(_, p)| p.as_str() == path) {
+        return (c.clone(), false);
+    }
+    if let Some(r) = pb.file(name).and_then(|f| f.read_by.clone())
+        && n.pki.components.contains_key(&r)
+    {
+        return (r, false);
+    }
+    (format!("kubectl {name}"), true)
+}
+
+/// Every edge instance, and the fresh readers (kubectl, the etcd health check) they need.
+fn edges(pb: &Playbook, nodes: &[NodeFacts<'_>], m: &Model) -> (Vec<Edge>, Vec<Component>) {
+    let mut out = Vec::new();
+    let mut fresh: Vec<Component> = Vec::new();
+    for e in &pb.edges {
+        let Some(sc) = e.server.component.as_deref() else { continue };
+        let servers: Vec<&NodeFacts<'_>> = nodes.iter().filter(|n| n.pki.components.contains_key(sc)).collect();
+        let peer = e.client.component.as_deref() == Some(sc);
+        for client in nodes {
+            let mut sides: Vec<Side> = Vec::new();
+            if e.client.kubeconfigs.is_empty() {
+                let comp = e.client.component.clone().unwrap_or_else(|| format!("client {}", e.name));
+                if e.client.component.as_ref().is_some_and(|c| !client.pki.components.contains_key(c)) {
+                    continue;
+                }
+                let path = |k: &Option<String>| k.as_ref().and_then(|k| client.pki.path_of(e.client.component.as_deref(), k)).map(str::to_string);
+                let Some(cert) = path(&e.client.cert) else { continue };
+                if e.client.component.is_none() {
+                    fresh.push(Component { node: client.name.into(), name: comp.clone(), reads: [Some(cert.clone()), path(&e.client.trusts)].into_iter().flatten().collect(), fresh: true });
+                }
+                sides.push(Side { node: client.name.into(), component: comp, cert: Some(cert), trust: path(&e.client.trusts) });
+            } else {
+                for kc in &e.client.kubeconfigs {
+                    let Some(path) = client.pki.named.get(kc) else { continue };
+                    if !m.files.contains_key(&FileId::new(client.name, path)) {
+                        continue;
+                    }
+                    let (comp, is_fresh) = kubeconfig_reader(pb, client, kc, path);
+                    if is_fresh {
+                        fresh.push(Component { node: client.name.into(), name: comp.clone(), reads: vec![path.clone()], fresh: true });
+                    }
+                    sides.push(Side { node: client.name.into(), component: comp, cert: Some(path.clone()), trust: Some(path.clone()) });
+                }
+            }
+            let local_only = !peer && sc != "kubelet" && servers.iter().any(|s| s.name == client.name);
+            for side in sides {
+                for server in servers.iter().filter(|s| !local_only || s.name == client.name).filter(|s| !(peer && s.name == client.name)) {
+                    let path = |k: &Option<String>| k.as_ref().and_then(|k| server.pki.path_of(Some(sc), k)).map(str::to_string);
+                    out.push(Edge {
+                        name: e.name.clone(),
+                        client: side.clone(),
+                        server: Side { node: server.name.into(), component: sc.to_string(), cert: path(&e.server.cert), trust: path(&e.server.trusts) },
+                    });
+                }
+            }
+        }
+    }
+    (out, fresh)
+}
