@@ -142,6 +142,56 @@ impl Signer {
     }
 }
 
+/// A new CA to succeed `old` (CA rotation's S1): a fresh key of the same type and size,
+/// the old subject with the CN marked as its successor (a same-named CA would be confused with
+/// the old one by verifiers), the old SANs, CA:TRUE, valid `days` from a few minutes ago.
+/// Returns the certificate PEM and the key PEM (PKCS#8); the key is for a 0600 file only.
+pub fn successor_ca(old: &CertInfo, days: u32, now: i64) -> Result<(String, String), SignError> {
+    use x509_parser::public_key::PublicKey;
+    let bad = |m: String| SignError::Leaf(format!("{}: {m}", old.subject));
+    let (_, x) = X509Certificate::from_der(&old.der).map_err(|e| bad(format!("cannot parse: {e}")))?;
+    let key = match x.public_key().parsed().map_err(|e| bad(format!("unreadable public key: {e}")))? {
+        PublicKey::RSA(rsa) => {
+            let size = match rsa.key_size() {
+                0..=2048 => rcgen::RsaKeySize::_2048,
+                2049..=3072 => rcgen::RsaKeySize::_3072,
+                _ => rcgen::RsaKeySize::_4096,
+            };
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)
+        }
+        PublicKey::EC(_) => {
+            let curve = x.public_key().algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string()).unwrap_or_default();
+            match curve.as_str() {
+                "1.2.840.10045.3.1.7" => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+                "1.3.132.0.34" => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+                other => return Err(bad(format!("unsupported EC curve {other}"))),
+            }
+        }
+        other => return Err(bad(format!("unsupported key type {other:?}"))),
+    }
+    .map_err(|e| bad(format!("cannot generate a key: {e}")))?;
+    let mut params = CertificateParams::default();
+    let mut dn = subject_of(&x).map_err(bad)?;
+    let date = time::OffsetDateTime::from_unix_timestamp(now).map(|t| t.date().to_string()).unwrap_or_default();
+    let cn = old.subject_cn.clone().unwrap_or_else(|| "kcert CA".into());
+    dn.push(DnType::CommonName, DnValue::Utf8String(format!("{cn} (successor {date})")));
+    params.distinguished_name = dn;
+    params.serial_number = Some(random_serial());
+    params.not_before = OffsetDateTime::from_unix_timestamp(now - BACKDATE_SECONDS).map_err(|e| bad(e.to_string()))?;
+    params.not_after = OffsetDateTime::from_unix_timestamp(now + i64::from(days) * 86_400).map_err(|e| bad(e.to_string()))?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyCertSign];
+    for ext in x.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                params.subject_alt_names.push(san_of(name).map_err(bad)?);
+            }
+        }
+    }
+    let cert = params.self_signed(&key).map_err(|e| bad(format!("signing failed: {e}")))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut bytes).expect("the system RNG works");
@@ -349,6 +399,30 @@ mod tests {
         std::fs::write(dir.path().join("new.crt"), &r.pem).unwrap();
         let t = text(dir.path(), "new.crt");
         assert!(t.contains("DNS:kubernetes, IP Address:10.96.0.1, DNS:node-a"), "{t}");
+    }
+
+    #[test]
+    fn a_successor_ca_matches_the_old_key_type_and_signs() {
+        for (alg, want) in [(&["rsa:2048"][..], "Public-Key: (2048 bit)"), (&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"][..], "NIST CURVE: P-256")] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let (old, _, leaf) = fixture(d, alg, true);
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let (cert, key) = successor_ca(&old, 3650, now).unwrap();
+            std::fs::write(d.join("new-ca.crt"), &cert).unwrap();
+            openssl(d, &["verify", "-CAfile", "new-ca.crt", "new-ca.crt"]);
+            let text = String::from_utf8(Command::new("openssl").args(["x509", "-noout", "-text", "-in", "new-ca.crt"]).current_dir(d).output().unwrap().stdout).unwrap();
+            assert!(text.contains(want) && text.contains("CA:TRUE") && text.contains("Certificate Sign"), "{text}");
+            assert!(text.contains("CN=test-ca (successor") || text.contains("CN = test-ca (successor"), "{text}");
+            let new = parse_pem(cert.as_bytes()).unwrap().certs.remove(0);
+            assert_eq!(new.not_after, now + 3650 * 86_400);
+            assert!(key_matches(&new, key.as_bytes()).unwrap());
+            // It signs: the leaf re-issued by it verifies against it and not the old CA.
+            let r = Signer::new(&new, key.as_bytes(), now).unwrap().resign(&leaf, Validity { now, days: 1 }, &[]).unwrap();
+            std::fs::write(d.join("moved.crt"), &r.pem).unwrap();
+            openssl(d, &["verify", "-CAfile", "new-ca.crt", "moved.crt"]);
+            assert!(!Command::new("openssl").args(["verify", "-CAfile", "ca.crt", "moved.crt"]).current_dir(d).output().unwrap().status.success());
+        }
     }
 
     #[test]
