@@ -51,5 +51,10 @@ serve_nginx() {
   while kill -0 "$child" 2>/dev/null; do
     wait "$child" || true
   done
+  # A master killed outright leaves its workers running, holding the port, and every restart
+  # would then fail to bind. supervisord made this wrapper a process-group leader, so end the
+  # rest of the group (the wrapper itself ignores the signal) before handing over.
+  trap '' TERM
+  kill -TERM 0 2>/dev/null || true
   exit 1
 }

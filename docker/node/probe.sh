@@ -1,7 +1,10 @@
 #!/bin/sh
 # Probes of the test fleet, run inside a node: real mTLS handshakes along every edge that
 # starts on this node, one line per attempt in /run/kcert/probe.log: EPOCH EDGE ok|fail DETAIL.
-#   probe.sh loop|once NODE CP(0|1) ETCD_ENDPOINTS "IP=NAME IP=NAME ..."
+#   probe.sh loop|once|edges NODE CP(0|1) ETCD_ENDPOINTS "IP=NAME IP=NAME ..."
+# `edges` only lists the edges a round would try, so the report can show an edge that never ran.
+# The loop is started by `docker exec -d`, which makes it a process-group leader: its pid file
+# names the group, so stopping it also ends a kubectl or etcdctl still in flight.
 # Any failed exchange counts (nginx answers a rejected client cert with HTTP 400, so curl -f
 # and kubectl both fail on it).
 mode=$1 node=$2 cp=$3 eps=$4 peers=$5
@@ -12,6 +15,7 @@ mkdir -p /run/kcert
 
 attempt() {
   edge=$1; shift
+  if [ "$mode" = edges ]; then echo "$edge"; return; fi
   if out=$("$@" 2>&1); then
     echo "$(date +%s) $edge ok" >> "$log"
   else
@@ -46,10 +50,10 @@ round() {
   if [ -n "$kca" ]; then verify="--cacert $kca"; else verify=-k; fi
   for p in $peers; do
     # shellcheck disable=SC2086
-    attempt "apiserver->kubelet@$node->${p#*=}" curl -sf -o /dev/null --max-time 5 $verify \
+    attempt "apiserver->kubelet@$node->${p#*=}" curl -sSf -o /dev/null --max-time 5 $verify \
       --cert "$pki/apiserver-kubelet-client.crt" --key "$pki/apiserver-kubelet-client.key" "https://${p%%=*}:10250/healthz"
   done
 }
 
-if [ "$mode" = once ]; then round; exit 0; fi
+if [ "$mode" != loop ]; then round; exit 0; fi
 while :; do round; done
