@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::discover::NodePki;
 use crate::pki::kubeconfig::{self, Material};
@@ -24,15 +24,26 @@ pub struct NodeView {
 }
 
 /// Where a check's TLS material comes from on the client's node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Src {
     File(String),
-    /// A kubeconfig's current user/cluster: (kubeconfig path, which: "ca" | "cert" | "key").
-    Kubeconfig(String, &'static str),
+    /// A kubeconfig's current user/cluster: (kubeconfig path, which part).
+    Kubeconfig(String, Part),
 }
 
-/// One live check: from node `from`, dial `host:port`, handshake, GET `path`.
-#[derive(Debug, Clone)]
+/// Which of a kubeconfig's credentials a check uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    Ca,
+    Cert,
+    Key,
+}
+
+/// One live check: from node `from`, dial `host:port`, handshake, GET `path`. Plain data
+/// (paths and addresses, never key bytes), so a saved plan carries its gates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub edge: String,
     pub from: String,
@@ -97,9 +108,9 @@ pub fn checks(pb: &Playbook, nodes: &[NodeView], kubeconfig_servers: &BTreeMap<(
                     host: host.clone(),
                     port: p,
                     server_name: host,
-                    trust: Some(Src::Kubeconfig(path.clone(), "ca")),
-                    cert: Some(Src::Kubeconfig(path.clone(), "cert")),
-                    key: Some(Src::Kubeconfig(path.clone(), "key")),
+                    trust: Some(Src::Kubeconfig(path.clone(), Part::Ca)),
+                    cert: Some(Src::Kubeconfig(path.clone(), Part::Cert)),
+                    key: Some(Src::Kubeconfig(path.clone(), Part::Key)),
                     path: e.server.path.clone(),
                 });
             }
@@ -200,10 +211,10 @@ async fn run_once(t: &dyn Transport, c: &Check, timeout: Duration) -> Result<(),
             Src::Kubeconfig(p, which) => {
                 let bytes = files.get(p).ok_or_else(|| format!("{p}: missing"))?;
                 let id = kubeconfig::identity(bytes).map_err(|e| format!("{p}: {e}"))?;
-                let m = match *which {
-                    "ca" => id.ca,
-                    "cert" => id.cert,
-                    _ => id.key,
+                let m = match which {
+                    Part::Ca => id.ca,
+                    Part::Cert => id.cert,
+                    Part::Key => id.key,
                 };
                 match m {
                     None => Ok(None),

@@ -52,6 +52,59 @@ pub struct Playbook {
     pub edges: Vec<Edge>,
     #[serde(default)]
     pub pairs: Vec<Pair>,
+    /// How `rotate-ca` rotates this distribution's CAs (absent: it cannot).
+    #[serde(default)]
+    pub rotation: Option<Rotation>,
+}
+
+/// The CA rotation runbook's distribution-specific parts, as data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// `--ca` name -> the `files` entry of that CA's certificate (which names its key).
+    pub cas: std::collections::BTreeMap<String, String>,
+    /// Directory under `pki_dir` where S1 puts the new CAs (`new/`) and S2 the signing
+    /// pair's copy of the old CA (`old/`); removed at the end of S5.
+    #[serde(default = "default_staging")]
+    pub staging: String,
+    /// Leaves signed by no CA of the rotation (self-signed) that S4 moves onto the new CA
+    /// of their `signer`, with the node's names added (kubelet serving certs).
+    #[serde(default)]
+    pub rehome: Vec<String>,
+    /// The kubeconfig (a `files` entry) that API steps run `kubectl` with, on a control-plane node.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// The `--ca` name whose CAs the API objects carry (kube-root-ca.crt, token secrets).
+    #[serde(default = "default_api_ca")]
+    pub api_ca: String,
+    /// Steps against the cluster's API: `when: trust` runs in S3 (after every file trusts old
+    /// and new), `when: prune` at the end of S5. Scripts get {kubeconfig}, {ca_b64} (base64 of
+    /// the CA bundle of that moment), {new_marker} and {old_marker} (a line of each CA's PEM).
+    #[serde(default)]
+    pub api: Vec<ApiStep>,
+}
+
+fn default_api_ca() -> String {
+    "cluster".into()
+}
+
+fn default_staging() -> String {
+    "kcert-rotation".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiWhen {
+    Trust,
+    Prune,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiStep {
+    pub name: String,
+    pub when: ApiWhen,
+    pub script: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +302,30 @@ impl Playbook {
                         }
                     }
                 }
+            }
+        }
+        if let Some(r) = &self.rotation {
+            for (alias, f) in &r.cas {
+                match self.file(f) {
+                    Some(file) if file.kind == FileKind::Cert && file.key.is_some() && file.signer.is_none() => {}
+                    _ => return Err(bad(format!("rotation.cas.{alias}: {f:?} is not a CA certificate with a key among the files"))),
+                }
+            }
+            if !r.api.is_empty() && !r.cas.contains_key(&r.api_ca) {
+                return Err(bad(format!("rotation.api_ca: {:?} is not one of rotation.cas", r.api_ca)));
+            }
+            for f in &r.rehome {
+                if !self.file(f).is_some_and(|x| x.signer.is_some()) {
+                    return Err(bad(format!("rotation.rehome: {f:?} is not a certificate with a signer among the files")));
+                }
+            }
+            if let Some(k) = &r.kubeconfig
+                && !self.file(k).is_some_and(|x| x.kind == FileKind::Kubeconfig)
+            {
+                return Err(bad(format!("rotation.kubeconfig: {k:?} is not a kubeconfig among the files")));
+            }
+            if r.staging.is_empty() || r.staging.starts_with('/') || r.staging.contains("..") {
+                return Err(bad(format!("rotation.staging: {:?} must be a relative directory under pki_dir", r.staging)));
             }
         }
         for c in &self.components {

@@ -142,39 +142,103 @@ impl Signer {
     }
 }
 
-/// A new CA to succeed `old` (CA rotation's S1): a fresh key of the same type and size,
-/// the old subject with the CN marked as its successor (a same-named CA would be confused with
-/// the old one by verifiers), the old SANs, CA:TRUE, valid `days` from a few minutes ago.
-/// Returns the certificate PEM and the key PEM (PKCS#8); the key is for a 0600 file only.
-pub fn successor_ca(old: &CertInfo, days: u32, now: i64) -> Result<(String, String), SignError> {
-    use x509_parser::public_key::PublicKey;
+/// The key of a new CA: the old CA's type and size, or one chosen with `--key-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EcdsaP256,
+    EcdsaP384,
+}
+
+impl KeyType {
+    pub const NAMES: &'static [&'static str] = &["rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384"];
+
+    pub fn parse(s: &str) -> Option<KeyType> {
+        Some(match s {
+            "rsa2048" => KeyType::Rsa2048,
+            "rsa3072" => KeyType::Rsa3072,
+            "rsa4096" => KeyType::Rsa4096,
+            "ecdsa-p256" => KeyType::EcdsaP256,
+            "ecdsa-p384" => KeyType::EcdsaP384,
+            _ => return None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyType::Rsa2048 => "RSA 2048",
+            KeyType::Rsa3072 => "RSA 3072",
+            KeyType::Rsa4096 => "RSA 4096",
+            KeyType::EcdsaP256 => "ECDSA P-256",
+            KeyType::EcdsaP384 => "ECDSA P-384",
+        }
+    }
+
+    /// The type and size of a certificate's public key.
+    pub fn of(cert: &CertInfo) -> Result<KeyType, SignError> {
+        use x509_parser::public_key::PublicKey;
+        let bad = |m: String| SignError::Leaf(format!("{}: {m}", cert.subject));
+        let (_, x) = X509Certificate::from_der(&cert.der).map_err(|e| bad(format!("cannot parse: {e}")))?;
+        Ok(match x.public_key().parsed().map_err(|e| bad(format!("unreadable public key: {e}")))? {
+            PublicKey::RSA(rsa) => match rsa.key_size() {
+                0..=2048 => KeyType::Rsa2048,
+                2049..=3072 => KeyType::Rsa3072,
+                _ => KeyType::Rsa4096,
+            },
+            PublicKey::EC(_) => {
+                let curve = x.public_key().algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string()).unwrap_or_default();
+                match curve.as_str() {
+                    "1.2.840.10045.3.1.7" => KeyType::EcdsaP256,
+                    "1.3.132.0.34" => KeyType::EcdsaP384,
+                    other => return Err(bad(format!("unsupported EC curve {other}"))),
+                }
+            }
+            other => return Err(bad(format!("unsupported key type {other:?}"))),
+        })
+    }
+
+    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
+            KeyType::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072),
+            KeyType::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096),
+            KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        }
+    }
+}
+
+/// The CN a successor of `cn` gets: marked with the date, an earlier mark replaced (a CA
+/// rotated twice is not "X (successor) (successor)").
+pub fn successor_cn(cn: &str, date: &str) -> String {
+    let base = match cn.rfind(" (successor ") {
+        Some(i) if cn.ends_with(')') => &cn[..i],
+        _ => cn,
+    };
+    format!("{base} (successor {date})")
+}
+
+/// A new CA to succeed `old` (CA rotation's S1): a fresh key of the same type and size (or
+/// `key_type`), the old subject with the CN marked as its successor (a same-named CA would be
+/// confused with the old one by verifiers), the old SANs, CA:TRUE, valid `days` from a few
+/// minutes ago. Returns the certificate PEM and the key PEM (PKCS#8); the key is for a 0600
+/// file only.
+pub fn successor_ca(old: &CertInfo, days: u32, now: i64, key_type: Option<KeyType>) -> Result<(String, String), SignError> {
     let bad = |m: String| SignError::Leaf(format!("{}: {m}", old.subject));
     let (_, x) = X509Certificate::from_der(&old.der).map_err(|e| bad(format!("cannot parse: {e}")))?;
-    let key = match x.public_key().parsed().map_err(|e| bad(format!("unreadable public key: {e}")))? {
-        PublicKey::RSA(rsa) => {
-            let size = match rsa.key_size() {
-                0..=2048 => rcgen::RsaKeySize::_2048,
-                2049..=3072 => rcgen::RsaKeySize::_3072,
-                _ => rcgen::RsaKeySize::_4096,
-            };
-            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)
-        }
-        PublicKey::EC(_) => {
-            let curve = x.public_key().algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string()).unwrap_or_default();
-            match curve.as_str() {
-                "1.2.840.10045.3.1.7" => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-                "1.3.132.0.34" => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-                other => return Err(bad(format!("unsupported EC curve {other}"))),
-            }
-        }
-        other => return Err(bad(format!("unsupported key type {other:?}"))),
-    }
-    .map_err(|e| bad(format!("cannot generate a key: {e}")))?;
+    let kt = match key_type {
+        Some(k) => k,
+        None => KeyType::of(old)?,
+    };
+    let key = kt.generate().map_err(|e| bad(format!("cannot generate a key: {e}")))?;
     let mut params = CertificateParams::default();
     let mut dn = subject_of(&x).map_err(bad)?;
     let date = time::OffsetDateTime::from_unix_timestamp(now).map(|t| t.date().to_string()).unwrap_or_default();
     let cn = old.subject_cn.clone().unwrap_or_else(|| "kcert CA".into());
-    dn.push(DnType::CommonName, DnValue::Utf8String(format!("{cn} (successor {date})")));
+    dn.push(DnType::CommonName, DnValue::Utf8String(successor_cn(&cn, &date)));
     params.distinguished_name = dn;
     params.serial_number = Some(random_serial());
     params.not_before = OffsetDateTime::from_unix_timestamp(now - BACKDATE_SECONDS).map_err(|e| bad(e.to_string()))?;
@@ -408,7 +472,7 @@ mod tests {
             let d = dir.path();
             let (old, _, leaf) = fixture(d, alg, true);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let (cert, key) = successor_ca(&old, 3650, now).unwrap();
+            let (cert, key) = successor_ca(&old, 3650, now, None).unwrap();
             std::fs::write(d.join("new-ca.crt"), &cert).unwrap();
             openssl(d, &["verify", "-CAfile", "new-ca.crt", "new-ca.crt"]);
             let text = String::from_utf8(Command::new("openssl").args(["x509", "-noout", "-text", "-in", "new-ca.crt"]).current_dir(d).output().unwrap().stdout).unwrap();
@@ -423,6 +487,28 @@ mod tests {
             openssl(d, &["verify", "-CAfile", "new-ca.crt", "moved.crt"]);
             assert!(!Command::new("openssl").args(["verify", "-CAfile", "ca.crt", "moved.crt"]).current_dir(d).output().unwrap().status.success());
         }
+    }
+
+    #[test]
+    fn a_successor_of_a_successor_is_not_marked_twice() {
+        assert_eq!(successor_cn("kubernetes", "2026-12-01"), "kubernetes (successor 2026-12-01)");
+        assert_eq!(successor_cn("kubernetes (successor 2026-12-01)", "2027-01-02"), "kubernetes (successor 2027-01-02)");
+        assert_eq!(successor_cn("odd (successor", "2027-01-02"), "odd (successor (successor 2027-01-02)");
+    }
+
+    #[test]
+    fn a_chosen_key_type_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (old, _, _) = fixture(d, &["rsa:2048"], true);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (cert, _) = successor_ca(&old, 10, now, Some(KeyType::EcdsaP384)).unwrap();
+        std::fs::write(d.join("p384.crt"), &cert).unwrap();
+        let text = String::from_utf8(Command::new("openssl").args(["x509", "-noout", "-text", "-in", "p384.crt"]).current_dir(d).output().unwrap().stdout).unwrap();
+        assert!(text.contains("NIST CURVE: P-384"), "{text}");
+        assert_eq!(KeyType::of(&parse_pem(cert.as_bytes()).unwrap().certs[0]).unwrap(), KeyType::EcdsaP384);
+        assert_eq!(KeyType::of(&old).unwrap(), KeyType::Rsa2048);
+        assert!(KeyType::NAMES.iter().all(|n| KeyType::parse(n).is_some()) && KeyType::parse("dsa").is_none());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Must not: do I/O; callers build the model from discovered facts and carry out the steps.
 
 pub mod build;
+pub mod edit;
 pub mod prove;
 pub mod rotate;
+pub mod rotation;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -88,31 +88,43 @@ fn describe(step: &Step) -> String {
     }
 }
 
-/// Simulates `plan` on `model`; the first broken edge refuses the plan.
+/// Simulates `plan` on `model`; the first broken edge refuses the plan. Every edge is
+/// checked before each stage; after a step, the edges with a side on the step's node (the
+/// only ones a write or restart there can change).
 pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
     let mut state = State::new(model);
-    let check_all = |state: &State, stage: &str, step: usize, what: &str| -> Result<(), Violation> {
-        for e in &model.edges {
+    let mut by_node: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, e) in model.edges.iter().enumerate() {
+        by_node.entry(e.client.node.as_str()).or_default().push(i);
+        if e.server.node != e.client.node {
+            by_node.entry(e.server.node.as_str()).or_default().push(i);
+        }
+    }
+    let check = |state: &State, edges: &mut dyn Iterator<Item = &Edge>, stage: &str, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
+        for e in edges {
             if let Err(why) = state.check(model, e) {
-                return Err(Violation { stage: stage.into(), step, what: what.into(), edge: e.label(), why });
+                return Err(Violation { stage: stage.into(), step, what: what(), edge: e.label(), why });
             }
         }
         Ok(())
     };
     for stage in &plan.stages {
-        check_all(&state, &stage.name, 0, "before the stage")?;
+        check(&state, &mut model.edges.iter(), &stage.name, 0, &|| "before the stage".into())?;
         for (i, step) in stage.steps.iter().enumerate() {
-            match step {
+            let node = match step {
                 Step::Write { node, path, content } => {
                     state.disk.insert(FileId::new(node, path), content.clone());
+                    node
                 }
                 Step::Restart { node, component } => {
                     let reads = model.components.iter().find(|c| &c.node == node && &c.name == component).map(|c| c.reads.clone()).unwrap_or_default();
                     let snap = snapshot(&state.disk, node, &reads);
                     state.loaded.insert((node.clone(), component.clone()), snap);
+                    node
                 }
-            }
-            check_all(&state, &stage.name, i + 1, &describe(step))?;
+            };
+            let touched = by_node.get(node.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            check(&state, &mut touched.iter().map(|&j| &model.edges[j]), &stage.name, i + 1, &|| describe(step))?;
         }
     }
     Ok(())

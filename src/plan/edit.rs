@@ -1,0 +1,253 @@
+//! Owns: the byte-level edits a rotation makes: a CA added to or pruned from a PEM bundle,
+//! a file's certificate blocks replaced (key blocks kept byte for byte), a kubeconfig's
+//! `*-data` value rewritten in place, a static pod manifest's flag set.
+//! Must not: do I/O, or decode private-key blocks (they are located, never read).
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::pki::cert::hex;
+use crate::pki::kubeconfig;
+
+/// A PEM block located in a text: `start..end` covers the BEGIN line through the END line
+/// and the line break after it.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub label: String,
+    pub start: usize,
+    pub end: usize,
+    /// sha256 of the DER, for certificate blocks only.
+    pub sha256: Option<String>,
+}
+
+const CERT: &str = "CERTIFICATE";
+
+/// Every PEM block of a text, in order.
+pub fn blocks(text: &str) -> Result<Vec<Block>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = text[pos..].find("-----BEGIN ") {
+        let start = pos + i;
+        let line_end = text[start..].find('\n').map(|j| start + j).unwrap_or(text.len());
+        let label = text[start + 11..line_end].trim_end().strip_suffix("-----").ok_or_else(|| "a BEGIN line is malformed".to_string())?.to_string();
+        let marker = format!("-----END {label}-----");
+        let end_at = text[line_end..].find(&marker).map(|j| line_end + j).ok_or_else(|| format!("a {label} block has no END line"))?;
+        let mut end = end_at + marker.len();
+        if text[end..].starts_with("\r\n") {
+            end += 2;
+        } else if text[end..].starts_with('\n') {
+            end += 1;
+        }
+        let sha256 = if label == CERT {
+            let body: String = text[line_end..end_at].split_whitespace().collect();
+            let der = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).map_err(|e| format!("a certificate block has bad base64: {e}"))?;
+            Some(hex(&Sha256::digest(&der)))
+        } else {
+            None
+        };
+        out.push(Block { label, start, end, sha256 });
+        pos = end;
+    }
+    Ok(out)
+}
+
+fn text_of(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|_| "not PEM text".to_string())
+}
+
+fn with_newline(s: &str) -> String {
+    if s.ends_with('\n') { s.to_string() } else { format!("{s}\n") }
+}
+
+/// The certificate blocks of a text, each as its own PEM text.
+pub fn cert_pems(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let text = text_of(bytes)?;
+    Ok(blocks(text)?.into_iter().filter(|b| b.label == CERT).map(|b| with_newline(text[b.start..b.end].trim_end())).collect())
+}
+
+/// sha256 of the DER of every certificate in the text.
+pub fn cert_shas(bytes: &[u8]) -> Result<Vec<String>, String> {
+    Ok(blocks(text_of(bytes)?)?.into_iter().filter_map(|b| b.sha256).collect())
+}
+
+/// The bundle with `pem`'s certificate appended, unless it already holds it.
+pub fn add_cert(bytes: &[u8], pem: &str) -> Result<Vec<u8>, String> {
+    let text = text_of(bytes)?;
+    let new = cert_shas(pem.as_bytes())?;
+    let have = cert_shas(bytes)?;
+    if new.iter().all(|s| have.contains(s)) {
+        return Ok(bytes.to_vec());
+    }
+    let mut out = String::from(text);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&with_newline(pem.trim_end()));
+    Ok(out.into_bytes())
+}
+
+/// The text without the certificate whose DER has `sha256`; every other byte kept.
+pub fn remove_cert(bytes: &[u8], sha256: &str) -> Result<Vec<u8>, String> {
+    let text = text_of(bytes)?;
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    for b in blocks(text)? {
+        if b.sha256.as_deref() == Some(sha256) {
+            out.push_str(&text[pos..b.start]);
+            pos = b.end;
+        }
+    }
+    out.push_str(&text[pos..]);
+    Ok(out.into_bytes())
+}
+
+/// The text with its certificate blocks replaced by `pems` (all at the first one's place);
+/// every other block (a private key sharing the file) and byte kept as it was.
+pub fn set_certs(bytes: &[u8], pems: &[String]) -> Result<Vec<u8>, String> {
+    let text = text_of(bytes)?;
+    let certs: Vec<Block> = blocks(text)?.into_iter().filter(|b| b.label == CERT).collect();
+    let Some(first) = certs.first() else {
+        return Err("no certificate block to replace".into());
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first.start]);
+    for p in pems {
+        out.push_str(&with_newline(p.trim_end()));
+    }
+    let mut pos = first.end;
+    for b in &certs[1..] {
+        out.push_str(&text[pos..b.start]);
+        pos = b.end;
+    }
+    out.push_str(&text[pos..]);
+    Ok(out.into_bytes())
+}
+
+/// True when the text holds a private key block (such a file is never put in a plan whole).
+pub fn has_private_key(bytes: &[u8]) -> bool {
+    String::from_utf8_lossy(bytes).contains("PRIVATE KEY-----") || String::from_utf8_lossy(bytes).contains("client-key-data:")
+}
+
+/// The kubeconfig with the `*-data` value of `field` (as `clusters[k].certificate-authority-data`
+/// reads) replaced by `edit` of its decoded bytes; every other byte kept.
+pub fn edit_kubeconfig(bytes: &[u8], field: &str, edit: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+    let kc = kubeconfig::parse_kubeconfig(bytes)?;
+    let e = kc.embedded.iter().find(|e| e.field.display() == field).ok_or_else(|| format!("no {field} in it"))?;
+    let compact: String = e.raw.split_whitespace().collect();
+    let old = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).map_err(|err| format!("{field}: bad base64: {err}"))?;
+    let new = edit(&old)?;
+    if new == old {
+        return Ok(bytes.to_vec());
+    }
+    kubeconfig::replace_data(bytes, &e.raw, &new)
+}
+
+/// The decoded bytes of a kubeconfig's `*-data` field.
+pub fn kubeconfig_data(bytes: &[u8], field: &str) -> Result<Vec<u8>, String> {
+    let kc = kubeconfig::parse_kubeconfig(bytes)?;
+    let e = kc.embedded.iter().find(|e| e.field.display() == field).ok_or_else(|| format!("no {field} in it"))?;
+    let compact: String = e.raw.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).map_err(|err| format!("{field}: bad base64: {err}"))
+}
+
+/// The manifest with `--flag=value` set to `value` in its command list (`- --flag=value`,
+/// optionally quoted); the flag must appear exactly once.
+pub fn set_flag(manifest: &[u8], flag: &str, value: &str) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(manifest).map_err(|_| "the manifest is not UTF-8 text".to_string())?;
+    let want = format!("{flag}=");
+    let mut hits = 0;
+    let mut out = String::with_capacity(text.len() + value.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        let trimmed = body.trim_start();
+        let indent = &body[..body.len() - trimmed.len()];
+        if let Some(item) = trimmed.strip_prefix("- ") {
+            let item_t = item.trim();
+            let (quote, inner) = match item_t.chars().next() {
+                Some(q @ ('"' | '\'')) if item_t.len() >= 2 && item_t.ends_with(q) => (Some(q), &item_t[1..item_t.len() - 1]),
+                _ => (None, item_t),
+            };
+            if inner.starts_with(&want) {
+                hits += 1;
+                if value.contains(['"', '\'', '\n', ' ', '#']) {
+                    return Err(format!("{value:?} cannot be written as a flag value"));
+                }
+                let q = quote.map(String::from).unwrap_or_default();
+                out.push_str(&format!("{indent}- {q}{flag}={value}{q}{ending}"));
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    match hits {
+        1 => Ok(out.into_bytes()),
+        0 => Err(format!("{flag} is not set as `- {flag}=VALUE` in the manifest; kcert will not guess how to change it")),
+        n => Err(format!("{flag} appears {n} times in the manifest")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Two real (tiny) certificates are not needed: block handling only decodes base64.
+    const A: &str = "-----BEGIN CERTIFICATE-----\nQUFBQQ==\n-----END CERTIFICATE-----\n";
+    const B: &str = "-----BEGIN CERTIFICATE-----\nQkJCQg==\n-----END CERTIFICATE-----\n";
+    const K: &str = "-----BEGIN RSA PRIVATE KEY-----\nS0VZ\n-----END RSA PRIVATE KEY-----\n";
+
+    fn sha(s: &str) -> String {
+        cert_shas(s.as_bytes()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn adding_a_ca_appends_it_once() {
+        let ab = add_cert(A.as_bytes(), B).unwrap();
+        assert_eq!(String::from_utf8(ab.clone()).unwrap(), format!("{A}{B}"));
+        assert_eq!(add_cert(&ab, B).unwrap(), ab, "adding again changes nothing");
+        // A file without a final newline still gets a well-formed bundle.
+        let out = add_cert(A.trim_end().as_bytes(), B).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{A}{B}"));
+    }
+
+    #[test]
+    fn pruning_removes_exactly_that_ca() {
+        let ab = format!("# bundle\n{A}{B}");
+        assert_eq!(String::from_utf8(remove_cert(ab.as_bytes(), &sha(A)).unwrap()).unwrap(), format!("# bundle\n{B}"));
+        assert_eq!(remove_cert(B.as_bytes(), &sha(A)).unwrap(), B.as_bytes(), "absent: unchanged");
+    }
+
+    #[test]
+    fn replacing_certificates_keeps_the_key_block_byte_for_byte() {
+        let file = format!("{A}{K}");
+        assert_eq!(String::from_utf8(set_certs(file.as_bytes(), &[B.to_string()]).unwrap()).unwrap(), format!("{B}{K}"));
+        let chain = format!("{A}{B}");
+        assert_eq!(String::from_utf8(set_certs(chain.as_bytes(), &[B.to_string()]).unwrap()).unwrap(), B);
+        assert!(has_private_key(file.as_bytes()) && !has_private_key(chain.as_bytes()));
+    }
+
+    #[test]
+    fn kubeconfig_data_is_rewritten_in_place() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let kc = format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://x:6443\n  name: k\nusers:\n- name: u\n  user:\n    client-key-data: c2VjcmV0\n",
+            b64(A)
+        );
+        let out = edit_kubeconfig(kc.as_bytes(), "clusters[k].certificate-authority-data", |old| add_cert(old, B)).unwrap();
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), kc.replace(&b64(A), &b64(&format!("{A}{B}"))));
+        assert_eq!(kubeconfig_data(&out, "clusters[k].certificate-authority-data").unwrap(), format!("{A}{B}").as_bytes());
+        assert!(edit_kubeconfig(kc.as_bytes(), "clusters[nope].certificate-authority-data", |b| Ok(b.to_vec())).is_err());
+    }
+
+    #[test]
+    fn a_manifest_flag_is_set_keeping_every_other_line() {
+        let m =
+            "spec:\n  containers:\n  - command:\n    - kube-controller-manager\n    - --cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt\n    - \"--root-ca-file=/etc/kubernetes/pki/ca.crt\"\n";
+        let out = String::from_utf8(set_flag(m.as_bytes(), "--cluster-signing-cert-file", "/x/old/ca.crt").unwrap()).unwrap();
+        assert_eq!(out, m.replace("--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt", "--cluster-signing-cert-file=/x/old/ca.crt"));
+        let out = String::from_utf8(set_flag(m.as_bytes(), "--root-ca-file", "/y").unwrap()).unwrap();
+        assert!(out.contains("    - \"--root-ca-file=/y\"\n"), "{out}");
+        assert!(set_flag(m.as_bytes(), "--cluster-signing-key-file", "/k").unwrap_err().contains("not set"));
+        assert!(set_flag(m.as_bytes(), "--root-ca-file", "a b").is_err());
+    }
+}
