@@ -63,6 +63,15 @@ fn parse_identity(stdout: &str) -> Result<(u32, f64), String> {
     Ok((uid, clock))
 }
 
+/// How far the node's clock is off the operator's, in seconds (positive: ahead).
+pub async fn clock_skew(t: &dyn Transport) -> Result<f64, String> {
+    let before = unix_now();
+    let out = t.run(IDENTITY_SCRIPT).await.map_err(|e| e.message)?;
+    let (_, remote) = parse_identity(&out.stdout_text())?;
+    let after = unix_now();
+    Ok(remote - (before + after) / 2.0)
+}
+
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }

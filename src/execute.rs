@@ -65,10 +65,15 @@ pub async fn preflight(t: &dyn Transport, plan: &NodePlan) -> std::result::Resul
         *need.entry(dir).or_default() += c.new.len() as u64;
         *need.entry(BACKUP_ROOT.to_string()).or_default() += c.old.len() as u64 + 200;
     }
+    enough_space(t, &need).await
+}
+
+/// Every directory has room for the bytes to be written there, plus a margin.
+pub async fn enough_space(t: &dyn Transport, need: &BTreeMap<String, u64>) -> std::result::Result<(), String> {
     for (dir, bytes) in need {
         // Room for the new copy plus a margin: a filesystem filled to the last page is no place to write.
         let want = bytes + 64 * 1024;
-        let free = t.free_bytes(&dir).await.map_err(|e| format!("{}: cannot measure free space in {dir}: {e}", t.node()))?;
+        let free = t.free_bytes(dir).await.map_err(|e| format!("{}: cannot measure free space in {dir}: {e}", t.node()))?;
         if free < want {
             return Err(format!("{}: {dir}: {free} bytes free, {want} needed; free some space, nothing was changed", t.node()));
         }
@@ -99,7 +104,12 @@ i=0; while [ $i -lt 240 ] && [ -z "$(crictl ps -q --name "^$name\$" 2>/dev/null)
 }
 
 async fn restart(t: &dyn Transport, ctx: &Context<'_>, component: &str) -> std::result::Result<(), String> {
-    let Some(script) = restart_script(ctx.playbook, ctx.overrides, component) else {
+    restart_component(t, ctx.playbook, ctx.overrides, component).await
+}
+
+/// Restarts one component the playbook's way, or the inventory's override.
+pub async fn restart_component(t: &dyn Transport, pb: &Playbook, overrides: &BTreeMap<String, ComponentOverride>, component: &str) -> std::result::Result<(), String> {
+    let Some(script) = restart_script(pb, overrides, component) else {
         return Err(format!("no way to restart {component} is known (set components.{component}.restart in the inventory)"));
     };
     let out = t.run(&script).await.map_err(|e| e.message)?;
@@ -110,7 +120,7 @@ async fn restart(t: &dyn Transport, ctx: &Context<'_>, component: &str) -> std::
 }
 
 /// The inventory's `health` command of a component, retried until it passes or time runs out.
-async fn health_command(t: &dyn Transport, cmd: &str, patience: Duration) -> std::result::Result<(), String> {
+pub async fn health_command(t: &dyn Transport, cmd: &str, patience: Duration) -> std::result::Result<(), String> {
     let deadline = Instant::now() + patience;
     loop {
         let out = t.run(cmd).await.map_err(|e| e.message)?;
@@ -133,7 +143,7 @@ async fn restart_and_gate(t: &dyn Transport, ctx: &Context<'_>, node: &str, comp
         if let Err(e) = restart(t, ctx, c).await {
             return Ok(Err(format!("component {c}: {e}")));
         }
-        rec(journal, &Record::Restarted { node: node.into(), component: c.clone() })?;
+        rec(journal, &Record::Restarted { node: node.into(), component: c.clone(), at: crate::journal::At::none() })?;
     }
     (ctx.observer)(&Step::Node { node: node.into(), what: "health gate".into() });
     // Edges first: a failure then names the edge, not only the component.
@@ -178,14 +188,14 @@ pub async fn apply_node(t: &dyn Transport, plan: &NodePlan, ctx: &Context<'_>, j
         if *sum != c.old_sha256() {
             return Err(fail(format!("the backup of {} reads back with another sha256; nothing was changed", c.path)));
         }
-        rec(journal, &Record::Backup { node: node.clone(), path: c.path.clone(), backup: backup_path(&run_id, &c.path), sha256: sum.clone() })?;
+        rec(journal, &Record::Backup { node: node.clone(), path: c.path.clone(), backup: backup_path(&run_id, &c.path), sha256: sum.clone(), at: crate::journal::At::none(), absent: false })?;
     }
 
     (ctx.observer)(&Step::Node { node: node.clone(), what: format!("writing {} files", plan.changes.len()) });
     let writes: Vec<WriteFile> = plan.changes.iter().map(|c| WriteFile { path: c.path.clone(), bytes: c.new.clone(), mode: 0o644, private: false }).collect();
     let sums = t.write_files(&writes).await.map_err(|e| fail(format!("writing failed, nothing was changed: {e}")))?;
     for (c, sum) in plan.changes.iter().zip(&sums) {
-        rec(journal, &Record::Written { node: node.clone(), path: c.path.clone(), old_sha256: c.old_sha256(), new_sha256: sum.clone() })?;
+        rec(journal, &Record::Written { node: node.clone(), path: c.path.clone(), old_sha256: c.old_sha256(), new_sha256: sum.clone(), at: crate::journal::At::none() })?;
         if *sum != c.new_sha256() {
             let _ = restore(t, plan).await;
             return Err(fail(format!("{} reads back with another sha256 than written; the node's files were restored", c.path)));
@@ -260,13 +270,13 @@ pub async fn rollback(records: &[Record], fleet: &Fleet, observer: &(dyn Fn(&Ste
     let mut order: Vec<String> = Vec::new();
     for r in records {
         match r {
-            Record::Backup { node, path, backup, sha256 } => {
+            Record::Backup { node, path, backup, sha256, .. } => {
                 if !order.contains(node) {
                     order.push(node.clone());
                 }
                 per_node.entry(node.clone()).or_default().push((path.clone(), backup.clone(), sha256.clone()));
             }
-            Record::Restarted { node, component } => {
+            Record::Restarted { node, component, .. } => {
                 let v = restarted.entry(node.clone()).or_default();
                 if !v.contains(component) {
                     v.push(component.clone());

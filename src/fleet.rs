@@ -38,6 +38,10 @@ pub struct Fleet {
     /// The inventory this fleet came from (journaled, so rollback can reach the nodes again).
     pub inventory: Option<PathBuf>,
     pub kubernetes_api: bool,
+    /// Workers changed together in a changing command's batches.
+    pub batch_size: usize,
+    /// The inventory's cluster name (for plans and reports).
+    pub cluster: String,
 }
 
 impl Target {
@@ -84,6 +88,8 @@ impl Fleet {
             overrides: inv.components.clone(),
             inventory: Some(std::path::absolute(&inv.path).unwrap_or_else(|_| inv.path.clone())),
             kubernetes_api: inv.kubernetes_api,
+            batch_size: inv.batch_size.max(1),
+            cluster: inv.cluster.clone(),
         })
     }
 
@@ -101,6 +107,8 @@ impl Fleet {
             overrides: BTreeMap::new(),
             inventory: None,
             kubernetes_api: false,
+            batch_size: 1,
+            cluster: "local".into(),
         })
     }
 

@@ -20,16 +20,83 @@ pub struct TargetRecord {
     pub nodes: Vec<String>,
 }
 
+/// Where in a staged run (rotate-ca) a record belongs: stage id and step index. Renew's
+/// records have none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct At {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+}
+
+impl At {
+    pub fn none() -> At {
+        At::default()
+    }
+    pub fn step(stage: &str, step: usize) -> At {
+        At { stage: Some(stage.to_string()), step: Some(step) }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Record {
     RunStarted { run_id: String, command: String, at: String, target: TargetRecord },
-    /// A file's old content was copied to `backup` on its node before anything changed there.
-    Backup { node: String, path: String, backup: String, sha256: String },
-    Written { node: String, path: String, old_sha256: String, new_sha256: String },
-    Restarted { node: String, component: String },
+    /// The plan the run carries out: `plan.json` in the run folder, with its sha256.
+    Plan { plan_id: String, sha256: String },
+    StageStarted { stage: String },
+    /// A file's old content was copied to `backup` on its node before anything changed there
+    /// (`absent`: the file did not exist; undoing the change removes it).
+    Backup {
+        node: String,
+        path: String,
+        backup: String,
+        sha256: String,
+        #[serde(flatten)]
+        at: At,
+        #[serde(default, skip_serializing_if = "is_false")]
+        absent: bool,
+    },
+    /// An empty sha256 is an absent file (created or removed).
+    Written {
+        node: String,
+        path: String,
+        old_sha256: String,
+        new_sha256: String,
+        #[serde(flatten)]
+        at: At,
+    },
+    Restarted {
+        node: String,
+        component: String,
+        #[serde(flatten)]
+        at: At,
+    },
     Gate { node: String, check: String, ok: bool, detail: String },
     NodeRestored { node: String },
+    /// A file put back as it was before a stage (a rollback); an empty sha256: removed again.
+    Restored {
+        node: String,
+        path: String,
+        sha256: String,
+        #[serde(flatten)]
+        at: At,
+    },
+    /// A step of a staged run is complete (its writes, restarts and gate).
+    StepDone { stage: String, step: usize },
+    StageDone { stage: String },
+    /// An API step that did not run, and why.
+    Skipped { stage: String, step: usize, reason: String },
+    Api { stage: String, step: usize, node: String, name: String, ok: bool, detail: String },
+    /// A stage's files were restored and its components restarted: its steps are undone.
+    StageRolledBack { stage: String, status: String, message: String },
+    /// The run stopped on a failure and left the stage as it was (`--on-failure pause`).
+    Paused { stage: String, step: usize, message: String },
     RunFinished { status: String, message: String },
     RolledBack { at: String, status: String, message: String },
 }
@@ -83,6 +150,11 @@ impl Journal {
         self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))
     }
 
+    /// Every record written so far.
+    pub fn records(&self) -> Result<Vec<Record>> {
+        read_path(&self.dir.join("journal.jsonl"))
+    }
+
     /// Reopens an existing run's journal for appending (rollback records its outcome there).
     pub fn reopen(state_dir: &Path, run_id: &str) -> Result<Journal> {
         let dir = run_dir(state_dir, run_id)?;
@@ -91,7 +163,7 @@ impl Journal {
     }
 }
 
-fn run_dir(state_dir: &Path, run_id: &str) -> Result<PathBuf> {
+pub fn run_dir(state_dir: &Path, run_id: &str) -> Result<PathBuf> {
     if run_id.contains('/') || run_id.starts_with('.') {
         return Err(Error::Usage(format!("{run_id:?} is not a run id")));
     }
@@ -104,15 +176,18 @@ fn run_dir(state_dir: &Path, run_id: &str) -> Result<PathBuf> {
 
 /// Every record of a run, in order. A torn last line (a crash mid-write) is ignored.
 pub fn read(state_dir: &Path, run_id: &str) -> Result<Vec<Record>> {
-    let dir = run_dir(state_dir, run_id)?;
-    let text = std::fs::read_to_string(dir.join("journal.jsonl")).map_err(|e| Error::input(format!("run {run_id}"), e.to_string()))?;
+    read_path(&run_dir(state_dir, run_id)?.join("journal.jsonl"))
+}
+
+fn read_path(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(path.display().to_string(), e.to_string()))?;
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         match serde_json::from_str(line) {
             Ok(r) => out.push(r),
             Err(_) if i + 1 == lines.len() => {}
-            Err(e) => return Err(Error::InputAt { file: dir.join("journal.jsonl"), line: i as u64 + 1, column: 1, message: format!("not a journal record: {e}") }),
+            Err(e) => return Err(Error::InputAt { file: path.to_path_buf(), line: i as u64 + 1, column: 1, message: format!("not a journal record: {e}") }),
         }
     }
     Ok(out)
@@ -136,7 +211,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::create(dir.path(), "renew", 1_700_000_000).unwrap();
         assert!(j.run_id.starts_with("20231114T221320Z-renew-"), "{}", j.run_id);
-        let rec = Record::Written { node: "cp1".into(), path: "/a".into(), old_sha256: "0".into(), new_sha256: "1".into() };
+        let rec = Record::Written { node: "cp1".into(), path: "/a".into(), old_sha256: "0".into(), new_sha256: "1".into(), at: At::step("S2", 3) };
         j.record(&rec).unwrap();
         std::fs::OpenOptions::new().append(true).open(j.dir.join("journal.jsonl")).unwrap().write_all(b"{\"event\":\"writ").unwrap();
         assert_eq!(read(dir.path(), &j.run_id).unwrap(), vec![rec]);

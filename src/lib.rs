@@ -17,5 +17,8 @@ pub mod playbook;
 pub mod probe;
 pub mod renew;
 pub mod render;
+pub mod rotate;
+pub mod runner;
+pub mod store;
 pub mod transport;
 pub mod verify;

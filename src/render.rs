@@ -546,3 +546,153 @@ fn verify_dot(r: &crate::verify::VerifyReport, out: &mut dyn Write) -> io::Resul
     }
     writeln!(out, "}}")
 }
+
+fn short_sha(s: Option<&str>) -> String {
+    s.map(|s| s[..12.min(s.len())].to_string()).unwrap_or_else(|| "(absent)".into())
+}
+
+/// A rotation plan, Terraform-style: per stage and step, per node each file with what changes
+/// in it (trust by CA subject and fingerprint, leaves re-signed, flags), restarts and gates.
+pub fn rotation_plan(p: &crate::plan::rotation::RotationPlan, warnings: &[String], format: Format, out: &mut dyn Write) -> io::Result<()> {
+    use crate::plan::rotation::{Action, StepPlan};
+    match format {
+        Format::Json | Format::Yaml => {
+            let mut v = serde_json::to_value(p).map_err(io::Error::other)?;
+            v["warnings"] = serde_json::json!(warnings);
+            if format == Format::Json {
+                serde_json::to_writer_pretty(&mut *out, &v)?;
+                writeln!(out)
+            } else {
+                out.write_all(serde_saphyr::to_string(&v).map_err(io::Error::other)?.as_bytes())
+            }
+        }
+        _ => {
+            let (files, restarts, nodes) = p.counts();
+            writeln!(out, "kcert rotate-ca: plan {} for {} ({}), made {}", p.id, p.cluster, p.distribution, p.created_at)?;
+            writeln!(out, "Rotates {} CA{} on {nodes} nodes: {files} file changes and {restarts} restarts, in {} stages.", p.cas.len(), if p.cas.len() == 1 { "" } else { "s" }, p.stages.len())?;
+            writeln!(out, "\nCAs")?;
+            for c in &p.cas {
+                writeln!(out, "  {} ({})", c.alias, c.path)?;
+                writeln!(out, "      old  {} [{}], expires {}", c.old_subject, &c.old_sha256[..8], rfc3339(c.old_not_after))?;
+                writeln!(out, "      new  {} [{}], {}, expires {}", c.new_subject, &c.new_sha256[..8], c.key_type, rfc3339(c.new_not_after))?;
+            }
+            for s in &p.stages {
+                writeln!(out, "\n{} {}", s.id, s.name)?;
+                for c in &s.checks {
+                    writeln!(out, "  check    {c}")?;
+                }
+                if s.steps.is_empty() && s.checks.is_empty() {
+                    writeln!(out, "  nothing to do")?;
+                }
+                for (i, step) in s.steps.iter().enumerate() {
+                    match step {
+                        StepPlan::Api(a) => {
+                            writeln!(out, "  step {}/{}: on {}: {}", i + 1, s.steps.len(), a.node, a.name)?;
+                            if let Some(why) = &a.skipped {
+                                writeln!(out, "      skipped: {why}")?;
+                            }
+                        }
+                        StepPlan::Batch(b) => {
+                            writeln!(out, "  step {}/{}: {}", i + 1, s.steps.len(), b.nodes.join(", "))?;
+                            for n in b.ops.iter().filter(|n| !n.files.is_empty() || !n.restarts.is_empty()) {
+                                writeln!(out, "    {}", n.node)?;
+                                for f in &n.files {
+                                    let (sign, shas) = match f.action {
+                                        Action::Create => ("+", format!("new, mode {:o}", f.mode)),
+                                        Action::Remove => ("-", format!("sha256 {} -> removed", short_sha(f.old_sha256.as_deref()))),
+                                        Action::Modify => ("~", format!("sha256 {} -> {}", short_sha(f.old_sha256.as_deref()), short_sha(f.new_sha256.as_deref()))),
+                                    };
+                                    writeln!(out, "      {sign} {}  ({shas}{})", f.path, if f.private && f.action != Action::Remove { ", private: 0600" } else { "" })?;
+                                    for c in &f.changes {
+                                        writeln!(out, "          {c}")?;
+                                    }
+                                }
+                                if !n.restarts.is_empty() {
+                                    let how = if p.options.offline { " (skipped: offline)" } else { "" };
+                                    writeln!(out, "      restart {}{how}", n.restarts.join(", "))?;
+                                }
+                            }
+                            if !b.gates.is_empty() {
+                                let mut by_edge: Vec<(String, usize)> = Vec::new();
+                                for g in &b.gates {
+                                    match by_edge.iter_mut().find(|(e, _)| e == &g.edge) {
+                                        Some(x) => x.1 += 1,
+                                        None => by_edge.push((g.edge.clone(), 1)),
+                                    }
+                                }
+                                let parts: Vec<String> = by_edge.iter().map(|(e, n)| if *n == 1 { e.clone() } else { format!("{e} x{n}") }).collect();
+                                writeln!(out, "    gate  {} live handshakes: {}", b.gates.len(), parts.join(", "))?;
+                            } else if p.options.offline && b.ops.iter().any(|o| !o.restarts.is_empty()) {
+                                writeln!(out, "    gate  skipped: offline")?;
+                            }
+                        }
+                    }
+                }
+            }
+            writeln!(out, "\nProof: each of the {} trust edges holds after every one of the {} writes and restarts (inside batches too), and the signing pair matches at every stage boundary.", p.proof.edges, p.proof.steps)?;
+            if !p.notes.is_empty() {
+                writeln!(out, "\nNotes")?;
+                for n in &p.notes {
+                    writeln!(out, "  - {n}")?;
+                }
+            }
+            if !warnings.is_empty() {
+                writeln!(out, "\nAs the files stand now (kcert verify), fixed by S4's re-signing or worth a look:")?;
+                for w in warnings {
+                    writeln!(out, "  - {w}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The summary of a staged run (rotate-ca, apply, resume, rollback).
+pub fn stage_report(r: &crate::runner::RunReport, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json | Format::Yaml => {
+            let mut v = serde_json::to_value(r).map_err(io::Error::other)?;
+            v["own_seconds"] = serde_json::json!(r.wall_seconds - r.wait_seconds);
+            if format == Format::Json {
+                serde_json::to_writer_pretty(&mut *out, &v)?;
+                writeln!(out)
+            } else {
+                out.write_all(serde_saphyr::to_string(&v).map_err(io::Error::other)?.as_bytes())
+            }
+        }
+        _ => {
+            let mut rows = vec![["STAGE", "", "STEPS", "FILES", "RESTARTS", "CHECKS", "STATUS", "WAITED", "TOTAL"].map(String::from).to_vec()];
+            for s in &r.stages {
+                rows.push(vec![s.stage.clone(), s.name.clone(), s.steps.to_string(), s.files.to_string(), s.restarts.to_string(), s.checks.to_string(), s.status.clone(), format!("{:.1}s", s.wait_seconds), format!("{:.1}s", s.total_seconds)]);
+            }
+            table(&rows, out)?;
+            writeln!(out, "\nrun {} (journal: {})", r.run_id, r.journal)?;
+            writeln!(out, "took {:.1}s: {:.1}s waiting for restarts, health gates and API steps, {:.1}s kcert's own work", r.wall_seconds, r.wait_seconds, r.wall_seconds - r.wait_seconds)?;
+            if let Some(f) = &r.failure {
+                writeln!(out, "STOPPED: {f}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `kcert runs`.
+pub fn runs(list: &[crate::rotate::RunSummary], format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "runs": list }))?;
+            writeln!(out)
+        }
+        Format::Yaml => out.write_all(serde_saphyr::to_string(&serde_json::json!({ "runs": list })).map_err(io::Error::other)?.as_bytes()),
+        _ => {
+            if list.is_empty() {
+                return writeln!(out, "no runs recorded");
+            }
+            let mut rows = vec![["RUN", "COMMAND", "STARTED", "STATE", "DETAIL"].map(String::from).to_vec()];
+            for r in list {
+                rows.push(vec![r.run_id.clone(), r.command.clone(), r.started.clone(), r.state.clone(), r.detail.clone()]);
+            }
+            table(&rows, out)
+        }
+    }
+}

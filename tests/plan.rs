@@ -78,6 +78,7 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_planned_proven_and_keyless() {
             .collect();
         let input = Input {
             playbook: &g.playbook,
+            target: Default::default(),
             nodes,
             checks: vec![],
             opts: Options {

@@ -2,11 +2,15 @@
 //! and printing results through `render`. One file per subcommand.
 //! Must not: hold logic a library user would need; that lives in the library modules.
 
+mod apply;
 mod check;
 mod completions;
 mod expiry;
 mod renew;
+mod resume;
 mod rollback;
+mod rotate;
+mod runs;
 mod verify;
 
 use std::io::IsTerminal;
@@ -50,9 +54,22 @@ pub enum Command {
     /// back up, write atomically, restart what reads them, and gate on live handshakes.
     #[command(after_help = EXIT_CODES)]
     Renew(renew::RenewArgs),
-    /// Restore every file a run changed, byte for byte, and restart what it restarted.
+    /// Rotate the cluster's CAs by the official runbook, staged and proven: --dry-run shows
+    /// the plan, --plan-out saves it for `kcert apply`.
+    #[command(name = "rotate-ca", after_help = EXIT_CODES)]
+    RotateCa(rotate::RotateArgs),
+    /// Run a plan saved with `rotate-ca --plan-out`, only while every fact it was made from holds.
+    #[command(after_help = EXIT_CODES)]
+    Apply(apply::ApplyArgs),
+    /// Carry an interrupted or stopped rotate-ca run on from its journal.
+    #[command(after_help = EXIT_CODES)]
+    Resume(resume::ResumeArgs),
+    /// Restore every file a run changed, byte for byte, and restart what it restarted
+    /// (a rotate-ca run stage by stage, in reverse, down to --to-stage).
     #[command(after_help = EXIT_CODES)]
     Rollback(rollback::RollbackArgs),
+    /// The runs recorded in the state dir and how each stands.
+    Runs(runs::RunsArgs),
     /// Every TLS trust edge of the cluster as the files stand (and, with --live, by handshakes).
     #[command(after_help = EXIT_CODES)]
     Verify(verify::VerifyArgs),
@@ -178,6 +195,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Expiry(args) => runtime.block_on(expiry::run(args)),
         Command::Renew(args) => runtime.block_on(renew::run(args)),
         Command::Rollback(args) => runtime.block_on(rollback::run(args)),
+        Command::RotateCa(args) => runtime.block_on(rotate::run(args)),
+        Command::Apply(args) => runtime.block_on(apply::run(args)),
+        Command::Resume(args) => runtime.block_on(resume::run(args)),
+        Command::Runs(args) => runtime.block_on(runs::run(args)),
         Command::Verify(args) => runtime.block_on(verify::run(args)),
         Command::Completions(args) => completions::run(args),
     }
@@ -252,6 +273,114 @@ impl StepProgress {
 }
 
 impl Drop for StepProgress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// What changing runs share: confirmation, the state dir, gate patience, what a failure leaves.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Do not ask for confirmation (needed when there is no terminal to ask on).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Where run journals go (default: $XDG_STATE_HOME/kcert, else ~/.local/state/kcert).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How long a restarted component may take to pass its health gate.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub gate_timeout: Duration,
+    /// On a failed step: roll the current stage back and stop, or stop and leave it for you.
+    #[arg(long, value_enum, default_value = "rollback")]
+    pub on_failure: OnFailureArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFailureArg {
+    Rollback,
+    Pause,
+}
+
+impl From<OnFailureArg> for crate::runner::OnFailure {
+    fn from(a: OnFailureArg) -> Self {
+        match a {
+            OnFailureArg::Rollback => crate::runner::OnFailure::Rollback,
+            OnFailureArg::Pause => crate::runner::OnFailure::Pause,
+        }
+    }
+}
+
+/// The fleet a saved plan or a run reaches: an inventory, else the root directory it was made on.
+pub fn fleet_of(inventory: Option<&PathBuf>, root: Option<&PathBuf>, distribution: &str) -> Result<Fleet> {
+    match (inventory, root) {
+        (Some(inv), _) => {
+            let inv = inventory::load(inv, &LoadOptions::default())?;
+            Fleet::from_inventory(&inv, &[], None)
+        }
+        (None, Some(root)) => Fleet::local(Some(root.clone()), Some(playbook::load(distribution)?)),
+        (None, None) => Fleet::local(None, Some(playbook::load(distribution)?)),
+    }
+}
+
+/// Progress of a staged run: one bar over every step of every stage, and what is going on.
+pub struct StageProgress {
+    bar: Option<ProgressBar>,
+}
+
+pub fn stage_progress(plan: &crate::plan::rotation::RotationPlan, what: &str) -> StageProgress {
+    let steps: usize = plan.stages.iter().map(|s| s.steps.len()).sum();
+    let show = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && steps > 0;
+    let bar = show.then(|| {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} steps  {msg}").expect("valid template").progress_chars("=> "));
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    StageProgress { bar }
+}
+
+impl StageProgress {
+    pub fn observe(&self, e: &crate::runner::Event) {
+        use crate::runner::Event;
+        match e {
+            Event::Stage { id, name } => {
+                tracing::info!(stage = id.as_str(), "{name}");
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("{id} {name}"));
+                }
+            }
+            Event::Step { stage, index, of, label } => {
+                tracing::info!(stage = stage.as_str(), step = index + 1, of, "{label}");
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("{stage} step {}/{of}: {label}", index + 1));
+                }
+            }
+            Event::Node { node, what } => {
+                tracing::info!(node = node.as_str(), "{what}");
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("{node}: {what}"));
+                }
+            }
+            Event::StepDone { stage, index, ok } => {
+                tracing::info!(stage = stage.as_str(), step = index + 1, ok, "step done");
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+            }
+            Event::Note { message } => {
+                tracing::info!("{message}");
+                if let Some(b) = &self.bar {
+                    b.println(message);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StageProgress {
     fn drop(&mut self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -38,6 +38,8 @@ pub struct RotationPlan {
     pub created_at: String,
     pub cluster: String,
     pub distribution: String,
+    /// How the nodes were reached: `apply` and `resume` reach them the same way.
+    pub target: PlanTarget,
     pub options: Options,
     /// sha256 of every file the plan was made from, per node: `apply` refuses when one moved.
     pub facts: Vec<Fact>,
@@ -45,6 +47,14 @@ pub struct RotationPlan {
     pub stages: Vec<StagePlan>,
     pub proof: Proof,
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlanTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +158,9 @@ pub struct FileOp {
     pub mode: u32,
     /// Holds a private key: written 0600, never shown.
     pub private: bool,
+    /// Sizes of the new and old content, for the free-space preflight.
+    pub bytes: u64,
+    pub old_bytes: u64,
     pub recipe: Recipe,
     /// What changes in it, for a reviewer.
     pub changes: Vec<String>,
@@ -306,6 +319,7 @@ pub struct NewCaInput {
 
 pub struct Input<'a> {
     pub playbook: &'a Playbook,
+    pub target: PlanTarget,
     pub nodes: Vec<NodeInput<'a>>,
     pub checks: Vec<Check>,
     pub opts: Options,
@@ -839,6 +853,8 @@ impl<'a> Planner<'a> {
             new_sha256: new.map(crate::renew::sha256),
             mode,
             private,
+            bytes: new.map_or(0, |n| n.len() as u64),
+            old_bytes: old.map_or(0, |o| o.len() as u64),
             changes: self.describe(old, new, private),
             recipe,
         })
@@ -985,6 +1001,17 @@ fn drop_trust(c: &Content, ids: &[CaId]) -> Content {
     }
 }
 
+/// The edges whose checks prove etcd's quorum: a plain client (the health check) of a
+/// component whose health is `etcd-quorum`. They gate every batch, from every member.
+pub fn quorum_edges(pb: &Playbook) -> Vec<String> {
+    pb.edges
+        .iter()
+        .filter(|e| e.client.component.is_none() && e.client.kubeconfigs.is_empty())
+        .filter(|e| e.server.component.as_deref().and_then(|c| pb.component(c)).and_then(|c| c.health.as_deref()) == Some("etcd-quorum"))
+        .map(|e| e.name.clone())
+        .collect()
+}
+
 /// Control-plane nodes one at a time (etcd members among them: quorum holds), then
 /// workers `batch_size` at a time.
 pub fn batches(nodes: &[NodeInput<'_>], batch_size: usize) -> Vec<Vec<String>> {
@@ -1063,13 +1090,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         problems: Vec::new(),
     };
     let node_batches = batches(&input.nodes, input.opts.batch_size);
-    let quorum: Vec<String> = pb
-        .edges
-        .iter()
-        .filter(|e| e.client.component.is_none() && e.client.kubeconfigs.is_empty())
-        .filter(|e| e.server.component.as_deref().and_then(|c| pb.component(c)).and_then(|c| c.health.as_deref()) == Some("etcd-quorum"))
-        .map(|e| e.name.clone())
-        .collect();
+    let quorum = quorum_edges(pb);
     let gates_for = |nodes: &[String]| -> Vec<Check> { input.checks.iter().filter(|c| nodes.contains(&c.from) || nodes.contains(&c.to) || quorum.contains(&c.edge)).cloned().collect() };
     let mut stages: Vec<StagePlan> = Vec::new();
     let offline = input.opts.offline;
@@ -1275,6 +1296,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         created_at: crate::render::rfc3339(input.now),
         cluster: input.cluster.clone(),
         distribution: pb.name.clone(),
+        target: input.target.clone(),
         options: input.opts.clone(),
         facts: fact_list,
         cas,

@@ -271,6 +271,38 @@ impl Transport for LocalTransport {
         Ok(sums)
     }
 
+    async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
+        let mut dirs = Vec::new();
+        for p in paths {
+            // The link itself, not its target: resolve the parent inside the root, keep the name.
+            let (parent, name) = p.rsplit_once('/').unwrap_or(("", p));
+            let dir = self.host_path(if parent.is_empty() { "/" } else { parent }).map_err(NodeFailure::command)?;
+            let host = dir.join(name);
+            match std::fs::remove_file(&host) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(NodeFailure::command(format!("cannot remove {p}: {e}"))),
+            }
+            dirs.push(dir);
+        }
+        dirs.dedup();
+        for d in dirs {
+            if let Ok(f) = std::fs::File::open(&d) {
+                let _ = f.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()> {
+        for d in dirs {
+            if let Ok(h) = self.host_path(d) {
+                let _ = std::fs::remove_dir(h);
+            }
+        }
+        Ok(())
+    }
+
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
         if self.offline() {
             return Err(NodeFailure::command("ports are not probed when reading a --root directory"));

@@ -120,6 +120,11 @@ pub trait Transport: Send + Sync {
     /// Writes every file atomically, all temp files first, then all renames, so a failure
     /// while writing (a full disk) changes nothing. Returns each file's sha256 as read back.
     async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>>;
+    /// Removes files (one already gone is fine; a symlink itself, not its target), then syncs
+    /// their directories.
+    async fn remove_files(&self, paths: &[String]) -> NodeResult<()>;
+    /// Removes each directory that is empty, in the order given; others are left alone.
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()>;
     /// A TCP connection to `host:port` as seen from the node.
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>>;
 }

@@ -153,6 +153,29 @@ pub fn parse_write_files(stdout: &[u8], count: usize) -> Result<Vec<String>, Str
     Ok(sums)
 }
 
+/// Removes files (see `Transport::remove_files`); exits 1 naming the first it cannot remove.
+pub fn remove_files(paths: &[String]) -> String {
+    let mut s = String::from("set -u\n");
+    for p in paths {
+        let q = quote(p);
+        s.push_str(&format!("if [ -e {q} ] || [ -L {q} ]; then rm -f -- {q} || {{ echo \"cannot remove {}\" >&2; exit 1; }}; fi\n", p.replace('"', "")));
+    }
+    let dirs: std::collections::BTreeSet<String> = paths.iter().map(|p| p.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/".to_string() } else { d.to_string() }).unwrap_or_else(|| "/".into())).collect();
+    let dirs: Vec<String> = dirs.iter().map(|d| quote(d)).collect();
+    s.push_str(&format!("sync {} 2>/dev/null || sync\n", dirs.join(" ")));
+    s
+}
+
+/// Removes the directories that are empty, in order (see `Transport::remove_empty_dirs`).
+pub fn remove_empty_dirs(dirs: &[String]) -> String {
+    let mut s = String::new();
+    for d in dirs {
+        s.push_str(&format!("rmdir -- {} 2>/dev/null\n", quote(d)));
+    }
+    s.push_str("true\n");
+    s
+}
+
 /// `df` of the nearest existing parent of `path`.
 pub fn free_space(path: &str) -> String {
     format!(
@@ -263,5 +286,25 @@ mod tests {
         assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/kcert-cannot/x"));
         assert_eq!(std::fs::read(&a).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp files removed");
+    }
+
+    #[test]
+    fn removal_takes_links_not_targets_and_only_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.pem");
+        std::fs::write(&real, b"x").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link.pem")).unwrap();
+        let sub = dir.path().join("staging/new");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("ca.key"), b"k").unwrap();
+        let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+        let files = vec![p(&dir.path().join("link.pem")), p(&sub.join("ca.key")), p(&dir.path().join("gone"))];
+        let out = std::process::Command::new("sh").arg("-c").arg(remove_files(&files)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(real.exists() && !dir.path().join("link.pem").exists() && !sub.join("ca.key").exists());
+        std::fs::write(dir.path().join("staging/keep"), b"k").unwrap();
+        let dirs = vec![p(&sub), p(&dir.path().join("staging"))];
+        assert!(std::process::Command::new("sh").arg("-c").arg(remove_empty_dirs(&dirs)).status().unwrap().success());
+        assert!(!sub.exists() && dir.path().join("staging/keep").exists(), "an empty directory goes, a non-empty one stays");
     }
 }

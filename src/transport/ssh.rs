@@ -379,6 +379,24 @@ impl Transport for SshTransport {
         script::parse_write_files(&out.stdout, files.len()).map_err(NodeFailure::command)
     }
 
+    async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let out = self.run(&script::remove_files(paths)).await?;
+        if !out.success() {
+            return Err(NodeFailure::command(out.stderr_text()));
+        }
+        Ok(())
+    }
+
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        self.run(&script::remove_empty_dirs(dirs)).await.map(|_| ())
+    }
+
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
         let ch = self
             .handle
