@@ -1,0 +1,324 @@
+//! `kcert rotate-ca` offline (`--root`) on copies of the real-world kubeadm sets, judged by
+//! openssl: after a rotation every leaf and kubeconfig client cert verifies against the new
+//! CAs and not the old ones, no file trusts an old CA, the CA keys match the new CAs, the
+//! signing pair is back on ca.crt/ca.key; rollback restores every byte; saved plans are
+//! refused once the files moved; bad input changes nothing; no key bytes leak anywhere.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Test, kubeconfig_certs, pem_certs, walk};
+
+const SETS: &[&str] = &["kubeadm-zetaoss-zeta-linux", "kubeadm-Eddicson-testdevops", "kubeadm-MaxxMoney-kubeadm_etc_kubernetes", "kubeadm-sijong09-k8s", "kubeadm-legacy-rongfengliang-k8sconfig"];
+
+/// A copy of a set to change, and a state dir.
+struct Copy {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+}
+
+fn copy(set: &str) -> Copy {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let ok = Command::new("cp").arg("-a").arg(common::real_world().join(set)).arg(&root).status().unwrap().success();
+    assert!(ok, "cp -a {set}");
+    let state = dir.path().join("state");
+    Copy { root, state, _dir: dir }
+}
+
+impl Copy {
+    fn kcert(&self, args: &[&str]) -> Test {
+        Test::new().args(args.iter().copied()).args(["--state-dir".as_ref(), self.state.as_os_str()])
+    }
+    fn rotate(&self, extra: &[&str]) -> Test {
+        let mut a = vec!["rotate-ca", "--local", "--root", self.root.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        self.kcert(&a)
+    }
+    fn pki(&self) -> PathBuf {
+        self.root.join("etc/kubernetes/pki")
+    }
+    /// sha256 of every file of the node, kcert's own backups left out.
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        walk(&self.root, &self.root)
+            .into_iter()
+            .filter(|(_, rel)| !rel.starts_with("/var/lib/kcert/"))
+            .map(|(p, rel)| (rel, sha256(&std::fs::read(p).unwrap())))
+            .collect()
+    }
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    kcert::pki::cert::hex(&sha2::Sha256::digest(b))
+}
+
+fn openssl_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl").args(args).current_dir(dir).output().unwrap().status.success()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// The CA files of a set (absent ones skipped) and their certificates as PEM.
+fn ca_files(root: &Path) -> Vec<(String, Vec<String>)> {
+    ["ca.crt", "etcd/ca.crt", "front-proxy-ca.crt"]
+        .iter()
+        .filter_map(|f| {
+            let p = root.join("etc/kubernetes/pki").join(f);
+            p.exists().then(|| (f.to_string(), pem_certs(&std::fs::read_to_string(p).unwrap())))
+        })
+        .collect()
+}
+
+/// Every leaf of the node: PEM files under pki/ that are not CAs, and kubeconfig client certs.
+fn leaves(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (p, rel) in walk(root, &root.join("etc/kubernetes")) {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        if rel.contains("/pki/") && !rel.ends_with("ca.crt") {
+            out.extend(pem_certs(&text).into_iter().take(1).map(|c| (rel.clone(), c)));
+        }
+        if rel.ends_with(".conf") {
+            // kubeconfig_certs gives certificate-authority-data first, then the client cert.
+            out.extend(kubeconfig_certs(&text).into_iter().skip(1).map(|c| (format!("{rel} client cert"), c)));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_kubeadm_set_rotates_offline_onto_the_new_cas_and_rolls_back_byte_for_byte() {
+    for set in SETS {
+        let c = copy(set);
+        let before = c.snapshot();
+        let old_cas = ca_files(&c.root);
+        let run = c.rotate(&["--yes", "-o", "json"]).run();
+        run.status(0);
+        let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+        let new_cas = ca_files(&c.root);
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path();
+        let all_old: String = old_cas.iter().flat_map(|(_, v)| v.clone()).collect();
+        let all_new: String = new_cas.iter().flat_map(|(_, v)| v.clone()).collect();
+        write(&d.join("old.pem"), &all_old);
+        write(&d.join("new.pem"), &all_new);
+        for ((f, old), (_, new)) in old_cas.iter().zip(&new_cas) {
+            assert_eq!(new.len(), 1, "{set}: {f} holds only the new CA after the rotation");
+            assert!(!old.contains(&new[0]), "{set}: {f} is a new CA");
+        }
+        let leaves = leaves(&c.root);
+        assert!(leaves.len() >= 7, "{set}: {} leaves", leaves.len());
+        for (what, pem) in &leaves {
+            write(&d.join("leaf.pem"), pem);
+            assert!(openssl_ok(d, &["verify", "-CAfile", "new.pem", "leaf.pem"]), "{set}: {what} does not verify against the new CAs");
+            assert!(!openssl_ok(d, &["verify", "-no_check_time", "-CAfile", "old.pem", "leaf.pem"]), "{set}: {what} still verifies against an old CA");
+        }
+        // No trust anywhere holds an old CA: bundles, kubeconfig CA data.
+        for (p, rel) in walk(&c.root, &c.root.join("etc/kubernetes")) {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for cert in pem_certs(&text).into_iter().chain(kubeconfig_certs(&text)) {
+                assert!(!all_old.contains(&cert), "{set}: {rel} still holds an old CA");
+            }
+        }
+        // Each CA key is the new CA's; the signing pair is back on ca.crt/ca.key; no staging left.
+        let pki = c.pki();
+        for (f, _) in &new_cas {
+            let key = f.replace(".crt", ".key");
+            let a = Command::new("openssl").args(["x509", "-noout", "-pubkey", "-in", f]).current_dir(&pki).output().unwrap().stdout;
+            let b = Command::new("openssl").args(["pkey", "-pubout", "-in", &key]).current_dir(&pki).output().unwrap().stdout;
+            assert_eq!(a, b, "{set}: {key} is not the new {f}'s key");
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(pki.join(&key)).unwrap().permissions().mode() & 0o777, 0o600, "{set}: {key} mode");
+        }
+        let cm = std::fs::read_to_string(c.root.join("etc/kubernetes/manifests/kube-controller-manager.yaml")).unwrap();
+        assert!(cm.contains("--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt") && cm.contains("--cluster-signing-key-file=/etc/kubernetes/pki/ca.key"), "{set}: {cm}");
+        assert!(!pki.join("kcert-rotation").exists(), "{set}: the staging directory is cleaned up");
+        // Only what a rotation changes changed: the rest is byte for byte as it was.
+        let after = c.snapshot();
+        for (rel, sha) in &before {
+            let changes = rel.contains("/pki/") || rel.ends_with(".conf") || rel.ends_with("kube-controller-manager.yaml");
+            if !changes {
+                assert_eq!(after.get(rel), Some(sha), "{set}: {rel} changed");
+            }
+        }
+        c.kcert(&["rollback", &run_id, "--yes"]).run().status(0).stdout_has("rolled back");
+        assert_eq!(c.snapshot(), before, "{set}: rollback restores every byte");
+    }
+}
+
+#[test]
+fn a_dry_run_shows_every_stage_and_changes_nothing() {
+    let c = copy(SETS[0]);
+    let before = c.snapshot();
+    let run = c.rotate(&["--dry-run"]).run();
+    run.status(0)
+        .stdout_has("S1 new CA")
+        .stdout_has("S2 trust old and new")
+        .stdout_has("S3 cluster API objects")
+        .stdout_has("skipped: offline")
+        .stdout_has("S4 re-sign every leaf")
+        .stdout_has("S5 prune the old CA")
+        .stdout_has("~ /etc/kubernetes/pki/ca.crt")
+        .stdout_has("+ CN=kubernetes (successor")
+        .stdout_has("re-signed CN=kube-apiserver: issuer CN=kubernetes [")
+        .stdout_has("--cluster-signing-cert-file: /etc/kubernetes/pki/ca.crt -> /etc/kubernetes/pki/kcert-rotation/old/ca.crt")
+        .stdout_has("Proof: each of the");
+    assert_eq!(c.snapshot(), before, "a dry run changes no byte");
+    assert!(!c.state.exists(), "a dry run journals nothing");
+    let json = c.rotate(&["--dry-run", "-o", "json"]).run();
+    json.status(0);
+    let v = json.json();
+    let ids: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["S0", "S1", "S2", "S3", "S4", "S5"]);
+    assert_eq!(v["kind"], "rotate-ca");
+    assert_eq!(v["cas"].as_array().unwrap().len(), 3);
+}
+
+/// Every base64 line of every private key in the set and in the run folders (long enough to
+/// be unmistakable).
+fn key_lines(dirs: &[&Path]) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        for (p, _) in walk(dir, dir) {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let mut inside = false;
+            for l in text.lines() {
+                if l.starts_with("-----BEGIN") && l.contains("PRIVATE KEY") {
+                    inside = true;
+                } else if l.starts_with("-----END") {
+                    inside = false;
+                } else if inside && l.len() >= 40 {
+                    out.push(l.to_string());
+                }
+            }
+            // kubeconfig client-key-data
+            for l in text.lines() {
+                if let Some(v) = l.trim().strip_prefix("client-key-data:") {
+                    out.push(v.trim()[..60.min(v.trim().len())].to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_private_key_bytes_in_the_plan_the_journal_the_output_or_the_logs() {
+    let c = copy(SETS[0]);
+    let plan = c.state.parent().unwrap().join("plan.json");
+    let saved = c.rotate(&["--plan-out", plan.to_str().unwrap(), "-vv"]).run();
+    saved.status(0).stderr_has("kcert apply");
+    let applied = c.kcert(&["apply", plan.to_str().unwrap(), "--yes", "-o", "json", "-vv"]).run();
+    applied.status(0);
+    let dry = c.rotate(&["--dry-run", "-o", "yaml", "-vvv"]).run();
+    let run_dir = c.state.join("runs");
+    let mut texts = vec![saved.stdout.clone(), saved.stderr.clone(), applied.stdout.clone(), applied.stderr.clone(), dry.stdout.clone(), dry.stderr.clone(), std::fs::read_to_string(&plan).unwrap()];
+    for (p, rel) in walk(&run_dir, &run_dir) {
+        if !rel.contains("/keys/") {
+            texts.push(std::fs::read_to_string(p).unwrap());
+        }
+    }
+    // The original keys (in the set) and the new CA keys (in the run folder's keys/).
+    let original = common::real_world().join(SETS[0]);
+    let keys = key_lines(&[&original, &run_dir]);
+    assert!(keys.len() > 20, "{} key lines", keys.len());
+    for t in &texts {
+        assert!(!t.contains("PRIVATE KEY-----"), "a private key block in:\n{}", &t[..t.len().min(300)]);
+        for k in &keys {
+            assert!(!t.contains(k.as_str()), "private key bytes leaked: {k}");
+        }
+    }
+    // The keys kcert keeps are 0600 in 0700 folders, and the saved plan's copy is gone once applied.
+    use std::os::unix::fs::PermissionsExt;
+    for (p, rel) in walk(&run_dir, &run_dir) {
+        if rel.contains("/keys/") {
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{rel}");
+        }
+    }
+    assert!(!c.state.join("plans").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "the plan's key copy is removed once applied");
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_a_file_moved_and_runs_while_the_facts_hold() {
+    let c = copy(SETS[2]);
+    let plan = c.state.parent().unwrap().join("plan.json");
+    c.rotate(&["--plan-out", plan.to_str().unwrap()]).run().status(0);
+    let before = c.snapshot();
+    let admin = c.root.join("etc/kubernetes/admin.conf");
+    let orig = std::fs::read(&admin).unwrap();
+    let mut moved = orig.clone();
+    moved.extend_from_slice(b"# edited by hand\n");
+    std::fs::write(&admin, &moved).unwrap();
+    let run = c.kcert(&["apply", plan.to_str().unwrap(), "--yes"]).run();
+    run.status(2).stderr_has("the cluster moved").stderr_has("/etc/kubernetes/admin.conf changed").stderr_has("nothing was changed");
+    std::fs::write(&admin, &orig).unwrap();
+    assert_eq!(c.snapshot(), before, "a refused apply changes nothing");
+    // Without a terminal and without --yes: refused, nothing changed.
+    c.kcert(&["apply", plan.to_str().unwrap()]).run().status(2).stderr_has("--yes");
+    let run = c.kcert(&["apply", plan.to_str().unwrap(), "--yes"]).run();
+    run.status(0).stdout_has("S5").stdout_has("done");
+    let ca = std::fs::read_to_string(c.pki().join("ca.crt")).unwrap();
+    assert!(!before.is_empty() && pem_certs(&ca).len() == 1);
+    let plan_v: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let new_ca = plan_v["cas"].as_array().unwrap().iter().find(|x| x["alias"] == "cluster").unwrap()["cert_pem"].as_str().unwrap().to_string();
+    assert_eq!(pem_certs(&ca), pem_certs(&new_ca), "the plan's own new CA is the one in place");
+    // Applied once, the facts moved: a second apply is refused.
+    c.kcert(&["apply", plan.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("moved");
+}
+
+#[test]
+fn bad_input_is_refused_naming_what_and_where_and_changes_nothing() {
+    let c = copy(SETS[0]);
+    let pki = c.pki();
+    let before = c.snapshot();
+    c.rotate(&["--ca", "cluster,nope", "--dry-run"]).run().status(2).stderr_has("--ca nope").stderr_has("known: cluster, etcd, front-proxy");
+    c.rotate(&["--key-type", "dsa1024", "--dry-run"]).run().status(2).stderr_has("rsa2048");
+    c.rotate(&[]).run().status(2).stderr_has("--yes");
+    assert_eq!(c.snapshot(), before);
+    // A CA key that is not the CA's.
+    let ca_key = std::fs::read(pki.join("ca.key")).unwrap();
+    std::fs::copy(pki.join("front-proxy-ca.key"), pki.join("ca.key")).unwrap();
+    let mismatched = c.snapshot();
+    c.rotate(&["--yes"]).run().status(2).stderr_has("/etc/kubernetes/pki/ca.key on local").stderr_has("does not match").stderr_has("nothing was changed");
+    assert_eq!(c.snapshot(), mismatched);
+    std::fs::write(pki.join("ca.key"), &ca_key).unwrap();
+    // A CA file that already holds two CAs: a rotation left half done.
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let fp = std::fs::read_to_string(pki.join("front-proxy-ca.crt")).unwrap();
+    write(&pki.join("ca.crt"), &format!("{ca}{fp}"));
+    c.rotate(&["--yes"]).run().status(2).stderr_has("hold 2 different CAs").stderr_has("kcert runs");
+    write(&pki.join("ca.crt"), &ca);
+    // An absent CA key: kubeadm's external-CA mode.
+    std::fs::remove_file(pki.join("etcd/ca.key")).unwrap();
+    c.rotate(&["--yes", "--ca", "etcd"]).run().status(2).stderr_has("external-CA");
+    assert!(!c.state.join("runs").exists(), "no run was started");
+}
+
+#[test]
+fn rolling_back_to_a_stage_keeps_the_earlier_ones_and_resume_carries_on_from_there() {
+    let c = copy(SETS[3]);
+    let run = c.rotate(&["--yes", "-o", "json"]).run();
+    run.status(0);
+    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    let rotated = c.snapshot();
+    c.kcert(&["rollback", &id, "--to-stage", "S4", "--yes"]).run().status(0);
+    // S1-S3 stand: every trust holds old and new; the leaves are the old CA's again.
+    let ca = std::fs::read_to_string(c.pki().join("ca.crt")).unwrap();
+    assert_eq!(pem_certs(&ca).len(), 2, "ca.crt holds both CAs at the S4 boundary");
+    let scratch = tempfile::tempdir().unwrap();
+    write(&scratch.path().join("old.pem"), &pem_certs(&ca)[0]);
+    write(&scratch.path().join("leaf.pem"), &pem_certs(&std::fs::read_to_string(c.pki().join("apiserver.crt")).unwrap())[0]);
+    assert!(openssl_ok(scratch.path(), &["verify", "-no_check_time", "-CAfile", "old.pem", "leaf.pem"]), "apiserver.crt is back to the old CA's");
+    c.kcert(&["runs"]).run().status(0).stdout_has(&id).stdout_has("rolled back");
+    let resumed = c.kcert(&["resume", &id, "--yes"]).run();
+    resumed.status(0).stdout_has("done earlier");
+    // The same plan carried out again: the same bytes (the re-signed leaves are the plan's).
+    assert_eq!(c.snapshot(), rotated);
+    c.kcert(&["resume", &id, "--yes"]).run().status(2).stderr_has("finished");
+}
