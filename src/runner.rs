@@ -322,12 +322,15 @@ impl Runner<'_> {
         Err(format!("preflight failed, {what}:\n  {}", problems.join("\n  ")))
     }
 
-    /// Before a stage: every file earlier stages wrote still holds what they wrote (a kubelet
-    /// that rotated its own client certificate meanwhile is caught here, not after pruning).
+    /// Before a stage: every file earlier stages wrote and this one does not still holds what
+    /// they wrote (a kubelet that rotated its own client certificate meanwhile is caught here,
+    /// not after pruning). Files this stage writes are checked as it writes them (old or
+    /// already new: a resumed stage may have written some).
     async fn still_as_planned(&self, si: usize) -> std::result::Result<(), String> {
+        let mine: BTreeSet<(&str, &str)> = self.plan.file_ops().filter(|(s, ..)| *s == si).map(|(_, _, n, f)| (n, f.path.as_str())).collect();
         let mut want: BTreeMap<&str, BTreeMap<&str, Option<&str>>> = BTreeMap::new();
         for (s, _, node, f) in self.plan.file_ops() {
-            if s < si {
+            if s < si && !mine.contains(&(node, f.path.as_str())) {
                 want.entry(node).or_default().insert(f.path.as_str(), f.new_sha256.as_deref());
             }
         }

@@ -6,81 +6,18 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, pki_snapshot, probe, run, sh, wait_for, walk_journal};
 use common::{Test, kubeconfig_certs, pem_certs};
-use libtest_mimic::{Arguments, Failed, Trial};
 
-struct Node {
-    name: String,
-    container: String,
-    ip: String,
-    control_plane: bool,
-}
 
-struct Fleet {
-    name: String,
-    state: PathBuf,
-    nodes: Vec<Node>,
-}
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
-impl Fleet {
-    fn up() -> Fleet {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000;
-        let name = format!("kt{}-{stamp}", std::process::id());
-        let state = repo().join("target/fleet").join(&name);
-        let mut fleet = Fleet { name: name.clone(), state: state.clone(), nodes: Vec::new() };
-        if let Err(e) = run(Command::new(repo().join("docker/fleet")).args(["up", &name, "--small-pki", "cp3", "--state"]).arg(&state)) {
-            drop(fleet);
-            panic!("the test fleet did not come up (fleet tests need a Docker daemon; they never skip):\n{e}");
-        }
-        let tsv = std::fs::read_to_string(state.join("nodes.tsv")).unwrap();
-        fleet.nodes = tsv
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                Node { name: f[0].into(), container: f[1].into(), ip: f[2].into(), control_plane: f[3].contains("control-plane") }
-            })
-            .collect();
-        fleet
-    }
 
-    fn inventory(&self) -> PathBuf {
-        self.state.join("inventory.yaml")
-    }
 
-    fn node(&self, name: &str) -> &Node {
-        self.nodes.iter().find(|n| n.name == name).unwrap()
-    }
-
-    fn kcert(&self, args: &[&str]) -> Test {
-        Test::new().args(args.iter().copied()).args(["-i".as_ref(), self.inventory().as_os_str()])
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = run(Command::new(repo().join("docker/fleet")).args(["down", &self.name]));
-    }
-}
-
-/// A shell script run as root inside a container.
-fn sh(container: &str, script: &str) -> String {
-    run(Command::new("docker").args(["exec", container, "sh", "-ec", script])).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
 fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
@@ -206,15 +143,6 @@ fn a_replaced_cert_without_restart_is_served_differs(f: &Fleet) {
 }
 
 /// Bounded polling inside a container, never a fixed sleep.
-fn wait_for(container: &str, script: &str) {
-    for _ in 0..120 {
-        if run(Command::new("docker").args(["exec", container, "sh", "-c", script])).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    panic!("{container}: gave up waiting for `{script}`");
-}
 
 fn a_near_expiry_leaf_exits_3(f: &Fleet) {
     let c = &f.node("w1").container;
@@ -323,11 +251,6 @@ fn an_unknown_host_key_needs_accept_new(f: &Fleet) {
 }
 
 /// An inventory derived from the fleet's, with `edit` applied to its text.
-fn derived_inventory(f: &Fleet, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let inv = dir.join("inventory.yaml");
-    std::fs::write(&inv, edit(std::fs::read_to_string(f.inventory()).unwrap())).unwrap();
-    inv
-}
 
 fn a_jump_host_reaches_the_node_behind_it(f: &Fleet) {
     let dir = tempfile::tempdir().unwrap();
@@ -367,23 +290,8 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given(f: &Fleet) {
     }
 }
 
-/// sha256 of every file under the PKI directories of every node.
-fn pki_snapshot(f: &Fleet) -> std::collections::BTreeMap<String, String> {
-    f.nodes
-        .iter()
-        .map(|n| (n.name.clone(), sh(&n.container, "find /etc/kubernetes /var/lib/kubelet -type f -print0 | sort -z | xargs -0 sha256sum")))
-        .collect()
-}
 
-fn assert_same_snapshot(what: &str, a: &std::collections::BTreeMap<String, String>, b: &std::collections::BTreeMap<String, String>) {
-    for (node, sums) in a {
-        assert_eq!(sums, &b[node], "{what}: files on {node} differ");
-    }
-}
 
-fn probe(f: &Fleet, verb: &str) -> Result<String, String> {
-    run(Command::new(repo().join("docker/probe")).args([verb, &f.name, "--state"]).arg(&f.state))
-}
 
 fn renew_dry_run_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
@@ -449,12 +357,6 @@ fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
     assert!(!journal.contains("\"node\":\"cp2\""), "the run stopped at cp1:\n{journal}");
 }
 
-fn walk_journal(state: &Path) -> PathBuf {
-    let runs = state.join("runs");
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path().join("journal.jsonl")).collect();
-    all.sort();
-    all.pop().expect("a run journal")
-}
 
 fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
     let state = tempfile::tempdir().unwrap();
@@ -536,9 +438,7 @@ fn a_rotation_of_the_fleet_is_planned_and_proven(f: &Fleet) {
 }
 
 fn main() {
-    let args = Arguments::from_args();
-    type Scenario = fn(&Fleet);
-    let scenarios: Vec<(&str, Scenario)> = vec![
+    let scenarios: Vec<(&'static str, Scenario)> = vec![
         ("expiry_matches_openssl_on_every_node", expiry_matches_openssl_on_every_node),
         ("the_table_lists_all_five_nodes", the_table_lists_all_five_nodes),
         ("a_sudo_user_sees_what_root_sees", a_sudo_user_sees_what_root_sees),
@@ -557,30 +457,5 @@ fn main() {
         ("a_failing_gate_restores_the_node_and_stops", a_failing_gate_restores_the_node_and_stops),
         ("renew_everything_with_zero_probe_failures_then_roll_back", renew_everything_with_zero_probe_failures_then_roll_back),
     ];
-    let selected = |name: &str| match &args.filter {
-        Some(f) if args.exact => name == f,
-        Some(f) => name.contains(f.as_str()),
-        None => true,
-    } && !args.skip.iter().any(|s| name.contains(s.as_str()));
-    // Bring the fleet up only when a scenario will run (not for --list or a filter that excludes all).
-    let needed = !args.list && scenarios.iter().any(|(n, _)| selected(n));
-    let fleet = needed.then(|| std::sync::Arc::new(Fleet::up()));
-    let trials = scenarios
-        .into_iter()
-        .map(|(name, scenario)| {
-            let fleet = fleet.clone();
-            Trial::test(name, move || {
-                let fleet = fleet.ok_or_else(|| Failed::from("no fleet"))?;
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fleet))).map_err(|e| {
-                    Failed::from(e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
-                })
-            })
-        })
-        .collect();
-    // Scenarios share one fleet and change it in turn: run them one at a time, in order.
-    let mut args = args;
-    args.test_threads = Some(1);
-    let conclusion = libtest_mimic::run(&args, trials);
-    drop(fleet);
-    conclusion.exit();
+    harness(scenarios, Some("cp3"));
 }

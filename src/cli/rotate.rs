@@ -48,6 +48,9 @@ pub async fn run(args: RotateArgs) -> Result<Outcome> {
         None => None,
         Some(k) => Some(KeyType::parse(k).ok_or_else(|| Error::Usage(format!("--key-type {k}: known: {}", KeyType::NAMES.join(", "))))?),
     };
+    if !args.target.nodes.is_empty() {
+        return Err(Error::Usage("--nodes: rotate-ca changes the whole cluster (a node left out would trust only the old CA once it is pruned); list the nodes in the inventory instead".into()));
+    }
     let fleet = args.target.fleet()?;
     let state_dir = crate::journal::state_dir(args.run.state_dir.as_deref())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -1,6 +1,8 @@
 //! Shared test helpers: a builder that runs the real kcert binary, and openssl-based oracles.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};

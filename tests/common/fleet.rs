@@ -1,0 +1,161 @@
+//! The test fleet for scenario binaries (fleet.rs, rotation_fleet.rs): one fleet per run
+//! under a name of its own, scenarios run in order against it, torn down whatever happened.
+//! Without a Docker daemon the run fails and says so; it never skips.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use super::Test;
+
+pub struct Node {
+    pub name: String,
+    pub container: String,
+    pub ip: String,
+    pub control_plane: bool,
+}
+
+pub struct Fleet {
+    pub name: String,
+    pub state: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Fleet {
+    pub fn up(small_pki: Option<&str>) -> Fleet {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000;
+        let name = format!("kt{}-{stamp}", std::process::id());
+        let state = repo().join("target/fleet").join(&name);
+        let mut fleet = Fleet { name: name.clone(), state: state.clone(), nodes: Vec::new() };
+        let mut up = Command::new(repo().join("docker/fleet"));
+        up.args(["up", &name, "--state"]).arg(&state);
+        if let Some(n) = small_pki {
+            up.args(["--small-pki", n]);
+        }
+        if let Err(e) = run(&mut up) {
+            drop(fleet);
+            panic!("the test fleet did not come up (fleet tests need a Docker daemon; they never skip):\n{e}");
+        }
+        let tsv = std::fs::read_to_string(state.join("nodes.tsv")).unwrap();
+        fleet.nodes = tsv
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Node { name: f[0].into(), container: f[1].into(), ip: f[2].into(), control_plane: f[3].contains("control-plane") }
+            })
+            .collect();
+        fleet
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.state.join("inventory.yaml")
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    pub fn kcert(&self, args: &[&str]) -> Test {
+        Test::new().args(args.iter().copied()).args(["-i".as_ref(), self.inventory().as_os_str()])
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = run(Command::new(repo().join("docker/fleet")).args(["down", &self.name]));
+    }
+}
+
+/// A shell script run as root inside a container.
+pub fn sh(container: &str, script: &str) -> String {
+    run(Command::new("docker").args(["exec", container, "sh", "-ec", script])).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn wait_for(container: &str, script: &str) {
+    for _ in 0..120 {
+        if run(Command::new("docker").args(["exec", container, "sh", "-c", script])).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("{container}: gave up waiting for `{script}`");
+}
+
+pub fn derived_inventory(f: &Fleet, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let inv = dir.join("inventory.yaml");
+    std::fs::write(&inv, edit(std::fs::read_to_string(f.inventory()).unwrap())).unwrap();
+    inv
+}
+
+/// sha256 of every file under the PKI directories of every node.
+pub fn pki_snapshot(f: &Fleet) -> std::collections::BTreeMap<String, String> {
+    f.nodes
+        .iter()
+        .map(|n| (n.name.clone(), sh(&n.container, "find /etc/kubernetes /var/lib/kubelet -type f -print0 | sort -z | xargs -0 sha256sum")))
+        .collect()
+}
+
+pub fn assert_same_snapshot(what: &str, a: &std::collections::BTreeMap<String, String>, b: &std::collections::BTreeMap<String, String>) {
+    for (node, sums) in a {
+        assert_eq!(sums, &b[node], "{what}: files on {node} differ");
+    }
+}
+
+pub fn probe(f: &Fleet, verb: &str) -> Result<String, String> {
+    run(Command::new(repo().join("docker/probe")).args([verb, &f.name, "--state"]).arg(&f.state))
+}
+
+pub fn walk_journal(state: &Path) -> PathBuf {
+    let runs = state.join("runs");
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path().join("journal.jsonl")).collect();
+    all.sort();
+    all.pop().expect("a run journal")
+}
+
+pub type Scenario = fn(&Fleet);
+
+/// Runs `scenarios` in order against one fleet brought up for this run (`--small-pki NODE`
+/// when given), and tears it down.
+pub fn harness(scenarios: Vec<(&'static str, Scenario)>, small_pki: Option<&str>) {
+    let args = Arguments::from_args();
+    let selected = |name: &str| match &args.filter {
+        Some(f) if args.exact => name == f,
+        Some(f) => name.contains(f.as_str()),
+        None => true,
+    } && !args.skip.iter().any(|s| name.contains(s.as_str()));
+    // Bring the fleet up only when a scenario will run (not for --list or a filter that excludes all).
+    let needed = !args.list && scenarios.iter().any(|(n, _)| selected(n));
+    let fleet = needed.then(|| std::sync::Arc::new(Fleet::up(small_pki)));
+    let trials = scenarios
+        .into_iter()
+        .map(|(name, scenario)| {
+            let fleet = fleet.clone();
+            Trial::test(name, move || {
+                let fleet = fleet.ok_or_else(|| Failed::from("no fleet"))?;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fleet))).map_err(|e| {
+                    Failed::from(e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
+                })
+            })
+        })
+        .collect();
+    // Scenarios share one fleet and change it in turn: run them one at a time, in order.
+    let mut args = args;
+    args.test_threads = Some(1);
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(fleet);
+    conclusion.exit();
+}
