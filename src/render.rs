@@ -569,7 +569,8 @@ pub fn rotation_plan(p: &crate::plan::rotation::RotationPlan, warnings: &[String
         _ => {
             let (files, restarts, nodes) = p.counts();
             writeln!(out, "kcert rotate-ca: plan {} for {} ({}), made {}", p.id, p.cluster, p.distribution, p.created_at)?;
-            writeln!(out, "Rotates {} CA{} on {nodes} nodes: {files} file changes and {restarts} restarts, in {} stages.", p.cas.len(), if p.cas.len() == 1 { "" } else { "s" }, p.stages.len())?;
+            let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            writeln!(out, "Rotates {} on {}: {} and {}, in {} stages.", plural(p.cas.len(), "CA"), plural(nodes, "node"), plural(files, "file change"), plural(restarts, "restart"), p.stages.len())?;
             writeln!(out, "\nCAs")?;
             for c in &p.cas {
                 writeln!(out, "  {} ({})", c.alias, c.path)?;
@@ -598,11 +599,12 @@ pub fn rotation_plan(p: &crate::plan::rotation::RotationPlan, warnings: &[String
                                 writeln!(out, "    {}", n.node)?;
                                 for f in &n.files {
                                     let (sign, shas) = match f.action {
-                                        Action::Create => ("+", format!("new, mode {:o}", f.mode)),
+                                        Action::Create => ("+", format!("new, mode {:04o}", f.mode)),
                                         Action::Remove => ("-", format!("sha256 {} -> removed", short_sha(f.old_sha256.as_deref()))),
                                         Action::Modify => ("~", format!("sha256 {} -> {}", short_sha(f.old_sha256.as_deref()), short_sha(f.new_sha256.as_deref()))),
                                     };
-                                    writeln!(out, "      {sign} {}  ({shas}{})", f.path, if f.private && f.action != Action::Remove { ", private: 0600" } else { "" })?;
+                                    let private = if f.private && f.action == Action::Modify { ", a private key: written 0600" } else { "" };
+                                    writeln!(out, "      {sign} {}  ({shas}{private})", f.path)?;
                                     for c in &f.changes {
                                         writeln!(out, "          {c}")?;
                                     }

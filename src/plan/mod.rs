@@ -7,7 +7,6 @@
 pub mod build;
 pub mod edit;
 pub mod prove;
-pub mod rotate;
 pub mod rotation;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{CaId, Content, Edge, FileId, Model, Plan, Side, Step};
+use super::{CaId, Component, Content, Edge, FileId, Model, Plan, Side, Step};
 
 /// Why a plan is refused: where it breaks and which edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,42 +21,45 @@ pub struct Violation {
 }
 
 /// Files on disk and, per component, the files as it loaded them at its last start.
-struct State {
+struct State<'m> {
     disk: BTreeMap<FileId, Content>,
     loaded: BTreeMap<(String, String), BTreeMap<String, Content>>,
+    /// (node, component) -> the component, looked up for every side of every check.
+    components: BTreeMap<(&'m str, &'m str), &'m Component>,
 }
 
-impl State {
-    fn new(model: &Model) -> State {
+impl<'m> State<'m> {
+    fn new(model: &'m Model) -> State<'m> {
         let mut loaded = BTreeMap::new();
         for c in &model.components {
             loaded.insert((c.node.clone(), c.name.clone()), snapshot(&model.files, &c.node, &c.reads));
         }
-        State { disk: model.files.clone(), loaded }
+        let components = model.components.iter().map(|c| ((c.node.as_str(), c.name.as_str()), c)).collect();
+        State { disk: model.files.clone(), loaded, components }
     }
 
     /// What a side sees of one of its files: fresh clients read the disk, the rest what they loaded.
-    fn view(&self, model: &Model, side: &Side, path: &str) -> Option<Content> {
-        let fresh = model.components.iter().find(|c| c.node == side.node && c.name == side.component).is_none_or(|c| c.fresh);
+    fn view(&self, side: &Side, path: &str) -> Option<&Content> {
+        let fresh = self.components.get(&(side.node.as_str(), side.component.as_str())).is_none_or(|c| c.fresh);
         if fresh {
-            return self.disk.get(&FileId::new(&side.node, path)).cloned();
+            return self.disk.get(&FileId::new(&side.node, path));
         }
-        self.loaded.get(&(side.node.clone(), side.component.clone())).and_then(|m| m.get(path)).cloned()
+        self.loaded.get(&(side.node.clone(), side.component.clone())).and_then(|m| m.get(path))
     }
 
-    fn presents(&self, model: &Model, side: &Side) -> Result<Option<CaId>, String> {
+    fn presents(&self, side: &Side) -> Result<Option<&CaId>, String> {
         let Some(path) = &side.cert else { return Ok(None) };
-        match self.view(model, side, path) {
+        match self.view(side, path) {
             Some(Content::Leaf { signer }) => Ok(Some(signer)),
-            Some(Content::Kubeconfig { client_signer, .. }) => Ok(client_signer),
+            Some(Content::Kubeconfig { client_signer, .. }) => Ok(client_signer.as_ref()),
             Some(Content::Trust { .. }) => Err(format!("{path} holds no leaf")),
             None => Err(format!("{}:{path} is missing", side.node)),
         }
     }
 
-    fn trusts(&self, model: &Model, side: &Side) -> Result<Option<BTreeSet<CaId>>, String> {
+    fn trusts(&self, side: &Side) -> Result<Option<&BTreeSet<CaId>>, String> {
         let Some(path) = &side.trust else { return Ok(None) };
-        match self.view(model, side, path) {
+        match self.view(side, path) {
             Some(Content::Trust { cas }) => Ok(Some(cas)),
             Some(Content::Kubeconfig { trusts, .. }) => Ok(Some(trusts)),
             Some(Content::Leaf { .. }) => Err(format!("{path} is a leaf, not a trust bundle")),
@@ -64,11 +67,11 @@ impl State {
         }
     }
 
-    fn check(&self, model: &Model, e: &Edge) -> Result<(), String> {
+    fn check(&self, e: &Edge) -> Result<(), String> {
         let pair = [(&e.client, &e.server, "client"), (&e.server, &e.client, "server")];
         for (presenter, verifier, role) in pair {
-            let (Some(signer), Some(trust)) = (self.presents(model, presenter)?, self.trusts(model, verifier)?) else { continue };
-            if !trust.contains(&signer) {
+            let (Some(signer), Some(trust)) = (self.presents(presenter)?, self.trusts(verifier)?) else { continue };
+            if !trust.contains(signer) {
                 let held: Vec<&str> = trust.iter().map(String::as_str).collect();
                 return Err(format!("the {role}'s certificate is signed by {signer}, which the {} does not trust (it trusts {})", if role == "client" { "server" } else { "client" }, held.join(", ")));
             }
@@ -102,7 +105,7 @@ pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
     }
     let check = |state: &State, edges: &mut dyn Iterator<Item = &Edge>, stage: &str, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
         for e in edges {
-            if let Err(why) = state.check(model, e) {
+            if let Err(why) = state.check(e) {
                 return Err(Violation { stage: stage.into(), step, what: what(), edge: e.label(), why });
             }
         }
@@ -117,8 +120,8 @@ pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
                     node
                 }
                 Step::Restart { node, component } => {
-                    let reads = model.components.iter().find(|c| &c.node == node && &c.name == component).map(|c| c.reads.clone()).unwrap_or_default();
-                    let snap = snapshot(&state.disk, node, &reads);
+                    let reads = state.components.get(&(node.as_str(), component.as_str())).map(|c| c.reads.as_slice()).unwrap_or(&[]);
+                    let snap = snapshot(&state.disk, node, reads);
                     state.loaded.insert((node.clone(), component.clone()), snap);
                     node
                 }

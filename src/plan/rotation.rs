@@ -453,6 +453,10 @@ struct Planner<'a> {
     /// Private keys written, (node, path) -> ca name: rebuilt from the key store.
     private: BTreeMap<(String, String), String>,
     problems: Vec<String>,
+    /// Node name -> its index in the input; per rotation, the nodes holding its key
+    /// (node, cert path, key path): looked up for every node, so made once.
+    index: BTreeMap<String, usize>,
+    holders: Vec<Vec<(String, String, String)>>,
 }
 
 fn first_cert(bytes: &[u8]) -> Option<CertInfo> {
@@ -461,7 +465,7 @@ fn first_cert(bytes: &[u8]) -> Option<CertInfo> {
 
 impl<'a> Planner<'a> {
     fn node(&self, name: &str) -> &NodeInput<'a> {
-        self.input.nodes.iter().find(|n| n.name == name).expect("planned nodes are input nodes")
+        &self.input.nodes[self.index[name]]
     }
 
     fn staged_path(&self, path: &str, which: &str) -> String {
@@ -476,10 +480,15 @@ impl<'a> Planner<'a> {
         self.rots.iter().position(|r| r.old.id == id)
     }
 
+    /// Rotation `ri`'s CA files on `node` (cert path, key path), when the node holds its key.
+    fn holder(&self, ri: usize, node: &str) -> Option<(String, String)> {
+        self.holders[ri].iter().find(|(n, _, _)| n == node).map(|(_, c, k)| (c.clone(), k.clone()))
+    }
+
     /// Nodes that hold rotation `r`'s CA key: they get the new CA in S1 and its key in S5.
-    fn key_holders(&self, r: &Rot) -> Vec<(String, String, String)> {
-        let pb = self.input.playbook;
-        self.input
+    fn find_key_holders(input: &Input<'_>, r: &Rot) -> Vec<(String, String, String)> {
+        let pb = input.playbook;
+        input
             .nodes
             .iter()
             .filter_map(|n| {
@@ -580,11 +589,9 @@ impl<'a> Planner<'a> {
         }
         // The CA files themselves on the nodes that hold the key, even where nothing reads them as trust.
         for i in 0..self.rots.len() {
-            for (n, cert, _) in self.key_holders(&self.rots[i]) {
-                if n == node {
-                    let pem = self.rots[i].new_pem.clone();
-                    self.edit(p, node, &cert, |b| edit::add_cert(b, &pem));
-                }
+            if let Some((cert, _)) = self.holder(i, node) {
+                let pem = self.rots[i].new_pem.clone();
+                self.edit(p, node, &cert, |b| edit::add_cert(b, &pem));
             }
         }
         self.split_signing_pairs(node, p);
@@ -712,8 +719,7 @@ impl<'a> Planner<'a> {
         let pb = self.input.playbook;
         for pair in &pb.pairs {
             if let Some((ri, _, _, manifest)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
-                let holders = self.key_holders(&self.rots[ri]);
-                let Some((_, cert_path, key_path)) = holders.iter().find(|(n, _, _)| n == node).cloned() else {
+                let Some((cert_path, key_path)) = self.holder(ri, node) else {
                     continue;
                 };
                 let (sc, sk) = (self.staged_path(&cert_path, "new"), self.staged_path(&key_path, "new"));
@@ -773,10 +779,7 @@ impl<'a> Planner<'a> {
             p.model.insert(path, drop_trust(&content, &ids));
         }
         for i in 0..self.rots.len() {
-            for (n, cert, key) in self.key_holders(&self.rots[i]) {
-                if n != node {
-                    continue;
-                }
+            if let Some((cert, key)) = self.holder(i, node) {
                 let (pem, sha) = (self.rots[i].new_pem.clone(), self.rots[i].old.cert.sha256.clone());
                 self.edit(p, node, &cert, |b| edit::add_cert(b, &pem).and_then(|b| edit::remove_cert(&b, &sha)));
                 self.write_key(p, node, &key, i);
@@ -1088,7 +1091,12 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         staged: BTreeMap::new(),
         private: BTreeMap::new(),
         problems: Vec::new(),
+        index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.to_string(), i)).collect(),
+        holders: Vec::new(),
     };
+    planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
+    // (node, component) -> the model's component: restarts are decided per node.
+    let model_components: BTreeMap<(String, String), usize> = planner.model.components.iter().enumerate().map(|(i, c)| ((c.node.clone(), c.name.clone()), i)).collect();
     let node_batches = batches(&input.nodes, input.opts.batch_size);
     let quorum = quorum_edges(pb);
     let gates_for = |nodes: &[String]| -> Vec<Check> { input.checks.iter().filter(|c| nodes.contains(&c.from) || nodes.contains(&c.to) || quorum.contains(&c.edge)).cloned().collect() };
@@ -1117,19 +1125,18 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     // S1: the new CAs onto the nodes that hold the old ones' keys.
     let mut s1 = Batch { nodes: Vec::new(), ops: Vec::new(), gates: Vec::new() };
     let mut s1_nodes: Vec<String> = Vec::new();
-    for i in 0..planner.rots.len() {
-        for (n, _, _) in planner.key_holders(&planner.rots[i]) {
-            if !s1_nodes.contains(&n) {
-                s1_nodes.push(n);
+    for hs in &planner.holders {
+        for (n, _, _) in hs {
+            if !s1_nodes.contains(n) {
+                s1_nodes.push(n.clone());
             }
         }
     }
-    s1_nodes.sort_by_key(|n| input.nodes.iter().position(|x| x.name == n));
+    s1_nodes.sort_by_key(|n| planner.index[n]);
     for node in &s1_nodes {
         let mut p = Pending::default();
         for i in 0..planner.rots.len() {
-            let holders = planner.key_holders(&planner.rots[i]);
-            let Some((_, cert, key)) = holders.into_iter().find(|(n, _, _)| n == node) else {
+            let Some((cert, key)) = planner.holder(i, node) else {
                 continue;
             };
             let (sc, sk) = (planner.staged_path(&cert, "new"), planner.staged_path(&key, "new"));
@@ -1157,7 +1164,8 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             let mut reads: BTreeSet<&str> = n.pki.refs.iter().filter(|((comp, _), _)| comp == &c.name).map(|(_, p)| p.as_str()).collect();
             reads.extend(pb.files.iter().filter(|f| f.read_by.as_deref() == Some(c.name.as_str())).filter_map(|f| n.pki.named.get(&f.name).map(String::as_str)));
             reads.extend(c.source());
-            if planner.model.components.iter().any(|mc| mc.node == node && mc.name == c.name && mc.reads.iter().any(|r| model_changed.contains(r)))
+            let reads_changed = model_components.get(&(node.to_string(), c.name.clone())).is_some_and(|&i| planner.model.components[i].reads.iter().any(|r| model_changed.contains(r)));
+            if reads_changed
                 || changed.iter().any(|p| reads.contains(p.as_str()))
             {
                 out.push(c.name.clone());
@@ -1265,9 +1273,9 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     let cas: Vec<NewCa> = planner
         .rots
         .iter()
-        .map(|r| {
-            let holders = planner.key_holders(r);
-            let (cert_path, key_path) = holders.first().map(|(_, c, k)| (c.clone(), k.clone())).unwrap_or_default();
+        .enumerate()
+        .map(|(ri, r)| {
+            let (cert_path, key_path) = planner.holders[ri].first().map(|(_, c, k)| (c.clone(), k.clone())).unwrap_or_default();
             NewCa {
                 alias: r.old.alias.clone(),
                 name: r.old.name.clone(),
