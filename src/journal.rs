@@ -117,6 +117,18 @@ pub struct Journal {
     pub run_id: String,
     pub dir: PathBuf,
     file: std::fs::File,
+    /// Held while the journal is open: one kcert at a time drives a run.
+    _lock: std::fs::File,
+}
+
+/// Locks the run folder for this process; another kcert holding it is refused, not waited for.
+fn lock(dir: &Path, run_id: &str) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(dir.join("lock")).map_err(|e| Error::Runtime(format!("cannot open the lock of run {run_id}: {e}")))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::input(format!("run {run_id}"), "another kcert is working on this run right now (its lock is held); wait for it, or stop it first")),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Runtime(format!("cannot lock run {run_id}: {e}"))),
+    }
 }
 
 impl Journal {
@@ -140,7 +152,8 @@ impl Journal {
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
-        Ok(Journal { run_id, dir, file })
+        let _lock = lock(&dir, &run_id)?;
+        Ok(Journal { run_id, dir, file, _lock })
     }
 
     /// Appends a record and waits until it is on disk.
@@ -158,8 +171,9 @@ impl Journal {
     /// Reopens an existing run's journal for appending (rollback records its outcome there).
     pub fn reopen(state_dir: &Path, run_id: &str) -> Result<Journal> {
         let dir = run_dir(state_dir, run_id)?;
+        let _lock = lock(&dir, run_id)?;
         let file = std::fs::OpenOptions::new().append(true).open(dir.join("journal.jsonl")).map_err(|e| Error::input(format!("run {run_id}"), format!("cannot open its journal: {e}")))?;
-        Ok(Journal { run_id: run_id.to_string(), dir, file })
+        Ok(Journal { run_id: run_id.to_string(), dir, file, _lock })
     }
 }
 
@@ -219,5 +233,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(j.dir.join("journal.jsonl")).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(read(dir.path(), "../x").is_err());
+        // While this journal is open, nobody else drives the run; once it is closed, they may.
+        let err = Journal::reopen(dir.path(), &j.run_id).err().expect("a second journal on the same run is refused").to_string();
+        assert!(err.contains("another kcert"), "{err}");
+        drop(j);
+        let id = runs(dir.path()).remove(0);
+        assert!(Journal::reopen(dir.path(), &id).is_ok());
+    }
+
+    #[test]
+    fn records_of_older_renew_runs_still_read() {
+        let r: Record = serde_json::from_str(r#"{"event":"backup","node":"cp1","path":"/a","backup":"/b","sha256":"x"}"#).unwrap();
+        assert_eq!(r, Record::Backup { node: "cp1".into(), path: "/a".into(), backup: "/b".into(), sha256: "x".into(), at: At::none(), absent: false });
     }
 }

@@ -171,8 +171,25 @@ impl Runner<'_> {
         self.nodes.iter().all(|n| n.t.offline())
     }
 
+    /// Tells the observer, and appends the event to the run log beside the journal.
+    fn emit(&self, e: &Event) {
+        (self.observer)(e);
+        let line = match e {
+            Event::Stage { id, name } => format!("{id} {name}"),
+            Event::Step { stage, index, of, label } => format!("{stage} step {}/{of}: {label}", index + 1),
+            Event::Node { node, what } => format!("  {node}: {what}"),
+            Event::StepDone { stage, index, ok } => format!("{stage} step {} {}", index + 1, if *ok { "done" } else { "FAILED" }),
+            Event::Note { message } => message.clone(),
+        };
+        let j = self.journal.lock().expect("journal lock");
+        if let Ok(mut f) = crate::store::open_private_log(&j.dir.join("run.log")) {
+            use std::io::Write;
+            let _ = writeln!(f, "{} {line}", crate::render::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()));
+        }
+    }
+
     fn note(&self, node: &str, what: impl Into<String>) {
-        (self.observer)(&Event::Node { node: node.to_string(), what: what.into() });
+        self.emit(&Event::Node { node: node.to_string(), what: what.into() });
     }
 
     fn journal_path(&self) -> String {
@@ -191,7 +208,7 @@ impl Runner<'_> {
                 continue;
             }
             let t0 = Instant::now();
-            (self.observer)(&Event::Stage { id: stage.id.clone(), name: stage.name.clone() });
+            self.emit(&Event::Stage { id: stage.id.clone(), name: stage.name.clone() });
             if let Err(e) = self.rec(&Record::StageStarted { stage: stage.id.clone() }) {
                 report.failure = Some(e);
                 break;
@@ -211,12 +228,12 @@ impl Runner<'_> {
                     StepPlan::Batch(b) => b.nodes.join(", "),
                     StepPlan::Api(a) => a.name.clone(),
                 };
-                (self.observer)(&Event::Step { stage: stage.id.clone(), index: bi, of: stage.steps.len(), label });
+                self.emit(&Event::Step { stage: stage.id.clone(), index: bi, of: stage.steps.len(), label });
                 let result = match step {
                     StepPlan::Batch(b) => self.batch(&stage.id, bi, b, done).await,
                     StepPlan::Api(a) => self.api(&stage.id, bi, a).await,
                 };
-                (self.observer)(&Event::StepDone { stage: stage.id.clone(), index: bi, ok: result.is_ok() });
+                self.emit(&Event::StepDone { stage: stage.id.clone(), index: bi, ok: result.is_ok() });
                 match result {
                     Ok(s) => {
                         out.files += s.files;
@@ -361,7 +378,7 @@ impl Runner<'_> {
     async fn api(&self, stage: &str, bi: usize, a: &crate::plan::rotation::ApiCall) -> std::result::Result<StepStats, String> {
         if let Some(reason) = &a.skipped {
             self.rec(&Record::Skipped { stage: stage.into(), step: bi, reason: reason.clone() })?;
-            (self.observer)(&Event::Note { message: format!("{stage}: skipped: {} ({reason})", a.name) });
+            self.emit(&Event::Note { message: format!("{stage}: skipped: {} ({reason})", a.name) });
             return Ok(StepStats::default());
         }
         let t = self.t(&a.node)?;
@@ -578,7 +595,7 @@ impl Runner<'_> {
             if mine.is_empty() {
                 continue;
             }
-            (self.observer)(&Event::Step { stage: format!("{} rollback", stage.id), index: bi, of: stage.steps.len(), label: b.nodes.join(", ") });
+            self.emit(&Event::Step { stage: format!("{} rollback", stage.id), index: bi, of: stage.steps.len(), label: b.nodes.join(", ") });
             let nodes: BTreeSet<&str> = mine.iter().map(|l| l.1.as_str()).collect();
             let restored = join_all(nodes.iter().map(|node| {
                 let files: Vec<&Live> = mine.iter().filter(|l| l.1 == *node).copied().collect();
@@ -687,7 +704,7 @@ impl Runner<'_> {
                 continue;
             }
             let t0 = Instant::now();
-            (self.observer)(&Event::Stage { id: format!("{} rollback", s.id), name: s.name.clone() });
+            self.emit(&Event::Stage { id: format!("{} rollback", s.id), name: s.name.clone() });
             match self.rollback_stage(si).await {
                 Ok(()) => out.status = "rolled back".into(),
                 Err(e) => {

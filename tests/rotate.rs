@@ -321,4 +321,9 @@ fn rolling_back_to_a_stage_keeps_the_earlier_ones_and_resume_carries_on_from_the
     // The same plan carried out again: the same bytes (the re-signed leaves are the plan's).
     assert_eq!(c.snapshot(), rotated);
     c.kcert(&["resume", &id, "--yes"]).run().status(2).stderr_has("finished");
+    // The run log beside the journal tells the story, rollback and resume included.
+    let log = std::fs::read_to_string(c.state.join("runs").join(&id).join("run.log")).unwrap();
+    for want in ["S1 new CA", "S4 step 1/1: local", "S5 rollback", "S4 re-sign every leaf"] {
+        assert!(log.contains(want), "run.log lacks {want:?}:\n{log}");
+    }
 }
