@@ -327,3 +327,28 @@ fn rolling_back_to_a_stage_keeps_the_earlier_ones_and_resume_carries_on_from_the
         assert!(log.contains(want), "run.log lacks {want:?}:\n{log}");
     }
 }
+
+#[test]
+fn one_ca_can_be_rotated_alone_and_the_new_key_type_chosen() {
+    let c = copy(SETS[1]);
+    let before = c.snapshot();
+    let run = c.rotate(&["--ca", "etcd", "--key-type", "ecdsa-p256", "--yes", "-o", "json"]).run();
+    run.status(0);
+    let after = c.snapshot();
+    // Only the etcd CA moved: its files, the etcd leaves, the apiserver's etcd client cert.
+    for (rel, sha) in &before {
+        // Leaves keep their keys; the CA's key is the new one.
+        let etcd = (rel.contains("/pki/etcd/") && (rel.ends_with(".crt") || rel.ends_with("/ca.key"))) || rel.ends_with("apiserver-etcd-client.crt");
+        assert_eq!(after.get(rel) == Some(sha), !etcd, "{rel}: changed {}", after.get(rel) != Some(sha));
+    }
+    let pki = c.pki();
+    let text = String::from_utf8(Command::new("openssl").args(["x509", "-noout", "-text", "-in", "etcd/ca.crt"]).current_dir(&pki).output().unwrap().stdout).unwrap();
+    assert!(text.contains("NIST CURVE: P-256") && text.contains("etcd-ca (successor"), "{text}");
+    for leaf in ["etcd/server.crt", "etcd/peer.crt", "etcd/healthcheck-client.crt", "apiserver-etcd-client.crt"] {
+        assert!(openssl_ok(&pki, &["verify", "-CAfile", "etcd/ca.crt", leaf]), "{leaf}");
+    }
+    // The API objects carry the cluster CA, which this run did not touch: said so in the plan.
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(c.state.join("runs").join(run.json()["run_id"].as_str().unwrap()).join("plan.json")).unwrap()).unwrap();
+    let s3 = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == "S3").unwrap();
+    assert!(s3["steps"].as_array().unwrap().iter().all(|s| s["skipped"].as_str().is_some()), "{s3}");
+}
