@@ -432,6 +432,16 @@ pub fn renew_plan(p: &crate::renew::Prepared, format: Format, out: &mut dyn Writ
     }
 }
 
+/// A JSON value as `-o json` (pretty) or `-o yaml`.
+fn structured(v: &serde_json::Value, format: Format, out: &mut dyn Write) -> io::Result<()> {
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut *out, v)?;
+        writeln!(out)
+    } else {
+        out.write_all(serde_saphyr::to_string(v).map_err(io::Error::other)?.as_bytes())
+    }
+}
+
 /// The summary at the end of a changing run (renew, rollback).
 /// `timing`: wall seconds and seconds spent waiting on restarts and gates.
 pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOutcome], failure: Option<&str>, timing: Option<(f64, f64)>, format: Format, out: &mut dyn Write) -> io::Result<()> {
@@ -443,12 +453,7 @@ pub fn run_summary(run_id: &str, journal: &str, nodes: &[crate::execute::NodeOut
                 v["wait_seconds"] = serde_json::json!(wait);
                 v["own_seconds"] = serde_json::json!(wall - wait);
             }
-            if format == Format::Json {
-                serde_json::to_writer_pretty(&mut *out, &v)?;
-                writeln!(out)
-            } else {
-                out.write_all(serde_saphyr::to_string(&v).map_err(io::Error::other)?.as_bytes())
-            }
+            structured(&v, format, out)
         }
         _ => {
             let mut rows = vec![vec!["NODE".to_string(), "FILES".into(), "RESTARTED".into(), "GATE".into(), "STATUS".into(), "WAITED".into(), "TOTAL".into()]];
@@ -559,12 +564,7 @@ pub fn rotation_plan(p: &crate::plan::rotation::RotationPlan, warnings: &[String
         Format::Json | Format::Yaml => {
             let mut v = serde_json::to_value(p).map_err(io::Error::other)?;
             v["warnings"] = serde_json::json!(warnings);
-            if format == Format::Json {
-                serde_json::to_writer_pretty(&mut *out, &v)?;
-                writeln!(out)
-            } else {
-                out.write_all(serde_saphyr::to_string(&v).map_err(io::Error::other)?.as_bytes())
-            }
+            structured(&v, format, out)
         }
         _ => {
             let (files, restarts, nodes) = p.counts();
@@ -655,12 +655,7 @@ pub fn stage_report(r: &crate::runner::RunReport, format: Format, out: &mut dyn 
         Format::Json | Format::Yaml => {
             let mut v = serde_json::to_value(r).map_err(io::Error::other)?;
             v["own_seconds"] = serde_json::json!(r.wall_seconds - r.wait_seconds);
-            if format == Format::Json {
-                serde_json::to_writer_pretty(&mut *out, &v)?;
-                writeln!(out)
-            } else {
-                out.write_all(serde_saphyr::to_string(&v).map_err(io::Error::other)?.as_bytes())
-            }
+            structured(&v, format, out)
         }
         _ => {
             let mut rows = vec![["STAGE", "", "STEPS", "FILES", "RESTARTS", "CHECKS", "STATUS", "WAITED", "TOTAL"].map(String::from).to_vec()];

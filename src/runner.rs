@@ -122,6 +122,12 @@ fn live_backups(records: &[Record], stage: &str) -> Vec<Live> {
     out
 }
 
+/// The sum of per-node counts, or every node's error.
+fn sum_or_errors(results: Vec<std::result::Result<usize, String>>) -> std::result::Result<usize, String> {
+    let errors: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    if errors.is_empty() { Ok(results.into_iter().flatten().sum()) } else { Err(errors.join("; ")) }
+}
+
 pub fn backup_path(run_id: &str, stage: &str, path: &str) -> String {
     format!("{BACKUP_ROOT}/{run_id}/{stage}{path}")
 }
@@ -406,16 +412,7 @@ impl Runner<'_> {
             }
         }))
         .await;
-        let mut errors = Vec::new();
-        for w in writes {
-            match w {
-                Ok(n) => stats.files += n,
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
+        stats.files = sum_or_errors(writes)?;
         if self.offline() {
             return Ok(stats);
         }
@@ -439,15 +436,7 @@ impl Runner<'_> {
             }
         }))
         .await;
-        for r in restarts {
-            match r {
-                Ok(n) => stats.restarts += n,
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
+        stats.restarts = sum_or_errors(restarts)?;
         let gate_result = self.gate(b).await;
         stats.wait = w.elapsed().as_secs_f64();
         stats.checks = gate_result?;

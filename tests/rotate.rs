@@ -180,33 +180,6 @@ fn a_dry_run_shows_every_stage_and_changes_nothing() {
     assert_eq!(v["cas"].as_array().unwrap().len(), 3);
 }
 
-/// Every base64 line of every private key in the set and in the run folders (long enough to
-/// be unmistakable).
-fn key_lines(dirs: &[&Path]) -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        for (p, _) in walk(dir, dir) {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let mut inside = false;
-            for l in text.lines() {
-                if l.starts_with("-----BEGIN") && l.contains("PRIVATE KEY") {
-                    inside = true;
-                } else if l.starts_with("-----END") {
-                    inside = false;
-                } else if inside && l.len() >= 40 {
-                    out.push(l.to_string());
-                }
-            }
-            // kubeconfig client-key-data
-            for l in text.lines() {
-                if let Some(v) = l.trim().strip_prefix("client-key-data:") {
-                    out.push(v.trim()[..60.min(v.trim().len())].to_string());
-                }
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn no_private_key_bytes_in_the_plan_the_journal_the_output_or_the_logs() {
@@ -226,7 +199,7 @@ fn no_private_key_bytes_in_the_plan_the_journal_the_output_or_the_logs() {
     }
     // The original keys (in the set) and the new CA keys (in the run folder's keys/).
     let original = common::real_world().join(SETS[0]);
-    let keys = key_lines(&[&original, &run_dir]);
+    let keys = common::private_key_lines(&[&original, &run_dir]);
     assert!(keys.len() > 20, "{} key lines", keys.len());
     for t in &texts {
         assert!(!t.contains("PRIVATE KEY-----"), "a private key block in:\n{}", &t[..t.len().min(300)]);

@@ -270,26 +270,6 @@ fn a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary(f: &Fleet) {
     f.kcert(&["verify", "--live"]).run().status(0);
 }
 
-/// Every base64 line of every private key the fleet and kcert hold.
-fn key_lines(dirs: &[PathBuf]) -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        for (p, _) in common::walk(dir, dir) {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let mut inside = false;
-            for l in text.lines() {
-                if l.starts_with("-----BEGIN") && l.contains("PRIVATE KEY") {
-                    inside = true;
-                } else if l.starts_with("-----END") {
-                    inside = false;
-                } else if inside && l.len() >= 40 {
-                    out.push(l.to_string());
-                }
-            }
-        }
-    }
-    out
-}
 
 fn no_private_key_bytes_in_any_plan_journal_output_or_log(f: &Fleet) {
     // The fleet's own PKI (made by openssl) and every new CA key in the run folders.
@@ -306,7 +286,7 @@ fn no_private_key_bytes_in_any_plan_journal_output_or_log(f: &Fleet) {
         texts.push((rel, std::fs::read_to_string(p).unwrap()));
     }
     texts.push(("rotation-plan.json".into(), std::fs::read_to_string(f.state.join("rotation-plan.json")).unwrap()));
-    let keys = key_lines(&dirs);
+    let keys = common::private_key_lines(&dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     assert!(keys.len() > 200, "{} key lines", keys.len());
     assert!(texts.len() > 10, "{} texts", texts.len());
     for (what, t) in &texts {

@@ -235,21 +235,25 @@ pub fn confirm(yes: bool, question: &str, show: impl FnOnce(&mut dyn std::io::Wr
     }
 }
 
+/// A changing run's bar on stderr: only on a terminal, never with NO_COLOR set.
+fn changing_bar(len: usize, unit: &str, what: &str) -> Option<ProgressBar> {
+    let show = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && len > 0;
+    show.then(|| {
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(ProgressStyle::with_template(&format!("{{spinner}} {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{msg}}")).expect("valid template").progress_chars("=> "));
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    })
+}
+
 /// Progress of a changing run: a bar of nodes done, and what each node is doing, on a terminal.
 pub struct StepProgress {
     bar: Option<ProgressBar>,
 }
 
 pub fn step_progress(nodes: usize, what: &str) -> StepProgress {
-    let show = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && nodes > 0;
-    let bar = show.then(|| {
-        let bar = ProgressBar::new(nodes as u64);
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} nodes  {msg}").expect("valid template").progress_chars("=> "));
-        bar.set_prefix(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    StepProgress { bar }
+    StepProgress { bar: changing_bar(nodes, "nodes", what) }
 }
 
 impl StepProgress {
@@ -331,15 +335,7 @@ pub struct StageProgress {
 
 pub fn stage_progress(plan: &crate::plan::rotation::RotationPlan, what: &str) -> StageProgress {
     let steps: usize = plan.stages.iter().map(|s| s.steps.len()).sum();
-    let show = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && steps > 0;
-    let bar = show.then(|| {
-        let bar = ProgressBar::new(steps as u64);
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} steps  {msg}").expect("valid template").progress_chars("=> "));
-        bar.set_prefix(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    StageProgress { bar }
+    StageProgress { bar: changing_bar(steps, "steps", what) }
 }
 
 impl StageProgress {

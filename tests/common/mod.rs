@@ -165,3 +165,28 @@ pub fn walk(root: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
     out.sort();
     out
 }
+
+/// Every base64 line (40+ characters: unmistakable) of every private key under `dirs`, and the
+/// start of every kubeconfig `client-key-data`: what must never appear in kcert's output.
+pub fn private_key_lines(dirs: &[&Path]) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        for (p, _) in walk(dir, dir) {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let mut inside = false;
+            for l in text.lines() {
+                if l.starts_with("-----BEGIN") && l.contains("PRIVATE KEY") {
+                    inside = true;
+                } else if l.starts_with("-----END") {
+                    inside = false;
+                } else if inside && l.len() >= 40 {
+                    out.push(l.to_string());
+                }
+                if let Some(v) = l.trim().strip_prefix("client-key-data:") {
+                    out.push(v.trim()[..60.min(v.trim().len())].to_string());
+                }
+            }
+        }
+    }
+    out
+}
