@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::discover::NodePki;
 use crate::pki::kubeconfig::{self, Material};
 use crate::playbook::Playbook;
-use crate::probe::{Handshake, exchange};
+use crate::probe::{Handshake, request};
 use crate::transport::{FileData, Transport};
 
 /// What a node is to the checks: how to reach it, its address, what it holds.
@@ -165,6 +165,17 @@ pub fn checks(pb: &Playbook, nodes: &[NodeView], kubeconfig_servers: &BTreeMap<(
 
 /// Reads a check's material on the client's node and makes the exchange once.
 async fn run_once(t: &dyn Transport, c: &Check, timeout: Duration) -> Result<(), String> {
+    let path = c.path.as_deref().unwrap_or("/version");
+    let (status, _) = call(t, c, path, None, timeout).await?;
+    match (&c.path, status) {
+        (None, _) | (_, 200) => Ok(()),
+        (Some(p), s) => Err(format!("GET {p} answered HTTP {s}{}", if s == 400 { " (client certificate rejected)" } else { "" })),
+    }
+}
+
+/// One request along a check's edge with the client's own material, read fresh from its
+/// node: a GET of `path`, or a POST of the JSON `post`. Returns the status and the body.
+pub async fn call(t: &dyn Transport, c: &Check, path: &str, post: Option<&str>, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
     let mut wanted: Vec<String> = Vec::new();
     for s in [&c.trust, &c.cert, &c.key].into_iter().flatten() {
         let p = match s {
@@ -230,18 +241,8 @@ async fn run_once(t: &dyn Transport, c: &Check, timeout: Duration) -> Result<(),
     let trust = material(&c.trust)?;
     let cert = material(&c.cert)?;
     let key = material(&c.key)?;
-    let h = Handshake {
-        server_name: &c.server_name,
-        trust_pem: trust.as_deref(),
-        client_cert_pem: cert.as_deref(),
-        client_key_pem: key.as_deref(),
-        path: c.path.as_deref().unwrap_or("/version"),
-    };
-    let status = exchange(t, &c.host, c.port, &h, timeout).await?;
-    match (&c.path, status) {
-        (None, _) | (_, 200) => Ok(()),
-        (Some(p), s) => Err(format!("GET {p} answered HTTP {s}{}", if s == 400 { " (client certificate rejected)" } else { "" })),
-    }
+    let h = Handshake { server_name: &c.server_name, trust_pem: trust.as_deref(), client_cert_pem: cert.as_deref(), client_key_pem: key.as_deref(), path };
+    request(t, &c.host, c.port, &h, post, timeout).await
 }
 
 const PER_NODE: usize = 4;

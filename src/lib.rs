@@ -4,6 +4,7 @@
 pub mod check;
 pub mod cli;
 pub mod discover;
+pub mod etcd;
 pub mod error;
 pub mod execute;
 pub mod expiry;

@@ -92,9 +92,15 @@ pub struct Handshake<'a> {
     pub path: &'a str,
 }
 
-/// Makes a real TLS handshake to `host:port` from the node, then one HTTP request, and
+/// Makes a real TLS handshake to `host:port` from the node, then one HTTP GET, and
 /// returns the status code (a rejected client certificate in TLS 1.3 only shows on a read).
 pub async fn exchange(t: &dyn Transport, host: &str, port: u16, h: &Handshake<'_>, timeout: Duration) -> Result<u16, String> {
+    request(t, host, port, h, None, timeout).await.map(|(status, _)| status)
+}
+
+/// Like `exchange`, with `post` a JSON body to POST instead of a GET; returns the status and,
+/// for a POST, the answer's body (read until the server closes; JSON APIs answer briefly).
+pub async fn request(t: &dyn Transport, host: &str, port: u16, h: &Handshake<'_>, post: Option<&str>, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,12 +133,23 @@ pub async fn exchange(t: &dyn Transport, host: &str, port: u16, h: &Handshake<'_
     let work = async {
         let stream = t.dial(host, port).await.map_err(|e| e.message)?;
         let mut tls = connector.connect(name, stream).await.map_err(|e| format!("TLS handshake: {e}"))?;
-        let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kcert\r\nConnection: close\r\n\r\n", h.path, h.server_name);
+        let req = match post {
+            None => format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kcert\r\nConnection: close\r\n\r\n", h.path, h.server_name),
+            Some(body) => format!(
+                "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kcert\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                h.path,
+                h.server_name,
+                body.len()
+            ),
+        };
         tls.write_all(req.as_bytes()).await.map_err(|e| format!("TLS write: {e}"))?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
-        // The status line is enough; a server that keeps the connection open is not waited for.
-        while !buf.windows(2).any(|w| w == b"\r\n") {
+        // For a GET the status line is enough: a server that keeps the connection open is not waited for.
+        loop {
+            if post.is_none() && buf.windows(2).any(|w| w == b"\r\n") {
+                break;
+            }
             let n = tls.read(&mut chunk).await.map_err(|e| format!("TLS read (client certificate rejected?): {e}"))?;
             if n == 0 {
                 break;
@@ -141,7 +158,9 @@ pub async fn exchange(t: &dyn Transport, host: &str, port: u16, h: &Handshake<'_
         }
         let line = String::from_utf8_lossy(&buf);
         let status = line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
-        status.ok_or_else(|| format!("no HTTP answer (got {:?})", line.lines().next().unwrap_or("")))
+        let status = status.ok_or_else(|| format!("no HTTP answer (got {:?})", line.lines().next().unwrap_or("")))?;
+        let body = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| buf[i + 4..].to_vec()).unwrap_or_default();
+        Ok((status, body))
     };
     tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
 }

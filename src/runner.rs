@@ -427,8 +427,7 @@ impl Runner<'_> {
                     if done.restarted.contains(&(stage.to_string(), bi, o.node.clone(), c.clone())) {
                         continue;
                     }
-                    self.note(&o.node, format!("restarting {c}"));
-                    restart_component(t.as_ref(), self.playbook, self.overrides, c).await.map_err(|e| format!("{}: component {c}: {e}", o.node))?;
+                    self.restart(&o.node, t.as_ref(), c, b, "").await?;
                     self.rec(&Record::Restarted { node: o.node.clone(), component: c.clone(), at: At::step(stage, bi) })?;
                     n += 1;
                 }
@@ -441,6 +440,21 @@ impl Runner<'_> {
         stats.wait = w.elapsed().as_secs_f64();
         stats.checks = gate_result?;
         Ok(stats)
+    }
+
+    /// Restarts a component; an etcd member (health `etcd-quorum`) that leads hands its
+    /// leadership to another member first, so the writes in flight are not dropped with it.
+    async fn restart(&self, node: &str, t: &dyn Transport, component: &str, b: &Batch, why: &str) -> std::result::Result<(), String> {
+        let quorum = self.playbook.component(component).and_then(|c| c.health.as_deref()) == Some("etcd-quorum");
+        if quorum && let Some(c) = b.gates.iter().find(|c| c.from == node && c.to == node && quorum_edges(self.playbook).contains(&c.edge)) {
+            match crate::etcd::hand_off(t, c, self.patience.min(Duration::from_secs(15))).await {
+                Ok(Some(to)) => self.note(node, format!("etcd leadership handed to {to}")),
+                Ok(None) => {}
+                Err(e) => self.note(node, format!("could not hand etcd's leadership off ({e}); restarting it anyway")),
+            }
+        }
+        self.note(node, format!("restarting {component}{why}"));
+        restart_component(t, self.playbook, self.overrides, component).await.map_err(|e| format!("{node}: component {component}: {e}"))
     }
 
     /// The live checks of a batch (edges touching its nodes, etcd quorum from every member),
@@ -602,8 +616,7 @@ impl Runner<'_> {
                 for o in b.ops.iter().filter(|o| nodes.contains(o.node.as_str())) {
                     let t = self.t(&o.node)?;
                     for c in &o.restarts {
-                        self.note(&o.node, format!("restarting {c} (rollback)"));
-                        restart_component(t.as_ref(), self.playbook, self.overrides, c).await.map_err(|e| format!("{}: files restored, but restarting {c} failed: {e}", o.node))?;
+                        self.restart(&o.node, t.as_ref(), c, b, " (rollback)").await.map_err(|e| format!("files restored, but {e}"))?;
                         self.rec(&Record::Restarted { node: o.node.clone(), component: c.clone(), at: At { stage: Some(format!("{}-rollback", stage.id)), step: Some(bi) } })?;
                     }
                 }

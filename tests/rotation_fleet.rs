@@ -133,6 +133,10 @@ fn a_saved_plan_is_refused_after_a_node_changed_then_rotates_with_no_failed_hand
     applied.status(0).stdout_has("S5").stdout_has("kcert's own work");
     let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the rotation:\n{e}"));
     eprintln!("{probes}");
+    // Every member restarts in each of S2, S4 and S5, so the leader is handed off in each first.
+    let run_dir = std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path();
+    let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
+    assert!(log.matches("etcd leadership handed to").count() >= 3, "{log}");
     assert_rotated(f, &old, &plan_cas(&plan));
 }
 
