@@ -139,6 +139,15 @@ pub async fn health_command(t: &dyn Transport, cmd: &str, patience: Duration) ->
 /// starts or ends on this node. Returns the failed gate's description.
 async fn restart_and_gate(t: &dyn Transport, ctx: &Context<'_>, node: &str, components: &[String], journal: &Mutex<Journal>) -> Result<std::result::Result<Vec<CheckResult>, String>> {
     for c in components {
+        // An etcd member that leads hands its leadership off first (see etcd::hand_off).
+        if ctx.playbook.component(c).and_then(|x| x.health.as_deref()) == Some("etcd-quorum") {
+            let quorum = crate::plan::rotation::quorum_edges(ctx.playbook);
+            if let Some(check) = ctx.checks.iter().find(|k| k.from == node && k.to == node && quorum.contains(&k.edge))
+                && let Ok(Some(to)) = crate::etcd::hand_off(t, check, Duration::from_secs(15)).await
+            {
+                (ctx.observer)(&Step::Node { node: node.into(), what: format!("etcd leadership handed to {to}") });
+            }
+        }
         (ctx.observer)(&Step::Node { node: node.into(), what: format!("restarting {c}") });
         if let Err(e) = restart(t, ctx, c).await {
             return Ok(Err(format!("component {c}: {e}")));
