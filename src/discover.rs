@@ -269,7 +269,7 @@ fn classify(path: &str, bytes: &[u8], want: &Want, pki: &mut NodePki) -> Vec<(St
     let is_kubeconfig = match want.kind {
         Some(FileKind::Kubeconfig) => true,
         Some(_) => false,
-        None => !contains(bytes, b"-----BEGIN") && kubeconfig::looks_like_kubeconfig(bytes),
+        None => kubeconfig::looks_like_kubeconfig(bytes),
     };
     if is_kubeconfig {
         return read_kubeconfig(path, bytes, &base, pki);
@@ -305,10 +305,6 @@ fn no_cert_message(want: &Want, labels: &[String]) -> String {
 
 fn named_like_pem(path: &str) -> bool {
     [".crt", ".pem", ".cer"].iter().any(|e| path.ends_with(e))
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 fn push_certs(pki: &mut NodePki, path: &str, source: Source, field: Option<&kubeconfig::Field>, base: &str, certs: Vec<CertInfo>) {

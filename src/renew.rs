@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fleet::{Fleet, Target};
 use crate::gate::NodeView;
 use crate::pki::cert::{CertInfo, hex, parse_pem};
+use crate::pki::edit;
 use crate::pki::kubeconfig::{self, Material};
 use crate::pki::sign::{Renewed, Signer, Validity, key_matches};
 use crate::pki::find_issuer;
@@ -103,44 +104,6 @@ pub fn selection(pb: &Playbook, certs: &[String]) -> Result<BTreeSet<String>> {
         }
     }
     Ok(out)
-}
-
-/// Replaces the first CERTIFICATE block of a PEM text, every other byte kept (a key block
-/// sharing the file stays as it was).
-pub fn replace_first_cert(bytes: &[u8], new_pem: &str) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "not PEM text".to_string())?;
-    let begin = text.find("-----BEGIN CERTIFICATE-----").ok_or("no certificate block")?;
-    let end_marker = "-----END CERTIFICATE-----";
-    let end = text[begin..].find(end_marker).ok_or("unterminated certificate block")? + begin + end_marker.len();
-    let mut out = String::with_capacity(text.len());
-    out.push_str(&text[..begin]);
-    out.push_str(new_pem.trim_end_matches('\n'));
-    out.push_str(&text[end..]);
-    Ok(out.into_bytes())
-}
-
-/// The text with every CERTIFICATE block after the first removed (other blocks kept).
-pub fn drop_later_certs(bytes: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(bytes);
-    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
-    let Some(first) = text.find(end).map(|i| i + end.len()) else { return bytes.to_vec() };
-    let mut out = text[..first].to_string();
-    let mut rest = &text[first..];
-    while let Some(b) = rest.find(begin) {
-        out.push_str(rest[..b].trim_end_matches('\n'));
-        match rest[b..].find(end) {
-            Some(e) => rest = &rest[b + e + end.len()..],
-            None => {
-                rest = "";
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.into_bytes()
 }
 
 fn first_cert(bytes: &[u8], what: &str) -> Result<CertInfo, String> {
@@ -235,12 +198,14 @@ fn plan_cert(input: &NodeInput<'_>, name: &str, path: &str, key_path: Option<&st
         Err(e) => return Err(format!("{node}: {}: {e}", key_path.unwrap_or(path))),
     }
     let renewed = signer.resign(&leaf, v, extra_sans).map_err(|e| format!("{node}: {path}: {e}"))?;
-    let mut new = replace_first_cert(bytes, &renewed.pem).map_err(|e| format!("{node}: {path}: {e}"))?;
+    let mut certs = edit::cert_pems(bytes).map_err(|e| format!("{node}: {path}: {e}"))?;
+    certs[0] = renewed.pem.clone();
     // A self-signed kubelet cert comes with its own throwaway CA in the same file; once the
     // cluster CA signs the leaf, that CA is no part of the chain and is dropped.
     if rehome && find_issuer(&leaf, &[&signer.ca]).is_none() {
-        new = drop_later_certs(&new);
+        certs.truncate(1);
     }
+    let new = edit::set_certs(bytes, &certs).map_err(|e| format!("{node}: {path}: {e}"))?;
     Ok(Some(FileChange { path: path.to_string(), old: bytes.clone(), new, items: vec![item(name, None, &leaf, signer, &renewed)], readers: Vec::new() }))
 }
 
@@ -533,19 +498,6 @@ pub fn plan(g: &Gathered, opts: &RenewOptions) -> Result<Vec<NodePlan>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_certificate_block_is_replaced_and_the_key_kept() {
-        let text = "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nK\n-----END EC PRIVATE KEY-----\n";
-        let out = replace_first_cert(text.as_bytes(), "-----BEGIN CERTIFICATE-----\nNEW\n-----END CERTIFICATE-----\n").unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), text.replace("OLD", "NEW"));
-    }
-
-    #[test]
-    fn a_rehomed_leaf_drops_its_old_self_signed_ca() {
-        let text = "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nOLDCA\n-----END CERTIFICATE-----\n";
-        assert_eq!(String::from_utf8(drop_later_certs(text.as_bytes())).unwrap(), "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n");
-    }
 
     #[test]
     fn selection_knows_kubeadm_names_and_groups() {

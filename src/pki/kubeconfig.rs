@@ -97,9 +97,13 @@ struct RawUser {
     key_path: Option<String>,
 }
 
-/// True when the text has the shape of a kubeconfig (so scanned YAML files can be told apart).
+/// True when the text has the shape of a kubeconfig (so scanned YAML files can be told apart);
+/// PEM text never is one.
 pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
+    if text.contains("-----BEGIN") {
+        return false;
+    }
     let has = |key: &str| text.lines().any(|l| l.starts_with(key));
     (has("clusters:") || has("users:")) && (has("apiVersion:") || has("kind: Config") || has("contexts:"))
 }

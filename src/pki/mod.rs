@@ -3,6 +3,7 @@
 //! Must not: do I/O of any kind; callers hand it bytes.
 
 pub mod cert;
+pub mod edit;
 pub mod kubeconfig;
 pub mod sign;
 

@@ -5,7 +5,6 @@
 //! Must not: do I/O; callers build the model from discovered facts and carry out the steps.
 
 pub mod build;
-pub mod edit;
 pub mod prove;
 pub mod rotation;
 

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CaId, Content, FileId, Model, PLAN_VERSION, Plan, Stage, Step, build, edit, prove};
+use super::{CaId, Content, FileId, Model, PLAN_VERSION, Plan, Stage, Step, build, prove};
+use crate::pki::edit;
 use crate::discover::{NodePki, manifest_flags};
 use crate::gate::Check;
 use crate::pki::cert::{CertInfo, parse_pem};
@@ -818,7 +819,7 @@ impl<'a> Planner<'a> {
             (Some(_), None) => Action::Remove,
             _ => Action::Modify,
         };
-        let is_kubeconfig = old.is_some_and(kubeconfig::looks_like_kubeconfig) && old.is_some_and(|b| !String::from_utf8_lossy(b).contains("-----BEGIN"));
+        let is_kubeconfig = old.is_some_and(kubeconfig::looks_like_kubeconfig);
         let recipe = match (new, &key_of) {
             (None, _) => Recipe::Remove,
             (Some(_), Some(ca)) => Recipe::CaKey { ca: ca.clone() },
@@ -893,7 +894,7 @@ impl<'a> Planner<'a> {
                 return lines;
             }
         }
-        if kubeconfig::looks_like_kubeconfig(o) && !String::from_utf8_lossy(o).contains("-----BEGIN") {
+        if kubeconfig::looks_like_kubeconfig(o) {
             let (Ok(b), Ok(a)) = (kubeconfig::parse_kubeconfig(o), kubeconfig::parse_kubeconfig(n)) else {
                 return vec!["kubeconfig".into()];
             };

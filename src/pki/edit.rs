@@ -1,4 +1,4 @@
-//! Owns: the byte-level edits a rotation makes: a CA added to or pruned from a PEM bundle,
+//! Owns: the byte-level edits renew and rotate-ca make: a CA added to or pruned from a bundle,
 //! a file's certificate blocks replaced (key blocks kept byte for byte), a kubeconfig's
 //! `*-data` value rewritten in place, a static pod manifest's flag set.
 //! Must not: do I/O, or decode private-key blocks (they are located, never read).
@@ -6,8 +6,8 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::pki::cert::hex;
-use crate::pki::kubeconfig;
+use super::cert::hex;
+use super::kubeconfig;
 
 /// A PEM block located in a text: `start..end` covers the BEGIN line through the END line
 /// and the line break after it.
