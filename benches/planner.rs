@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use kcert::discover::NodePki;
 use kcert::fleet::Fleet;
-use kcert::plan::rotation::{self, Input, NewCaInput, NodeInput, Options};
+use kcert::plan::rotation::{self, Input, NodeInput, Options};
 use kcert::plan::{build, prove};
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -64,13 +64,7 @@ fn main() {
     let model_s = t.elapsed().as_secs_f64();
 
     let olds = rotation::old_cas(&input, &aliases).unwrap();
-    let news: Vec<NewCaInput> = olds
-        .iter()
-        .map(|o| {
-            let (cert_pem, key_pem) = kcert::pki::sign::successor_ca(&o.cert, 3650, now, None).unwrap();
-            NewCaInput { name: o.name.clone(), cert_pem, key_pem }
-        })
-        .collect();
+    let news = rotation::successors(&olds, 3650, now, None).unwrap();
     let t = Instant::now();
     let plan = rotation::plan(&input, olds, news).unwrap_or_else(|e| panic!("{}", e.join("\n")));
     let plan_s = t.elapsed().as_secs_f64();

@@ -63,13 +63,18 @@ fn parse_identity(stdout: &str) -> Result<(u32, f64), String> {
     Ok((uid, clock))
 }
 
+/// Who commands run as on the node and how far its clock is off the operator's, in seconds
+/// (positive: ahead); the outer error is the node's, the inner one an answer kcert cannot read.
+async fn identity(t: &dyn Transport) -> NodeResult<Result<(u32, f64), String>> {
+    let before = unix_now();
+    let out = t.run(IDENTITY_SCRIPT).await?;
+    let after = unix_now();
+    Ok(parse_identity(&out.stdout_text()).map(|(uid, remote)| (uid, remote - (before + after) / 2.0)))
+}
+
 /// How far the node's clock is off the operator's, in seconds (positive: ahead).
 pub async fn clock_skew(t: &dyn Transport) -> Result<f64, String> {
-    let before = unix_now();
-    let out = t.run(IDENTITY_SCRIPT).await.map_err(|e| e.message)?;
-    let (_, remote) = parse_identity(&out.stdout_text())?;
-    let after = unix_now();
-    Ok(remote - (before + after) / 2.0)
+    identity(t).await.map_err(|e| e.message)?.map(|(_, skew)| skew)
 }
 
 fn unix_now() -> f64 {
@@ -117,18 +122,15 @@ fn failed_row(target: &Target, f: NodeFailure) -> CheckRow {
 async fn check_node(t: &dyn Transport, target: &Target, playbook: Option<&Playbook>, embedded: &[Playbook], extra_paths: &[String]) -> CheckRow {
     let mut row = CheckRow { node: target.name.clone(), user: t.user(), reachable: true, host_key_ok: true, authenticated: true, ..Default::default() };
     if !t.offline() {
-        let before = unix_now();
-        match t.run(IDENTITY_SCRIPT).await {
+        match identity(t).await {
             Err(f) => {
                 let mut failed = failed_row(target, f);
                 failed.user = row.user;
                 return failed;
             }
-            Ok(out) => match parse_identity(&out.stdout_text()) {
+            Ok(answer) => match answer {
                 Err(e) => row.problems.push(e),
-                Ok((uid, remote)) => {
-                    let after = unix_now();
-                    let skew = remote - (before + after) / 2.0;
+                Ok((uid, skew)) => {
                     row.clock_skew_seconds = Some(skew);
                     if skew.abs() > MAX_SKEW.as_secs_f64() {
                         row.problems.push(format!("clock is {skew:+.0}s off the operator's clock (more than {}s)", MAX_SKEW.as_secs()));

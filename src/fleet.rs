@@ -114,6 +114,14 @@ impl Fleet {
 
     /// Runs `job` on every node, at most `concurrency` at once; results come back in
     /// inventory order whatever order the nodes finish in.
+    /// The directory a local run reads (`--root`), if it is one.
+    pub fn root(&self) -> Option<PathBuf> {
+        self.targets.iter().find_map(|t| match &t.connect {
+            Connect::Local { root } => root.clone(),
+            Connect::Ssh(_) => None,
+        })
+    }
+
     pub async fn run<T, F, Fut>(&self, observer: Observer<'_>, job: F) -> Vec<(Target, NodeResult<T>)>
     where
         F: Fn(Arc<dyn Transport>, Target) -> Fut,

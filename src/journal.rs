@@ -101,6 +101,17 @@ pub enum Record {
     RolledBack { at: String, status: String, message: String },
 }
 
+/// An id that sorts by time and does not collide: `<UTC stamp>-<what>-<6 hex>` (runs, plans).
+pub fn stamped_id(what: &str, now: i64) -> Result<String> {
+    let stamp = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| t.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).ok())
+        .unwrap_or_else(|| now.to_string());
+    let mut rnd = [0u8; 3];
+    rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut rnd).map_err(|_| Error::Runtime("no randomness".into()))?;
+    Ok(format!("{stamp}-{what}-{}", crate::pki::cert::hex(&rnd)))
+}
+
 /// The state dir: `--state-dir`, else `$XDG_STATE_HOME/kcert`, else `~/.local/state/kcert`.
 pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = flag {
@@ -117,6 +128,8 @@ pub struct Journal {
     pub run_id: String,
     pub dir: PathBuf,
     file: std::fs::File,
+    /// `run.log` beside it: what happened, for a person; opened on the first line.
+    log: Option<std::fs::File>,
     /// Held while the journal is open: one kcert at a time drives a run.
     _lock: std::fs::File,
 }
@@ -134,13 +147,7 @@ fn lock(dir: &Path, run_id: &str) -> Result<std::fs::File> {
 impl Journal {
     /// A new run folder `runs/<run-id>` (0700) with an empty journal (0600).
     pub fn create(state_dir: &Path, command: &str, now: i64) -> Result<Journal> {
-        let stamp = time::OffsetDateTime::from_unix_timestamp(now)
-            .ok()
-            .and_then(|t| t.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).ok())
-            .unwrap_or_else(|| now.to_string());
-        let mut rnd = [0u8; 3];
-        rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut rnd).map_err(|_| Error::Runtime("no randomness".into()))?;
-        let run_id = format!("{stamp}-{command}-{}", crate::pki::cert::hex(&rnd));
+        let run_id = stamped_id(command, now)?;
         let dir = state_dir.join("runs").join(&run_id);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::input(format!("state dir {}", state_dir.display()), format!("cannot create the run folder: {e}")))?;
         let file = std::fs::OpenOptions::new()
@@ -153,7 +160,7 @@ impl Journal {
             let _ = d.sync_all();
         }
         let _lock = lock(&dir, &run_id)?;
-        Ok(Journal { run_id, dir, file, _lock })
+        Ok(Journal { run_id, dir, file, log: None, _lock })
     }
 
     /// Appends a record and waits until it is on disk.
@@ -161,6 +168,16 @@ impl Journal {
         let mut line = serde_json::to_vec(rec).expect("records serialize");
         line.push(b'\n');
         self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))
+    }
+
+    /// Appends a timestamped line to the run log (best effort: the journal is the record).
+    pub fn log(&mut self, line: &str) {
+        if self.log.is_none() {
+            self.log = crate::store::open_private_log(&self.dir.join("run.log")).ok();
+        }
+        if let Some(f) = &mut self.log {
+            let _ = writeln!(f, "{} {line}", crate::render::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()));
+        }
     }
 
     /// Every record written so far.
@@ -173,7 +190,7 @@ impl Journal {
         let dir = run_dir(state_dir, run_id)?;
         let _lock = lock(&dir, run_id)?;
         let file = std::fs::OpenOptions::new().append(true).open(dir.join("journal.jsonl")).map_err(|e| Error::input(format!("run {run_id}"), format!("cannot open its journal: {e}")))?;
-        Ok(Journal { run_id: run_id.to_string(), dir, file, _lock })
+        Ok(Journal { run_id: run_id.to_string(), dir, file, log: None, _lock })
     }
 }
 

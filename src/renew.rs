@@ -577,10 +577,7 @@ pub async fn apply(p: &Prepared, fleet: &Fleet, opts: &ApplyOptions, observer: &
     let mut journal = Journal::create(&opts.state_dir, "renew", opts.now)?;
     let target = TargetRecord {
         inventory: fleet.inventory.clone(),
-        root: fleet.targets.iter().find_map(|t| match &t.connect {
-            crate::fleet::Connect::Local { root } => root.clone(),
-            _ => None,
-        }),
+        root: fleet.root(),
         nodes: p.plans.iter().filter(|n| !n.changes.is_empty()).map(|n| n.node.clone()).collect(),
     };
     journal.record(&Record::RunStarted { run_id: journal.run_id.clone(), command: "renew".into(), at: crate::render::rfc3339(opts.now), target })?;

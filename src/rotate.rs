@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::fleet::{Connect, Fleet};
+use crate::fleet::Fleet;
 use crate::gate::{self, NodeView};
 use crate::journal::{self, Journal, Record, TargetRecord};
 use crate::pki::cert::parse_pem;
-use crate::pki::sign::{KeyType, key_matches, successor_ca};
-use crate::plan::rotation::{self, Input, NewCaInput, NodeInput, Options, PlanTarget, RotationPlan};
+use crate::pki::sign::{KeyType, key_matches};
+use crate::plan::rotation::{self, Input, NodeInput, Options, PlanTarget, RotationPlan};
 use crate::playbook::Playbook;
 use crate::renew::{Gathered, gather, node_sans};
 use crate::runner::{Done, Event, OnFailure, RunReport, Runner};
@@ -41,32 +41,29 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
-fn target_of(fleet: &Fleet) -> PlanTarget {
-    PlanTarget {
-        inventory: fleet.inventory.clone(),
-        root: fleet.targets.iter().find_map(|t| match &t.connect {
-            Connect::Local { root } => root.clone(),
-            _ => None,
-        }),
-    }
-}
-
-fn plan_id(now: i64) -> Result<String> {
-    let mut rnd = [0u8; 3];
-    rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut rnd).map_err(|_| Error::Runtime("no randomness".into()))?;
-    let stamp = time::OffsetDateTime::from_unix_timestamp(now)
-        .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).ok())
-        .unwrap_or_else(|| now.to_string());
-    Ok(format!("plan-{stamp}-{}", crate::pki::cert::hex(&rnd)))
-}
-
 /// Gathers the fleet, makes the new CAs and the whole plan, proves it. Nothing is changed.
 pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions) -> Result<Prepared> {
     let gathered = gather(fleet, extra_paths).await?;
     let pb = &gathered.playbook;
     let Some(rot) = &pb.rotation else {
         return Err(Error::input(format!("distribution {}", pb.name), "its playbook has no `rotation` section: kcert does not know how to rotate its CAs yet"));
+    };
+    // Without --ca, a CA the cluster does not have (kubeadm 1.8 had no etcd CA) is skipped, and said so.
+    let mut notes = Vec::new();
+    let aliases: Vec<String> = if opts.cas.is_empty() {
+        rot.cas
+            .iter()
+            .filter(|(a, f)| {
+                let present = gathered.nodes.iter().any(|n| n.pki.named.contains_key(*f));
+                if !present {
+                    notes.push(format!("no {a} CA ({f}) on any node: nothing of it to rotate"));
+                }
+                present
+            })
+            .map(|(a, _)| a.clone())
+            .collect()
+    } else {
+        opts.cas.clone()
     };
     let offline = gathered.nodes.iter().all(|n| n.t.offline());
     let nodes: Vec<NodeInput<'_>> = gathered
@@ -81,53 +78,28 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
             node_sans: node_sans(n),
         })
         .collect();
-    let checks = if offline { Vec::new() } else { gate::checks(pb, &gathered.views(), &gathered.kubeconfig_servers()) };
-    let explicit = !opts.cas.is_empty();
-    let wanted: Vec<String> = if explicit { opts.cas.clone() } else { rot.cas.keys().cloned().collect() };
     let input = Input {
         playbook: pb,
-        target: target_of(fleet),
+        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() },
         nodes,
-        checks,
-        opts: Options { cas: wanted.clone(), ca_days: opts.ca_days, leaf_days: opts.leaf_days, key_type: opts.key_type, batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1), kubernetes_api: fleet.kubernetes_api, offline },
-        id: plan_id(opts.now)?,
+        checks: if offline { Vec::new() } else { gate::checks(pb, &gathered.views(), &gathered.kubeconfig_servers()) },
+        opts: Options { cas: aliases.clone(), ca_days: opts.ca_days, leaf_days: opts.leaf_days, key_type: opts.key_type, batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1), kubernetes_api: fleet.kubernetes_api, offline },
+        id: journal::stamped_id("plan", opts.now)?,
         cluster: fleet.cluster.clone(),
         now: opts.now,
     };
-    let mut notes = Vec::new();
-    // Without --ca, a CA the cluster does not have (kubeadm 1.8 had no etcd CA) is skipped, and said so.
-    let aliases: Vec<String> = if explicit {
-        wanted
-    } else {
-        wanted
-            .into_iter()
-            .filter(|a| {
-                let f = &rot.cas[a];
-                let present = input.nodes.iter().any(|n| n.pki.named.contains_key(f));
-                if !present {
-                    notes.push(format!("no {a} CA ({f}) on any node: nothing of it to rotate"));
-                }
-                present
-            })
-            .collect()
-    };
-    let olds = rotation::old_cas(&input, &aliases).map_err(|p| Error::input("rotate-ca", format!("nothing was changed:\n  {}", p.join("\n  "))))?;
-    let mut news = Vec::new();
-    let mut keys = BTreeMap::new();
-    for o in &olds {
-        let (cert_pem, key_pem) = successor_ca(&o.cert, opts.ca_days, opts.now, opts.key_type).map_err(|e| Error::Runtime(format!("making the new {} CA: {e}", o.alias)))?;
-        keys.insert(o.name.clone(), key_pem.clone());
-        news.push(NewCaInput { name: o.name.clone(), cert_pem, key_pem });
-    }
-    let mut input = input;
-    input.opts.cas = aliases;
-    let mut plan = rotation::plan(&input, olds, news).map_err(|p| Error::input("rotate-ca", format!("nothing was changed:\n  {}", p.join("\n  "))))?;
-    plan.notes.splice(0..0, notes);
-    drop(input);
+    let refused = |p: Vec<String>| Error::input("rotate-ca", format!("nothing was changed:\n  {}", p.join("\n  ")));
+    let olds = rotation::old_cas(&input, &aliases).map_err(refused)?;
+    // Checked before any key is made: what a rotation cannot fix refuses it.
     let (refuse, warnings) = file_checks(&gathered, opts.now);
     if !refuse.is_empty() {
         return Err(Error::input("rotate-ca", format!("the cluster's files do not verify; nothing was changed:\n  {}", refuse.join("\n  "))));
     }
+    let news = rotation::successors(&olds, opts.ca_days, opts.now, opts.key_type).map_err(Error::Runtime)?;
+    let keys = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
+    let mut plan = rotation::plan(&input, olds, news).map_err(refused)?;
+    drop(input);
+    plan.notes.splice(0..0, notes);
     Ok(Prepared { gathered, plan, keys, warnings })
 }
 
@@ -227,8 +199,14 @@ pub struct RunOptions<'a> {
     pub observer: &'a (dyn Fn(&Event) + Sync),
 }
 
-fn views(g: &Gathered) -> Vec<NodeView> {
-    g.views()
+#[allow(clippy::too_many_arguments)]
+fn runner<'a>(plan: &'a RotationPlan, playbook: &'a Playbook, nodes: Vec<NodeView>, fleet: &'a Fleet, keys: &'a BTreeMap<String, String>, journal: Journal, opts: &RunOptions<'a>, on_failure: OnFailure) -> Runner<'a> {
+    Runner { plan, playbook, nodes, overrides: &fleet.overrides, keys, journal: Mutex::new(journal), patience: opts.patience, concurrency: fleet.concurrency, on_failure, observer: opts.observer }
+}
+
+/// The playbook a fleet from an inventory or a run's target carries (it always has one).
+fn playbook(fleet: &Fleet) -> Result<&Playbook> {
+    fleet.playbook.as_ref().ok_or_else(|| Error::Usage("no distribution known for these nodes (pass --distribution)".into()))
 }
 
 /// A new run of a prepared plan: the run folder gets the plan and the keys (0600), the journal
@@ -241,7 +219,7 @@ pub async fn start(plan: &RotationPlan, keys: &BTreeMap<String, String>, g: &Gat
     let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), nodes: g.nodes.iter().map(|n| n.target.name.clone()).collect() };
     j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: "rotate-ca".into(), at: crate::render::rfc3339(now), target })?;
     j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::renew::sha256(&json) })?;
-    let runner = Runner { plan, playbook: &g.playbook, nodes: views(g), overrides: &fleet.overrides, keys, journal: Mutex::new(j), patience: opts.patience, concurrency: fleet.concurrency, on_failure: opts.on_failure, observer: opts.observer };
+    let runner = runner(plan, &g.playbook, g.views(), fleet, keys, j, opts, opts.on_failure);
     Ok(runner.run(&Done::default()).await)
 }
 
@@ -301,22 +279,21 @@ pub async fn connect(fleet: &Fleet, plan: &RotationPlan) -> Result<Vec<NodeView>
 }
 
 /// Carries an interrupted (or paused, or stopped) run on from its journal.
-pub async fn resume(e: &Existing, fleet: &Fleet, playbook: &Playbook, opts: &RunOptions<'_>) -> Result<RunReport> {
+pub async fn resume(e: &Existing, fleet: &Fleet, opts: &RunOptions<'_>) -> Result<RunReport> {
     let views = connect(fleet, &e.plan).await?;
     let j = Journal::reopen(&opts.state_dir, &e.run_id)?;
     let done = crate::runner::done(&e.records);
-    let runner = Runner { plan: &e.plan, playbook, nodes: views, overrides: &fleet.overrides, keys: &e.keys, journal: Mutex::new(j), patience: opts.patience, concurrency: fleet.concurrency, on_failure: opts.on_failure, observer: opts.observer };
-    Ok(runner.run(&done).await)
+    Ok(runner(&e.plan, playbook(fleet)?, views, fleet, &e.keys, j, opts, opts.on_failure).run(&done).await)
 }
 
 /// Undoes a rotate-ca run's stages from the last down to `to_stage` (S0: everything).
-pub async fn rollback(e: &Existing, fleet: &Fleet, playbook: &Playbook, to_stage: &str, opts: &RunOptions<'_>) -> Result<RunReport> {
+pub async fn rollback(e: &Existing, fleet: &Fleet, to_stage: &str, opts: &RunOptions<'_>) -> Result<RunReport> {
     let Some(to) = e.plan.stages.iter().position(|s| s.id.eq_ignore_ascii_case(to_stage)) else {
         return Err(Error::Usage(format!("--to-stage {to_stage}: the plan's stages are {}", e.plan.stages.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "))));
     };
     let views = connect(fleet, &e.plan).await?;
     let j = Journal::reopen(&opts.state_dir, &e.run_id)?;
-    let runner = Runner { plan: &e.plan, playbook, nodes: views, overrides: &fleet.overrides, keys: &e.keys, journal: Mutex::new(j), patience: opts.patience, concurrency: fleet.concurrency, on_failure: OnFailure::Pause, observer: opts.observer };
+    let runner = runner(&e.plan, playbook(fleet)?, views, fleet, &e.keys, j, opts, OnFailure::Pause);
     let report = runner.rollback(to).await;
     let now = crate::render::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
     let (status, message) = match &report.failure {

@@ -187,11 +187,7 @@ impl Runner<'_> {
             Event::StepDone { stage, index, ok } => format!("{stage} step {} {}", index + 1, if *ok { "done" } else { "FAILED" }),
             Event::Note { message } => message.clone(),
         };
-        let j = self.journal.lock().expect("journal lock");
-        if let Ok(mut f) = crate::store::open_private_log(&j.dir.join("run.log")) {
-            use std::io::Write;
-            let _ = writeln!(f, "{} {line}", crate::render::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()));
-        }
+        self.journal.lock().expect("journal lock").log(&line);
     }
 
     fn note(&self, node: &str, what: impl Into<String>) {

@@ -11,7 +11,7 @@ const SETS: &[&str] = &["kubeadm-zetaoss-zeta-linux", "kubeadm-Eddicson-testdevo
 
 #[test]
 fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_order_refused() {
-    use kcert::plan::rotation::{self, Input, NewCaInput, NodeInput, Options};
+    use kcert::plan::rotation::{self, Input, NodeInput, Options};
     for set in SETS {
         let root = common::real_world().join(set);
         let fleet = Fleet::local(Some(root), Some(kcert::playbook::load("kubeadm").unwrap())).unwrap();
@@ -25,13 +25,7 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
         // The v1.8 set has no etcd CA: rotate what it has.
         let aliases: Vec<String> = all.into_iter().filter(|a| rotation::old_cas(&input, std::slice::from_ref(a)).is_ok()).collect();
         let olds = rotation::old_cas(&input, &aliases).unwrap_or_else(|e| panic!("{set}: {e:?}"));
-        let news: Vec<NewCaInput> = olds
-            .iter()
-            .map(|o| {
-                let (cert_pem, key_pem) = kcert::pki::sign::successor_ca(&o.cert, 3650, now, None).unwrap();
-                NewCaInput { name: o.name.clone(), cert_pem, key_pem }
-            })
-            .collect();
+        let news = rotation::successors(&olds, 3650, now, None).unwrap();
         let keys: Vec<String> = news.iter().map(|n| n.key_pem.clone()).collect();
         let p = rotation::plan(&input, olds, news).unwrap_or_else(|e| panic!("{set}: {}", e.join("\n")));
         let text = serde_json::to_string(&p).unwrap();

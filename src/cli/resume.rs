@@ -33,11 +33,10 @@ pub async fn run(args: ResumeArgs) -> Result<Outcome> {
         return Err(Error::input(format!("run {run_id}"), "it finished; there is nothing to resume"));
     }
     let fleet = super::fleet_of(args.inventory.as_ref().or(e.target.inventory.as_ref()), e.target.root.as_ref(), &e.plan.distribution)?;
-    let playbook = fleet.playbook.clone().map(Ok).unwrap_or_else(|| crate::playbook::load(&e.plan.distribution))?;
     let left: usize = e.plan.stages.iter().flat_map(|s| s.steps.iter().enumerate().map(move |(i, _)| (s.id.clone(), i))).filter(|k| !done.steps.contains(k)).count();
     confirm(args.run.yes, &format!("Resume run {run_id} (plan {}): {left} steps left?", e.plan.id), |_| Ok(()))?;
     let progress = stage_progress(&e.plan, "resuming");
-    let report = crate::rotate::resume(&e, &fleet, &playbook, &RunOptions { state_dir, patience: args.run.gate_timeout, on_failure: args.run.on_failure.into(), observer: &|ev| progress.observe(ev) }).await;
+    let report = crate::rotate::resume(&e, &fleet, &RunOptions { state_dir, patience: args.run.gate_timeout, on_failure: args.run.on_failure.into(), observer: &|ev| progress.observe(ev) }).await;
     drop(progress);
     let report = report?;
     print(|out| render::stage_report(&report, args.output, out))?;

@@ -5,8 +5,6 @@ use clap::Args;
 
 use super::{confirm, print, stage_progress, step_progress};
 use crate::error::{Error, Outcome, Result};
-use crate::fleet::Fleet;
-use crate::inventory::{self, LoadOptions};
 use crate::journal::{self, Record};
 use crate::render::{self, Format};
 
@@ -49,23 +47,16 @@ pub async fn run(args: RollbackArgs) -> Result<Outcome> {
     if command == "rotate-ca" {
         let e = crate::rotate::existing(&state_dir, &run_id)?;
         let fleet = super::fleet_of(args.inventory.as_ref().or(target.inventory.as_ref()), target.root.as_ref(), &e.plan.distribution)?;
-        let playbook = fleet.playbook.clone().map(Ok).unwrap_or_else(|| crate::playbook::load(&e.plan.distribution))?;
         confirm(args.yes, &format!("Roll back {which} ({command}, started {at}) to the start of {}: restore its files on {}?", args.to_stage.to_uppercase(), target.nodes.join(", ")), |_| Ok(()))?;
         let progress = stage_progress(&e.plan, "rolling back");
         let opts = crate::rotate::RunOptions { state_dir: state_dir.clone(), patience: args.gate_timeout, on_failure: crate::runner::OnFailure::Pause, observer: &|ev| progress.observe(ev) };
-        let report = crate::rotate::rollback(&e, &fleet, &playbook, &args.to_stage, &opts).await;
+        let report = crate::rotate::rollback(&e, &fleet, &args.to_stage, &opts).await;
         drop(progress);
         let report = report?;
         print(|out| render::stage_report(&report, args.output, out))?;
         return Ok(if report.failure.is_some() { Outcome::NodeFailures } else { Outcome::Clean });
     }
-    let fleet = match (&args.inventory, &target.inventory, &target.root) {
-        (Some(inv), _, _) | (None, Some(inv), _) => {
-            let inv = inventory::load(inv, &LoadOptions::default())?;
-            Fleet::from_inventory(&inv, &[], None)?
-        }
-        (None, None, root) => Fleet::local(root.clone(), Some(crate::playbook::load("kubeadm")?))?,
-    };
+    let fleet = super::fleet_of(args.inventory.as_ref().or(target.inventory.as_ref()), target.root.as_ref(), "kubeadm")?;
     let files = records.iter().filter(|r| matches!(r, Record::Backup { .. })).count();
     confirm(args.yes, &format!("Roll back {which} ({command}, started {at}): restore {files} files on {}?", target.nodes.join(", ")), |_| Ok(()))?;
     let progress = step_progress(target.nodes.len(), "restoring");

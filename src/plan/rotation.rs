@@ -228,9 +228,9 @@ pub struct ApiCall {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Proof {
+    /// Trust edges checked, and the writes and restarts they were checked after.
     pub edges: usize,
     pub steps: usize,
-    pub boundaries: usize,
 }
 
 impl RotationPlan {
@@ -395,6 +395,16 @@ pub fn old_cas(input: &Input<'_>, aliases: &[String]) -> Result<Vec<OldCa>, Vec<
         out.push(OldCa { alias: alias.clone(), name: name.clone(), id: id.clone(), cert: cert.clone(), key_name });
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// A successor for each old CA (same key type and size unless `key_type`), valid `days`.
+pub fn successors(olds: &[OldCa], days: u32, now: i64, key_type: Option<KeyType>) -> Result<Vec<NewCaInput>, String> {
+    olds.iter()
+        .map(|o| {
+            let (cert_pem, key_pem) = crate::pki::sign::successor_ca(&o.cert, days, now, key_type).map_err(|e| format!("making the new {} CA: {e}", o.alias))?;
+            Ok(NewCaInput { name: o.name.clone(), cert_pem, key_pem })
+        })
+        .collect()
 }
 
 /// What the planner keeps per rotated CA.
@@ -566,28 +576,36 @@ impl<'a> Planner<'a> {
         kc.references.iter().find(|r| r.field.key == "certificate-authority").map(|r| kubeconfig::resolve_reference(kc_path, &r.path))
     }
 
-    /// S2 on one node: every trust holding an old CA also holds its successor.
-    fn trust_both(&mut self, node: &str, p: &mut Pending) {
+    /// Every trust on a node (bundle or kubeconfig CA data) that holds an old CA: with `adding`
+    /// (S2) its successor is added where missing; without (S5) the old CA is pruned where the
+    /// successor is there. The bytes and the model change together.
+    fn retrust(&mut self, node: &str, p: &mut Pending, adding: bool) {
         for (path, content) in self.model_files(node) {
-            let adds: Vec<usize> = match &content {
+            let picked: Vec<usize> = match &content {
                 Content::Trust { cas } | Content::Kubeconfig { trusts: cas, .. } => {
-                    (0..self.rots.len()).filter(|&i| cas.contains(&self.rots[i].old.id) && !cas.contains(&self.rots[i].new_id)).collect()
+                    (0..self.rots.len()).filter(|&i| cas.contains(&self.rots[i].old.id) && cas.contains(&self.rots[i].new_id) != adding).collect()
                 }
                 Content::Leaf { .. } => Vec::new(),
             };
-            if adds.is_empty() {
+            if picked.is_empty() {
                 continue;
             }
-            for &i in &adds {
+            for &i in &picked {
                 let (pem, sha) = (self.rots[i].new_pem.clone(), self.rots[i].old.cert.sha256.clone());
+                let change = |b: &[u8]| if adding { edit::add_cert(b, &pem) } else { edit::remove_cert(b, &sha) };
                 match &content {
-                    Content::Trust { .. } => self.edit(p, node, &path, |b| edit::add_cert(b, &pem)),
-                    _ => self.kubeconfig_trust(node, &path, p, &sha, |b| edit::add_cert(b, &pem)),
+                    Content::Trust { .. } => self.edit(p, node, &path, change),
+                    _ => self.kubeconfig_trust(node, &path, p, &sha, change),
                 }
             }
-            let ids: Vec<CaId> = adds.iter().map(|&i| self.rots[i].new_id.clone()).collect();
-            p.model.insert(path, add_trust(&content, &ids));
+            let ids: Vec<CaId> = picked.iter().map(|&i| if adding { self.rots[i].new_id.clone() } else { self.rots[i].old.id.clone() }).collect();
+            p.model.insert(path, if adding { add_trust(&content, &ids) } else { drop_trust(&content, &ids) });
         }
+    }
+
+    /// S2 on one node: every trust holding an old CA also holds its successor.
+    fn trust_both(&mut self, node: &str, p: &mut Pending) {
+        self.retrust(node, p, true);
         // The CA files themselves on the nodes that hold the key, even where nothing reads them as trust.
         for i in 0..self.rots.len() {
             if let Some((cert, _)) = self.holder(i, node) {
@@ -759,26 +777,7 @@ impl<'a> Planner<'a> {
     /// S5 on one node: trusts drop the old CA; the CA files become the new CA and its key;
     /// the signing pair points back at them.
     fn prune(&mut self, node: &str, p: &mut Pending) {
-        for (path, content) in self.model_files(node) {
-            let drops: Vec<usize> = match &content {
-                Content::Trust { cas } | Content::Kubeconfig { trusts: cas, .. } => {
-                    (0..self.rots.len()).filter(|&i| cas.contains(&self.rots[i].old.id) && cas.contains(&self.rots[i].new_id)).collect()
-                }
-                Content::Leaf { .. } => Vec::new(),
-            };
-            if drops.is_empty() {
-                continue;
-            }
-            for &i in &drops {
-                let sha = self.rots[i].old.cert.sha256.clone();
-                match &content {
-                    Content::Trust { .. } => self.edit(p, node, &path, |b| edit::remove_cert(b, &sha)),
-                    _ => self.kubeconfig_trust(node, &path, p, &sha, |b| edit::remove_cert(b, &sha)),
-                }
-            }
-            let ids: Vec<CaId> = drops.iter().map(|&i| self.rots[i].old.id.clone()).collect();
-            p.model.insert(path, drop_trust(&content, &ids));
-        }
+        self.retrust(node, p, false);
         for i in 0..self.rots.len() {
             if let Some((cert, key)) = self.holder(i, node) {
                 let (pem, sha) = (self.rots[i].new_pem.clone(), self.rots[i].old.cert.sha256.clone());
@@ -1063,8 +1062,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 continue;
             }
         };
-        let old_pem =
-            edit::cert_pems(format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", b64_lines(&old.cert.der)).as_bytes()).ok().and_then(|v| v.into_iter().next()).unwrap_or_default();
+        let old_pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", b64_lines(&old.cert.der));
         rots.push(Rot { new_id: format!("{}@{}", old.name, &new_cert.sha256[..8]), new_pem: n.cert_pem.clone(), key_pem: n.key_pem.clone(), old_pem, new_cert, signer, old });
     }
     if !problems.is_empty() {
@@ -1248,8 +1246,8 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 clean.nodes.push(node.clone());
                 clean.ops.push(NodeOps { node, files, restarts: Vec::new(), model: Vec::new() });
             }
-            clean.nodes.sort_by_key(|n| input.nodes.iter().position(|x| &x.name == n));
-            clean.ops.sort_by_key(|o| input.nodes.iter().position(|x| x.name == o.node));
+            clean.nodes.sort_by_key(|n| planner.index[n]);
+            clean.ops.sort_by_key(|o| planner.index[&o.node]);
             if !clean.ops.is_empty() {
                 steps.push(StepPlan::Batch(clean));
             }
@@ -1322,8 +1320,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         }
         Err(v) => return Err(vec![format!("the plan was refused by its proof: {v}")]),
     }
-    plan.proof =
-        Proof { edges: planner.model.edges.len(), steps: mp.stages.iter().map(|s| s.steps.len()).sum(), boundaries: plan.stages.iter().map(|s| s.steps.len()).sum::<usize>() + plan.stages.len() };
+    plan.proof = Proof { edges: planner.model.edges.len(), steps: mp.stages.iter().map(|s| s.steps.len()).sum() };
     Ok(plan)
 }
 
