@@ -259,7 +259,12 @@ impl Runner<'_> {
                             ));
                         } else {
                             let w = Instant::now();
-                            match self.rollback_stage(si).await {
+                            let records = self.journal.lock().expect("journal lock").records();
+                            let undone = match records {
+                                Ok(records) => self.rollback_stage(si, &records).await,
+                                Err(e) => Err(format!("the journal cannot be read back: {e}")),
+                            };
+                            match undone {
                                 Ok(()) => {
                                     out.status = "rolled back".into();
                                     report.failure = Some(format!("{at}: {why}; stage {} was rolled back: its files are as they were at its start and their components restarted; the run stopped", stage.id));
@@ -577,10 +582,10 @@ impl Runner<'_> {
 
     /// Undoes stage `si` in reverse step order: each step's files back from the node's
     /// backups (sha256 checked), created files removed, its components restarted, its gate.
-    pub async fn rollback_stage(&self, si: usize) -> std::result::Result<(), String> {
+    /// `records` is the journal so far (undoing one stage does not change another's backups).
+    async fn rollback_stage(&self, si: usize, records: &[Record]) -> std::result::Result<(), String> {
         let stage = &self.plan.stages[si];
-        let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
-        let live = live_backups(&records, &stage.id);
+        let live = live_backups(records, &stage.id);
         let written: BTreeMap<(String, String), String> = records
             .iter()
             .filter_map(|r| match r {
@@ -703,7 +708,7 @@ impl Runner<'_> {
             }
             let t0 = Instant::now();
             self.emit(&Event::Stage { id: format!("{} rollback", s.id), name: s.name.clone() });
-            match self.rollback_stage(si).await {
+            match self.rollback_stage(si, &records).await {
                 Ok(()) => out.status = "rolled back".into(),
                 Err(e) => {
                     out.status = "failed".into();
