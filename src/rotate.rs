@@ -140,11 +140,12 @@ pub fn load_plan(path: &Path) -> Result<RotationPlan> {
     let what = format!("plan {}", path.display());
     let text = std::fs::read(path).map_err(|e| Error::input(what.clone(), e.to_string()))?;
     let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::InputAt { file: path.to_path_buf(), line: e.line() as u64, column: e.column() as u64, message: format!("not a kcert plan: {e}") })?;
+    let field = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "missing".into());
     if v.get("kind").and_then(|k| k.as_str()) != Some(rotation::KIND) {
-        return Err(Error::input(what, format!("not a {} plan (kind {:?})", rotation::KIND, v.get("kind"))));
+        return Err(Error::input(what, format!("not a {} plan (its kind is {})", rotation::KIND, field("kind"))));
     }
     if v.get("version").and_then(|k| k.as_u64()) != Some(u64::from(crate::plan::PLAN_VERSION)) {
-        return Err(Error::input(what, format!("plan format version {:?}; this kcert reads version {}: make the plan again", v.get("version"), crate::plan::PLAN_VERSION)));
+        return Err(Error::input(what, format!("plan format version {}; this kcert reads version {}: make the plan again", field("version"), crate::plan::PLAN_VERSION)));
     }
     serde_json::from_value(v).map_err(|e| Error::input(what, format!("not a readable plan: {e}")))
 }

@@ -75,9 +75,12 @@ pub struct Done {
     pub started: bool,
 }
 
-/// Reads the journal: a stage rolled back has none of its steps done any more.
+/// Reads the journal. A step is done once recorded so, and undone again when any of its files
+/// is restored (a stage rolled back, even partly). A restart counts only while it is the
+/// component's latest: a later one (a rollback's) loaded other files, so it must be redone.
 pub fn done(records: &[Record]) -> Done {
     let mut d = Done::default();
+    let mut last: BTreeMap<(String, String), (Option<String>, Option<usize>)> = BTreeMap::new();
     for r in records {
         match r {
             Record::StageStarted { .. } => d.started = true,
@@ -87,19 +90,24 @@ pub fn done(records: &[Record]) -> Done {
             Record::StageDone { stage } => {
                 d.stages.insert(stage.clone());
             }
-            Record::Restarted { node, component, at: At { stage: Some(s), step: Some(i) } } => {
-                d.restarted.insert((s.clone(), *i, node.clone(), component.clone()));
+            Record::Restarted { node, component, at } => {
+                last.insert((node.clone(), component.clone()), (at.stage.clone(), at.step));
+            }
+            Record::Restored { at: At { stage: Some(s), step: Some(i) }, .. } => {
+                d.steps.remove(&(s.clone(), *i));
+                d.stages.remove(s);
+                d.finished = None;
             }
             Record::StageRolledBack { stage, status, .. } if status == "ok" => {
                 d.steps.retain(|(s, _)| s != stage);
                 d.stages.remove(stage);
-                d.restarted.retain(|(s, ..)| s != stage);
                 d.finished = None;
             }
             Record::RunFinished { status, .. } => d.finished = Some(status.clone()),
             _ => {}
         }
     }
+    d.restarted = last.into_iter().filter_map(|((node, comp), (stage, step))| Some((stage?, step?, node, comp))).collect();
     d
 }
 
@@ -231,17 +239,18 @@ impl Runner<'_> {
                     StepPlan::Api(a) => a.name.clone(),
                 };
                 self.emit(&Event::Step { stage: stage.id.clone(), index: bi, of: stage.steps.len(), label });
-                let result = match step {
+                let (s, result) = match step {
                     StepPlan::Batch(b) => self.batch(&stage.id, bi, b, done).await,
                     StepPlan::Api(a) => self.api(&stage.id, bi, a).await,
                 };
+                // A failed step's files and waiting count too: the summary says what happened.
+                out.files += s.files;
+                out.restarts += s.restarts;
+                out.checks += s.checks;
+                out.wait_seconds += s.wait;
                 self.emit(&Event::StepDone { stage: stage.id.clone(), index: bi, ok: result.is_ok() });
                 match result {
-                    Ok(s) => {
-                        out.files += s.files;
-                        out.restarts += s.restarts;
-                        out.checks += s.checks;
-                        out.wait_seconds += s.wait;
+                    Ok(()) => {
                         if let Err(e) = self.rec(&Record::StepDone { stage: stage.id.clone(), step: bi }) {
                             report.failure = Some(e);
                             break 'stages;
@@ -271,7 +280,7 @@ impl Runner<'_> {
                                 }
                                 Err(e) => {
                                     out.status = "failed".into();
-                                    report.failure = Some(format!("{at}: {why}; rolling stage {} back failed too: {e}; `kcert rollback {}` tries again from the journal", stage.id, report.run_id));
+                                    report.failure = Some(format!("{at}: {why}; rolling stage {} back: {e}; `kcert rollback {}` carries on from the journal", stage.id, report.run_id));
                                 }
                             }
                             out.wait_seconds += w.elapsed().as_secs_f64();
@@ -382,15 +391,21 @@ impl Runner<'_> {
         Err(format!("files changed outside this run since earlier stages wrote them; nothing more was changed:\n  {}\n  (a kubelet rotating its own client certificate does this: check, then `kcert resume` once the files are as planned, or `kcert rollback`)", bad.join("\n  ")))
     }
 
-    async fn api(&self, stage: &str, bi: usize, a: &crate::plan::rotation::ApiCall) -> std::result::Result<StepStats, String> {
+    async fn api(&self, stage: &str, bi: usize, a: &crate::plan::rotation::ApiCall) -> (StepStats, std::result::Result<(), String>) {
+        let w = Instant::now();
+        let result = self.api_call(stage, bi, a).await;
+        let wait = if a.skipped.is_some() { 0.0 } else { w.elapsed().as_secs_f64() };
+        (StepStats { wait, ..Default::default() }, result)
+    }
+
+    async fn api_call(&self, stage: &str, bi: usize, a: &crate::plan::rotation::ApiCall) -> std::result::Result<(), String> {
         if let Some(reason) = &a.skipped {
             self.rec(&Record::Skipped { stage: stage.into(), step: bi, reason: reason.clone() })?;
             self.emit(&Event::Note { message: format!("{stage}: skipped: {} ({reason})", a.name) });
-            return Ok(StepStats::default());
+            return Ok(());
         }
         let t = self.t(&a.node)?;
         self.note(&a.node, a.name.clone());
-        let w = Instant::now();
         let out = t.run(&a.script).await.map_err(|e| format!("{}: {e}", a.node))?;
         let ok = out.success();
         let detail = if ok { out.stdout_text().trim().to_string() } else { out.stderr_text() };
@@ -398,13 +413,18 @@ impl Runner<'_> {
         if !ok {
             return Err(format!("{} failed on {} (exit {:?}): {detail}", a.name, a.node, out.status));
         }
-        Ok(StepStats { wait: w.elapsed().as_secs_f64(), ..Default::default() })
+        Ok(())
     }
 
     /// One batch: every node's writes, then its restarts, then the gate.
-    async fn batch(&self, stage: &str, bi: usize, b: &Batch, done: &Done) -> std::result::Result<StepStats, String> {
-        let permits = Semaphore::new(self.concurrency.max(1));
+    async fn batch(&self, stage: &str, bi: usize, b: &Batch, done: &Done) -> (StepStats, std::result::Result<(), String>) {
         let mut stats = StepStats::default();
+        let result = self.batch_steps(stage, bi, b, done, &mut stats).await;
+        (stats, result)
+    }
+
+    async fn batch_steps(&self, stage: &str, bi: usize, b: &Batch, done: &Done, stats: &mut StepStats) -> std::result::Result<(), String> {
+        let permits = Semaphore::new(self.concurrency.max(1));
         let writes = join_all(b.ops.iter().filter(|o| !o.files.is_empty()).map(|o| {
             let permits = &permits;
             async move {
@@ -415,7 +435,7 @@ impl Runner<'_> {
         .await;
         stats.files = sum_or_errors(writes)?;
         if self.offline() {
-            return Ok(stats);
+            return Ok(());
         }
         let w = Instant::now();
         let restarts = join_all(b.ops.iter().filter(|o| !o.restarts.is_empty()).map(|o| {
@@ -436,11 +456,16 @@ impl Runner<'_> {
             }
         }))
         .await;
-        stats.restarts = sum_or_errors(restarts)?;
-        let gate_result = self.gate(b).await;
+        let restarted = sum_or_errors(restarts);
+        let gated = match restarted {
+            Ok(n) => {
+                stats.restarts = n;
+                self.gate(b).await.map(|c| stats.checks = c)
+            }
+            Err(e) => Err(e),
+        };
         stats.wait = w.elapsed().as_secs_f64();
-        stats.checks = gate_result?;
-        Ok(stats)
+        gated
     }
 
     /// Restarts a component; an etcd member (health `etcd-quorum`) that leads hands its
@@ -623,7 +648,7 @@ impl Runner<'_> {
                 }
                 if let Err(e) = self.gate(b).await {
                     let _ = self.rec(&Record::StageRolledBack { stage: stage.id.clone(), status: "failed".into(), message: e.clone() });
-                    return Err(format!("after restoring step {}: {e}", bi + 1));
+                    return Err(format!("step {}'s files were restored and its components restarted, but its gate failed: {e}", bi + 1));
                 }
             }
         }
@@ -725,5 +750,35 @@ impl Runner<'_> {
         }
         report.wall_seconds = started.elapsed().as_secs_f64();
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restarted(stage: &str, step: usize) -> Record {
+        Record::Restarted { node: "cp1".into(), component: "kube-apiserver".into(), at: At::step(stage, step) }
+    }
+
+    #[test]
+    fn a_restart_undone_by_a_rollback_is_done_again_on_resume() {
+        let restored = Record::Restored { node: "cp1".into(), path: "/etc/kubernetes/pki/ca.crt".into(), sha256: "x".into(), at: At::step("S2", 0) };
+        // S2 step 1 restarted the apiserver, then its gate failed; the rollback restored its
+        // files and restarted the apiserver on them; the rollback's own gate failed too.
+        let records = vec![
+            restarted("S2", 0),
+            restored,
+            restarted("S2-rollback", 0),
+            Record::StageRolledBack { stage: "S2".into(), status: "failed".into(), message: "gate".into() },
+        ];
+        let d = done(&records);
+        assert!(!d.restarted.contains(&("S2".into(), 0, "cp1".into(), "kube-apiserver".into())), "the apiserver must restart again on the S2 files");
+        // A restart that is still the latest is not repeated; a step done and not restored stays done.
+        let d = done(&[restarted("S4", 2), Record::StepDone { stage: "S4".into(), step: 1 }]);
+        assert!(d.restarted.contains(&("S4".into(), 2, "cp1".into(), "kube-apiserver".into())));
+        assert!(d.steps.contains(&("S4".into(), 1)));
+        let d = done(&[Record::StepDone { stage: "S4".into(), step: 1 }, Record::Restored { node: "w1".into(), path: "/x".into(), sha256: String::new(), at: At::step("S4", 1) }]);
+        assert!(!d.steps.contains(&("S4".into(), 1)), "a step whose files were restored is not done");
     }
 }

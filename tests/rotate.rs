@@ -253,6 +253,14 @@ fn bad_input_is_refused_naming_what_and_where_and_changes_nothing() {
     c.rotate(&["--ca", "cluster,nope", "--dry-run"]).run().status(2).stderr_has("--ca nope").stderr_has("known: cluster, etcd, front-proxy");
     c.rotate(&["--key-type", "dsa1024", "--dry-run"]).run().status(2).stderr_has("rsa2048");
     c.rotate(&[]).run().status(2).stderr_has("--yes");
+    // Plans that are not plans.
+    let junk = c.state.parent().unwrap().join("junk.json");
+    std::fs::write(&junk, "{\"kind\": \"renew\", \"version\": 1}").unwrap();
+    c.kcert(&["apply", junk.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("not a rotate-ca plan (its kind is \"renew\")");
+    std::fs::write(&junk, "{\"kind\": ").unwrap();
+    c.kcert(&["apply", junk.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("junk.json:1:").stderr_has("not a kcert plan");
+    c.kcert(&["apply", "/nonexistent/plan.json", "--yes"]).run().status(2).stderr_has("plan /nonexistent/plan.json");
+    c.kcert(&["resume", "no-such-run", "--yes"]).run().status(2).stderr_has("run no-such-run");
     assert_eq!(c.snapshot(), before);
     // A CA key that is not the CA's.
     let ca_key = std::fs::read(pki.join("ca.key")).unwrap();

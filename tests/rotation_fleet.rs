@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, pki_snapshot, probe, sh};
+use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, pki_snapshot, probe, run, sh, wait_for};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 /// Keeps a command's output for the last scenario's key-leak scan.
@@ -275,6 +275,40 @@ fn a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary(f: &Fleet) {
 }
 
 
+fn a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake(f: &Fleet) {
+    let sd = state(f, "lost-node");
+    let sdir = sd.to_str().unwrap();
+    std::fs::create_dir_all(&sd).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let old = cas_on(f);
+    let w2 = f.node("w2");
+    let mut child = spawn(f, &["rotate-ca", "--yes", "--gate-timeout", "10s", "--state-dir", sdir], logs.path(), "rotate");
+    // w2 goes away once S2 has started: cp1's gate cannot reach it, S2 is rolled back, the run stops.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !journal_lines(&sd).iter().any(|v| v["event"] == "stage-started" && v["stage"] == "S2") {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "S2 never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run(Command::new("docker").args(["stop", "-t", "1", &w2.container])).unwrap();
+    let status = child.wait().unwrap();
+    let out = std::fs::read_to_string(logs.path().join("rotate.out")).unwrap();
+    std::fs::write(f.state.join("outputs").join("lost-node.txt"), &out).unwrap();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("STOPPED: S2") && out.contains(&w2.ip), "{out}");
+    run(Command::new("docker").args(["start", &w2.container])).unwrap();
+    wait_for(&w2.container, "curl -sk -o /dev/null https://127.0.0.1:10250/healthz");
+    // Back, and resumed under the probes: the stage redone in full, components restarted on
+    // the files they must load (a rollback's restart does not count as the step's).
+    probe(f, "start").unwrap();
+    let resumed = f.kcert(&["resume", "--yes", "--state-dir", sdir]).run();
+    let probes = probe(f, "stop");
+    keep(f, "lost-node-resume", &resumed);
+    resumed.status(0);
+    probes.unwrap_or_else(|e| panic!("handshakes failed while the run was resumed after losing a node:\n{e}"));
+    let run_dir = std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path();
+    assert_rotated(f, &old, &plan_cas(&run_dir.join("plan.json")));
+}
+
 fn no_private_key_bytes_in_any_plan_journal_output_or_log(f: &Fleet) {
     // The fleet's own PKI (made by openssl) and every new CA key in the run folders.
     let mut dirs = vec![f.state.join("pki")];
@@ -308,6 +342,7 @@ fn main() {
         ("killed_three_times_then_resumed_with_no_failed_handshake", killed_three_times_then_resumed_with_no_failed_handshake),
         ("killed_inside_s5_then_rolled_back_byte_for_byte", killed_inside_s5_then_rolled_back_byte_for_byte),
         ("a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary", a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary),
+        ("a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake", a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake),
         ("no_private_key_bytes_in_any_plan_journal_output_or_log", no_private_key_bytes_in_any_plan_journal_output_or_log),
     ];
     harness(scenarios, None);
