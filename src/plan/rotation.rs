@@ -234,10 +234,6 @@ pub struct Proof {
 }
 
 impl RotationPlan {
-    pub fn stage(&self, id: &str) -> Option<&StagePlan> {
-        self.stages.iter().find(|s| s.id == id)
-    }
-
     /// Every file op with where it sits: (stage index, step index, node, op).
     pub fn file_ops(&self) -> impl Iterator<Item = (usize, usize, &str, &FileOp)> {
         self.stages.iter().enumerate().flat_map(|(si, s)| {
