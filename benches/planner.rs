@@ -7,15 +7,15 @@
 //!
 //!   cargo bench --bench planner [-- NODES]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use kcert::discover::NodePki;
-use kcert::fleet::Fleet;
-use kcert::plan::rotation::{self, Input, NodeInput, Options};
+use kcert::gather::NodeFacts;
+use kcert::plan::rotation::{self, Input};
+use kcert::plan::schema::Options;
 use kcert::plan::{build, prove};
+use kcert::reach::fleet::Fleet;
 
 /// Peak resident memory of this process (VmHWM), in MiB.
 fn peak_rss_mib() -> f64 {
@@ -23,12 +23,15 @@ fn peak_rss_mib() -> f64 {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map(|kb| kb / 1024.0).unwrap_or(f64::NAN)
 }
 
-fn discover(root: &Path) -> (NodePki, BTreeMap<String, Vec<u8>>) {
-    let fleet = Fleet::local(Some(root.to_path_buf()), Some(kcert::playbook::load("kubeadm").unwrap())).unwrap();
+fn discover(root: &Path, name: &str, control_plane: bool) -> NodeFacts {
+    let fleet = Fleet::local(Some(root.to_path_buf()), Some(kcert::playbook::builtin("kubeadm").unwrap())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut g = rt.block_on(kcert::renew::gather(&fleet, &[])).unwrap();
-    let n = g.nodes.remove(0);
-    (n.pki, n.files)
+    let mut g = rt.block_on(kcert::gather::gather(&fleet, &[])).unwrap();
+    let mut n = g.nodes.remove(0);
+    n.name = name.to_string();
+    n.control_plane = control_plane;
+    n.offline = false;
+    n
 }
 
 fn main() {
@@ -37,21 +40,19 @@ fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ok = Command::new(repo.join("docker/pki/make-kubeadm-pki.sh")).arg(dir.path()).args(["cp1:10.0.0.1:cp", "cp2:10.0.0.2:cp", "cp3:10.0.0.3:cp", "w1:10.0.1.1:worker"]).status().unwrap().success();
     assert!(ok, "make-kubeadm-pki.sh failed");
-    let cps: Vec<(String, NodePki, BTreeMap<String, Vec<u8>>)> = ["cp1", "cp2", "cp3"].iter().map(|n| { let (p, f) = discover(&dir.path().join(n)); (n.to_string(), p, f) }).collect();
-    let (wpki, wfiles) = discover(&dir.path().join("w1"));
-    let workers: Vec<String> = (1..=nodes - 3).map(|i| format!("w{i}")).collect();
+    let mut facts: Vec<NodeFacts> = ["cp1", "cp2", "cp3"].iter().map(|n| discover(&dir.path().join(n), n, true)).collect();
+    let worker = discover(&dir.path().join("w1"), "w1", false);
+    facts.extend((1..=nodes - 3).map(|i| NodeFacts { name: format!("w{i}"), ..worker.clone() }));
 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let pb = kcert::playbook::load("kubeadm").unwrap();
-    let mut inputs: Vec<NodeInput<'_>> = cps.iter().map(|(n, p, f)| NodeInput { name: n, control_plane: true, pki: p, files: f, node_sans: vec![] }).collect();
-    inputs.extend(workers.iter().map(|w| NodeInput { name: w, control_plane: false, pki: &wpki, files: &wfiles, node_sans: vec![] }));
+    let pb = kcert::playbook::builtin("kubeadm").unwrap();
     let aliases: Vec<String> = pb.rotation.as_ref().unwrap().cas.keys().cloned().collect();
     let input = Input {
         playbook: &pb,
         target: Default::default(),
-        nodes: inputs,
+        nodes: &facts,
         checks: Vec::new(),
-        opts: Options { cas: aliases.clone(), ca_days: 3650, leaf_days: 365, key_type: None, batch_size: 50, kubernetes_api: true, offline: false },
+        opts: Options { cas: aliases.clone(), ca_days: Some(3650), leaf_days: 365, key_type: None, batch_size: 50, kubernetes_api: true, offline: false, certs: Vec::new() },
         id: "bench".into(),
         cluster: "bench".into(),
         now,
@@ -59,7 +60,6 @@ fn main() {
     let rss_before = peak_rss_mib();
 
     let t = Instant::now();
-    let facts: Vec<build::NodeFacts<'_>> = input.nodes.iter().map(|n| build::NodeFacts { name: n.name, pki: n.pki, files: n.files }).collect();
     let model = build::model(&pb, &facts);
     let model_s = t.elapsed().as_secs_f64();
 
@@ -69,16 +69,16 @@ fn main() {
     let plan = rotation::plan(&input, olds, news).unwrap_or_else(|e| panic!("{}", e.join("\n")));
     let plan_s = t.elapsed().as_secs_f64();
 
-    let mp = plan.model_plan();
+    let effects = plan.effects();
     let t = Instant::now();
-    prove::prove(&model, &mp).unwrap();
+    prove::prove(&model, &effects).unwrap();
     let prove_s = t.elapsed().as_secs_f64();
     let json = serde_json::to_vec(&plan).unwrap();
     let (files, restarts, changed) = plan.counts();
 
     println!("nodes                  {nodes} ({} control plane, {} workers; batch size 50)", 3, nodes - 3);
-    println!("trust model            {} files, {} components, {} edges", model.files.len(), model.components.len(), model.edges.len());
-    println!("plan                   {files} file changes on {changed} nodes, {restarts} restarts, {} proof steps, {:.1} MiB as JSON", mp.stages.iter().map(|s| s.steps.len()).sum::<usize>(), json.len() as f64 / 1048576.0);
+    println!("trust model            {} files, {} readers, {} edges", model.files.len(), model.readers.len(), model.edges.len());
+    println!("plan                   {files} file changes on {changed} nodes, {restarts} restarts, {} proof steps, {:.1} MiB as JSON", effects.iter().map(|s| s.effects.len()).sum::<usize>(), json.len() as f64 / 1048576.0);
     println!("build the model        {model_s:.2} s");
     println!("plan (incl. its proof) {plan_s:.2} s   (re-signs every leaf, edits every bundle and kubeconfig)");
     println!("prove again alone      {prove_s:.2} s");

@@ -1,25 +1,20 @@
 //! kcert: renew and rotate the certificates of self-managed Kubernetes clusters over SSH.
-//! Data flows one way: inventory -> discover (over a transport) -> pki model -> report/plan.
+//! Data flows one way, and so do the imports, each layer using only those below it:
+//!
+//!   cli -> render, ops -> report -> run -> plan -> gather -> reach -> playbook -> pki -> text, error
+//!
+//! `pki`, `playbook`, `plan` and `gather::facts` do no I/O; `build.rs` refuses a change that
+//! imports upward or brings I/O into them.
 
-pub mod check;
 pub mod cli;
-pub mod discover;
-pub mod etcd;
 pub mod error;
-pub mod execute;
-pub mod expiry;
-pub mod fleet;
-pub mod gate;
-pub mod inventory;
-pub mod journal;
+pub mod gather;
+pub mod ops;
 pub mod pki;
 pub mod plan;
 pub mod playbook;
-pub mod probe;
-pub mod renew;
+pub mod reach;
 pub mod render;
-pub mod rotate;
-pub mod runner;
-pub mod store;
-pub mod transport;
-pub mod verify;
+pub mod report;
+pub mod run;
+pub mod text;

@@ -1,10 +1,11 @@
-//! Owns: the distribution playbooks (embedded YAML), their schema and their validation.
-//! Must not: touch nodes; discovery reads what a playbook says, the playbook only says it.
+//! Owns: the distribution playbooks (embedded YAML), their schema, their validation, and
+//! the digest that names exactly which text a plan was made with.
+//! Must not: do I/O (a playbook file is read by `reach::inventory`), or touch nodes.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -55,6 +56,20 @@ pub struct Playbook {
     /// How `rotate-ca` rotates this distribution's CAs (absent: it cannot).
     #[serde(default)]
     pub rotation: Option<Rotation>,
+    /// Which text this is: set when parsed, never read from the YAML.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// Where a playbook's text came from and its sha256: plans record it, and a plan whose
+/// playbook changed since is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub sha256: String,
+    /// A playbook given as a file (absent: embedded in kcert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
 
 /// The CA rotation runbook's distribution-specific parts, as data.
@@ -351,29 +366,29 @@ pub fn embedded_names() -> impl Iterator<Item = &'static str> {
     EMBEDDED.iter().map(|(n, _)| *n)
 }
 
-/// Loads a playbook by embedded name (`kubeadm`) or from a path to a YAML file.
-pub fn load(name_or_path: &str) -> Result<Playbook> {
-    if let Some((_, text)) = EMBEDDED.iter().find(|(n, _)| *n == name_or_path) {
-        return parse(text, name_or_path);
-    }
-    if name_or_path.contains('/') || name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml") {
-        let text = std::fs::read_to_string(Path::new(name_or_path))
-            .map_err(|e| Error::input(format!("playbook {name_or_path}"), e.to_string()))?;
-        return parse(&text, name_or_path);
-    }
+/// An embedded playbook by name (`kubeadm`).
+pub fn builtin(name: &str) -> Option<Playbook> {
+    EMBEDDED.iter().find(|(n, _)| *n == name).map(|(n, t)| parse(t, n, None).expect("embedded playbooks are valid"))
+}
+
+/// Does this `distribution:` value name a file rather than an embedded playbook?
+pub fn names_a_file(name_or_path: &str) -> bool {
+    name_or_path.contains('/') || name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml")
+}
+
+/// The error for a name that is neither embedded nor a file.
+pub fn unknown(name: &str) -> Error {
     let known: Vec<_> = embedded_names().collect();
-    Err(Error::input(
-        format!("distribution {name_or_path:?}"),
-        format!("no such playbook; known: {}, or a path to a playbook YAML file", known.join(", ")),
-    ))
+    Error::input(format!("distribution {name:?}"), format!("no such playbook; known: {}, or a path to a playbook YAML file", known.join(", ")))
 }
 
 pub fn embedded() -> Vec<Playbook> {
-    EMBEDDED.iter().map(|(n, t)| parse(t, n).expect("embedded playbooks are valid")).collect()
+    EMBEDDED.iter().map(|(n, t)| parse(t, n, None).expect("embedded playbooks are valid")).collect()
 }
 
-fn parse(text: &str, origin: &str) -> Result<Playbook> {
-    let pb: Playbook = serde_saphyr::from_str(text).map_err(|e| {
+/// Parses and validates a playbook's text; `path` is the file it was read from, if any.
+pub fn parse(text: &str, origin: &str, path: Option<PathBuf>) -> Result<Playbook> {
+    let mut pb: Playbook = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         Error::InputAt {
             file: origin.into(),
@@ -382,7 +397,19 @@ fn parse(text: &str, origin: &str) -> Result<Playbook> {
             message: e.to_string().lines().next().unwrap_or("").to_string(),
         }
     })?;
+    pb.source = Source { name: pb.name.clone(), sha256: crate::pki::sha256(text.as_bytes()), path };
     pb.validate(origin)
+}
+
+/// The edges whose checks prove etcd's quorum: a plain client (the health check) of a
+/// component whose health is `etcd-quorum`. They gate every batch, from every member.
+pub fn quorum_edges(pb: &Playbook) -> Vec<String> {
+    pb.edges
+        .iter()
+        .filter(|e| e.client.component.is_none() && e.client.kubeconfigs.is_empty())
+        .filter(|e| e.server.component.as_deref().and_then(|c| pb.component(c)).and_then(|c| c.health.as_deref()) == Some("etcd-quorum"))
+        .map(|e| e.name.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,21 +420,25 @@ mod tests {
     fn embedded_playbooks_are_valid() {
         let all = embedded();
         assert_eq!(all.len(), EMBEDDED.len());
-        let kubeadm = load("kubeadm").unwrap();
+        let kubeadm = builtin("kubeadm").unwrap();
+        assert_eq!(kubeadm.source.name, "kubeadm");
+        assert_eq!(kubeadm.source.sha256, crate::pki::sha256(EMBEDDED[0].1.as_bytes()));
+        assert_eq!(quorum_edges(&kubeadm), ["etcd-healthcheck-client -> etcd"]);
         assert!(kubeadm.component("kube-apiserver").is_some());
         assert_eq!(kubeadm.file("etcd-ca").unwrap().path, "/etc/kubernetes/pki/etcd/ca.crt");
     }
 
     #[test]
     fn unknown_distribution_names_the_known_ones() {
-        let err = load("talos").unwrap_err().to_string();
+        assert!(builtin("talos").is_none());
+        let err = unknown("talos").to_string();
         assert!(err.contains("kubeadm") && err.contains("talos"), "{err}");
     }
 
     #[test]
     fn a_ref_to_an_unknown_file_is_refused() {
         let text = "name: x\ndetect: []\npki_dir: /x\ncomponents:\n- name: c\n  manifest: /m\n  refs:\n  - {key: --a, file: nope}\n";
-        let err = parse(text, "x.yaml").unwrap_err().to_string();
+        let err = parse(text, "x.yaml", None).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
     }
 }

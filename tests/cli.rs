@@ -160,7 +160,7 @@ fn the_example_inventory_is_valid() {
         .replace("config_file: ~/.ssh/config ", "config_file: none ");
     let inv = dir.path().join("inv.yaml");
     std::fs::write(&inv, text).unwrap();
-    let inv = kcert::inventory::load(&inv, &Default::default()).unwrap();
+    let inv = kcert::reach::inventory::load(&inv, &Default::default()).unwrap();
     assert_eq!(inv.nodes.len(), 3);
     assert_eq!(inv.nodes[2].ssh.port, 2222);
     assert_eq!(inv.nodes[2].ssh.user, "admin");

@@ -350,10 +350,10 @@ fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
     let cp1 = &f.node("cp1").container;
     sh(cp1, "supervisorctl start kube-apiserver >/dev/null");
     wait_for(cp1, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
-    run.status(1).stdout_has("STOPPED: cp1: health gate failed").stdout_has("kube-apiserver").stdout_has("edge").stdout_has("restored");
+    run.status(1).stdout_has("STOPPED: R1").stdout_has("cp1: health gate failed").stdout_has("kube-apiserver").stdout_has("edge").stdout_has("restored");
     assert_same_snapshot("a failed gate", &before, &pki_snapshot(f));
     let journal = std::fs::read_to_string(walk_journal(dir.path())).unwrap();
-    assert!(journal.contains("\"event\":\"node-restored\",\"node\":\"cp1\""), "{journal}");
+    assert!(journal.contains("\"event\":\"restored\",\"node\":\"cp1\""), "{journal}");
     assert!(!journal.contains("\"node\":\"cp2\""), "the run stopped at cp1:\n{journal}");
 }
 

@@ -4,24 +4,24 @@
 
 mod common;
 
-use kcert::fleet::Fleet;
-use kcert::plan::{Plan, build, prove};
+use kcert::plan::schema::Options;
+use kcert::plan::{build, prove};
+use kcert::reach::fleet::Fleet;
 
 const SETS: &[&str] = &["kubeadm-zetaoss-zeta-linux", "kubeadm-Eddicson-testdevops", "kubeadm-MaxxMoney-kubeadm_etc_kubernetes", "kubeadm-sijong09-k8s", "kubeadm-legacy-rongfengliang-k8sconfig"];
 
 #[test]
 fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_order_refused() {
-    use kcert::plan::rotation::{self, Input, NodeInput, Options};
+    use kcert::plan::rotation::{self, Input};
     for set in SETS {
         let root = common::real_world().join(set);
-        let fleet = Fleet::local(Some(root), Some(kcert::playbook::load("kubeadm").unwrap())).unwrap();
+        let fleet = Fleet::local(Some(root), Some(kcert::playbook::builtin("kubeadm").unwrap())).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let g = rt.block_on(kcert::renew::gather(&fleet, &[])).unwrap();
+        let g = rt.block_on(kcert::gather::gather(&fleet, &[])).unwrap();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let nodes: Vec<NodeInput<'_>> = g.nodes.iter().map(|n| NodeInput { name: &n.target.name, control_plane: true, pki: &n.pki, files: &n.files, node_sans: vec![] }).collect();
         let all: Vec<String> = g.playbook.rotation.as_ref().unwrap().cas.keys().cloned().collect();
-        let opts = Options { cas: all.clone(), ca_days: 3650, leaf_days: 365, key_type: None, batch_size: 1, kubernetes_api: false, offline: true };
-        let input = Input { playbook: &g.playbook, target: Default::default(), nodes, checks: vec![], opts, id: "t".into(), cluster: "c".into(), now };
+        let opts = Options { cas: all.clone(), ca_days: Some(3650), leaf_days: 365, key_type: None, batch_size: 1, kubernetes_api: false, offline: true, certs: vec![] };
+        let input = Input { playbook: &g.playbook, target: Default::default(), nodes: &g.nodes, checks: vec![], opts, id: "t".into(), cluster: "c".into(), now };
         // The v1.8 set has no etcd CA: rotate what it has.
         let aliases: Vec<String> = all.into_iter().filter(|a| rotation::old_cas(&input, std::slice::from_ref(a)).is_ok()).collect();
         let olds = rotation::old_cas(&input, &aliases).unwrap_or_else(|e| panic!("{set}: {e:?}"));
@@ -36,11 +36,11 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
             }
         }
         // The plan's own effect on the model, re-signing before trusting: refused, naming S4 and an edge.
-        let m = build::model(&g.playbook, &g.nodes.iter().map(|n| build::NodeFacts { name: &n.target.name, pki: &n.pki, files: &n.files }).collect::<Vec<_>>());
-        let mp = p.model_plan();
-        prove::prove(&m, &mp).unwrap_or_else(|v| panic!("{set}: {v}"));
-        let s4 = mp.stages.iter().position(|s| s.name.starts_with("S4")).unwrap();
-        let naive = Plan { version: mp.version, stages: vec![mp.stages[s4].clone()] };
+        let m = build::model(&g.playbook, &g.nodes);
+        let effects = p.effects();
+        prove::prove(&m, &effects).unwrap_or_else(|v| panic!("{set}: {v}"));
+        let s4 = effects.iter().position(|s| s.name.starts_with("S4")).unwrap();
+        let naive = vec![effects[s4].clone()];
         let v = prove::prove(&m, &naive).expect_err("re-signing first is refused");
         assert!(v.stage.starts_with("S4") && v.why.contains("does not trust"), "{set}: {v}");
     }

@@ -1,6 +1,8 @@
 use clap::Args;
 
-use super::{Progress, TargetArgs, print};
+use super::args::{TABLE_JSON_YAML, TargetArgs, formats};
+use super::print;
+use super::progress::Nodes;
 use crate::error::{Outcome, Result};
 use crate::render::{self, Format};
 
@@ -8,19 +10,16 @@ use crate::render::{self, Format};
 pub struct CheckArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Output format: table or json (yaml too).
-    #[arg(short, long, value_enum, default_value = "table")]
+    /// Output format: table, json or yaml.
+    #[arg(short, long, default_value = "table", value_parser = formats(TABLE_JSON_YAML))]
     pub output: Format,
 }
 
 pub async fn run(args: CheckArgs) -> Result<Outcome> {
-    if matches!(args.output, Format::Prom | Format::Dot) {
-        return Err(crate::error::Error::Usage("check has no prom or dot output; use table, json or yaml".into()));
-    }
     let fleet = args.target.fleet()?;
     let paths = args.target.extra_paths()?;
-    let progress = Progress::new(&fleet, "checking");
-    let report = crate::check::run(&fleet, &paths, &|e| progress.observe(e)).await;
+    let progress = Nodes::new(&fleet, "checking");
+    let report = crate::report::check::run(&fleet, &paths, &|e| progress.observe(e)).await;
     drop(progress);
     print(|out| render::check(&report, args.output, out))?;
     Ok(report.outcome())

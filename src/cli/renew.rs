@@ -1,12 +1,13 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
-use super::{TargetArgs, confirm, print, step_progress};
-use crate::error::{Error, Outcome, Result};
-use crate::render::{self, Format};
-use crate::renew::{ApplyOptions, RenewOptions};
+use super::args::{FailureArgs, RunArgs, TABLE_JSON_YAML, TargetArgs, formats};
+use super::progress::Steps;
+use super::{ask_about, ended};
+use crate::error::{Outcome, Result};
+use crate::ops::{Mode, RenewOptions, RunOptions};
+use crate::render::Format;
 
 #[derive(Debug, Args)]
 pub struct RenewArgs {
@@ -19,47 +20,40 @@ pub struct RenewArgs {
     /// Validity of the renewed certificates, in days (never past the CA's own expiry).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub days: u32,
-    /// Show per node each file, its old and new expiry, each restart and gate; change nothing.
+    /// Workers changed together (default: the inventory's batch_size); control-plane nodes go one at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+    /// Show the plan: per node each file, its old and new expiry, each restart and gate; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not ask for confirmation (needed when there is no terminal to ask on).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Where run journals go (default: $XDG_STATE_HOME/kcert, else ~/.local/state/kcert).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// How long a restarted component may take to pass its health gate.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub gate_timeout: Duration,
-    /// Output format: table or json (yaml too).
-    #[arg(short, long, value_enum, default_value = "table")]
+    /// Save the plan to FILE for `kcert apply FILE`; change nothing.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub plan_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub failure: FailureArgs,
+    /// Output format: table, json or yaml (the plan itself, with --dry-run).
+    #[arg(short, long, default_value = "table", value_parser = formats(TABLE_JSON_YAML))]
     pub output: Format,
 }
 
 pub async fn run(args: RenewArgs) -> Result<Outcome> {
-    if matches!(args.output, Format::Prom | Format::Dot) {
-        return Err(Error::Usage("renew has no prom or dot output; use table, json or yaml".into()));
-    }
     let fleet = args.target.fleet()?;
-    let state_dir = crate::journal::state_dir(args.state_dir.as_deref())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let opts = RenewOptions { certs: args.certs.clone(), days: args.days, now };
-    let prepared = crate::renew::prepare(&fleet, &args.target.extra_paths()?, &opts).await?;
-    if args.dry_run {
-        print(|out| render::renew_plan(&prepared, args.output, out))?;
-        return Ok(Outcome::Clean);
-    }
-    if prepared.file_count() == 0 {
-        print(|out| render::renew_plan(&prepared, args.output, out))?;
-        return Ok(Outcome::Clean);
-    }
-    confirm(args.yes, &format!("Renew {} files on {} nodes?", prepared.file_count(), prepared.plans.iter().filter(|p| !p.changes.is_empty()).count()), |out| {
-        render::renew_plan(&prepared, Format::Table, out)
-    })?;
-    let progress = step_progress(prepared.plans.iter().filter(|p| !p.changes.is_empty()).count(), "renewing");
-    let report = crate::renew::apply(&prepared, &fleet, &ApplyOptions { state_dir, patience: args.gate_timeout, now }, &|s| progress.observe(s)).await;
+    let opts = RenewOptions { certs: args.certs.clone(), days: args.days, batch_size: args.batch_size.map(|b| b as usize), now };
+    let mode = match (&args.plan_out, args.dry_run) {
+        (Some(p), _) => Mode::PlanOut(p.clone()),
+        (None, true) => Mode::DryRun,
+        (None, false) => Mode::Run,
+    };
+    let progress = Steps::new("renewing");
+    let confirm = ask_about(args.run.yes, |p| {
+        let (files, restarts, nodes) = p.counts();
+        format!("Renew {files} files on {nodes} nodes ({restarts} restarts)?")
+    });
+    let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
+    let done = crate::ops::renew(&fleet, &args.target.extra_paths()?, &opts, mode, &run).await;
     drop(progress);
-    let report = report?;
-    print(|out| render::run_summary(&report.run_id, &report.journal, &report.nodes, report.failure.as_deref(), Some((report.wall_seconds, report.wait_seconds)), args.output, out))?;
-    Ok(if report.failure.is_some() { Outcome::NodeFailures } else { Outcome::Clean })
+    ended(done?, args.output)
 }

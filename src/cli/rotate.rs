@@ -2,11 +2,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{RunArgs, TargetArgs, confirm, print, stage_progress};
+use super::args::{FailureArgs, RunArgs, TABLE_JSON_YAML, TargetArgs, formats};
+use super::progress::Steps;
+use super::{ask_about, ended};
 use crate::error::{Error, Outcome, Result};
+use crate::ops::{Mode, RotateOptions, RunOptions};
 use crate::pki::sign::KeyType;
-use crate::render::{self, Format};
-use crate::rotate::{RotateOptions, RunOptions};
+use crate::render::Format;
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
@@ -31,19 +33,18 @@ pub struct RotateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Save the plan to FILE (the new CA keys go to the state dir, 0600) for `kcert apply FILE`; change nothing.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
     pub plan_out: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub failure: FailureArgs,
     /// Output format: table, json or yaml.
-    #[arg(short, long, value_enum, default_value = "table")]
+    #[arg(short, long, default_value = "table", value_parser = formats(TABLE_JSON_YAML))]
     pub output: Format,
 }
 
 pub async fn run(args: RotateArgs) -> Result<Outcome> {
-    if matches!(args.output, Format::Prom | Format::Dot) {
-        return Err(Error::Usage("rotate-ca has no prom or dot output; use table, json or yaml".into()));
-    }
     let key_type = match &args.key_type {
         None => None,
         Some(k) => Some(KeyType::parse(k).ok_or_else(|| Error::Usage(format!("--key-type {k}: known: {}", KeyType::NAMES.join(", "))))?),
@@ -52,26 +53,20 @@ pub async fn run(args: RotateArgs) -> Result<Outcome> {
         return Err(Error::Usage("--nodes: rotate-ca changes the whole cluster (a node left out would trust only the old CA once it is pruned); list the nodes in the inventory instead".into()));
     }
     let fleet = args.target.fleet()?;
-    let state_dir = crate::journal::state_dir(args.run.state_dir.as_deref())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let opts = RotateOptions { cas: args.ca.clone(), ca_days: args.ca_days, leaf_days: args.days, key_type, batch_size: args.batch_size.map(|b| b as usize), now };
-    let prepared = crate::rotate::prepare(&fleet, &args.target.extra_paths()?, &opts).await?;
-    if let Some(path) = &args.plan_out {
-        let keys = crate::rotate::save(&prepared, path, &state_dir)?;
-        print(|out| render::rotation_plan(&prepared.plan, &prepared.warnings, args.output, out))?;
-        eprintln!("kcert: plan {} saved to {}; its new CA keys are in {} (0600). Run it with: kcert apply {}", prepared.plan.id, path.display(), keys.display(), path.display());
-        return Ok(Outcome::Clean);
-    }
-    if args.dry_run {
-        print(|out| render::rotation_plan(&prepared.plan, &prepared.warnings, args.output, out))?;
-        return Ok(Outcome::Clean);
-    }
-    let (files, restarts, nodes) = prepared.plan.counts();
-    confirm(args.run.yes, &format!("Rotate {} CAs on {nodes} nodes ({files} file changes, {restarts} restarts)?", prepared.plan.cas.len()), |out| render::rotation_plan(&prepared.plan, &prepared.warnings, Format::Table, out))?;
-    let progress = stage_progress(&prepared.plan, "rotating");
-    let report = crate::rotate::run(&prepared, &fleet, &RunOptions { state_dir, patience: args.run.gate_timeout, on_failure: args.run.on_failure.into(), observer: &|e| progress.observe(e) }, now).await;
+    let mode = match (&args.plan_out, args.dry_run) {
+        (Some(p), _) => Mode::PlanOut(p.clone()),
+        (None, true) => Mode::DryRun,
+        (None, false) => Mode::Run,
+    };
+    let progress = Steps::new("rotating");
+    let confirm = ask_about(args.run.yes, |p| {
+        let (files, restarts, nodes) = p.counts();
+        format!("Rotate {} CAs on {nodes} nodes ({files} file changes, {restarts} restarts)?", p.cas.len())
+    });
+    let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
+    let done = crate::ops::rotate_ca(&fleet, &args.target.extra_paths()?, &opts, mode, &run).await;
     drop(progress);
-    let report = report?;
-    print(|out| render::stage_report(&report, args.output, out))?;
-    Ok(if report.failure.is_some() { Outcome::NodeFailures } else { Outcome::Clean })
+    ended(done?, args.output)
 }

@@ -1,7 +1,9 @@
 use clap::Args;
 
-use super::{Progress, TargetArgs, print};
-use crate::error::{Error, Result, Outcome};
+use super::args::{TargetArgs, formats};
+use super::print;
+use super::progress::Nodes;
+use crate::error::{Outcome, Result};
 use crate::render::{self, Format};
 
 #[derive(Debug, Args)]
@@ -11,19 +13,16 @@ pub struct VerifyArgs {
     /// Also make a real mTLS handshake along every edge, from the client's node.
     #[arg(long)]
     pub live: bool,
-    /// Output format: table, json or dot (Graphviz; yaml too).
-    #[arg(short, long, value_enum, default_value = "table")]
+    /// Output format: table, json, yaml or dot (Graphviz).
+    #[arg(short, long, default_value = "table", value_parser = formats(&[Format::Table, Format::Json, Format::Yaml, Format::Dot]))]
     pub output: Format,
 }
 
 pub async fn run(args: VerifyArgs) -> Result<Outcome> {
-    if args.output == Format::Prom {
-        return Err(Error::Usage("verify has no prom output; use table, json, yaml or dot".into()));
-    }
     let fleet = args.target.fleet()?;
-    let progress = Progress::new(&fleet, "verifying");
+    let progress = Nodes::new(&fleet, "verifying");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let report = crate::verify::run(&fleet, &args.target.extra_paths()?, args.live, now).await;
+    let report = crate::report::verify::run(&fleet, &args.target.extra_paths()?, args.live, now).await;
     drop(progress);
     let report = report?;
     print(|out| render::verify(&report, args.output, out))?;

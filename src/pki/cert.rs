@@ -203,6 +203,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The sha256 of some bytes, as lowercase hex: how kcert names a file's content.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The first certificate of a PEM text (a leaf before its chain, a CA file's own CA).
+pub fn first_cert(bytes: &[u8]) -> Result<CertInfo, String> {
+    let content = parse_pem(bytes).map_err(|e| e.to_string())?;
+    content.certs.into_iter().next().ok_or_else(|| "no certificate in it".to_string())
+}
+
 /// The CA among `cas` whose key signed `cert`: matched by key identifier first, then by
 /// signature, never by name alone (a front-proxy CA may share the cluster CA's subject).
 pub fn find_issuer<'a>(cert: &CertInfo, cas: &'a [&'a CertInfo]) -> Option<&'a CertInfo> {

@@ -211,6 +211,50 @@ pub struct Identity {
     pub key: Option<Material>,
 }
 
+/// Which credential of a kubeconfig's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    Ca,
+    Cert,
+    Key,
+}
+
+impl Identity {
+    pub fn part(&self, which: Part) -> Option<&Material> {
+        match which {
+            Part::Ca => self.ca.as_ref(),
+            Part::Cert => self.cert.as_ref(),
+            Part::Key => self.key.as_ref(),
+        }
+    }
+
+    /// The files the identity names, as absolute paths (relative to the kubeconfig at `kc_path`).
+    pub fn referenced(&self, kc_path: &str) -> Vec<String> {
+        [&self.ca, &self.cert, &self.key]
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match m {
+                Material::Path(rel) => Some(resolve_reference(kc_path, rel)),
+                Material::Data(_) => None,
+            })
+            .collect()
+    }
+
+    /// The bytes of one credential: embedded, or from `files` (what was read, by absolute path).
+    /// None: the identity has no such credential; an error names a referenced file not read.
+    pub fn load(&self, which: Part, kc_path: &str, files: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
+        match self.part(which) {
+            None => Ok(None),
+            Some(Material::Data(d)) => Ok(Some(d.clone())),
+            Some(Material::Path(rel)) => {
+                let abs = resolve_reference(kc_path, rel);
+                files.get(&abs).cloned().map(Some).ok_or_else(|| format!("{abs} (named by {kc_path}): missing"))
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct IdRaw {
     #[serde(default, rename = "current-context")]

@@ -1,10 +1,12 @@
-//! Owns: everything kcert knows about certificates as data: PEM, X.509 fields, kubeconfig
-//! embedded data, and which CA signed which cert.
+//! Owns: everything kcert knows about certificates as data: PEM, X.509 fields, digests,
+//! kubeconfig embedded data, static pod manifest flags, byte-level edits, signing, and which
+//! CA signed which cert.
 //! Must not: do I/O of any kind; callers hand it bytes.
 
 pub mod cert;
 pub mod edit;
 pub mod kubeconfig;
+pub mod manifest;
 pub mod sign;
 
-pub use cert::{CertInfo, PemContent, PkiError, find_issuer, parse_pem};
+pub use cert::{CertInfo, PemContent, PkiError, find_issuer, first_cert, parse_pem, sha256};

@@ -27,6 +27,10 @@ pub struct Validity {
 /// Certificates are back-dated a little, so a node whose clock is behind accepts them.
 pub const BACKDATE_SECONDS: i64 = 5 * 60;
 
+/// A node's clock further off the operator's than this makes freshly signed certificates
+/// look not yet valid there (or expire early): changing commands refuse such a node.
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
     #[error("no private key kcert can read in it ({0})")]
@@ -81,7 +85,7 @@ impl Signer {
             return Err(SignError::NotCa(ca.subject.clone()));
         }
         if ca.not_after <= now {
-            return Err(SignError::CaExpired(ca.subject.clone(), crate::render::rfc3339(ca.not_after)));
+            return Err(SignError::CaExpired(ca.subject.clone(), crate::text::rfc3339(ca.not_after)));
         }
         let key = load_key(key_pem)?;
         if cert_public_key(&ca.der).as_deref() != Some(key.public_key_raw()) {

@@ -5,23 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{CaId, Component, Content, Edge, FileId, Model, Side};
-use crate::discover::NodePki;
-use crate::pki::cert::{CertInfo, parse_pem};
+use super::model::{CaId, Content, Edge, End, FileId, Model, Reader};
+use crate::gather::facts::NodeFacts;
+use crate::pki::cert::{CertInfo, first_cert, parse_pem};
 use crate::pki::find_issuer;
-use crate::pki::kubeconfig::{self, Material};
+use crate::pki::kubeconfig::{self, Part};
 use crate::playbook::{FileKind, Playbook};
-
-/// One node's facts, as discovery gathered them.
-pub struct NodeFacts<'a> {
-    pub name: &'a str,
-    pub pki: &'a NodePki,
-    pub files: &'a BTreeMap<String, Vec<u8>>,
-}
 
 /// The CAs of the playbook (files with a key and no signer) found on any node:
 /// `name@first-8-hex-of-sha256` -> certificate.
-pub fn cas(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> BTreeMap<CaId, CertInfo> {
+pub fn cas(pb: &Playbook, nodes: &[NodeFacts]) -> BTreeMap<CaId, CertInfo> {
     let mut out = BTreeMap::new();
     for f in pb.files.iter().filter(|f| f.kind == FileKind::Cert && f.key.is_some() && f.signer.is_none()) {
         for n in nodes {
@@ -53,14 +46,9 @@ fn trust_of(certs: &[CertInfo], cas: &BTreeMap<CaId, CertInfo>) -> BTreeSet<CaId
 fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, Vec<u8>>, cas: &BTreeMap<CaId, CertInfo>) -> Option<Content> {
     if kind == FileKind::Kubeconfig {
         let id = kubeconfig::identity(bytes).ok()?;
-        let load = |m: &Option<Material>| -> Option<Vec<u8>> {
-            match m.as_ref()? {
-                Material::Data(d) => Some(d.clone()),
-                Material::Path(p) => files.get(&kubeconfig::resolve_reference(path, p)).cloned(),
-            }
-        };
-        let client_signer = load(&id.cert).and_then(|b| parse_pem(&b).ok()).and_then(|p| p.certs.into_iter().next()).map(|c| ca_id_of(&c, cas));
-        let trusts = load(&id.ca).and_then(|b| parse_pem(&b).ok()).map(|p| trust_of(&p.certs, cas)).unwrap_or_default();
+        let load = |which: Part| id.load(which, path, files).ok().flatten();
+        let client_signer = load(Part::Cert).and_then(|b| first_cert(&b).ok()).map(|c| ca_id_of(&c, cas));
+        let trusts = load(Part::Ca).and_then(|b| parse_pem(&b).ok()).map(|p| trust_of(&p.certs, cas)).unwrap_or_default();
         return Some(Content::Kubeconfig { client_signer, trusts });
     }
     let certs = parse_pem(bytes).ok()?.certs;
@@ -72,7 +60,7 @@ fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, Ve
 }
 
 /// The model of the whole fleet.
-pub fn model(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> Model {
+pub fn model(pb: &Playbook, nodes: &[NodeFacts]) -> Model {
     let cas = cas(pb, nodes);
     let mut m = Model::default();
     for n in nodes {
@@ -96,9 +84,9 @@ pub fn model(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> Model {
         }
         for (path, kind) in &kinds {
             if let Some(bytes) = n.files.get(path)
-                && let Some(c) = content(path, bytes, *kind, n.files, &cas)
+                && let Some(c) = content(path, bytes, *kind, &n.files, &cas)
             {
-                m.files.insert(FileId::new(n.name, path), c);
+                m.files.insert(FileId::new(&n.name, path), c);
             }
         }
         for c in &pb.components {
@@ -111,14 +99,14 @@ pub fn model(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> Model {
             }
             reads.sort();
             reads.dedup();
-            m.components.push(Component { node: n.name.to_string(), name: c.name.clone(), reads, fresh: false });
+            m.readers.push(Reader { node: n.name.clone(), name: c.name.clone(), reads, fresh: false });
         }
     }
     let (edges, readers) = edges(pb, nodes, &m);
     m.edges = edges;
     for r in readers {
-        if !m.components.iter().any(|c| c.node == r.node && c.name == r.name) {
-            m.components.push(r);
+        if !m.readers.iter().any(|c| c.node == r.node && c.name == r.name) {
+            m.readers.push(r);
         }
     }
     m
@@ -126,7 +114,7 @@ pub fn model(pb: &Playbook, nodes: &[NodeFacts<'_>]) -> Model {
 
 /// Who reads a kubeconfig: the component whose ref or `read_by` names it, else kubectl
 /// (a fresh reader, added to the model).
-fn kubeconfig_reader(pb: &Playbook, n: &NodeFacts<'_>, name: &str, path: &str) -> (String, bool) {
+fn kubeconfig_reader(pb: &Playbook, n: &NodeFacts, name: &str, path: &str) -> (String, bool) {
     if let Some(((c, _), _)) = n.pki.refs.iter().find(|(_, p)| p.as_str() == path) {
         return (c.clone(), false);
     }
@@ -139,15 +127,15 @@ fn kubeconfig_reader(pb: &Playbook, n: &NodeFacts<'_>, name: &str, path: &str) -
 }
 
 /// Every edge instance, and the fresh readers (kubectl, the etcd health check) they need.
-fn edges(pb: &Playbook, nodes: &[NodeFacts<'_>], m: &Model) -> (Vec<Edge>, Vec<Component>) {
+fn edges(pb: &Playbook, nodes: &[NodeFacts], m: &Model) -> (Vec<Edge>, Vec<Reader>) {
     let mut out = Vec::new();
-    let mut fresh: Vec<Component> = Vec::new();
+    let mut fresh: Vec<Reader> = Vec::new();
     for e in &pb.edges {
         let Some(sc) = e.server.component.as_deref() else { continue };
-        let servers: Vec<&NodeFacts<'_>> = nodes.iter().filter(|n| n.pki.components.contains_key(sc)).collect();
+        let servers: Vec<&NodeFacts> = nodes.iter().filter(|n| n.pki.components.contains_key(sc)).collect();
         let peer = e.client.component.as_deref() == Some(sc);
         for client in nodes {
-            let mut sides: Vec<Side> = Vec::new();
+            let mut sides: Vec<End> = Vec::new();
             if e.client.kubeconfigs.is_empty() {
                 let comp = e.client.component.clone().unwrap_or_else(|| format!("client {}", e.name));
                 if e.client.component.as_ref().is_some_and(|c| !client.pki.components.contains_key(c)) {
@@ -156,20 +144,20 @@ fn edges(pb: &Playbook, nodes: &[NodeFacts<'_>], m: &Model) -> (Vec<Edge>, Vec<C
                 let path = |k: &Option<String>| k.as_ref().and_then(|k| client.pki.path_of(e.client.component.as_deref(), k)).map(str::to_string);
                 let Some(cert) = path(&e.client.cert) else { continue };
                 if e.client.component.is_none() {
-                    fresh.push(Component { node: client.name.into(), name: comp.clone(), reads: [Some(cert.clone()), path(&e.client.trusts)].into_iter().flatten().collect(), fresh: true });
+                    fresh.push(Reader { node: client.name.clone(), name: comp.clone(), reads: [Some(cert.clone()), path(&e.client.trusts)].into_iter().flatten().collect(), fresh: true });
                 }
-                sides.push(Side { node: client.name.into(), component: comp, cert: Some(cert), trust: path(&e.client.trusts) });
+                sides.push(End { node: client.name.clone(), component: comp, cert: Some(cert), trust: path(&e.client.trusts) });
             } else {
                 for kc in &e.client.kubeconfigs {
                     let Some(path) = client.pki.named.get(kc) else { continue };
-                    if !m.files.contains_key(&FileId::new(client.name, path)) {
+                    if !m.files.contains_key(&FileId::new(&client.name, path)) {
                         continue;
                     }
                     let (comp, is_fresh) = kubeconfig_reader(pb, client, kc, path);
                     if is_fresh {
-                        fresh.push(Component { node: client.name.into(), name: comp.clone(), reads: vec![path.clone()], fresh: true });
+                        fresh.push(Reader { node: client.name.clone(), name: comp.clone(), reads: vec![path.clone()], fresh: true });
                     }
-                    sides.push(Side { node: client.name.into(), component: comp, cert: Some(path.clone()), trust: Some(path.clone()) });
+                    sides.push(End { node: client.name.clone(), component: comp, cert: Some(path.clone()), trust: Some(path.clone()) });
                 }
             }
             let local_only = !peer && sc != "kubelet" && servers.iter().any(|s| s.name == client.name);
@@ -179,7 +167,7 @@ fn edges(pb: &Playbook, nodes: &[NodeFacts<'_>], m: &Model) -> (Vec<Edge>, Vec<C
                     out.push(Edge {
                         name: e.name.clone(),
                         client: side.clone(),
-                        server: Side { node: server.name.into(), component: sc.to_string(), cert: path(&e.server.cert), trust: path(&e.server.trusts) },
+                        server: End { node: server.name.clone(), component: sc.to_string(), cert: path(&e.server.cert), trust: path(&e.server.trusts) },
                     });
                 }
             }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{CaId, Component, Content, Edge, FileId, Model, Plan, Side, Step};
+use super::model::{CaId, Content, Edge, Effect, Effects, End, FileId, Model, Reader};
 
 /// Why a plan is refused: where it breaks and which edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,29 +25,29 @@ struct State<'m> {
     disk: BTreeMap<FileId, Content>,
     loaded: BTreeMap<(String, String), BTreeMap<String, Content>>,
     /// (node, component) -> the component, looked up for every side of every check.
-    components: BTreeMap<(&'m str, &'m str), &'m Component>,
+    readers: BTreeMap<(&'m str, &'m str), &'m Reader>,
 }
 
 impl<'m> State<'m> {
     fn new(model: &'m Model) -> State<'m> {
         let mut loaded = BTreeMap::new();
-        for c in &model.components {
+        for c in &model.readers {
             loaded.insert((c.node.clone(), c.name.clone()), snapshot(&model.files, &c.node, &c.reads));
         }
-        let components = model.components.iter().map(|c| ((c.node.as_str(), c.name.as_str()), c)).collect();
-        State { disk: model.files.clone(), loaded, components }
+        let readers = model.readers.iter().map(|c| ((c.node.as_str(), c.name.as_str()), c)).collect();
+        State { disk: model.files.clone(), loaded, readers }
     }
 
     /// What a side sees of one of its files: fresh clients read the disk, the rest what they loaded.
-    fn view(&self, side: &Side, path: &str) -> Option<&Content> {
-        let fresh = self.components.get(&(side.node.as_str(), side.component.as_str())).is_none_or(|c| c.fresh);
+    fn view(&self, side: &End, path: &str) -> Option<&Content> {
+        let fresh = self.readers.get(&(side.node.as_str(), side.component.as_str())).is_none_or(|c| c.fresh);
         if fresh {
             return self.disk.get(&FileId::new(&side.node, path));
         }
         self.loaded.get(&(side.node.clone(), side.component.clone())).and_then(|m| m.get(path))
     }
 
-    fn presents(&self, side: &Side) -> Result<Option<&CaId>, String> {
+    fn presents(&self, side: &End) -> Result<Option<&CaId>, String> {
         let Some(path) = &side.cert else { return Ok(None) };
         match self.view(side, path) {
             Some(Content::Leaf { signer }) => Ok(Some(signer)),
@@ -57,7 +57,7 @@ impl<'m> State<'m> {
         }
     }
 
-    fn trusts(&self, side: &Side) -> Result<Option<&BTreeSet<CaId>>, String> {
+    fn trusts(&self, side: &End) -> Result<Option<&BTreeSet<CaId>>, String> {
         let Some(path) = &side.trust else { return Ok(None) };
         match self.view(side, path) {
             Some(Content::Trust { cas }) => Ok(Some(cas)),
@@ -84,17 +84,23 @@ fn snapshot(files: &BTreeMap<FileId, Content>, node: &str, reads: &[String]) -> 
     reads.iter().filter_map(|p| files.get(&FileId::new(node, p)).map(|c| (p.clone(), c.clone()))).collect()
 }
 
-fn describe(step: &Step) -> String {
+fn describe(step: &Effect) -> String {
     match step {
-        Step::Write { node, path, .. } => format!("write {node}:{path}"),
-        Step::Restart { node, component } => format!("restart {component} on {node}"),
+        Effect::Write { node, path, .. } => format!("write {node}:{path}"),
+        Effect::Restart { node, component } => format!("restart {component} on {node}"),
     }
+}
+
+/// The edges broken as the model stands, before anything changes: (index, why).
+pub fn broken(model: &Model) -> Vec<(usize, String)> {
+    let state = State::new(model);
+    model.edges.iter().enumerate().filter_map(|(i, e)| state.check(e).err().map(|why| (i, why))).collect()
 }
 
 /// Simulates `plan` on `model`; the first broken edge refuses the plan. Every edge is
 /// checked before each stage; after a step, the edges with a side on the step's node (the
 /// only ones a write or restart there can change).
-pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
+pub fn prove(model: &Model, plan: &[Effects]) -> Result<(), Violation> {
     let mut state = State::new(model);
     let mut by_node: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, e) in model.edges.iter().enumerate() {
@@ -111,16 +117,16 @@ pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
         }
         Ok(())
     };
-    for stage in &plan.stages {
+    for stage in plan {
         check(&state, &mut model.edges.iter(), &stage.name, 0, &|| "before the stage".into())?;
-        for (i, step) in stage.steps.iter().enumerate() {
+        for (i, step) in stage.effects.iter().enumerate() {
             let node = match step {
-                Step::Write { node, path, content } => {
+                Effect::Write { node, path, content } => {
                     state.disk.insert(FileId::new(node, path), content.clone());
                     node
                 }
-                Step::Restart { node, component } => {
-                    let reads = state.components.get(&(node.as_str(), component.as_str())).map(|c| c.reads.as_slice()).unwrap_or(&[]);
+                Effect::Restart { node, component } => {
+                    let reads = state.readers.get(&(node.as_str(), component.as_str())).map(|c| c.reads.as_slice()).unwrap_or(&[]);
                     let snap = snapshot(&state.disk, node, reads);
                     state.loaded.insert((node.clone(), component.clone()), snap);
                     node
@@ -136,7 +142,7 @@ pub fn prove(model: &Model, plan: &Plan) -> Result<(), Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Component, PLAN_VERSION, Stage};
+    
 
     fn trust(cas: &[&str]) -> Content {
         Content::Trust { cas: cas.iter().map(|s| s.to_string()).collect() }
@@ -156,47 +162,47 @@ mod tests {
             m.files.insert(FileId::new(n, "kubelet-client.crt"), leaf("ca@old"));
             m.files.insert(FileId::new(n, "admin.conf"), Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string()].into() });
             m.files.insert(FileId::new(n, "kubelet.crt"), leaf("ca@old"));
-            m.components.push(Component { node: n.into(), name: "kube-apiserver".into(), reads: vec!["ca.crt".into(), "apiserver.crt".into(), "kubelet-client.crt".into()], fresh: false });
-            m.components.push(Component { node: n.into(), name: "kubelet".into(), reads: vec!["ca.crt".into(), "kubelet.crt".into()], fresh: false });
-            m.components.push(Component { node: n.into(), name: "kubectl".into(), reads: vec!["admin.conf".into()], fresh: true });
+            m.readers.push(Reader { node: n.into(), name: "kube-apiserver".into(), reads: vec!["ca.crt".into(), "apiserver.crt".into(), "kubelet-client.crt".into()], fresh: false });
+            m.readers.push(Reader { node: n.into(), name: "kubelet".into(), reads: vec!["ca.crt".into(), "kubelet.crt".into()], fresh: false });
+            m.readers.push(Reader { node: n.into(), name: "kubectl".into(), reads: vec!["admin.conf".into()], fresh: true });
             m.edges.push(Edge {
                 name: "admin.conf -> kube-apiserver".into(),
-                client: Side { node: n.into(), component: "kubectl".into(), cert: Some("admin.conf".into()), trust: Some("admin.conf".into()) },
-                server: Side { node: n.into(), component: "kube-apiserver".into(), cert: Some("apiserver.crt".into()), trust: Some("ca.crt".into()) },
+                client: End { node: n.into(), component: "kubectl".into(), cert: Some("admin.conf".into()), trust: Some("admin.conf".into()) },
+                server: End { node: n.into(), component: "kube-apiserver".into(), cert: Some("apiserver.crt".into()), trust: Some("ca.crt".into()) },
             });
         }
         for a in ["cp1", "cp2"] {
             for k in ["cp1", "cp2"] {
                 m.edges.push(Edge {
                     name: "kube-apiserver -> kubelet".into(),
-                    client: Side { node: a.into(), component: "kube-apiserver".into(), cert: Some("kubelet-client.crt".into()), trust: Some("ca.crt".into()) },
-                    server: Side { node: k.into(), component: "kubelet".into(), cert: Some("kubelet.crt".into()), trust: Some("ca.crt".into()) },
+                    client: End { node: a.into(), component: "kube-apiserver".into(), cert: Some("kubelet-client.crt".into()), trust: Some("ca.crt".into()) },
+                    server: End { node: k.into(), component: "kubelet".into(), cert: Some("kubelet.crt".into()), trust: Some("ca.crt".into()) },
                 });
             }
         }
         m
     }
 
-    fn per_node(f: impl Fn(&str) -> Vec<Step>) -> Vec<Step> {
+    fn per_node(f: impl Fn(&str) -> Vec<Effect>) -> Vec<Effect> {
         ["cp1", "cp2"].iter().flat_map(|n| f(n)).collect()
     }
 
-    fn restarts(n: &str) -> Vec<Step> {
-        ["kube-apiserver", "kubelet"].iter().map(|c| Step::Restart { node: n.into(), component: c.to_string() }).collect()
+    fn restarts(n: &str) -> Vec<Effect> {
+        ["kube-apiserver", "kubelet"].iter().map(|c| Effect::Restart { node: n.into(), component: c.to_string() }).collect()
     }
 
-    fn resign(n: &str, ca: &str) -> Vec<Step> {
-        let mut v: Vec<Step> = ["apiserver.crt", "kubelet-client.crt", "kubelet.crt"].iter().map(|p| Step::Write { node: n.into(), path: p.to_string(), content: leaf(ca) }).collect();
-        v.push(Step::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some(ca.into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } });
+    fn resign(n: &str, ca: &str) -> Vec<Effect> {
+        let mut v: Vec<Effect> = ["apiserver.crt", "kubelet-client.crt", "kubelet.crt"].iter().map(|p| Effect::Write { node: n.into(), path: p.to_string(), content: leaf(ca) }).collect();
+        v.push(Effect::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some(ca.into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } });
         v
     }
 
-    fn runbook() -> Plan {
+    fn runbook() -> Vec<Effects> {
         let both = || trust(&["ca@old", "ca@new"]);
         let bundle = |n: &str| {
             let mut v = vec![
-                Step::Write { node: n.into(), path: "ca.crt".into(), content: both() },
-                Step::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } },
+                Effect::Write { node: n.into(), path: "ca.crt".into(), content: both() },
+                Effect::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } },
             ];
             v.extend(restarts(n));
             v
@@ -208,20 +214,17 @@ mod tests {
         };
         let prune = |n: &str| {
             let mut v = vec![
-                Step::Write { node: n.into(), path: "ca.crt".into(), content: trust(&["ca@new"]) },
-                Step::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@new".into()), trusts: ["ca@new".to_string()].into() } },
+                Effect::Write { node: n.into(), path: "ca.crt".into(), content: trust(&["ca@new"]) },
+                Effect::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@new".into()), trusts: ["ca@new".to_string()].into() } },
             ];
             v.extend(restarts(n));
             v
         };
-        Plan {
-            version: PLAN_VERSION,
-            stages: vec![
-                Stage { name: "S2 trust old+new".into(), steps: per_node(bundle) },
-                Stage { name: "S4 re-sign leaves".into(), steps: per_node(sign) },
-                Stage { name: "S5 prune".into(), steps: per_node(prune) },
-            ],
-        }
+        vec![
+            Effects { name: "S2 trust old+new".into(), effects: per_node(bundle) },
+            Effects { name: "S4 re-sign leaves".into(), effects: per_node(sign) },
+            Effects { name: "S5 prune".into(), effects: per_node(prune) },
+        ]
     }
 
     #[test]
@@ -231,7 +234,7 @@ mod tests {
 
     #[test]
     fn re_signing_leaves_before_trust_is_bundled_is_refused() {
-        let naive = Plan { version: PLAN_VERSION, stages: vec![Stage { name: "S4 re-sign leaves".into(), steps: per_node(|n| resign(n, "ca@new")) }] };
+        let naive = vec![Effects { name: "S4 re-sign leaves".into(), effects: per_node(|n| resign(n, "ca@new")) }];
         let err = prove(&cluster(), &naive).unwrap_err();
         assert_eq!(err.stage, "S4 re-sign leaves");
         // kubectl reads admin.conf fresh: the first write that it sees breaks it at once.
@@ -244,7 +247,7 @@ mod tests {
         // Trust bundled and loaded on cp1 only; cp1 then restarts with a new-CA client cert
         // while cp2's kubelet still has only the old CA loaded: refused at that restart.
         let mut plan = runbook();
-        plan.stages[0].steps.retain(|s| !matches!(s, Step::Restart { node, .. } if node == "cp2"));
+        plan[0].effects.retain(|s| !matches!(s, Effect::Restart { node, .. } if node == "cp2"));
         let err = prove(&cluster(), &plan).unwrap_err();
         assert_eq!(err.stage, "S4 re-sign leaves");
         assert!(err.what.starts_with("restart kube-apiserver on cp1"), "{err}");
@@ -254,7 +257,7 @@ mod tests {
     #[test]
     fn pruning_before_every_leaf_is_re_signed_is_refused() {
         let mut plan = runbook();
-        plan.stages.swap(1, 2);
+        plan.swap(1, 2);
         let err = prove(&cluster(), &plan).unwrap_err();
         assert_eq!(err.stage, "S5 prune");
     }

@@ -1,0 +1,174 @@
+//! Owns: finding a node's PKI from the files its components actually read: manifest flags,
+//! the kubelet config, kubeconfigs (embedded and referenced), the playbook's defaults and
+//! scanned directories, read over a transport in a few batched round trips.
+//! Must not: read private keys (their existence is checked, their bytes are never fetched
+//! unless they share a file with a certificate), or report; callers decide what to show.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::facts::{FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs};
+use crate::playbook::{FileKind, Playbook};
+use crate::reach::transport::{FileData, NodeResult, Transport};
+
+/// The embedded playbook whose `detect` paths exist on the node, if any.
+pub async fn detect(t: &dyn Transport, playbooks: &[Playbook]) -> NodeResult<Option<String>> {
+    let paths: Vec<String> = playbooks.iter().flat_map(|p| p.detect.iter().cloned()).collect();
+    let found = t.exists(&paths).await?;
+    let mut i = 0;
+    for p in playbooks {
+        let n = p.detect.len();
+        if found[i..i + n].iter().any(|b| *b) {
+            return Ok(Some(p.name.clone()));
+        }
+        i += n;
+    }
+    Ok(None)
+}
+
+pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_paths: &[String]) -> NodeResult<NodePki> {
+    let mut wants: BTreeMap<String, Want> = BTreeMap::new();
+    let add = |wants: &mut BTreeMap<String, Want>, path: String, want: Want| {
+        let e = wants.entry(path).or_insert(Want { kind: None, name: None, origin: None, required: false });
+        e.kind = e.kind.or(want.kind);
+        e.name = e.name.clone().or(want.name);
+        e.origin = e.origin.clone().or(want.origin);
+        e.required |= want.required;
+    };
+
+    // Round 1: the components' own config, every default path, and the scanned directories.
+    let sources: Vec<String> = playbook.map(|p| p.components.iter().filter_map(|c| c.source().map(str::to_string)).collect()).unwrap_or_default();
+    let mut scan: Vec<String> = playbook.map(|p| p.scan.clone()).unwrap_or_default();
+    scan.extend(extra_paths.iter().cloned());
+    let (source_data, listed) = tokio::join!(t.read_files(&sources), t.list_files(&scan));
+    let source_data = source_data?;
+    let listed = listed?;
+    let source_text: BTreeMap<String, Vec<u8>> = sources
+        .iter()
+        .zip(source_data)
+        .filter_map(|(p, d)| match d {
+            FileData::Found(b) => Some((p.clone(), b)),
+            _ => None,
+        })
+        .collect();
+
+    let mut pki = NodePki::default();
+    if let Some(pb) = playbook {
+        for f in &pb.files {
+            add(&mut wants, f.path.clone(), Want { kind: Some(f.kind), name: Some(f.name.clone()), origin: None, required: false });
+        }
+        for c in &pb.components {
+            let Some(src) = c.source() else { continue };
+            let Some(bytes) = source_text.get(src) else { continue };
+            let keys = match component_keys(c, bytes) {
+                Ok(k) => k,
+                Err(e) => {
+                    pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(src.to_string()), error: format!("cannot parse {}: {e}", c.name) });
+                    continue;
+                }
+            };
+            pki.files.insert(src.to_string());
+            for (path, r, required) in resolve_refs(pb, c, src, &keys) {
+                let file = pb.file(&r.file).expect("playbook validated");
+                pki.refs.entry((c.name.clone(), r.key.clone())).or_insert_with(|| path.clone());
+                pki.named.entry(file.name.clone()).or_insert_with(|| path.clone());
+                add(&mut wants, path, Want {
+                    kind: Some(r.kind.unwrap_or(file.kind)),
+                    name: Some(file.name.clone()),
+                    origin: Some(format!("{} in {src}", r.key)),
+                    required,
+                });
+            }
+            pki.endpoints.extend(endpoint_targets(pb, c, src, &keys));
+            pki.components.insert(c.name.clone(), keys);
+        }
+    }
+    for path in listed {
+        add(&mut wants, path, Want { kind: None, name: None, origin: None, required: false });
+    }
+
+    // Round 2: every file that may hold certificates; keys only need to exist.
+    let (to_read, key_paths): (Vec<String>, Vec<String>) = {
+        let mut read = Vec::new();
+        let mut keys = Vec::new();
+        for (p, w) in &wants {
+            match w.kind {
+                Some(k) if k.holds_certs() => read.push(p.clone()),
+                Some(_) => keys.push(p.clone()),
+                None if is_key_name(p) => keys.push(p.clone()),
+                None => read.push(p.clone()),
+            }
+        }
+        (read, keys)
+    };
+    let (data, present) = tokio::join!(t.read_files(&to_read), t.exists(&key_paths));
+    let data = data?;
+    for (p, ok) in key_paths.iter().zip(present?) {
+        let w = &wants[p];
+        if ok {
+            pki.files.insert(p.clone());
+        } else if w.required {
+            pki.errors.push(missing(p, w));
+        }
+    }
+
+    let mut kubeconfig_refs: Vec<(String, Want)> = Vec::new();
+    for (path, d) in to_read.iter().zip(data) {
+        let w = &wants[path];
+        match d {
+            FileData::Found(bytes) => {
+                let refs = classify(path, &bytes, w, &mut pki);
+                kubeconfig_refs.extend(refs);
+            }
+            FileData::Missing if w.required => pki.errors.push(missing(path, w)),
+            FileData::Missing => {}
+            FileData::NotAFile if w.required => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.clone()), error: "not a regular file".into() }),
+            FileData::NotAFile => {}
+            FileData::Unreadable(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Unreadable, path: Some(path.clone()), error: format!("unreadable: {e}") }),
+            FileData::TooLarge(n) if w.kind.is_some() => {
+                pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.clone()), error: format!("{n} bytes: too large to be a certificate or kubeconfig") })
+            }
+            FileData::TooLarge(_) => {}
+        }
+    }
+
+    // Round 3: files that kubeconfigs point at and that were not read yet.
+    let mut extra_read: Vec<(String, Want)> = Vec::new();
+    let mut extra_keys: Vec<(String, Want)> = Vec::new();
+    let mut seen: BTreeSet<String> = to_read.iter().cloned().collect();
+    for (p, w) in kubeconfig_refs {
+        if w.kind == Some(FileKind::Key) {
+            if !pki.files.contains(&p) && seen.insert(p.clone()) {
+                extra_keys.push((p, w));
+            }
+        } else if seen.insert(p.clone()) {
+            extra_read.push((p, w));
+        }
+    }
+    let read_paths: Vec<String> = extra_read.iter().map(|(p, _)| p.clone()).collect();
+    let key_paths: Vec<String> = extra_keys.iter().map(|(p, _)| p.clone()).collect();
+    let (data, present) = tokio::join!(t.read_files(&read_paths), t.exists(&key_paths));
+    for ((p, w), d) in extra_read.iter().zip(data?) {
+        match d {
+            FileData::Found(bytes) => {
+                classify(p, &bytes, w, &mut pki);
+            }
+            FileData::Unreadable(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Unreadable, path: Some(p.clone()), error: format!("unreadable: {e}") }),
+            _ => pki.errors.push(missing(p, w)),
+        }
+    }
+    for ((p, w), ok) in extra_keys.iter().zip(present?) {
+        if ok {
+            pki.files.insert(p.clone());
+        } else {
+            pki.errors.push(missing(p, w));
+        }
+    }
+    if let Some(pb) = playbook {
+        for f in &pb.files {
+            if !pki.named.contains_key(&f.name) && pki.files.contains(&f.path) {
+                pki.named.insert(f.name.clone(), f.path.clone());
+            }
+        }
+    }
+    Ok(pki)
+}

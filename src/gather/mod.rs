@@ -1,0 +1,115 @@
+//! Owns: gathering the facts of a fleet: per node, the distribution, the PKI discovery finds,
+//! and the bytes of every file a plan or a report needs (keys kept in memory only).
+//! Must not: decide anything from the facts (plans and reports do) or change a node.
+
+pub mod discover;
+pub mod facts;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::pki::kubeconfig::{self, Material};
+use crate::playbook::Playbook;
+use crate::reach::fleet::{Connected, Fleet};
+use crate::reach::transport::{FileData, NodeFailure};
+pub use facts::NodeFacts;
+use facts::Source;
+
+/// Everything gathered from a fleet: the playbook the nodes share, each node's facts, and
+/// the live connections to them.
+pub struct Gathered {
+    pub playbook: Playbook,
+    pub nodes: Vec<NodeFacts>,
+    pub connected: Connected,
+}
+
+impl Gathered {
+    pub fn offline(&self) -> bool {
+        self.nodes.iter().all(|n| n.offline)
+    }
+}
+
+/// Connects to every node (at most `concurrency` at once), detects its distribution unless the
+/// fleet names one, discovers its PKI and reads the certificate, kubeconfig, manifest and key
+/// files involved. A node that cannot be read, or where kcert finds no distribution or no PKI,
+/// stops it: nothing was changed.
+pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
+    let embedded = crate::playbook::embedded();
+    let results = fleet
+        .run(&|_| {}, |t, target| {
+            let embedded = &embedded;
+            async move {
+                let pb = match &fleet.playbook {
+                    Some(p) => p.clone(),
+                    None => {
+                        let name = discover::detect(t.as_ref(), embedded).await?;
+                        embedded.iter().find(|p| Some(&p.name) == name.as_ref()).cloned().ok_or_else(|| NodeFailure::command("no known distribution found (pass --distribution)"))?
+                    }
+                };
+                let pki = discover::discover(t.as_ref(), Some(&pb), extra_paths).await?;
+                if pki.files.is_empty() {
+                    return Err(NodeFailure::command(format!("no PKI files found (looked where the {} playbook says, and in {})", pb.name, pb.scan.join(", "))));
+                }
+                let mut paths: BTreeSet<String> = pki.named.values().cloned().collect();
+                // The components' own manifests and configs: a rotation edits some, and a saved
+                // plan is refused when one moved.
+                paths.extend(pb.components.iter().filter(|c| pki.components.contains_key(&c.name)).filter_map(|c| c.source().map(str::to_string)));
+                for c in &pki.certs {
+                    if c.source != Source::Endpoint {
+                        paths.insert(c.path.clone());
+                    }
+                }
+                let wanted: Vec<String> = paths.into_iter().collect();
+                let mut files = found(&wanted, t.read_files(&wanted).await?);
+                // Keys a kubeconfig points at (the kubelet's rotating pem holds both).
+                let refs: Vec<String> = files
+                    .iter()
+                    .filter(|(_, b)| kubeconfig::looks_like_kubeconfig(b))
+                    .filter_map(|(p, b)| match kubeconfig::identity(b).ok()?.key {
+                        Some(Material::Path(k)) => Some(kubeconfig::resolve_reference(p, &k)),
+                        _ => None,
+                    })
+                    .filter(|abs| !files.contains_key(abs))
+                    .collect();
+                files.extend(found(&refs, t.read_files(&refs).await?));
+                let hostname = if t.offline() { None } else { t.run("hostname").await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
+                let facts = NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname };
+                Ok((pb, t, facts))
+            }
+        })
+        .await;
+    let mut nodes = Vec::new();
+    let mut connections = Vec::new();
+    let mut failures = Vec::new();
+    let mut playbook: Option<Playbook> = None;
+    for (target, r) in results {
+        match r {
+            Ok((pb, t, facts)) => {
+                match &playbook {
+                    Some(first) if first.source != pb.source => failures.push(format!("{}: looks like {}, while other nodes look like {}", target.name, pb.name, first.name)),
+                    Some(_) => {}
+                    None => playbook = Some(pb),
+                }
+                connections.push((target.name.clone(), t));
+                nodes.push(facts);
+            }
+            Err(e) => failures.push(format!("{}: {}", target.name, e.message)),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Runtime(format!("cannot read every node, nothing was changed:\n  {}", failures.join("\n  "))));
+    }
+    Ok(Gathered { playbook: playbook.ok_or_else(|| Error::Usage("no nodes".into()))?, nodes, connected: Connected::new(connections) })
+}
+
+/// The files that were found, by path.
+fn found(paths: &[String], data: Vec<FileData>) -> BTreeMap<String, Vec<u8>> {
+    paths
+        .iter()
+        .zip(data)
+        .filter_map(|(p, d)| match d {
+            FileData::Found(b) => Some((p.clone(), b)),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,192 @@
+//! Owns: one library function per command that changes a cluster, what the CLI calls:
+//! `renew` and `rotate_ca` (plan, then show, save or run it), `apply` (a saved plan, while
+//! its facts hold), `resume`, `rollback` and `runs`; and what they share: saving a plan and
+//! its keys, refusing a stale plan or a changed playbook, one unfinished run per cluster.
+//! Must not: print or read the terminal; the CLI passes its confirmation and progress in.
+
+pub mod renew;
+pub mod rotate;
+pub mod runs;
+mod saved;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::gather::Gathered;
+use crate::plan::Plan;
+use crate::playbook::Playbook;
+use crate::reach::fleet::{Connected, Fleet};
+use crate::reach::inventory::{self, LoadOptions};
+use crate::run::journal::{Done, Journal, Record, TargetRecord};
+use crate::run::{Event, OnFailure, RunReport, Runner, keys};
+pub use renew::RenewOptions;
+pub use rotate::RotateOptions;
+pub use saved::{facts_moved, load_plan};
+
+/// A plan ready to show, save or run, with what it needs that is not in it: the new CA keys
+/// of a rotation (memory only), and what `verify` found that does not stop it.
+pub struct Prepared {
+    pub gathered: Gathered,
+    pub plan: Plan,
+    keys: BTreeMap<String, String>,
+    pub warnings: Vec<String>,
+}
+
+/// What to do with a plan once it is made.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Show it; change nothing.
+    DryRun,
+    /// Save it (and its new CA keys, 0600, in the state dir) for `kcert apply`.
+    PlanOut(PathBuf),
+    /// Carry it out (after the confirmation).
+    Run,
+}
+
+/// How a changing command ended.
+pub enum Ended {
+    /// The plan was made, and shown or saved; nothing was changed.
+    Planned { plan: Box<Plan>, warnings: Vec<String>, saved: Option<Saved> },
+    Ran(RunReport),
+}
+
+/// Where `--plan-out` put a plan, and its keys when it has any.
+pub struct Saved {
+    pub path: PathBuf,
+    pub keys: Option<PathBuf>,
+}
+
+/// What every run needs from the caller.
+pub struct RunOptions<'a> {
+    pub state_dir: PathBuf,
+    pub patience: Duration,
+    pub on_failure: OnFailure,
+    /// Asked once the plan is known, before anything changes; an error stops the run.
+    pub confirm: &'a dyn Fn(&Plan, &[String]) -> Result<()>,
+    pub observer: &'a (dyn Fn(&Event) + Sync),
+}
+
+/// `kcert renew`.
+pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
+    let prepared = renew::prepare(fleet, extra_paths, opts).await?;
+    carry_out(prepared, fleet, mode, run, opts.now).await
+}
+
+/// `kcert rotate-ca`.
+pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
+    let prepared = rotate::prepare(fleet, extra_paths, opts).await?;
+    carry_out(prepared, fleet, mode, run, opts.now).await
+}
+
+async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>, now: i64) -> Result<Ended> {
+    let unfinished = runs::unfinished(&run.state_dir, &p.plan);
+    let mut warnings = p.warnings;
+    match mode {
+        Mode::DryRun | Mode::PlanOut(_) => {
+            if let Some(u) = &unfinished {
+                warnings.push(format!("{u}: this plan cannot run until that run is resumed or rolled back"));
+            }
+            let saved = match mode {
+                Mode::PlanOut(path) => Some(saved::save(&p.plan, &p.keys, &path, &run.state_dir)?),
+                _ => None,
+            };
+            Ok(Ended::Planned { plan: Box::new(p.plan), warnings, saved })
+        }
+        Mode::Run => {
+            if let Some(u) = unfinished {
+                return Err(Error::input(format!("cluster {}", p.plan.cluster), format!("{u}; nothing was changed")));
+            }
+            if p.plan.counts().0 == 0 {
+                return Ok(Ended::Planned { plan: Box::new(p.plan), warnings, saved: None });
+            }
+            (run.confirm)(&p.plan, &warnings)?;
+            let report = start(&p.plan, &p.keys, &p.gathered.playbook, p.gathered.connected.clone(), fleet, run, now).await?;
+            Ok(Ended::Ran(report))
+        }
+    }
+}
+
+/// A new run of a plan: the run folder gets the plan and the keys (0600), the journal its
+/// first records, then the runner carries it out.
+async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, nodes: Connected, fleet: &Fleet, run: &RunOptions<'_>, now: i64) -> Result<RunReport> {
+    let mut j = Journal::create(&run.state_dir, plan.kind.as_str(), now)?;
+    let json = serde_json::to_vec_pretty(plan).expect("plans serialize");
+    keys::write_private(&j.dir.join("plan.json"), &json)?;
+    if !keys.is_empty() {
+        keys::save_keys(&j.dir.join("keys"), keys)?;
+    }
+    let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), nodes: plan.nodes().into_iter().map(str::to_string).collect() };
+    j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
+    j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&json) })?;
+    let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer);
+    Ok(runner.run(&Done::default()).await)
+}
+
+/// `kcert apply FILE`: a saved plan, only while every fact it was made from still holds and
+/// its playbook is the one it was made with; `inventory` reaches the nodes another way.
+pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
+    let plan = load_plan(path)?;
+    let pb = saved::playbook_of(&plan)?;
+    let fleet = fleet_of(inventory.or(plan.target.inventory.as_deref()), plan.target.root.as_deref(), &pb)?;
+    let g = crate::gather::gather(&fleet, &[]).await?;
+    let moved = facts_moved(&plan, &g);
+    if !moved.is_empty() {
+        return Err(Error::input(
+            format!("plan {}", path.display()),
+            format!("the cluster moved since the plan was made ({}); nothing was changed:\n  {}\n  make a new plan: kcert {} --plan-out FILE", plan.created_at, moved.join("\n  "), plan.kind),
+        ));
+    }
+    if let Some(u) = runs::unfinished(&run.state_dir, &plan) {
+        return Err(Error::input(format!("cluster {}", plan.cluster), format!("{u}; nothing was changed")));
+    }
+    let keys_dir = keys::plan_keys_dir(&run.state_dir, &plan.id);
+    let keys = if plan.cas.is_empty() { BTreeMap::new() } else { saved::plan_keys(&plan, &keys_dir)? };
+    (run.confirm)(&plan, &[])?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let report = start(&plan, &keys, &pb, g.connected.clone(), &fleet, run, now).await?;
+    // The run folder holds the keys now; no second copy is left behind.
+    if !plan.cas.is_empty() {
+        let _ = std::fs::remove_dir_all(&keys_dir);
+    }
+    Ok(report)
+}
+
+/// The fleet a saved plan or a run reaches: an inventory, else the root directory (or this
+/// machine) it was made on; either way with the plan's own playbook.
+pub fn fleet_of(inventory: Option<&Path>, root: Option<&Path>, pb: &Playbook) -> Result<Fleet> {
+    let mut fleet = match inventory {
+        Some(inv) => Fleet::from_inventory(&inventory::load(inv, &LoadOptions::default())?, &[], None)?,
+        None => Fleet::local(root.map(Path::to_path_buf), None)?,
+    };
+    fleet.playbook = Some(pb.clone());
+    Ok(fleet)
+}
+
+/// Connects to every node of a plan (resume and rollback need no discovery: the plan has
+/// the paths and the gates). A node the plan changes that cannot be reached stops it.
+pub async fn connect(fleet: &Fleet, plan: &Plan) -> Result<Connected> {
+    let wanted = plan.nodes();
+    let results = fleet.run(&|_| {}, |t, target| async move { Ok((t, target)) }).await;
+    let mut nodes = Vec::new();
+    let mut failures = Vec::new();
+    for (target, r) in results {
+        if !wanted.contains(&target.name.as_str()) {
+            continue;
+        }
+        match r {
+            Ok((t, target)) => nodes.push((target.name.clone(), t)),
+            Err(e) => failures.push(format!("{}: {}", target.name, e.message)),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Runtime(format!("cannot reach every node of the run; nothing was changed:\n  {}", failures.join("\n  "))));
+    }
+    for n in &wanted {
+        if !nodes.iter().any(|(name, _)| name == n) {
+            return Err(Error::input(format!("node {n}"), "the run's plan changes it, but the inventory no longer lists it"));
+        }
+    }
+    Ok(Connected::new(nodes))
+}

@@ -1,0 +1,107 @@
+//! Owns: `rotate-ca` up to a plan: gathering the facts, choosing the CAs, the file checks of
+//! S0 (what a rotation cannot fix refuses it), making the new CAs and the plan, proving it.
+//! Must not: print, or keep key material anywhere but memory (the caller saves it 0600).
+
+use std::collections::BTreeMap;
+
+use super::Prepared;
+use crate::error::{Error, Result};
+use crate::gather::{Gathered, gather};
+use crate::pki::sign::KeyType;
+use crate::plan::check;
+use crate::plan::rotation::{self, Input};
+use crate::plan::schema::{Options, PlanTarget};
+use crate::reach::fleet::Fleet;
+use crate::report::verify;
+
+#[derive(Debug, Clone)]
+pub struct RotateOptions {
+    /// `--ca` names; empty: every CA the playbook knows that the cluster has.
+    pub cas: Vec<String>,
+    pub ca_days: u32,
+    pub leaf_days: u32,
+    pub key_type: Option<KeyType>,
+    pub batch_size: Option<usize>,
+    pub now: i64,
+}
+
+/// Gathers the fleet, makes the new CAs and the whole plan, proves it. Nothing is changed.
+pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions) -> Result<Prepared> {
+    let gathered = gather(fleet, extra_paths).await?;
+    let pb = &gathered.playbook;
+    let Some(rot) = &pb.rotation else {
+        return Err(Error::input(format!("distribution {}", pb.name), "its playbook has no `rotation` section: kcert does not know how to rotate its CAs yet"));
+    };
+    // Without --ca, a CA the cluster does not have (kubeadm 1.8 had no etcd CA) is skipped, and said so.
+    let mut notes = Vec::new();
+    let aliases: Vec<String> = if opts.cas.is_empty() {
+        rot.cas
+            .iter()
+            .filter(|(a, f)| {
+                let present = gathered.nodes.iter().any(|n| n.pki.named.contains_key(*f));
+                if !present {
+                    notes.push(format!("no {a} CA ({f}) on any node: nothing of it to rotate"));
+                }
+                present
+            })
+            .map(|(a, _)| a.clone())
+            .collect()
+    } else {
+        opts.cas.clone()
+    };
+    let offline = gathered.offline();
+    let input = Input {
+        playbook: pb,
+        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() },
+        nodes: &gathered.nodes,
+        checks: if offline { Vec::new() } else { check::checks(pb, &gathered.nodes) },
+        opts: Options {
+            batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1),
+            kubernetes_api: fleet.kubernetes_api,
+            offline,
+            leaf_days: opts.leaf_days,
+            cas: aliases.clone(),
+            ca_days: Some(opts.ca_days),
+            key_type: opts.key_type,
+            certs: Vec::new(),
+        },
+        id: crate::run::journal::stamped_id("plan", opts.now)?,
+        cluster: fleet.cluster.clone(),
+        now: opts.now,
+    };
+    let refused = |p: Vec<String>| Error::input("rotate-ca", format!("nothing was changed:\n  {}", p.join("\n  ")));
+    let olds = rotation::old_cas(&input, &aliases).map_err(refused)?;
+    // Checked before any key is made: what a rotation cannot fix refuses it.
+    let (refuse, warnings) = file_checks(&gathered, opts.now);
+    if !refuse.is_empty() {
+        return Err(Error::input("rotate-ca", format!("the cluster's files do not verify; nothing was changed:\n  {}", refuse.join("\n  "))));
+    }
+    let news = rotation::successors(&olds, opts.ca_days, opts.now, opts.key_type).map_err(Error::Runtime)?;
+    let keys: BTreeMap<String, String> = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
+    let mut plan = rotation::plan(&input, olds, news).map_err(refused)?;
+    drop(input);
+    plan.notes.splice(0..0, notes);
+    Ok(Prepared { gathered, plan, keys, warnings })
+}
+
+/// S0's file checks (`kcert verify`): keys that do not match their certificates, signing
+/// pairs that are not one, unreadable files refuse the rotation; expiry and SAN findings are
+/// warnings (S4 re-signs), and so is a missing file (there is nothing to re-sign in it).
+fn file_checks(g: &Gathered, now: i64) -> (Vec<String>, Vec<String>) {
+    let (edges, findings) = verify::graph(&g.playbook, &g.nodes, now);
+    let mut refuse = Vec::new();
+    let mut warn = Vec::new();
+    for e in &edges {
+        for p in &e.problems {
+            let line = format!("{} {} -> {}: {p}", e.edge, e.client, e.server);
+            if p.kind.refuses_rotation() { refuse.push(line) } else { warn.push(line) }
+        }
+    }
+    for f in &findings {
+        let line = format!("{} {}: {}", f.node, f.component, f.message);
+        if f.broken && f.kind.refuses_rotation() { refuse.push(line) } else { warn.push(line) }
+    }
+    refuse.dedup();
+    warn.dedup();
+    (refuse, warn)
+}

@@ -1,0 +1,222 @@
+//! Owns: runs already started, from their folders in the state dir: how each stands (`kcert
+//! runs`), carrying one on (`resume`) or undoing it (`rollback`), and which run on a cluster
+//! is unfinished, so that no second one starts beside it.
+//! Must not: change a node except through the runner, or read a run's keys beyond memory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{RunOptions, connect, fleet_of, load_plan, saved};
+use crate::error::{Error, Result};
+use crate::plan::{Kind, Plan, StageId};
+use crate::run::journal::{self, Done, Journal, Record, Status, TargetRecord};
+use crate::run::{RunReport, Runner};
+
+/// How a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RunState {
+    #[serde(rename = "finished")]
+    Finished,
+    #[serde(rename = "stopped")]
+    Stopped,
+    #[serde(rename = "paused")]
+    Paused,
+    #[serde(rename = "interrupted")]
+    Interrupted,
+    #[serde(rename = "rolled back")]
+    RolledBack,
+    #[serde(rename = "rollback failed")]
+    RollbackFailed,
+    #[serde(rename = "unreadable")]
+    Unreadable,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Finished => "finished",
+            RunState::Stopped => "stopped",
+            RunState::Paused => "paused",
+            RunState::Interrupted => "interrupted",
+            RunState::RolledBack => "rolled back",
+            RunState::RollbackFailed => "rollback failed",
+            RunState::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// One line per run in the state dir: id, command, start, how it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub command: String,
+    pub started: String,
+    pub state: RunState,
+    pub detail: String,
+}
+
+fn summary(id: &str, records: &[Record]) -> RunSummary {
+    let (command, started) = match records.first() {
+        Some(Record::RunStarted { command, at, .. }) => (command.to_string(), at.clone()),
+        _ => ("?".into(), "?".into()),
+    };
+    let mut state = RunState::Interrupted;
+    let mut detail = String::new();
+    let mut stage = None;
+    for r in records {
+        match r {
+            Record::StageStarted { stage: s } => stage = Some(*s),
+            Record::RunFinished { status, message } => {
+                state = if *status == Status::Ok { RunState::Finished } else { RunState::Stopped };
+                detail = message.clone();
+            }
+            Record::Paused { stage: s, step, .. } => {
+                state = RunState::Paused;
+                detail = format!("{s} step {}", step + 1);
+            }
+            Record::RolledBack { status, message, .. } => {
+                state = if *status == Status::Ok { RunState::RolledBack } else { RunState::RollbackFailed };
+                detail = message.clone();
+            }
+            _ => {}
+        }
+    }
+    if state == RunState::Interrupted {
+        detail = match stage {
+            Some(s) => format!("in {s}: `kcert resume {id}` or `kcert rollback {id}`"),
+            None => "before any stage".into(),
+        };
+    }
+    RunSummary { run_id: id.to_string(), command, started, state, detail }
+}
+
+/// `kcert runs`: every run in the state dir, oldest first.
+pub fn list(state_dir: &Path) -> Vec<RunSummary> {
+    journal::runs(state_dir)
+        .into_iter()
+        .map(|id| match journal::read(state_dir, &id) {
+            Ok(records) => summary(&id, &records),
+            Err(_) => RunSummary { run_id: id, command: "?".into(), started: "?".into(), state: RunState::Unreadable, detail: "its journal cannot be read (made by an older kcert?)".into() },
+        })
+        .collect()
+}
+
+/// The run on the same cluster as `plan` that is not finished and still has changes on the
+/// nodes, said with what to do about it.
+pub fn unfinished(state_dir: &Path, plan: &Plan) -> Option<String> {
+    for id in journal::runs(state_dir).into_iter().rev() {
+        let Ok(records) = journal::read(state_dir, &id) else { continue };
+        let Some(Record::RunStarted { command, target, .. }) = records.first() else { continue };
+        if target.inventory != plan.target.inventory || target.root != plan.target.root {
+            continue;
+        }
+        let d = journal::done(&records);
+        if d.live_files > 0 && d.finished != Some(Status::Ok) {
+            let s = summary(&id, &records);
+            return Some(format!("the {command} run {id} on this cluster is unfinished ({}{}): carry it on with `kcert resume {id}`, or undo it with `kcert rollback {id}`", s.state.as_str(), if s.detail.is_empty() { String::new() } else { format!(", {}", s.detail) }));
+        }
+    }
+    None
+}
+
+/// A run's plan, keys and journal, for resume and rollback.
+pub struct Existing {
+    pub run_id: String,
+    pub plan: Plan,
+    pub keys: BTreeMap<String, String>,
+    pub records: Vec<Record>,
+    pub target: TargetRecord,
+}
+
+pub fn existing(state_dir: &Path, run_id: &str) -> Result<Existing> {
+    let records = journal::read(state_dir, run_id)?;
+    let Some(Record::RunStarted { target, .. }) = records.first().cloned() else {
+        return Err(Error::input(format!("run {run_id}"), "its journal does not start with the run"));
+    };
+    let dir = journal::run_dir(state_dir, run_id)?;
+    let plan = load_plan(&dir.join("plan.json"))?;
+    let keys = if plan.cas.is_empty() { BTreeMap::new() } else { saved::plan_keys(&plan, &dir.join("keys"))? };
+    Ok(Existing { run_id: run_id.to_string(), plan, keys, records, target })
+}
+
+/// The run a command names, or the most recent one: (id, said as "the most recent run").
+pub fn pick(state_dir: &Path, run_id: Option<&str>) -> Result<(String, bool)> {
+    match run_id {
+        Some(r) => Ok((r.to_string(), false)),
+        None => journal::runs(state_dir).pop().map(|r| (r, true)).ok_or_else(|| Error::input(format!("state dir {}", state_dir.display()), "no runs recorded there")),
+    }
+}
+
+/// What resume and rollback share: the run, its playbook as it was, the fleet, the nodes.
+struct Reopened {
+    e: Existing,
+    pb: crate::playbook::Playbook,
+    fleet: crate::reach::fleet::Fleet,
+}
+
+fn reopen(state_dir: &Path, run_id: &str, inventory: Option<&Path>) -> Result<Reopened> {
+    let e = existing(state_dir, run_id)?;
+    let pb = saved::playbook_of(&e.plan)?;
+    let fleet = fleet_of(inventory.or(e.target.inventory.as_deref()), e.target.root.as_deref(), &pb)?;
+    Ok(Reopened { e, pb, fleet })
+}
+
+/// `kcert resume [RUN]`: carries an interrupted, paused or stopped run on from its journal;
+/// no step is done twice.
+pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
+    let (id, _) = pick(&run.state_dir, run_id)?;
+    let r = reopen(&run.state_dir, &id, inventory)?;
+    let done = journal::done(&r.e.records);
+    if done.finished == Some(Status::Ok) {
+        return Err(Error::input(format!("run {id}"), "it finished; there is nothing to resume"));
+    }
+    if !done.started {
+        return Err(Error::input(format!("run {id}"), "it stopped before its first stage: nothing was changed, and there is nothing to resume; start a new run"));
+    }
+    (run.confirm)(&r.e.plan, &[])?;
+    let nodes = connect(&r.fleet, &r.e.plan).await?;
+    let j = Journal::reopen(&run.state_dir, &id)?;
+    let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer);
+    Ok(runner.run(&done).await)
+}
+
+/// `kcert rollback [RUN] --to-stage SN`: undoes a run's stages from the last down to `to`
+/// (the first stage: everything), restoring each file byte for byte.
+pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<(RunReport, bool)> {
+    let (id, latest) = pick(&run.state_dir, run_id)?;
+    let r = reopen(&run.state_dir, &id, inventory)?;
+    let stages: Vec<StageId> = r.e.plan.stages.iter().map(|s| s.id).collect();
+    let wanted = StageId::parse(to_stage);
+    let Some(to) = wanted.and_then(|w| stages.iter().position(|s| *s == w)) else {
+        return Err(Error::Usage(format!("--to-stage {to_stage}: the plan's stages are {}", stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
+    };
+    let d: Done = journal::done(&r.e.records);
+    if d.live_files == 0 {
+        return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
+    }
+    (run.confirm)(&r.e.plan, &[])?;
+    let nodes = connect(&r.fleet, &r.e.plan).await?;
+    let j = Journal::reopen(&run.state_dir, &id)?;
+    let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, crate::run::OnFailure::Pause, run.observer);
+    let report = runner.rollback(to).await;
+    let now = crate::text::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
+    let (status, message) = match &report.failure {
+        None => (Status::Ok, format!("stages {} and later undone", stages[to])),
+        Some(f) => (Status::Failed, f.clone()),
+    };
+    runner.journal.lock().expect("journal lock").record(&Record::RolledBack { at: now, status, message })?;
+    Ok((report, latest))
+}
+
+/// The kind of a run, for the CLI's question before it is resumed or rolled back.
+pub fn describe(state_dir: &Path, run_id: Option<&str>) -> Result<(String, Kind, String, Vec<String>)> {
+    let (id, latest) = pick(state_dir, run_id)?;
+    let records = journal::read(state_dir, &id)?;
+    let Some(Record::RunStarted { command, at, target, .. }) = records.first().cloned() else {
+        return Err(Error::input(format!("run {id}"), "its journal does not start with the run"));
+    };
+    let which = if latest { format!("the most recent run, {id}") } else { format!("run {id}") };
+    Ok((which, command, at, target.nodes))
+}

@@ -1,0 +1,168 @@
+//! Owns: the parts every plan is made of, whichever command plans it: a file op and its
+//! keyless recipe (checked to rebuild exactly the planned bytes), the batches, the gate of a
+//! batch, which components restart after a node's writes, the facts a plan carries, S0, and
+//! the proof run over the finished plan.
+//! Must not: do I/O or decide what a file's new content is (the planners do).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::check::Check;
+use super::model::Model;
+use super::prove;
+use super::schema::{Action, Fact, FileOp, KubeconfigField, Plan, Proof, Recipe, Reissued, StageId, StagePlan};
+use crate::gather::facts::NodeFacts;
+use crate::pki::{edit, kubeconfig, sha256};
+use crate::playbook::Playbook;
+use crate::pki::sign::MAX_CLOCK_SKEW;
+
+/// A file op from a file's bytes before and after. `ca_key`: the file is the new key of
+/// this CA (rebuilt from the run's key store); `key_of` finds those keys, to check the
+/// recipe. Refused when the recipe would carry key bytes or does not rebuild `new` exactly.
+pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Option<String>, private: bool, key_of: &dyn Fn(&str) -> Option<String>, changes: Vec<String>, certificates: Vec<Reissued>) -> Result<FileOp, String> {
+    let action = match (old, new) {
+        (None, Some(_)) => Action::Create,
+        (Some(_), None) => Action::Remove,
+        _ => Action::Modify,
+    };
+    let is_kubeconfig = old.is_some_and(kubeconfig::looks_like_kubeconfig);
+    let recipe = match (new, &ca_key) {
+        (None, _) => Recipe::Remove,
+        (Some(_), Some(ca)) => Recipe::CaKey { ca: ca.clone() },
+        (Some(n), None) if is_kubeconfig => {
+            let o = old.expect("a kubeconfig being modified exists");
+            let before = kubeconfig::parse_kubeconfig(o)?;
+            let after = kubeconfig::parse_kubeconfig(n)?;
+            let mut fields = Vec::new();
+            for e in &after.embedded {
+                let was = before.embedded.iter().find(|b| b.field.display() == e.field.display()).map(|b| b.raw.split_whitespace().collect::<String>());
+                if was.as_deref() != Some(e.raw.split_whitespace().collect::<String>().as_str()) {
+                    let pem = edit::kubeconfig_data(n, &e.field.display())?;
+                    fields.push(KubeconfigField { field: e.field.display(), pem: String::from_utf8(pem).map_err(|_| "new data is not text")? });
+                }
+            }
+            Recipe::Kubeconfig { fields }
+        }
+        (Some(n), None) if edit::has_private_key(n) => Recipe::Certs { certs: edit::cert_pems(n)? },
+        (Some(n), None) => Recipe::Text { text: String::from_utf8(n.to_vec()).map_err(|_| "not text")? },
+    };
+    // The recipe must rebuild exactly the planned bytes, and never carry a key.
+    if edit::has_private_key(recipe.carried_text().as_bytes()) {
+        return Err("would put private key material in the plan; refused".into());
+    }
+    let rebuilt = recipe.apply(old, key_of)?;
+    if rebuilt.as_deref() != new {
+        return Err("the recipe does not rebuild the planned bytes (kcert bug): refused".into());
+    }
+    Ok(FileOp {
+        path: path.to_string(),
+        action,
+        old_sha256: old.map(sha256),
+        new_sha256: new.map(sha256),
+        mode: if private { 0o600 } else { 0o644 },
+        private,
+        bytes: new.map_or(0, |n| n.len() as u64),
+        old_bytes: old.map_or(0, |o| o.len() as u64),
+        recipe,
+        changes,
+        certificates,
+    })
+}
+
+/// Control-plane nodes one at a time (etcd members among them: quorum holds), then
+/// workers `batch_size` at a time.
+pub fn batches(nodes: &[NodeFacts], batch_size: usize) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = nodes.iter().filter(|n| n.control_plane).map(|n| vec![n.name.clone()]).collect();
+    let workers: Vec<String> = nodes.iter().filter(|n| !n.control_plane).map(|n| n.name.clone()).collect();
+    out.extend(workers.chunks(batch_size.max(1)).map(<[String]>::to_vec));
+    out
+}
+
+/// The gate of a batch: every check that starts or ends on one of its nodes, and etcd's
+/// quorum from every member.
+pub fn gates_for(pb: &Playbook, checks: &[Check], nodes: &[String]) -> Vec<Check> {
+    let quorum = crate::playbook::quorum_edges(pb);
+    checks.iter().filter(|c| nodes.contains(&c.from) || nodes.contains(&c.to) || quorum.contains(&c.edge)).cloned().collect()
+}
+
+/// The components on `node` to restart after these files changed there: those whose refs,
+/// `read_by` files or own manifest/config name one of them, or that read a file whose trust
+/// (as the model sees it) changed. In the playbook's order.
+pub fn restarts(pb: &Playbook, node: &NodeFacts, readers: &ReaderIndex<'_>, changed: &[String], model_changed: &BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &pb.components {
+        if !node.pki.components.contains_key(&c.name) {
+            continue;
+        }
+        let mut reads: BTreeSet<&str> = node.pki.refs.iter().filter(|((comp, _), _)| comp == &c.name).map(|(_, p)| p.as_str()).collect();
+        reads.extend(pb.files.iter().filter(|f| f.read_by.as_deref() == Some(c.name.as_str())).filter_map(|f| node.pki.named.get(&f.name).map(String::as_str)));
+        reads.extend(c.source());
+        let model_reads = readers.reads(&node.name, &c.name).iter().any(|p| model_changed.contains(p));
+        if model_reads || changed.iter().any(|p| reads.contains(p.as_str())) {
+            out.push(c.name.clone());
+        }
+    }
+    out
+}
+
+/// The model's readers by (node, name): looked up for every node of every step, so made once.
+pub struct ReaderIndex<'m> {
+    model: &'m Model,
+    by: BTreeMap<(&'m str, &'m str), usize>,
+}
+
+impl<'m> ReaderIndex<'m> {
+    pub fn new(model: &'m Model) -> ReaderIndex<'m> {
+        ReaderIndex { model, by: model.readers.iter().enumerate().map(|(i, r)| ((r.node.as_str(), r.name.as_str()), i)).collect() }
+    }
+    /// The files a reader loads (none for one the model does not know).
+    pub fn reads(&self, node: &str, name: &str) -> &'m [String] {
+        self.by.get(&(node, name)).map(|&i| self.model.readers[i].reads.as_slice()).unwrap_or(&[])
+    }
+}
+
+/// sha256 of every file the plan is made from, per node, sorted.
+pub fn facts(nodes: &[NodeFacts]) -> Vec<Fact> {
+    let mut v: Vec<Fact> = nodes.iter().flat_map(|n| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: sha256(b) })).collect();
+    v.sort();
+    v
+}
+
+/// S0: what the runner checks before anything changes (`extra` is the planner's own).
+pub fn preflight(offline: bool, extra: &[&str]) -> StagePlan {
+    let mut checks = vec![
+        "every node answers: SSH, host key, sudo (discovery read every node)".to_string(),
+        "every file the plan was made from is unchanged (sha256)".to_string(),
+        "free space for the backups and new files, in every directory written, on every node".to_string(),
+    ];
+    checks.extend(extra.iter().map(|s| s.to_string()));
+    if !offline {
+        checks.push(format!("clock skew under {}s on every node", MAX_CLOCK_SKEW.as_secs()));
+        checks.push("etcd has quorum: every member answers /health through its client TLS".into());
+    }
+    StagePlan { id: StageId::Preflight, name: StageId::Preflight.name().into(), checks, steps: Vec::new() }
+}
+
+/// Proves a finished plan on the model it was made from, and records the proof's figures.
+pub fn prove(model: &Model, plan: &mut Plan) -> Result<(), Vec<String>> {
+    let effects = plan.effects();
+    match prove::prove(model, &effects) {
+        Ok(()) => {}
+        // S0 has no steps: a violation there is how the cluster stands before anything changes.
+        Err(v) if v.stage.starts_with("S0") => {
+            return Err(vec![format!("the cluster's trust is already broken before anything changes: edge {} breaks: {}; fix it first (kcert verify)", v.edge, v.why)]);
+        }
+        Err(v) => return Err(vec![format!("the plan was refused by its proof: {v}")]),
+    }
+    plan.proof = Proof { edges: model.edges.len(), steps: effects.iter().map(|s| s.effects.len()).sum() };
+    Ok(())
+}
+
+/// The model without the edges already broken before any change, and those edges, for a
+/// plan that must not make anything worse but cannot mend them (a renewal).
+pub fn without_broken_edges(mut model: Model) -> (Model, Vec<String>) {
+    let broken = prove::broken(&model);
+    let said = broken.iter().map(|(i, why)| format!("edge {}: {why}", model.edges[*i].label())).collect();
+    let drop: BTreeSet<usize> = broken.into_iter().map(|(i, _)| i).collect();
+    model.edges = model.edges.into_iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, e)| e).collect();
+    (model, said)
+}

@@ -1,0 +1,128 @@
+//! Owns: how a rotation's file changes read to a reviewer: CAs added and removed by subject
+//! and fingerprint, leaves re-signed with old and new issuer and expiry, kubeconfig fields,
+//! manifest flags. Never any key bytes.
+//! Must not: decide what changes, or do I/O.
+
+use super::planner::Planner;
+use crate::pki::cert::{CertInfo, parse_pem};
+use crate::pki::find_issuer;
+use crate::pki::kubeconfig;
+use crate::pki::manifest::manifest_flags;
+use crate::text::{prefix, rfc3339};
+
+impl Planner<'_> {
+    pub(super) fn ca_label(&self, c: &CertInfo) -> String {
+        format!("{} [{}]", c.subject, prefix(&c.sha256, 8))
+    }
+
+    /// What changes in a file, for a reviewer: CAs added and removed, leaves re-signed,
+    /// kubeconfig fields, manifest flags. Never any key bytes.
+    pub(super) fn describe(&self, old: Option<&[u8]>, new: Option<&[u8]>, private: bool) -> Vec<String> {
+        if private {
+            let ca = self.rots.iter().find(|r| new.is_some_and(|n| n == r.key_pem.as_bytes())).map(|r| format!("the private key of {}", self.ca_label(&r.new_cert)));
+            return vec![match new {
+                None => "removed (a private key; its backup stays 0600 on the node)".to_string(),
+                Some(_) => format!("{} (not shown; 0600)", ca.unwrap_or_else(|| "a private key".into())),
+            }];
+        }
+        let (Some(o), Some(n)) = (old, new) else {
+            return match (old, new) {
+                (None, Some(n)) => certs_lines("+", n, self),
+                (Some(_), None) => vec!["removed".into()],
+                _ => Vec::new(),
+            };
+        };
+        if let (Ok(before), Ok(after)) = (manifest_flags(&String::from_utf8_lossy(o)), manifest_flags(&String::from_utf8_lossy(n)))
+            && !before.is_empty()
+            && !String::from_utf8_lossy(o).contains("-----BEGIN")
+        {
+            let lines: Vec<String> = after.iter().filter(|(k, v)| before.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} -> {v}", before.get(k).map(String::as_str).unwrap_or("(unset)"))).collect();
+            if !lines.is_empty() {
+                return lines;
+            }
+        }
+        if kubeconfig::looks_like_kubeconfig(o) {
+            let (Ok(b), Ok(a)) = (kubeconfig::parse_kubeconfig(o), kubeconfig::parse_kubeconfig(n)) else {
+                return vec!["kubeconfig".into()];
+            };
+            let mut lines = Vec::new();
+            for e in &a.embedded {
+                let was = b.embedded.iter().find(|x| x.field.display() == e.field.display());
+                if was.map(|w| &w.raw) == Some(&e.raw) {
+                    continue;
+                }
+                let (Ok(newc), Some(Ok(oldc))) = (&e.content, was.map(|w| &w.content)) else {
+                    continue;
+                };
+                for l in cert_diff(&oldc.certs, &newc.certs, self) {
+                    lines.push(format!("{}: {l}", e.field.display()));
+                }
+            }
+            return lines;
+        }
+        match (parse_pem(o), parse_pem(n)) {
+            (Ok(a), Ok(b)) => cert_diff(&a.certs, &b.certs, self),
+            _ => vec!["changed".into()],
+        }
+    }
+}
+
+fn certs_lines(sign: &str, bytes: &[u8], p: &Planner<'_>) -> Vec<String> {
+    match parse_pem(bytes) {
+        Ok(c) if !c.certs.is_empty() => c.certs.iter().map(|c| format!("{sign} {}", p.ca_label(c))).collect(),
+        _ => vec![format!("{sign} {} bytes", bytes.len())],
+    }
+}
+
+/// Certificates added, removed and kept; a leaf re-signed reads as one line.
+fn cert_diff(old: &[CertInfo], new: &[CertInfo], p: &Planner<'_>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let (Some(a), Some(b)) = (old.first(), new.first())
+        && !a.is_ca
+        && !b.is_ca
+        && a.subject == b.subject
+        && a.sha256 != b.sha256
+    {
+        lines.push(format!(
+            "re-signed {}: issuer {} -> {}, expires {} -> {}",
+            a.subject,
+            issuer_label(a, p),
+            issuer_label(b, p),
+            rfc3339(a.not_after),
+            rfc3339(b.not_after)
+        ));
+        let (o, n): (Vec<&CertInfo>, Vec<&CertInfo>) = (old[1..].iter().collect(), new[1..].iter().collect());
+        for c in &o {
+            if !n.iter().any(|x| x.sha256 == c.sha256) {
+                lines.push(format!("- {}", p.ca_label(c)));
+            }
+        }
+        for c in &n {
+            if !o.iter().any(|x| x.sha256 == c.sha256) {
+                lines.push(format!("+ {}", p.ca_label(c)));
+            }
+        }
+        return lines;
+    }
+    for c in old {
+        if !new.iter().any(|x| x.sha256 == c.sha256) {
+            lines.push(format!("- {}", p.ca_label(c)));
+        }
+    }
+    for c in new {
+        if !old.iter().any(|x| x.sha256 == c.sha256) {
+            lines.push(format!("+ {}", p.ca_label(c)));
+        } else {
+            lines.push(format!("= {}", p.ca_label(c)));
+        }
+    }
+    lines
+}
+
+fn issuer_label(c: &CertInfo, p: &Planner<'_>) -> String {
+    let known: Vec<&CertInfo> = p.rots.iter().flat_map(|r| [&r.old.cert, &r.new_cert]).collect();
+    match find_issuer(c, &known) {
+        Some(ca) => p.ca_label(ca),
+        None => format!("{} (self-signed or unknown)", c.issuer),
+    }
+}

@@ -1,0 +1,272 @@
+//! Owns: a CA rotation as a concrete plan: the runbook's stages S0-S5 assembled from what
+//! each stage does to each node (`stages`), in batches with restarts and gates, the signing
+//! pair checked at every boundary, and the whole plan proven on the trust model.
+//! Must not: do I/O; callers gather the facts, make the new CAs and carry the plan out.
+
+mod api;
+mod cas;
+mod describe;
+mod planner;
+mod stages;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use api::render_script;
+pub use cas::{NewCaInput, OldCa, old_cas, successors};
+use planner::{Pending, Planner, Rot, Vfs};
+
+use super::build;
+use super::check::Check;
+use super::model::FileId;
+use super::parts;
+use super::schema::{Batch, Kind, MadeWith, ModelWrite, NewCa, NodeOps, Options, PLAN_VERSION, Plan, PlanTarget, Proof, StageId, StagePlan, StepPlan};
+use crate::gather::facts::NodeFacts;
+use crate::pki::cert::{first_cert, parse_pem};
+use crate::pki::find_issuer;
+use crate::pki::sign::{KeyType, Signer, Validity};
+use crate::playbook::{ApiWhen, FileKind, Playbook};
+use crate::text::{prefix, rfc3339};
+
+pub struct Input<'a> {
+    pub playbook: &'a Playbook,
+    pub target: PlanTarget,
+    pub nodes: &'a [NodeFacts],
+    /// Every live check of the cluster (none offline): each batch's gate is drawn from them.
+    pub checks: Vec<Check>,
+    pub opts: Options,
+    pub id: String,
+    pub cluster: String,
+    pub now: i64,
+}
+
+/// Makes the whole plan: stages, steps, file ops with recipes, restarts and gates; then
+/// proves it. Every problem found is returned (nothing is half planned).
+pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Result<Plan, Vec<String>> {
+    let pb = input.playbook;
+    let model = build::model(pb, input.nodes);
+    let mut problems = Vec::new();
+    let mut rots = Vec::new();
+    for old in olds {
+        let Some(n) = new_cas.iter().find(|n| n.name == old.name) else {
+            problems.push(format!("no new CA was made for {}", old.name));
+            continue;
+        };
+        let Some(new_cert) = parse_pem(n.cert_pem.as_bytes()).ok().and_then(|c| c.certs.into_iter().next()) else {
+            problems.push(format!("the new {} CA does not parse", old.name));
+            continue;
+        };
+        let signer = match Signer::new(&new_cert, n.key_pem.as_bytes(), input.now) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("the new {} CA: {e}", old.name));
+                continue;
+            }
+        };
+        let old_pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", b64_lines(&old.cert.der));
+        rots.push(Rot { new_id: format!("{}@{}", old.name, prefix(&new_cert.sha256, 8)), new_pem: n.cert_pem.clone(), key_pem: n.key_pem.clone(), old_pem, new_cert, signer, old });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut notes = Vec::new();
+    for r in &rots {
+        if r.old.cert.not_after <= input.now {
+            notes.push(format!("the old {} CA {} expired on {}: edges that rely on it are already broken until S4 re-signs them", r.old.alias, r.old.cert.subject, rfc3339(r.old.cert.not_after)));
+        }
+    }
+    let mut planner = Planner {
+        input,
+        state: model.files.clone(),
+        vfs: Vfs { base: input.nodes.iter().map(|n| (n.name.as_str(), &n.files)).collect(), cur: BTreeMap::new() },
+        v: Validity { now: input.now, days: input.opts.leaf_days },
+        rots,
+        splits: BTreeMap::new(),
+        staged: BTreeMap::new(),
+        private: BTreeMap::new(),
+        problems: Vec::new(),
+        index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
+        holders: Vec::new(),
+    };
+    planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
+    let readers = parts::ReaderIndex::new(&model);
+    let node_batches = parts::batches(input.nodes, input.opts.batch_size);
+    let mut stages: Vec<StagePlan> = vec![parts::preflight(input.opts.offline, &["the trust graph verifies as the files stand (kcert verify)"])];
+
+    // S1: the new CAs onto the nodes that hold the old ones' keys.
+    let mut s1 = Batch { nodes: Vec::new(), ops: Vec::new(), gates: Vec::new() };
+    let mut s1_nodes: Vec<String> = Vec::new();
+    for hs in &planner.holders {
+        for (n, _, _) in hs {
+            if !s1_nodes.contains(n) {
+                s1_nodes.push(n.clone());
+            }
+        }
+    }
+    s1_nodes.sort_by_key(|n| planner.index[n]);
+    for node in &s1_nodes {
+        let mut p = Pending::default();
+        for i in 0..planner.rots.len() {
+            let Some((cert, key)) = planner.holder(i, node) else {
+                continue;
+            };
+            let (sc, sk) = (planner.staged_path(&cert, "new"), planner.staged_path(&key, "new"));
+            if planner.vfs.get(node, &sc).is_some() || planner.vfs.get(node, &sk).is_some() {
+                planner.problems.push(format!("{node}: {sc} already exists: a rotation left unfinished? (kcert runs)"));
+            }
+            let pem = planner.rots[i].new_pem.clone();
+            planner.touch(&mut p, node, &sc, Some(pem.into_bytes()));
+            planner.write_key(&mut p, node, &sk, i);
+            planner.staged.entry(node.clone()).or_default().extend([sc, sk]);
+        }
+        let files = planner.ops(node, &p);
+        s1.ops.push(NodeOps { node: node.clone(), files, restarts: Vec::new(), model: Vec::new() });
+    }
+    s1.nodes = s1_nodes;
+    stages.push(StagePlan { id: StageId::NewCa, name: StageId::NewCa.name().into(), checks: Vec::new(), steps: vec![StepPlan::Batch(s1)] });
+
+    type StageFn<'x> = fn(&mut Planner<'x>, &str, &mut Pending);
+    let trust: StageFn = Planner::trust_both;
+    let sign: StageFn = Planner::resign_all;
+    let prune: StageFn = Planner::prune;
+    for (id, f) in [(StageId::Trust, trust), (StageId::Resign, sign), (StageId::Prune, prune)] {
+        let mut steps = Vec::new();
+        for nodes in &node_batches {
+            let mut batch = Batch { nodes: nodes.clone(), ops: Vec::new(), gates: Vec::new() };
+            for node in nodes {
+                let mut p = Pending::default();
+                f(&mut planner, node, &mut p);
+                let files = planner.ops(node, &p);
+                let changed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+                let model_changed: BTreeSet<String> = p.model.keys().cloned().collect();
+                for (path, content) in &p.model {
+                    planner.state.insert(FileId::new(node, path), content.clone());
+                }
+                let model = p.model.into_iter().map(|(path, content)| ModelWrite { path, content }).collect();
+                let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), &readers, &changed, &model_changed) };
+                batch.ops.push(NodeOps { node: node.clone(), files, restarts, model });
+            }
+            if batch.ops.iter().any(|o| !o.files.is_empty()) {
+                if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
+                    batch.gates = parts::gates_for(pb, &input.checks, nodes);
+                }
+                steps.push(StepPlan::Batch(batch));
+            }
+        }
+        if id == StageId::Prune {
+            steps.extend(planner.api_calls(ApiWhen::Prune));
+            // Clean-up: the staged copies go; the last gate is every edge, as `verify --live`.
+            let mut clean = Batch { nodes: Vec::new(), ops: Vec::new(), gates: input.checks.clone() };
+            for (node, paths) in planner.staged.clone() {
+                let mut p = Pending::default();
+                for path in paths {
+                    planner.touch(&mut p, &node, &path, None);
+                }
+                let files = planner.ops(&node, &p);
+                clean.nodes.push(node.clone());
+                clean.ops.push(NodeOps { node, files, restarts: Vec::new(), model: Vec::new() });
+            }
+            clean.nodes.sort_by_key(|n| planner.index[n]);
+            clean.ops.sort_by_key(|o| planner.index[&o.node]);
+            if !clean.ops.is_empty() {
+                steps.push(StepPlan::Batch(clean));
+            }
+        }
+        stages.push(StagePlan { id, name: id.name().into(), checks: Vec::new(), steps });
+        if id == StageId::Trust {
+            stages.push(StagePlan { id: StageId::ApiObjects, name: StageId::ApiObjects.name().into(), checks: Vec::new(), steps: planner.api_calls(ApiWhen::Trust) });
+        }
+        // The signing pair is one matching cert and key at every boundary.
+        let pair_problems = planner.check_pairs(id);
+        planner.problems.extend(pair_problems);
+    }
+    if !planner.problems.is_empty() {
+        let mut p = planner.problems;
+        p.dedup();
+        return Err(p);
+    }
+
+    let cas: Vec<NewCa> = planner
+        .rots
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| {
+            let (cert_path, key_path) = planner.holders[ri].first().map(|(_, c, k)| (c.clone(), k.clone())).unwrap_or_default();
+            NewCa {
+                alias: r.old.alias.clone(),
+                name: r.old.name.clone(),
+                staged_cert: planner.staged_path(&cert_path, "new"),
+                staged_key: planner.staged_path(&key_path, "new"),
+                path: cert_path,
+                key_path,
+                old_id: r.old.id.clone(),
+                old_subject: r.old.cert.subject.clone(),
+                old_sha256: r.old.cert.sha256.clone(),
+                old_not_after: r.old.cert.not_after,
+                new_id: r.new_id.clone(),
+                new_subject: r.new_cert.subject.clone(),
+                new_sha256: r.new_cert.sha256.clone(),
+                new_not_after: r.new_cert.not_after,
+                key_type: KeyType::of(&r.new_cert).map(|k| k.label().to_string()).unwrap_or_default(),
+                cert_pem: r.new_pem.clone(),
+            }
+        })
+        .collect();
+    notes.extend(default_notes(pb, &planner));
+    let mut plan = Plan {
+        version: PLAN_VERSION,
+        kind: Kind::RotateCa,
+        id: input.id.clone(),
+        created_at: rfc3339(input.now),
+        cluster: input.cluster.clone(),
+        made_with: MadeWith::now(pb),
+        target: input.target.clone(),
+        options: input.opts.clone(),
+        facts: parts::facts(input.nodes),
+        cas,
+        stages,
+        proof: Proof::default(),
+        notes,
+        node_notes: Vec::new(),
+    };
+    parts::prove(&model, &mut plan)?;
+    Ok(plan)
+}
+
+fn b64_lines(der: &[u8]) -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    b.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect::<Vec<_>>().join("\n")
+}
+
+fn default_notes(pb: &Playbook, p: &Planner<'_>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if pb.files.iter().any(|f| f.kind == FileKind::Pubkey) {
+        notes.push("the service-account signing key pair (sa.key/sa.pub) is not a CA: it is not rotated, and tokens stay valid".into());
+    }
+    for ((node, comp), (ri, cert, key, _)) in &p.splits {
+        notes.push(format!(
+            "{node}: {comp} signs with {cert} and {key}; while {cert} holds both CAs, it signs with a copy of the old CA (S2), then with the new one (S4), then with {cert} again (S5): one matching cert and key throughout ({})",
+            p.rots[*ri].old.alias
+        ));
+    }
+    let rehomed: Vec<String> = p
+        .input
+        .nodes
+        .iter()
+        .filter(|n| {
+            pb.rotation.as_ref().is_some_and(|r| {
+                r.rehome.iter().any(|f| {
+                    n.pki.named.get(f).and_then(|path| n.files.get(path)).and_then(|b| first_cert(b).ok()).is_some_and(|c| p.rots.iter().all(|x| find_issuer(&c, &[&x.old.cert]).is_none()))
+                })
+            })
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    if !rehomed.is_empty() {
+        notes.push(format!(
+            "self-signed kubelet serving certificates on {} move onto the new cluster CA in S4 (as `kcert renew --certs kubelet-serving` would), with the node's name and address in their SANs",
+            rehomed.join(", ")
+        ));
+    }
+    notes
+}

@@ -1,0 +1,223 @@
+//! Owns: the rotation planner's working state: the CAs being rotated, a virtual copy of every
+//! node's files as the plan so far leaves them, the trust model alongside, and turning one
+//! node's changes in one step into file ops.
+//! Must not: do I/O; what each stage changes is in `stages`, how it reads in `describe`.
+
+use std::collections::BTreeMap;
+
+use super::Input;
+use super::cas::OldCa;
+use crate::gather::facts::NodeFacts;
+use crate::pki::cert::{CertInfo, first_cert, parse_pem};
+use crate::pki::manifest::manifest_flags;
+use crate::pki::sign::{Signer, Validity, key_matches};
+use crate::pki::{edit, find_issuer};
+use crate::plan::model::{CaId, Content, FileId};
+use crate::plan::parts;
+use crate::plan::schema::{FileOp, StageId};
+
+/// What the planner keeps per rotated CA.
+pub(super) struct Rot {
+    pub(super) old: OldCa,
+    pub(super) new_id: CaId,
+    pub(super) new_cert: CertInfo,
+    pub(super) new_pem: String,
+    pub(super) old_pem: String,
+    pub(super) key_pem: String,
+    pub(super) signer: Signer,
+}
+
+/// Current bytes of every file, as the plan so far leaves them.
+pub(super) struct Vfs<'a> {
+    pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>,
+    pub(super) cur: BTreeMap<(String, String), Option<Vec<u8>>>,
+}
+
+impl Vfs<'_> {
+    pub(super) fn get(&self, node: &str, path: &str) -> Option<Vec<u8>> {
+        match self.cur.get(&(node.to_string(), path.to_string())) {
+            Some(v) => v.clone(),
+            None => self.base.get(node).and_then(|f| f.get(path)).cloned(),
+        }
+    }
+    pub(super) fn set(&mut self, node: &str, path: &str, bytes: Option<Vec<u8>>) {
+        self.cur.insert((node.to_string(), path.to_string()), bytes);
+    }
+}
+
+/// One stage's changes to one node, being collected.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// (path) -> the ca name whose key it holds: written from the key store.
+    pub(super) private: BTreeMap<String, String>,
+    /// Paths touched, in order, with their bytes before the stage touched them.
+    pub(super) touched: Vec<String>,
+    pub(super) before: BTreeMap<String, Option<Vec<u8>>>,
+    pub(super) model: BTreeMap<String, Content>,
+}
+
+pub(super) struct Planner<'a> {
+    pub(super) input: &'a Input<'a>,
+    /// The trust model as the plan so far leaves it.
+    pub(super) state: BTreeMap<FileId, Content>,
+    pub(super) rots: Vec<Rot>,
+    pub(super) vfs: Vfs<'a>,
+    pub(super) v: Validity,
+    /// (node, component) of a signing pair split off the CA bundle in S2: (rotation index,
+    /// original cert flag value, original key flag value, manifest path).
+    pub(super) splits: BTreeMap<(String, String), (usize, String, String, String)>,
+    /// Staged files created in S1/S2, per node, for the clean-up.
+    pub(super) staged: BTreeMap<String, Vec<String>>,
+    /// Private keys written, (node, path) -> ca name: rebuilt from the key store.
+    pub(super) private: BTreeMap<(String, String), String>,
+    pub(super) problems: Vec<String>,
+    /// Node name -> its index in the input; per rotation, the nodes holding its key
+    /// (node, cert path, key path): looked up for every node, so made once.
+    pub(super) index: BTreeMap<String, usize>,
+    pub(super) holders: Vec<Vec<(String, String, String)>>,
+}
+
+impl<'a> Planner<'a> {
+    pub(super) fn node(&self, name: &str) -> &'a NodeFacts {
+        &self.input.nodes[self.index[name]]
+    }
+
+    pub(super) fn staged_path(&self, path: &str, which: &str) -> String {
+        let pb = self.input.playbook;
+        let dir = pb.pki_dir.trim_end_matches('/');
+        let staging = pb.rotation.as_ref().map(|r| r.staging.as_str()).unwrap_or("kcert-rotation");
+        let rel = path.strip_prefix(&format!("{dir}/")).unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path));
+        format!("{dir}/{staging}/{which}/{rel}")
+    }
+
+    pub(super) fn rot_of_old(&self, id: &str) -> Option<usize> {
+        self.rots.iter().position(|r| r.old.id == id)
+    }
+
+    /// Rotation `ri`'s CA files on `node` (cert path, key path), when the node holds its key.
+    pub(super) fn holder(&self, ri: usize, node: &str) -> Option<(String, String)> {
+        self.holders[ri].iter().find(|(n, _, _)| n == node).map(|(_, c, k)| (c.clone(), k.clone()))
+    }
+
+    /// Nodes that hold rotation `r`'s CA key: they get the new CA in S1 and its key in S5.
+    pub(super) fn find_key_holders(input: &Input<'_>, r: &Rot) -> Vec<(String, String, String)> {
+        let pb = input.playbook;
+        input
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let cert = n.pki.named.get(&r.old.name)?;
+                let key = n.pki.named.get(&r.old.key_name).cloned().or_else(|| pb.file(&r.old.key_name).map(|k| k.path.clone()))?;
+                n.files.contains_key(&key).then(|| (n.name.clone(), cert.clone(), key))
+            })
+            .collect()
+    }
+
+    pub(super) fn touch(&mut self, p: &mut Pending, node: &str, path: &str, bytes: Option<Vec<u8>>) {
+        if !p.before.contains_key(path) {
+            p.touched.push(path.to_string());
+            p.before.insert(path.to_string(), self.vfs.get(node, path));
+        }
+        self.vfs.set(node, path, bytes);
+    }
+
+    /// Applies `f` to a file's current bytes (a problem is recorded when it fails).
+    pub(super) fn edit(&mut self, p: &mut Pending, node: &str, path: &str, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) {
+        let Some(old) = self.vfs.get(node, path) else {
+            self.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
+            return;
+        };
+        match f(&old) {
+            Ok(new) if new != old => self.touch(p, node, path, Some(new)),
+            Ok(_) => {}
+            Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
+        }
+    }
+
+    /// Re-signs a PEM text's first certificate with rotation `ri`'s new CA; later
+    /// certificates that are the old CA become the new one, and with `rehome` a
+    /// self-signed leaf's own throwaway CA is dropped.
+    pub(super) fn resign_text(&self, bytes: &[u8], ri: usize, extra_sans: &[String], rehome: bool) -> Result<Vec<u8>, String> {
+        let r = &self.rots[ri];
+        let pems = edit::cert_pems(bytes)?;
+        let parsed = parse_pem(bytes).map_err(|e| e.to_string())?.certs;
+        let leaf = parsed.first().ok_or("no certificate in it")?;
+        let renewed = r.signer.resign(leaf, self.v, extra_sans).map_err(|e| e.to_string())?;
+        let mut out = vec![renewed.pem];
+        for (pem, c) in pems.iter().zip(&parsed).skip(1) {
+            if let Some(x) = self.rots.iter().find(|x| x.old.cert.sha256 == c.sha256) {
+                out.push(x.new_pem.clone());
+            } else if rehome && c.is_ca && find_issuer(leaf, &[c]).is_some() {
+                continue;
+            } else {
+                out.push(pem.clone());
+            }
+        }
+        edit::set_certs(bytes, &out)
+    }
+
+    pub(super) fn model_files(&self, node: &str) -> Vec<(String, Content)> {
+        let from = FileId::new(node, "");
+        self.state.range(from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c.clone())).collect()
+    }
+
+    /// A node's changes in one step, as file ops.
+    pub(super) fn ops(&mut self, node: &str, p: &Pending) -> Vec<FileOp> {
+        let mut out = Vec::new();
+        for path in &p.touched {
+            let old = p.before.get(path).cloned().flatten();
+            let new = self.vfs.get(node, path);
+            if old == new {
+                continue;
+            }
+            let private = p.private.contains_key(path) || self.private.contains_key(&(node.to_string(), path.clone()));
+            let keys = |ca: &str| self.rots.iter().find(|r| r.old.name == ca).map(|r| r.key_pem.clone());
+            let changes = self.describe(old.as_deref(), new.as_deref(), private);
+            match parts::file_op(path, old.as_deref(), new.as_deref(), p.private.get(path).cloned(), private, &keys, changes, Vec::new()) {
+                Ok(op) => out.push(op),
+                Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
+            }
+        }
+        out
+    }
+
+    pub(super) fn write_key(&mut self, p: &mut Pending, node: &str, path: &str, ri: usize) {
+        let key = self.rots[ri].key_pem.clone();
+        self.touch(p, node, path, Some(key.into_bytes()));
+        p.private.insert(path.to_string(), self.rots[ri].old.name.clone());
+        self.private.insert((node.to_string(), path.to_string()), self.rots[ri].old.name.clone());
+    }
+
+    /// Every signing pair of every node: the cert file's first certificate and the key file
+    /// as the plan leaves them after stage `stage` must be one matching pair.
+    pub(super) fn check_pairs(&self, stage: StageId) -> Vec<String> {
+        let pb = self.input.playbook;
+        let mut out = Vec::new();
+        for n in self.input.nodes {
+            for pair in &pb.pairs {
+                let Some(comp) = pb.component(&pair.component) else {
+                    continue;
+                };
+                if !n.pki.components.contains_key(&pair.component) {
+                    continue;
+                }
+                let Some(manifest) = comp.manifest.as_ref().and_then(|m| self.vfs.get(&n.name, m)) else {
+                    continue;
+                };
+                let Ok(flags) = manifest_flags(&String::from_utf8_lossy(&manifest)) else {
+                    continue;
+                };
+                let (Some(cp), Some(kp)) = (flags.get(&pair.cert), flags.get(&pair.key)) else {
+                    continue;
+                };
+                let (Some(c), Some(k)) = (self.vfs.get(&n.name, cp).and_then(|b| first_cert(&b).ok()), self.vfs.get(&n.name, kp)) else {
+                    continue;
+                };
+                if !key_matches(&c, &k).unwrap_or(false) {
+                    out.push(format!("after {stage}, {}: {} {cp} and {} {kp} would not be one matching cert and key (kcert bug): refused", n.name, pair.cert, pair.key));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,258 @@
+//! Owns: what each changing stage of a rotation does to one node's files and its trust
+//! model: S2 trust old and new (and split the signing pair off the CA bundle), S4 re-sign
+//! every leaf and kubeconfig client cert with the new CA, S5 prune the old CA.
+//! Must not: do I/O, or decide batches, restarts or gates (`rotation::plan` does).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::planner::{Pending, Planner};
+use crate::pki::{edit, find_issuer, kubeconfig};
+use crate::plan::model::{CaId, Content};
+
+impl Planner<'_> {
+    /// Every embedded `certificate-authority-data` field of a kubeconfig that holds `sha`.
+    fn ca_fields(bytes: &[u8], sha: &str) -> Vec<String> {
+        let Ok(kc) = kubeconfig::parse_kubeconfig(bytes) else {
+            return Vec::new();
+        };
+        kc.embedded
+            .iter()
+            .filter(|e| e.field.key == "certificate-authority-data")
+            .filter(|e| e.content.as_ref().is_ok_and(|c| c.certs.iter().any(|x| x.sha256 == sha)))
+            .map(|e| e.field.display())
+            .collect()
+    }
+
+    fn ca_ref(bytes: &[u8], kc_path: &str) -> Option<String> {
+        let kc = kubeconfig::parse_kubeconfig(bytes).ok()?;
+        kc.references.iter().find(|r| r.field.key == "certificate-authority").map(|r| kubeconfig::resolve_reference(kc_path, &r.path))
+    }
+
+    /// Every trust on a node (bundle or kubeconfig CA data) that holds an old CA: with `adding`
+    /// (S2) its successor is added where missing; without (S5) the old CA is pruned where the
+    /// successor is there. The bytes and the model change together.
+    fn retrust(&mut self, node: &str, p: &mut Pending, adding: bool) {
+        for (path, content) in self.model_files(node) {
+            let picked: Vec<usize> = match &content {
+                Content::Trust { cas } | Content::Kubeconfig { trusts: cas, .. } => {
+                    (0..self.rots.len()).filter(|&i| cas.contains(&self.rots[i].old.id) && cas.contains(&self.rots[i].new_id) != adding).collect()
+                }
+                Content::Leaf { .. } => Vec::new(),
+            };
+            if picked.is_empty() {
+                continue;
+            }
+            for &i in &picked {
+                let (pem, sha) = (self.rots[i].new_pem.clone(), self.rots[i].old.cert.sha256.clone());
+                let change = |b: &[u8]| if adding { edit::add_cert(b, &pem) } else { edit::remove_cert(b, &sha) };
+                match &content {
+                    Content::Trust { .. } => self.edit(p, node, &path, change),
+                    _ => self.kubeconfig_trust(node, &path, p, &sha, change),
+                }
+            }
+            let ids: Vec<CaId> = picked.iter().map(|&i| if adding { self.rots[i].new_id.clone() } else { self.rots[i].old.id.clone() }).collect();
+            p.model.insert(path, if adding { add_trust(&content, &ids) } else { drop_trust(&content, &ids) });
+        }
+    }
+
+    /// S2 on one node: every trust holding an old CA also holds its successor.
+    pub(super) fn trust_both(&mut self, node: &str, p: &mut Pending) {
+        self.retrust(node, p, true);
+        // The CA files themselves on the nodes that hold the key, even where nothing reads them as trust.
+        for i in 0..self.rots.len() {
+            if let Some((cert, _)) = self.holder(i, node) {
+                let pem = self.rots[i].new_pem.clone();
+                self.edit(p, node, &cert, |b| edit::add_cert(b, &pem));
+            }
+        }
+        self.split_signing_pairs(node, p);
+    }
+
+    fn kubeconfig_trust(&mut self, node: &str, path: &str, p: &mut Pending, old_sha: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, String>) {
+        let Some(bytes) = self.vfs.get(node, path) else {
+            return;
+        };
+        let fields = Self::ca_fields(&bytes, old_sha);
+        if fields.is_empty() {
+            if let Some(r) = Self::ca_ref(&bytes, path) {
+                self.edit(p, node, &r, &f);
+            }
+            return;
+        }
+        for field in fields {
+            self.edit(p, node, path, |b| edit::edit_kubeconfig(b, &field, &f));
+        }
+    }
+
+    /// The controller-manager signs with --cluster-signing-cert-file/-key-file, which kubeadm
+    /// points at ca.crt/ca.key: while ca.crt is a bundle, point the cert flag at a copy of
+    /// the old CA (the key stays the old one), so the pair stays one matching cert and key.
+    fn split_signing_pairs(&mut self, node: &str, p: &mut Pending) {
+        let pb = self.input.playbook;
+        for pair in &pb.pairs {
+            let n = self.node(node);
+            let (Some(cert), Some(key)) = (n.pki.refs.get(&(pair.component.clone(), pair.cert.clone())).cloned(), n.pki.refs.get(&(pair.component.clone(), pair.key.clone())).cloned()) else {
+                continue;
+            };
+            let Some(manifest) = pb.component(&pair.component).and_then(|c| c.manifest.clone()) else {
+                continue;
+            };
+            let Some(ri) = self.rots.iter().position(|r| n.pki.named.get(&r.old.name) == Some(&cert)) else {
+                continue;
+            };
+            let copy = self.staged_path(&cert, "old");
+            let old_pem = self.rots[ri].old_pem.clone();
+            self.touch(p, node, &copy, Some(old_pem.into_bytes()));
+            self.staged.entry(node.to_string()).or_default().push(copy.clone());
+            let flag = pair.cert.clone();
+            self.edit(p, node, &manifest, |b| edit::set_flag(b, &flag, &copy));
+            self.splits.insert((node.to_string(), pair.component.clone()), (ri, cert, key, manifest));
+        }
+    }
+
+    /// S4 on one node: every leaf and kubeconfig client cert signed by an old CA is re-signed
+    /// by its successor (keeping subject, SANs, usages and key); self-signed leaves the
+    /// playbook re-homes move onto the new CA; the signing pair switches to the new CA.
+    pub(super) fn resign_all(&mut self, node: &str, p: &mut Pending) {
+        let pb = self.input.playbook;
+        let rehome_paths: BTreeMap<String, usize> = pb
+            .rotation
+            .as_ref()
+            .map(|r| r.rehome.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| {
+                let path = self.node(node).pki.named.get(f)?.clone();
+                let signer = pb.file(f)?.signer.clone()?;
+                let ri = self.rots.iter().position(|r| r.old.name == signer)?;
+                Some((path, ri))
+            })
+            .collect();
+        let sans = self.node(node).node_sans();
+        for (path, content) in self.model_files(node) {
+            match &content {
+                Content::Leaf { signer } => {
+                    let (ri, rehome) = match (self.rot_of_old(signer), rehome_paths.get(&path)) {
+                        (Some(ri), _) => (ri, false),
+                        (None, Some(&ri)) if *signer != self.rots[ri].new_id => (ri, true),
+                        _ => continue,
+                    };
+                    let extra = if rehome_paths.contains_key(&path) { sans.clone() } else { Vec::new() };
+                    let Some(bytes) = self.vfs.get(node, &path) else {
+                        continue;
+                    };
+                    match self.resign_text(&bytes, ri, &extra, rehome) {
+                        Ok(new) => self.touch(p, node, &path, Some(new)),
+                        Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
+                    }
+                    p.model.insert(path, Content::Leaf { signer: self.rots[ri].new_id.clone() });
+                }
+                Content::Kubeconfig { client_signer: Some(s), trusts } => {
+                    let Some(ri) = self.rot_of_old(s) else {
+                        continue;
+                    };
+                    let Some(bytes) = self.vfs.get(node, &path) else {
+                        continue;
+                    };
+                    let Ok(kc) = kubeconfig::parse_kubeconfig(&bytes) else {
+                        continue;
+                    };
+                    let signed_by_old = |c: &crate::pki::PemContent| c.certs.first().is_some_and(|l| find_issuer(l, &[&self.rots[ri].old.cert]).is_some());
+                    let fields: Vec<String> =
+                        kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data" && e.content.as_ref().is_ok_and(signed_by_old)).map(|e| e.field.display()).collect();
+                    for field in &fields {
+                        let new = edit::kubeconfig_data(&bytes, field).and_then(|pem| self.resign_text(&pem, ri, &[], false));
+                        match new {
+                            Ok(pem) => self.edit(p, node, &path, |b| edit::edit_kubeconfig(b, field, |_| Ok(pem))),
+                            Err(e) => self.problems.push(format!("{node}: {path}: {field}: {e}")),
+                        }
+                    }
+                    if fields.is_empty()
+                        && let Some(r) = kc.references.iter().find(|r| r.field.key == "client-certificate")
+                    {
+                        let target = kubeconfig::resolve_reference(&path, &r.path);
+                        if let Some(tb) = self.vfs.get(node, &target) {
+                            match self.resign_text(&tb, ri, &[], false) {
+                                Ok(new) => self.touch(p, node, &target, Some(new)),
+                                Err(e) => self.problems.push(format!("{node}: {target} (the client certificate of {path}): {e}")),
+                            }
+                        }
+                    }
+                    p.model.insert(path, Content::Kubeconfig { client_signer: Some(self.rots[ri].new_id.clone()), trusts: trusts.clone() });
+                }
+                _ => {}
+            }
+        }
+        self.switch_signing_pairs(node, p);
+    }
+
+    fn switch_signing_pairs(&mut self, node: &str, p: &mut Pending) {
+        let pb = self.input.playbook;
+        for pair in &pb.pairs {
+            if let Some((ri, _, _, manifest)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
+                let Some((cert_path, key_path)) = self.holder(ri, node) else {
+                    continue;
+                };
+                let (sc, sk) = (self.staged_path(&cert_path, "new"), self.staged_path(&key_path, "new"));
+                let (cf, kf) = (pair.cert.clone(), pair.key.clone());
+                self.edit(p, node, &manifest, |b| edit::set_flag(b, &cf, &sc).and_then(|b| edit::set_flag(&b, &kf, &sk)));
+                continue;
+            }
+            // A pair the operator already keeps apart from the CA bundle: the new CA goes in it.
+            let n = self.node(node);
+            let (Some(cert), Some(key)) = (n.pki.refs.get(&(pair.component.clone(), pair.cert.clone())).cloned(), n.pki.refs.get(&(pair.component.clone(), pair.key.clone())).cloned()) else {
+                continue;
+            };
+            let Some(bytes) = self.vfs.get(node, &cert) else {
+                continue;
+            };
+            let shas = edit::cert_shas(&bytes).unwrap_or_default();
+            let Some(ri) = self.rots.iter().position(|r| shas.len() == 1 && shas[0] == r.old.cert.sha256) else {
+                continue;
+            };
+            if n.pki.named.get(&self.rots[ri].old.name) == Some(&cert) {
+                continue;
+            }
+            let pem = self.rots[ri].new_pem.clone();
+            self.touch(p, node, &cert, Some(pem.into_bytes()));
+            self.write_key(p, node, &key, ri);
+        }
+    }
+
+    /// S5 on one node: trusts drop the old CA; the CA files become the new CA and its key;
+    /// the signing pair points back at them.
+    pub(super) fn prune(&mut self, node: &str, p: &mut Pending) {
+        self.retrust(node, p, false);
+        for i in 0..self.rots.len() {
+            if let Some((cert, key)) = self.holder(i, node) {
+                let (pem, sha) = (self.rots[i].new_pem.clone(), self.rots[i].old.cert.sha256.clone());
+                self.edit(p, node, &cert, |b| edit::add_cert(b, &pem).and_then(|b| edit::remove_cert(&b, &sha)));
+                self.write_key(p, node, &key, i);
+            }
+        }
+        let pb = self.input.playbook;
+        for pair in &pb.pairs {
+            if let Some((_, cert, key, manifest)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
+                let (cf, kf) = (pair.cert.clone(), pair.key.clone());
+                self.edit(p, node, &manifest, |b| edit::set_flag(b, &cf, &cert).and_then(|b| edit::set_flag(&b, &kf, &key)));
+            }
+        }
+    }
+}
+
+fn add_trust(c: &Content, ids: &[CaId]) -> Content {
+    match c {
+        Content::Trust { cas } => Content::Trust { cas: cas.iter().cloned().chain(ids.iter().cloned()).collect() },
+        Content::Kubeconfig { client_signer, trusts } => Content::Kubeconfig { client_signer: client_signer.clone(), trusts: trusts.iter().cloned().chain(ids.iter().cloned()).collect() },
+        other => other.clone(),
+    }
+}
+
+fn drop_trust(c: &Content, ids: &[CaId]) -> Content {
+    let keep = |s: &BTreeSet<CaId>| s.iter().filter(|x| !ids.contains(x)).cloned().collect();
+    match c {
+        Content::Trust { cas } => Content::Trust { cas: keep(cas) },
+        Content::Kubeconfig { client_signer, trusts } => Content::Kubeconfig { client_signer: client_signer.clone(), trusts: keep(trusts) },
+        other => other.clone(),
+    }
+}

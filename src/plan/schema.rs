@@ -1,0 +1,444 @@
+//! Owns: a changing run as data, the same for every command that changes a cluster: stages
+//! of steps (a batch of nodes, or an API step); per node the files that change (path, old and
+//! new sha256, mode, and a recipe that rebuilds the new bytes without carrying a private key),
+//! the restarts and the gate; what it was made from and made with; its proof's figures.
+//! Must not: do I/O or decide what changes (the planners do), or hold a private key.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::check::Check;
+use super::model::{CaId, Content, Effect, Effects};
+use crate::pki::edit;
+use crate::pki::sign::KeyType;
+
+/// The version of the plan format; a saved plan of another version is refused.
+pub const PLAN_VERSION: u32 = 2;
+
+/// What a plan does: which command made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    RotateCa,
+    Renew,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::RotateCa => "rotate-ca",
+            Kind::Renew => "renew",
+        }
+    }
+    pub const ALL: [Kind; 2] = [Kind::RotateCa, Kind::Renew];
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stage of a plan. A rotation walks the runbook S0-S5; a renewal is S0 and R1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StageId {
+    #[serde(rename = "S0")]
+    Preflight,
+    #[serde(rename = "S1")]
+    NewCa,
+    #[serde(rename = "S2")]
+    Trust,
+    #[serde(rename = "S3")]
+    ApiObjects,
+    #[serde(rename = "S4")]
+    Resign,
+    #[serde(rename = "S5")]
+    Prune,
+    #[serde(rename = "R1")]
+    Renew,
+}
+
+impl StageId {
+    pub const ALL: [StageId; 7] = [StageId::Preflight, StageId::NewCa, StageId::Trust, StageId::ApiObjects, StageId::Resign, StageId::Prune, StageId::Renew];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageId::Preflight => "S0",
+            StageId::NewCa => "S1",
+            StageId::Trust => "S2",
+            StageId::ApiObjects => "S3",
+            StageId::Resign => "S4",
+            StageId::Prune => "S5",
+            StageId::Renew => "R1",
+        }
+    }
+
+    /// What the stage does, for a person.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageId::Preflight => "preflight",
+            StageId::NewCa => "new CA, distributed to the nodes that hold the old one",
+            StageId::Trust => "trust old and new",
+            StageId::ApiObjects => "cluster API objects trust old and new",
+            StageId::Resign => "re-sign every leaf with the new CA",
+            StageId::Prune => "prune the old CA",
+            StageId::Renew => "re-sign leaves with their current CA",
+        }
+    }
+
+    /// `S4` or `s4`, as a person types it.
+    pub fn parse(s: &str) -> Option<StageId> {
+        StageId::ALL.into_iter().find(|id| id.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    pub kind: Kind,
+    pub id: String,
+    pub created_at: String,
+    pub cluster: String,
+    /// The kcert and the playbook that made it: `apply`, `resume` and `rollback` refuse a
+    /// playbook whose text changed since.
+    pub made_with: MadeWith,
+    /// How the nodes were reached: `apply` and `resume` reach them the same way.
+    pub target: PlanTarget,
+    pub options: Options,
+    /// sha256 of every file the plan was made from, per node: `apply` refuses when one moved.
+    pub facts: Vec<Fact>,
+    /// The CAs a rotation replaces (none for a renewal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cas: Vec<NewCa>,
+    pub stages: Vec<StagePlan>,
+    pub proof: Proof,
+    pub notes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_notes: Vec<NodeNote>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MadeWith {
+    pub kcert: String,
+    pub playbook: crate::playbook::Source,
+}
+
+impl MadeWith {
+    pub fn now(pb: &crate::playbook::Playbook) -> MadeWith {
+        MadeWith { kcert: env!("CARGO_PKG_VERSION").to_string(), playbook: pb.source.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Options {
+    /// Workers changed together; control-plane nodes go one at a time.
+    pub batch_size: usize,
+    pub kubernetes_api: bool,
+    /// Files only (`--root`): restarts, gates and API steps are skipped.
+    pub offline: bool,
+    /// Validity of re-signed leaves, in days.
+    pub leaf_days: u32,
+    /// rotate-ca: `--ca` names (cluster, etcd, front-proxy), the new CAs' validity and key type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cas: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<KeyType>,
+    /// renew: `--certs` names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fact {
+    pub node: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// One CA being replaced: the old one as found and the new one made for it (public parts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewCa {
+    /// `--ca` name (cluster) and playbook file name (ca).
+    pub alias: String,
+    pub name: String,
+    pub path: String,
+    pub key_path: String,
+    pub old_id: CaId,
+    pub old_subject: String,
+    pub old_sha256: String,
+    pub old_not_after: i64,
+    pub new_id: CaId,
+    pub new_subject: String,
+    pub new_sha256: String,
+    pub new_not_after: i64,
+    pub key_type: String,
+    pub cert_pem: String,
+    /// Where S1 puts the new CA's certificate and key until S5 moves them into place.
+    pub staged_cert: String,
+    pub staged_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub id: StageId,
+    pub name: String,
+    /// What S0 checks before anything changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    pub steps: Vec<StepPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepPlan {
+    Batch(Batch),
+    Api(ApiCall),
+}
+
+impl StepPlan {
+    pub fn label(&self) -> String {
+        match self {
+            StepPlan::Batch(b) => b.nodes.join(", "),
+            StepPlan::Api(a) => a.name.clone(),
+        }
+    }
+}
+
+/// Nodes changed together: every node's writes, then its restarts, then the gate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Batch {
+    pub nodes: Vec<String>,
+    pub ops: Vec<NodeOps>,
+    pub gates: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeOps {
+    pub node: String,
+    pub files: Vec<FileOp>,
+    /// Components restarted after the writes, in the playbook's order.
+    pub restarts: Vec<String>,
+    /// The writes as the trust model sees them (what the proof simulated).
+    pub model: Vec<ModelWrite>,
+}
+
+/// What a reviewer should know of one node's part (a file left alone, and why).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeNote {
+    pub node: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelWrite {
+    pub path: String,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Modify,
+    Remove,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileOp {
+    pub path: String,
+    pub action: Action,
+    pub old_sha256: Option<String>,
+    pub new_sha256: Option<String>,
+    /// Mode of a created file (an existing file keeps its owner and mode).
+    pub mode: u32,
+    /// Holds a private key: written 0600, never shown.
+    pub private: bool,
+    /// Sizes of the new and old content, for the free-space preflight.
+    pub bytes: u64,
+    pub old_bytes: u64,
+    pub recipe: Recipe,
+    /// What changes in it, for a reviewer.
+    pub changes: Vec<String>,
+    /// The certificates re-issued in it, old and new expiry (a renewal's, S4's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Reissued>,
+}
+
+/// One certificate re-issued inside a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reissued {
+    pub name: String,
+    /// The kubeconfig field, for embedded certificates.
+    pub field: Option<String>,
+    pub subject: String,
+    pub signer: String,
+    pub old_not_after: String,
+    pub new_not_after: String,
+    /// Shorter than asked: never past the signing CA's own expiry.
+    pub capped_at_ca_expiry: bool,
+}
+
+/// How the new bytes are made from the old ones on the node. Never carries a private key:
+/// files holding one are rebuilt from their old bytes (key blocks kept) or from the run's key store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Recipe {
+    /// The whole new content (certificates, bundles, manifests: public).
+    Text { text: String },
+    /// The file's certificate blocks become these; every other block (a key) stays as it was.
+    Certs { certs: Vec<String> },
+    /// These kubeconfig `*-data` fields become these PEM texts; every other byte stays.
+    Kubeconfig { fields: Vec<KubeconfigField> },
+    /// The new private key of this CA (a playbook file name), from the run's key store.
+    CaKey { ca: String },
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeconfigField {
+    pub field: String,
+    pub pem: String,
+}
+
+impl Recipe {
+    /// The new bytes (None: the file is removed), given the old ones and the new CA keys.
+    pub fn apply(&self, old: Option<&[u8]>, key_of: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vec<u8>>, String> {
+        let old_bytes = || old.ok_or_else(|| "the file is missing".to_string());
+        Ok(match self {
+            Recipe::Text { text } => Some(text.clone().into_bytes()),
+            Recipe::Certs { certs } => Some(edit::set_certs(old_bytes()?, certs)?),
+            Recipe::Kubeconfig { fields } => {
+                let mut b = old_bytes()?.to_vec();
+                for f in fields {
+                    b = edit::edit_kubeconfig(&b, &f.field, |_| Ok(f.pem.clone().into_bytes())).map_err(|e| format!("{}: {e}", f.field))?;
+                }
+                Some(b)
+            }
+            Recipe::CaKey { ca } => Some(key_of(ca).ok_or_else(|| format!("the new key of CA {ca} is not in the run's key store"))?.into_bytes()),
+            Recipe::Remove => None,
+        })
+    }
+
+    /// The public text the recipe carries (what must never hold a key).
+    pub fn carried_text(&self) -> String {
+        match self {
+            Recipe::Text { text } => text.clone(),
+            Recipe::Certs { certs } => certs.concat(),
+            Recipe::Kubeconfig { fields } => fields.iter().map(|f| f.pem.as_str()).collect(),
+            Recipe::CaKey { .. } | Recipe::Remove => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiCall {
+    pub name: String,
+    pub node: String,
+    pub script: String,
+    /// Why it does not run (no API server reachable, offline).
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Proof {
+    /// Trust edges checked, and the writes and restarts they were checked after.
+    pub edges: usize,
+    pub steps: usize,
+}
+
+impl Plan {
+    /// Every file op with where it sits: (stage index, step index, node, op).
+    pub fn file_ops(&self) -> impl Iterator<Item = (usize, usize, &str, &FileOp)> {
+        self.stages.iter().enumerate().flat_map(|(si, s)| {
+            s.steps.iter().enumerate().flat_map(move |(bi, step)| {
+                let ops: Vec<(usize, usize, &str, &FileOp)> = match step {
+                    StepPlan::Batch(b) => b.ops.iter().flat_map(|n| n.files.iter().map(move |f| (si, bi, n.node.as_str(), f))).collect(),
+                    StepPlan::Api(_) => Vec::new(),
+                };
+                ops
+            })
+        })
+    }
+
+    pub fn stage(&self, id: StageId) -> Option<&StagePlan> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+
+    /// (file changes, restarts, nodes changed).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut files = 0;
+        let mut restarts = 0;
+        let mut nodes = BTreeSet::new();
+        for b in self.batches() {
+            for n in &b.ops {
+                files += n.files.len();
+                restarts += n.restarts.len();
+                if !n.files.is_empty() {
+                    nodes.insert(n.node.clone());
+                }
+            }
+        }
+        (files, restarts, nodes.len())
+    }
+
+    pub fn batches(&self) -> impl Iterator<Item = &Batch> {
+        self.stages.iter().flat_map(|s| &s.steps).filter_map(|s| match s {
+            StepPlan::Batch(b) => Some(b),
+            StepPlan::Api(_) => None,
+        })
+    }
+
+    /// Every node the plan was made from, in the plan's order.
+    pub fn nodes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for f in &self.facts {
+            if !out.contains(&f.node.as_str()) {
+                out.push(&f.node);
+            }
+        }
+        out
+    }
+
+    /// Steps in all stages.
+    pub fn step_count(&self) -> usize {
+        self.stages.iter().map(|s| s.steps.len()).sum()
+    }
+
+    /// The plan's effect on the trust model, as the proof simulates it.
+    pub fn effects(&self) -> Vec<Effects> {
+        self.stages
+            .iter()
+            .map(|s| {
+                let mut effects = Vec::new();
+                for step in &s.steps {
+                    let StepPlan::Batch(b) = step else { continue };
+                    for n in &b.ops {
+                        effects.extend(n.model.iter().map(|w| Effect::Write { node: n.node.clone(), path: w.path.clone(), content: w.content.clone() }));
+                    }
+                    for n in &b.ops {
+                        effects.extend(n.restarts.iter().map(|c| Effect::Restart { node: n.node.clone(), component: c.clone() }));
+                    }
+                }
+                Effects { name: format!("{} {}", s.id, s.name), effects }
+            })
+            .collect()
+    }
+}

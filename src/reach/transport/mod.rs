@@ -1,0 +1,130 @@
+//! Owns: how kcert reaches a node: a small trait (run a script, read and list files, dial a
+//! port) and its two implementations, SSH and local (optionally under a root directory).
+//! Must not: know anything of PKI, playbooks or reports.
+
+pub mod local;
+pub mod script;
+pub mod ssh;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use local::LocalTransport;
+pub use ssh::{SshOptions, SshTransport};
+
+/// Files larger than this are not certificates or kubeconfigs; they are not read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+#[derive(Debug, Clone)]
+pub struct CmdOutput {
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileData {
+    Found(Vec<u8>),
+    Missing,
+    NotAFile,
+    Unreadable(String),
+    TooLarge(u64),
+}
+
+/// One file to write atomically: a temp file in the same directory, fsynced, renamed over
+/// the target. An existing file keeps its owner and mode (a symlink's target is written);
+/// a new file gets `mode` (its missing parent directories 0700).
+#[derive(Clone)]
+pub struct WriteFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+    /// Forces mode 0600 whatever the file had (private keys, backups).
+    pub private: bool,
+}
+
+impl fmt::Debug for WriteFile {
+    // Never the bytes: some are private keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WriteFile({}, {} bytes)", self.path, self.bytes.len())
+    }
+}
+
+/// How far reaching a node got before it failed: `check` reports each phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Connect,
+    HostKey,
+    Auth,
+    Sudo,
+    Command,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeFailure {
+    pub phase: Phase,
+    pub message: String,
+}
+
+impl NodeFailure {
+    pub fn new(phase: Phase, message: impl Into<String>) -> Self {
+        NodeFailure { phase, message: message.into() }
+    }
+    pub fn command(message: impl Into<String>) -> Self {
+        NodeFailure::new(Phase::Command, message)
+    }
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type NodeResult<T> = std::result::Result<T, NodeFailure>;
+
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The node's name, as the inventory gives it.
+    fn node(&self) -> &str;
+    /// True when reading a directory tree (`--root`): files only, no commands, ports or restarts.
+    fn offline(&self) -> bool;
+    /// The login user, for messages.
+    fn user(&self) -> String;
+    /// Runs a POSIX shell script as root (through `sudo -n` when the login is not root).
+    async fn run(&self, script: &str) -> NodeResult<CmdOutput>;
+    /// Reads files by absolute node path, in one round trip where the transport allows.
+    async fn read_files(&self, paths: &[String]) -> NodeResult<Vec<FileData>>;
+    /// Every regular file under each path (the path itself when it is a file), following links.
+    async fn list_files(&self, paths: &[String]) -> NodeResult<Vec<String>>;
+    async fn exists(&self, paths: &[String]) -> NodeResult<Vec<bool>>;
+    /// Bytes free to unprivileged writers on the filesystem holding `path` (or its nearest parent).
+    async fn free_bytes(&self, path: &str) -> NodeResult<u64>;
+    /// Writes every file atomically, all temp files first, then all renames, so a failure
+    /// while writing (a full disk) changes nothing. Returns each file's sha256 as read back.
+    async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>>;
+    /// Removes files (one already gone is fine; a symlink itself, not its target), then syncs
+    /// their directories.
+    async fn remove_files(&self, paths: &[String]) -> NodeResult<()>;
+    /// Removes each directory that is empty, in the order given; others are left alone.
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()>;
+    /// A TCP connection to `host:port` as seen from the node.
+    async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>>;
+}

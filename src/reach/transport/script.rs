@@ -1,0 +1,300 @@
+//! Owns: the shell scripts that read, list and stat files on a remote node, and the pure
+//! functions that parse what they print. A fact is a command plus a parse function.
+//! Must not: send anything anywhere; the SSH transport runs these.
+
+use base64::Engine;
+
+use super::{FileData, MAX_FILE_BYTES, WriteFile};
+use crate::text::shell_quote as quote;
+
+fn words(paths: &[String]) -> String {
+    paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ")
+}
+
+/// One header line per file, then for found files one line of base64: line-framed, so a
+/// failing `cat` cannot desynchronise the parse.
+pub fn read_files(paths: &[String]) -> String {
+    format!(
+        r#"for f in {}; do
+  if [ ! -e "$f" ]; then echo M
+  elif [ ! -f "$f" ]; then echo D
+  elif [ ! -r "$f" ]; then echo U
+  else s=$(wc -c < "$f" 2>/dev/null || echo x)
+    case "$s" in *[!0-9\ ]*|'') echo U ;;
+      *) if [ "$s" -gt {max} ]; then echo "L $s"; else echo F; base64 < "$f" | tr -d '\n'; echo; fi ;;
+    esac
+  fi
+done
+"#,
+        words(paths),
+        max = MAX_FILE_BYTES
+    )
+}
+
+pub fn parse_read_files(stdout: &[u8], count: usize) -> Result<Vec<FileData>, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines = text.lines();
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let header = lines.next().ok_or("file listing ended early")?;
+        out.push(match header.split_once(' ').map_or((header, ""), |(a, b)| (a, b)) {
+            ("M", _) => FileData::Missing,
+            ("D", _) => FileData::NotAFile,
+            ("U", _) => FileData::Unreadable("permission denied".into()),
+            ("L", size) => FileData::TooLarge(size.trim().parse().unwrap_or(0)),
+            ("F", _) => {
+                let body = lines.next().ok_or("file body missing")?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body.trim())
+                    .map_err(|e| format!("file body is not base64: {e}"))?;
+                FileData::Found(bytes)
+            }
+            (other, _) => return Err(format!("unexpected line in file listing: {other:?}")),
+        });
+    }
+    Ok(out)
+}
+
+pub fn list_files(paths: &[String]) -> String {
+    format!("for p in {}; do [ -e \"$p\" ] && find -L \"$p\" -type f -print0 2>/dev/null; done; true\n", words(paths))
+}
+
+pub fn parse_list_files(stdout: &[u8]) -> Vec<String> {
+    stdout
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+pub fn exists(paths: &[String]) -> String {
+    format!("for p in {}; do if [ -e \"$p\" ]; then echo 1; else echo 0; fi; done\n", words(paths))
+}
+
+pub fn parse_exists(stdout: &[u8], count: usize) -> Result<Vec<bool>, String> {
+    let v: Vec<bool> = String::from_utf8_lossy(stdout).lines().map(|l| l.trim() == "1").collect();
+    if v.len() != count {
+        return Err(format!("expected {count} answers, got {}", v.len()));
+    }
+    Ok(v)
+}
+
+/// Writes files atomically (see `Transport::write_files`): every temp file is written and
+/// fsynced before the first rename; on any failure the temp files are removed and the
+/// script exits 1 naming the file. Prints one sha256 per file, read back after the renames.
+pub fn write_files(files: &[WriteFile]) -> String {
+    let mut s = String::from(
+        r#"set -u
+umask 077
+tmps=""
+fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
+"#,
+    );
+    for (i, f) in files.iter().enumerate() {
+        let p = quote(&f.path);
+        s.push_str(&format!(
+            r#"f{i}=$(readlink -f -- {p} 2>/dev/null); [ -n "$f{i}" ] || f{i}={p}
+d=$(dirname "$f{i}")
+mkdir -p "$d" 2>/dev/null || fail "cannot create directory $d for {path}"
+t{i}=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) || fail "cannot create a temporary file in $d (disk full or read-only?) for {path}"
+tmps="$tmps $t{i}"
+base64 -d > "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"
+{b64}
+KCERT_EOF
+if [ -e "$f{i}" ]; then
+  chown --reference="$f{i}" "$t{i}" && chmod --reference="$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
+else
+  chmod {mode:o} "$t{i}" || fail "cannot set the mode of {path}"
+fi
+"#,
+            path = f.path.replace('"', ""),
+            b64 = wrap(&base64::engine::general_purpose::STANDARD.encode(&f.bytes)),
+            mode = f.mode,
+        ));
+        if f.private {
+            s.push_str(&format!("chmod 600 \"$t{i}\" || fail \"cannot make {} private\"\n", f.path.replace('"', "")));
+        }
+    }
+    s.push_str("sync $tmps 2>/dev/null || sync\n");
+    for (i, f) in files.iter().enumerate() {
+        s.push_str(&format!("mv -f \"$t{i}\" \"$f{i}\" || fail \"cannot rename the new {} into place\"\n", f.path.replace('"', "")));
+    }
+    s.push_str("dirs=\"\"\n");
+    for i in 0..files.len() {
+        s.push_str(&format!("dirs=\"$dirs $(dirname \"$f{i}\")\"\n"));
+    }
+    s.push_str("sync $dirs 2>/dev/null || sync\n");
+    for i in 0..files.len() {
+        s.push_str(&format!("sha256sum < \"$f{i}\" | cut -d' ' -f1\n"));
+    }
+    s
+}
+
+fn wrap(b64: &str) -> String {
+    let mut out = String::with_capacity(b64.len() + b64.len() / 76 + 1);
+    for (i, c) in b64.chars().enumerate() {
+        if i > 0 && i % 76 == 0 {
+            out.push('\n');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn parse_write_files(stdout: &[u8], count: usize) -> Result<Vec<String>, String> {
+    let sums: Vec<String> = String::from_utf8_lossy(stdout).lines().map(|l| l.trim().to_string()).collect();
+    if sums.len() != count || sums.iter().any(|s| s.len() != 64) {
+        return Err(format!("expected {count} sha256 sums after writing, got {sums:?}"));
+    }
+    Ok(sums)
+}
+
+/// Removes files (see `Transport::remove_files`); exits 1 naming the first it cannot remove.
+pub fn remove_files(paths: &[String]) -> String {
+    let mut s = String::from("set -u\n");
+    for p in paths {
+        let q = quote(p);
+        s.push_str(&format!("if [ -e {q} ] || [ -L {q} ]; then rm -f -- {q} || {{ echo \"cannot remove {}\" >&2; exit 1; }}; fi\n", p.replace('"', "")));
+    }
+    let dirs: std::collections::BTreeSet<String> = paths.iter().map(|p| p.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/".to_string() } else { d.to_string() }).unwrap_or_else(|| "/".into())).collect();
+    let dirs: Vec<String> = dirs.iter().map(|d| quote(d)).collect();
+    s.push_str(&format!("sync {} 2>/dev/null || sync\n", dirs.join(" ")));
+    s
+}
+
+/// Removes the directories that are empty, in order (see `Transport::remove_empty_dirs`).
+pub fn remove_empty_dirs(dirs: &[String]) -> String {
+    let mut s = String::new();
+    for d in dirs {
+        s.push_str(&format!("rmdir -- {} 2>/dev/null\n", quote(d)));
+    }
+    s.push_str("true\n");
+    s
+}
+
+/// `df` of the nearest existing parent of `path`.
+pub fn free_space(path: &str) -> String {
+    format!(
+        "p={}; while [ ! -e \"$p\" ] && [ \"$p\" != / ]; do p=$(dirname \"$p\"); done; df -Pk \"$p\"\n",
+        quote(path)
+    )
+}
+
+/// Available bytes from `df -Pk` output (the fourth column of the second line).
+pub fn parse_df(stdout: &[u8]) -> Result<u64, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().nth(1).ok_or_else(|| format!("unexpected df output: {text:?}"))?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("unexpected df output: {line:?}"))?;
+    Ok(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_files_output_parses_in_order() {
+        let out = b"M\nF\naGVsbG8=\nL 2000000\nU\nD\n";
+        let got = parse_read_files(out, 5).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                FileData::Missing,
+                FileData::Found(b"hello".to_vec()),
+                FileData::TooLarge(2_000_000),
+                FileData::Unreadable("permission denied".into()),
+                FileData::NotAFile
+            ]
+        );
+        assert!(parse_read_files(b"F\n", 1).is_err());
+    }
+
+    #[test]
+    fn empty_files_round_trip() {
+        assert_eq!(parse_read_files(b"F\n\n", 1).unwrap(), vec![FileData::Found(vec![])]);
+    }
+
+    #[test]
+    fn df_output_gives_available_bytes() {
+        let out = b"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 100 50 42 55% /\n";
+        assert_eq!(parse_df(out).unwrap(), 42 * 1024);
+    }
+
+    #[test]
+    fn scripts_run_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("it's.pem");
+        std::fs::write(&f, b"abc").unwrap();
+        let paths = vec![f.to_string_lossy().into_owned(), dir.path().join("none").to_string_lossy().into_owned()];
+        let run = |s: String| std::process::Command::new("sh").arg("-c").arg(s).output().unwrap().stdout;
+        assert_eq!(parse_read_files(&run(read_files(&paths)), 2).unwrap(), vec![FileData::Found(b"abc".to_vec()), FileData::Missing]);
+        assert_eq!(parse_list_files(&run(list_files(&[dir.path().to_string_lossy().into_owned()]))), vec![paths[0].clone()]);
+        assert_eq!(parse_exists(&run(exists(&paths)), 2).unwrap(), vec![true, false]);
+        assert!(parse_df(&run(free_space(&paths[1]))).unwrap() > 0);
+    }
+
+    #[test]
+    fn writes_are_atomic_keep_mode_follow_links_and_report_sums() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.pem");
+        std::fs::write(&real, b"old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link.pem")).unwrap();
+        let new = dir.path().join("sub/new.key");
+        let files = vec![
+            WriteFile { path: dir.path().join("link.pem").to_string_lossy().into_owned(), bytes: b"new".to_vec(), mode: 0o644, private: false },
+            WriteFile { path: new.to_string_lossy().into_owned(), bytes: vec![7u8; 5000], mode: 0o644, private: true },
+        ];
+        let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let sums = parse_write_files(&out.stdout, 2).unwrap();
+        assert_eq!(sums[0], crate::pki::sha256(b"new"));
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert!(std::fs::symlink_metadata(dir.path().join("link.pem")).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read(&new).unwrap(), vec![7u8; 5000]);
+        assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temp files left");
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.pem");
+        std::fs::write(&a, b"old").unwrap();
+        let files = vec![
+            WriteFile { path: a.to_string_lossy().into_owned(), bytes: b"new".to_vec(), mode: 0o644, private: false },
+            WriteFile { path: "/proc/kcert-cannot/x".into(), bytes: b"x".to_vec(), mode: 0o644, private: false },
+        ];
+        let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/kcert-cannot/x"));
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp files removed");
+    }
+
+    #[test]
+    fn removal_takes_links_not_targets_and_only_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.pem");
+        std::fs::write(&real, b"x").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link.pem")).unwrap();
+        let sub = dir.path().join("staging/new");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("ca.key"), b"k").unwrap();
+        let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+        let files = vec![p(&dir.path().join("link.pem")), p(&sub.join("ca.key")), p(&dir.path().join("gone"))];
+        let out = std::process::Command::new("sh").arg("-c").arg(remove_files(&files)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(real.exists() && !dir.path().join("link.pem").exists() && !sub.join("ca.key").exists());
+        std::fs::write(dir.path().join("staging/keep"), b"k").unwrap();
+        let dirs = vec![p(&sub), p(&dir.path().join("staging"))];
+        assert!(std::process::Command::new("sh").arg("-c").arg(remove_empty_dirs(&dirs)).status().unwrap().success());
+        assert!(!sub.exists() && dir.path().join("staging/keep").exists(), "an empty directory goes, a non-empty one stays");
+    }
+}

@@ -1,0 +1,436 @@
+//! Owns: the SSH transport (russh): one verified, authenticated connection per node, reused
+//! for every script and port; host keys checked against known_hosts; `sudo -n` for non-root.
+//! Must not: accept an unknown host key unless told to, ever accept a changed one, or log
+//! anything a script prints (it may hold file contents).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::client::{self, Handle};
+use russh::keys::known_hosts::{known_host_keys_path, learn_known_hosts_path};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Preferred};
+use tokio::sync::Semaphore;
+
+use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Stream, Transport, WriteFile, script};
+
+/// sshd's default MaxSessions is 10; stay under it.
+const MAX_CHANNELS: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct JumpHost {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+/// Everything needed to reach one node, already resolved from inventory and ~/.ssh/config.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Key files to try, in order; the agent (SSH_AUTH_SOCK) is tried after them.
+    pub identity_files: Vec<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub become_sudo: bool,
+    pub jump: Option<JumpHost>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub accept_new_host_keys: bool,
+}
+
+pub struct SshTransport {
+    name: String,
+    opts: SshOptions,
+    handle: Handle<HostKeyCheck>,
+    // Held so the tunnel through the jump host stays open.
+    _jump: Option<Handle<HostKeyCheck>>,
+    channels: Semaphore,
+}
+
+struct HostKeyCheck {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    accept_new: bool,
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl HostKeyCheck {
+    fn refuse(&self, why: String) -> Result<bool, russh::Error> {
+        *self.verdict.lock().expect("verdict lock") = Some(why);
+        Ok(false)
+    }
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return self.refuse(format!("{} presented an SSH host certificate; kcert checks plain host keys only", self.host));
+        };
+        let shown = display_host(&self.host, self.port);
+        let got = key.fingerprint(HashAlg::Sha256);
+        match russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) if self.accept_new => {
+                match learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+                    Ok(()) => {
+                        tracing::warn!(host = %shown, fingerprint = %got, file = %self.known_hosts.display(), "recorded a new host key");
+                        Ok(true)
+                    }
+                    Err(e) => self.refuse(format!("cannot record the host key of {shown} in {}: {e}", self.known_hosts.display())),
+                }
+            }
+            Ok(false) => {
+                let mut msg = format!(
+                    "host key of {shown} is not in {} ({} {got}); verify it and add it, or pass --accept-new-host-keys to record it on first use",
+                    self.known_hosts.display(),
+                    key.algorithm()
+                );
+                if has_unsupported_patterns(&self.known_hosts) {
+                    msg.push_str("; note: kcert does not read wildcard, negated or @cert-authority known_hosts lines");
+                }
+                self.refuse(msg)
+            }
+            Err(russh::keys::Error::KeyChanged { line }) => {
+                let recorded = known_host_keys_path(&self.host, self.port, &self.known_hosts)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, k)| k.algorithm() == key.algorithm())
+                    .map(|(_, k)| k.fingerprint(HashAlg::Sha256).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.refuse(format!(
+                    "HOST KEY CHANGED for {shown}: {}:{line} records {} {recorded}, the server presented {got}. \
+                     This may be an attack; kcert refuses to connect. If the change is expected, remove the old line.",
+                    self.known_hosts.display(),
+                    key.algorithm()
+                ))
+            }
+            Err(e) => self.refuse(format!("cannot read {}: {e}", self.known_hosts.display())),
+        }
+    }
+}
+
+fn display_host(host: &str, port: u16) -> String {
+    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+}
+
+fn has_unsupported_patterns(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines().any(|l| {
+                let first = l.split_whitespace().next().unwrap_or("");
+                first.starts_with('@') || first.contains('*') || first.contains('?') || first.contains('!')
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Host-key algorithms to offer: those already recorded for the host first, so a host known
+/// by its ECDSA key is not reported unknown because it offered Ed25519.
+fn preferred_for(host: &str, port: u16, known_hosts: &Path) -> Preferred {
+    let recorded: Vec<Algorithm> = known_host_keys_path(host, port, known_hosts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, k)| k.algorithm())
+        .collect();
+    let mut preferred = Preferred::default();
+    if recorded.is_empty() {
+        return preferred;
+    }
+    let mut keys: Vec<Algorithm> = Vec::new();
+    for alg in preferred.key.iter() {
+        let same_kind = |r: &Algorithm| match (r, alg) {
+            (Algorithm::Rsa { .. }, Algorithm::Rsa { .. }) => true,
+            (a, b) => a == b,
+        };
+        if recorded.iter().any(same_kind) {
+            keys.push(alg.clone());
+        }
+    }
+    preferred.key = Cow::Owned(keys);
+    preferred
+}
+
+async fn handshake<S>(stream: S, host: &str, port: u16, opts: &SshOptions) -> NodeResult<Handle<HostKeyCheck>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let verdict = Arc::new(Mutex::new(None));
+    let handler = HostKeyCheck {
+        host: host.to_string(),
+        port,
+        known_hosts: opts.known_hosts.clone(),
+        accept_new: opts.accept_new_host_keys,
+        verdict: verdict.clone(),
+    };
+    let config = Arc::new(client::Config {
+        preferred: preferred_for(host, port, &opts.known_hosts),
+        keepalive_interval: Some(Duration::from_secs(15)),
+        nodelay: true,
+        ..Default::default()
+    });
+    let shown = display_host(host, port);
+    match tokio::time::timeout(opts.connect_timeout, client::connect_stream(config, stream, handler)).await {
+        Err(_) => Err(NodeFailure::new(Phase::Connect, format!("SSH handshake with {shown} timed out after {:?}", opts.connect_timeout))),
+        Ok(Err(e)) => match verdict.lock().expect("verdict lock").take() {
+            Some(why) => Err(NodeFailure::new(Phase::HostKey, why)),
+            None => Err(NodeFailure::new(Phase::Connect, format!("SSH handshake with {shown} failed: {e}"))),
+        },
+        Ok(Ok(handle)) => Ok(handle),
+    }
+}
+
+async fn tcp(host: &str, port: u16, timeout: Duration) -> NodeResult<tokio::net::TcpStream> {
+    let shown = display_host(host, port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+        Err(_) => Err(NodeFailure::new(Phase::Connect, format!("cannot connect to {shown}: timed out after {timeout:?}"))),
+        Ok(Err(e)) => Err(NodeFailure::new(Phase::Connect, format!("cannot connect to {shown}: {e}"))),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+async fn authenticate(handle: &mut Handle<HostKeyCheck>, user: &str, host: &str, keys: &[PathBuf]) -> NodeResult<()> {
+    let mut tried = Vec::new();
+    let auth_err = |e: russh::Error| NodeFailure::new(Phase::Auth, format!("authentication with {host} failed: {e}"));
+    for path in keys {
+        let key = match russh::keys::load_secret_key(path, None) {
+            Ok(k) => k,
+            Err(russh::keys::Error::KeyIsEncrypted) => {
+                tried.push(format!("{} (encrypted: load it into ssh-agent)", path.display()));
+                continue;
+            }
+            Err(e) => {
+                tried.push(format!("{} (unreadable: {e})", path.display()));
+                continue;
+            }
+        };
+        let hash = handle.best_supported_rsa_hash().await.map_err(auth_err)?.flatten();
+        let res = handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(auth_err)?;
+        if res.success() {
+            return Ok(());
+        }
+        tried.push(format!("{} (refused)", path.display()));
+    }
+    match russh::keys::agent::client::AgentClient::connect_env().await {
+        Ok(mut agent) => {
+            let identities = agent.request_identities().await.unwrap_or_default();
+            for id in identities {
+                let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else { continue };
+                let hash = handle.best_supported_rsa_hash().await.map_err(auth_err)?.flatten();
+                match handle.authenticate_publickey_with(user, key.clone(), hash, &mut agent).await {
+                    Ok(r) if r.success() => return Ok(()),
+                    _ => tried.push(format!("agent key {}", key.fingerprint(HashAlg::Sha256))),
+                }
+            }
+        }
+        Err(_) if tried.is_empty() => tried.push("no ssh-agent (SSH_AUTH_SOCK unset)".into()),
+        Err(_) => {}
+    }
+    Err(NodeFailure::new(
+        Phase::Auth,
+        format!("authentication as {user}@{host} failed; tried: {}", if tried.is_empty() { "nothing".into() } else { tried.join(", ") }),
+    ))
+}
+
+impl SshTransport {
+    pub async fn connect(name: &str, opts: SshOptions) -> NodeResult<SshTransport> {
+        let (mut handle, jump) = match &opts.jump {
+            None => {
+                let stream = tcp(&opts.host, opts.port, opts.connect_timeout).await?;
+                (handshake(stream, &opts.host, opts.port, &opts).await?, None)
+            }
+            Some(j) => {
+                let stream = tcp(&j.host, j.port, opts.connect_timeout).await?;
+                let mut jh = handshake(stream, &j.host, j.port, &opts).await.map_err(|f| NodeFailure::new(f.phase, format!("jump host: {}", f.message)))?;
+                authenticate(&mut jh, &j.user, &j.host, &opts.identity_files).await.map_err(|f| NodeFailure::new(f.phase, format!("jump host: {}", f.message)))?;
+                let ch = jh
+                    .channel_open_direct_tcpip(opts.host.clone(), opts.port as u32, "127.0.0.1", 0)
+                    .await
+                    .map_err(|e| NodeFailure::new(Phase::Connect, format!("jump host {} cannot reach {}:{}: {e}", j.host, opts.host, opts.port)))?;
+                (handshake(ch.into_stream(), &opts.host, opts.port, &opts).await?, Some(jh))
+            }
+        };
+        authenticate(&mut handle, &opts.user, &opts.host, &opts.identity_files).await?;
+        Ok(SshTransport { name: name.to_string(), opts, handle, _jump: jump, channels: Semaphore::new(MAX_CHANNELS) })
+    }
+
+    fn uses_sudo(&self) -> bool {
+        self.opts.become_sudo && self.opts.user != "root"
+    }
+
+    async fn exec(&self, command: &str, stdin: &[u8]) -> NodeResult<CmdOutput> {
+        let _permit = self.channels.acquire().await.expect("semaphore is never closed");
+        let fail = |e: russh::Error| NodeFailure::command(format!("SSH channel to {}: {e}", self.opts.host));
+        let work = async {
+            let mut ch = self.handle.channel_open_session().await.map_err(fail)?;
+            ch.exec(true, command).await.map_err(fail)?;
+            ch.data(stdin).await.map_err(fail)?;
+            ch.eof().await.map_err(fail)?;
+            let mut out = CmdOutput { status: None, stdout: Vec::new(), stderr: Vec::new() };
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
+                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(self.opts.command_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeFailure::command(format!("command on {} timed out after {:?}", self.name, self.opts.command_timeout))),
+        }
+    }
+}
+
+/// Turns sudo's own complaints into messages that say what to do.
+fn sudo_problem(user: &str, node: &str, out: &CmdOutput) -> Option<NodeFailure> {
+    if out.success() {
+        return None;
+    }
+    let err = out.stderr_text();
+    let why = if err.contains("a password is required") || err.contains("a terminal is required") {
+        format!("sudo on {node} needs a password for {user}; kcert runs `sudo -n` (never prompts): allow NOPASSWD for {user} or log in as root")
+    } else if err.contains("not in the sudoers") || err.contains("not allowed to execute") {
+        format!("{user} may not use sudo on {node}: {err}")
+    } else if err.contains("sudo: not found") || err.contains("sudo: command not found") {
+        format!("sudo is not installed on {node}; log in as root or set become: none")
+    } else {
+        return None;
+    };
+    Some(NodeFailure::new(Phase::Sudo, why))
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn node(&self) -> &str {
+        &self.name
+    }
+
+    fn offline(&self) -> bool {
+        false
+    }
+
+    fn user(&self) -> String {
+        self.opts.user.clone()
+    }
+
+    async fn run(&self, script: &str) -> NodeResult<CmdOutput> {
+        let command = if self.uses_sudo() { "sudo -n sh -s" } else { "sh -s" };
+        let out = self.exec(command, script.as_bytes()).await?;
+        if self.uses_sudo()
+            && let Some(problem) = sudo_problem(&self.opts.user, &self.name, &out)
+        {
+            return Err(problem);
+        }
+        Ok(out)
+    }
+
+    async fn read_files(&self, paths: &[String]) -> NodeResult<Vec<FileData>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::read_files(paths)).await?;
+        script::parse_read_files(&out.stdout, paths.len())
+            .map_err(|e| NodeFailure::command(format!("reading files: {e}; stderr: {}", out.stderr_text())))
+    }
+
+    async fn list_files(&self, paths: &[String]) -> NodeResult<Vec<String>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::list_files(paths)).await?;
+        Ok(script::parse_list_files(&out.stdout))
+    }
+
+    async fn exists(&self, paths: &[String]) -> NodeResult<Vec<bool>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::exists(paths)).await?;
+        script::parse_exists(&out.stdout, paths.len()).map_err(NodeFailure::command)
+    }
+
+    async fn free_bytes(&self, path: &str) -> NodeResult<u64> {
+        let out = self.run(&script::free_space(path)).await?;
+        script::parse_df(&out.stdout).map_err(NodeFailure::command)
+    }
+
+    async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::write_files(files)).await?;
+        if !out.success() {
+            return Err(NodeFailure::command(out.stderr_text()));
+        }
+        script::parse_write_files(&out.stdout, files.len()).map_err(NodeFailure::command)
+    }
+
+    async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let out = self.run(&script::remove_files(paths)).await?;
+        if !out.success() {
+            return Err(NodeFailure::command(out.stderr_text()));
+        }
+        Ok(())
+    }
+
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        self.run(&script::remove_empty_dirs(dirs)).await.map(|_| ())
+    }
+
+    async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
+        let ch = self
+            .handle
+            .channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0)
+            .await
+            .map_err(|e| NodeFailure::command(format!("{host}:{port} on {}: {e}", self.name)))?;
+        Ok(Box::new(ch.into_stream()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(status: u32, stderr: &str) -> CmdOutput {
+        CmdOutput { status: Some(status), stdout: vec![], stderr: stderr.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn sudo_asking_for_a_password_is_said_plainly() {
+        let p = sudo_problem("ops", "cp1", &out(1, "sudo: a password is required\n")).unwrap();
+        assert_eq!(p.phase, Phase::Sudo);
+        assert!(p.message.contains("needs a password") && p.message.contains("NOPASSWD"), "{}", p.message);
+        assert!(sudo_problem("ops", "cp1", &out(0, "")).is_none());
+        assert!(sudo_problem("ops", "cp1", &out(1, "grep: x: No such file")).is_none());
+    }
+
+    #[test]
+    fn recorded_algorithms_come_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        std::fs::write(&kh, "10.0.0.1 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=\n").unwrap();
+        let p = preferred_for("10.0.0.1", 22, &kh);
+        assert_eq!(p.key.as_ref(), &[Algorithm::Ecdsa { curve: russh::keys::EcdsaCurve::NistP256 }]);
+        assert_eq!(preferred_for("10.0.0.2", 22, &kh).key.len(), Preferred::default().key.len());
+    }
+}

@@ -1,0 +1,164 @@
+//! Owns: how a plan reads: Terraform-style for a rotation (per stage and step, per node each
+//! file with what changes in it, restarts and gates), per node for a renewal (each file, its
+//! certificates' old and new expiry); JSON and YAML are the plan itself.
+//! Must not: compute anything the plan does not hold.
+
+use std::io::{self, Write};
+
+use super::{Format, structured};
+use crate::plan::schema::{Action, Batch, Kind, Plan, StepPlan};
+use crate::text::{plural, prefix, rfc3339, short_sha};
+
+/// A plan, with what `verify` found that does not stop it.
+pub fn plan(p: &Plan, warnings: &[String], format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json | Format::Yaml => {
+            let mut v = serde_json::to_value(p).map_err(io::Error::other)?;
+            v["warnings"] = serde_json::json!(warnings);
+            structured(&v, format, out)
+        }
+        _ => {
+            match p.kind {
+                Kind::RotateCa => rotation(p, out)?,
+                Kind::Renew => renewal(p, out)?,
+            }
+            if !warnings.is_empty() {
+                writeln!(out, "\nAs the files stand now (kcert verify), fixed by the plan or worth a look:")?;
+                for w in warnings {
+                    writeln!(out, "  - {w}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn header(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "kcert {}: plan {} for {} ({}), made {}", p.kind, p.id, p.cluster, p.made_with.playbook.name, p.created_at)
+}
+
+fn proof(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    let pair = if p.kind == Kind::RotateCa { ", and the signing pair matches at every stage boundary" } else { "" };
+    writeln!(out, "\nProof: each of the {} trust edges holds after every one of the {} writes and restarts (inside batches too){pair}.", p.proof.edges, p.proof.steps)?;
+    if !p.notes.is_empty() {
+        writeln!(out, "\nNotes")?;
+        for n in &p.notes {
+            writeln!(out, "  - {n}")?;
+        }
+    }
+    Ok(())
+}
+
+fn gate_line(b: &Batch, offline: bool, out: &mut dyn Write) -> io::Result<()> {
+    if !b.gates.is_empty() {
+        let mut by_edge: Vec<(String, usize)> = Vec::new();
+        for g in &b.gates {
+            match by_edge.iter_mut().find(|(e, _)| e == &g.edge) {
+                Some(x) => x.1 += 1,
+                None => by_edge.push((g.edge.clone(), 1)),
+            }
+        }
+        let parts: Vec<String> = by_edge.iter().map(|(e, n)| if *n == 1 { e.clone() } else { format!("{e} x{n}") }).collect();
+        writeln!(out, "    gate  {} live handshakes: {}", b.gates.len(), parts.join(", "))?;
+    } else if offline && b.ops.iter().any(|o| !o.restarts.is_empty()) {
+        writeln!(out, "    gate  skipped: offline")?;
+    }
+    Ok(())
+}
+
+fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    let (files, restarts, nodes) = p.counts();
+    header(p, out)?;
+    writeln!(out, "Rotates {} on {}: {} and {}, in {} stages.", plural(p.cas.len(), "CA"), plural(nodes, "node"), plural(files, "file change"), plural(restarts, "restart"), p.stages.len())?;
+    writeln!(out, "\nCAs")?;
+    for c in &p.cas {
+        writeln!(out, "  {} ({})", c.alias, c.path)?;
+        writeln!(out, "      old  {} [{}], expires {}", c.old_subject, prefix(&c.old_sha256, 8), rfc3339(c.old_not_after))?;
+        writeln!(out, "      new  {} [{}], {}, expires {}", c.new_subject, prefix(&c.new_sha256, 8), c.key_type, rfc3339(c.new_not_after))?;
+    }
+    for s in &p.stages {
+        writeln!(out, "\n{} {}", s.id, s.name)?;
+        for c in &s.checks {
+            writeln!(out, "  check    {c}")?;
+        }
+        if s.steps.is_empty() && s.checks.is_empty() {
+            writeln!(out, "  nothing to do")?;
+        }
+        for (i, step) in s.steps.iter().enumerate() {
+            match step {
+                StepPlan::Api(a) => {
+                    writeln!(out, "  step {}/{}: on {}: {}", i + 1, s.steps.len(), a.node, a.name)?;
+                    if let Some(why) = &a.skipped {
+                        writeln!(out, "      skipped: {why}")?;
+                    }
+                }
+                StepPlan::Batch(b) => {
+                    writeln!(out, "  step {}/{}: {}", i + 1, s.steps.len(), b.nodes.join(", "))?;
+                    for n in b.ops.iter().filter(|n| !n.files.is_empty() || !n.restarts.is_empty()) {
+                        writeln!(out, "    {}", n.node)?;
+                        for f in &n.files {
+                            let (sign, shas) = match f.action {
+                                Action::Create => ("+", format!("new, mode {:04o}", f.mode)),
+                                Action::Remove => ("-", format!("sha256 {} -> removed", short_sha(f.old_sha256.as_deref()))),
+                                Action::Modify => ("~", format!("sha256 {} -> {}", short_sha(f.old_sha256.as_deref()), short_sha(f.new_sha256.as_deref()))),
+                            };
+                            let private = if f.private && f.action == Action::Modify { ", a private key: written 0600" } else { "" };
+                            writeln!(out, "      {sign} {}  ({shas}{private})", f.path)?;
+                            for c in &f.changes {
+                                writeln!(out, "          {c}")?;
+                            }
+                        }
+                        if !n.restarts.is_empty() {
+                            let how = if p.options.offline { " (skipped: offline)" } else { "" };
+                            writeln!(out, "      restart {}{how}", n.restarts.join(", "))?;
+                        }
+                    }
+                    gate_line(b, p.options.offline, out)?;
+                }
+            }
+        }
+    }
+    proof(p, out)
+}
+
+/// A renewal, node by node: each file and its certificates' old and new expiry, what
+/// restarts, the gate's checks that touch the node, and what was left alone and why.
+fn renewal(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    header(p, out)?;
+    let offline = p.options.offline;
+    let skipped = |s: String| if offline { format!("{s} (skipped: offline)") } else { s };
+    let mut files = 0;
+    let mut changed = 0;
+    for node in p.nodes() {
+        writeln!(out, "node {node}")?;
+        let mine: Vec<(&Batch, &crate::plan::schema::NodeOps)> = p.batches().flat_map(|b| b.ops.iter().filter(|o| o.node == node).map(move |o| (b, o))).collect();
+        if mine.iter().all(|(_, o)| o.files.is_empty()) {
+            writeln!(out, "  nothing to renew")?;
+        } else {
+            changed += 1;
+        }
+        for (b, o) in &mine {
+            for f in &o.files {
+                files += 1;
+                writeln!(out, "  ~ {}", f.path)?;
+                for c in &f.certificates {
+                    let what = c.field.as_deref().map(|fl| format!("{} {fl}", c.name)).unwrap_or_else(|| c.name.clone());
+                    let cap = if c.capped_at_ca_expiry { "  (capped at the CA's expiry)" } else { "" };
+                    writeln!(out, "      {what}: expires {} -> {}{cap}", c.old_not_after, c.new_not_after)?;
+                    writeln!(out, "        {}, signed by {}", c.subject, c.signer)?;
+                }
+            }
+            for r in &o.restarts {
+                writeln!(out, "  restart {}", skipped(r.clone()))?;
+            }
+            for g in b.gates.iter().filter(|g| g.from == node || g.to == node) {
+                writeln!(out, "  gate    {}", skipped(g.label()))?;
+            }
+        }
+        for n in p.node_notes.iter().filter(|n| n.node == node) {
+            writeln!(out, "  note    {}", n.note)?;
+        }
+    }
+    writeln!(out, "\n{files} files on {changed} nodes to change, in {}.", plural(p.stage(crate::plan::StageId::Renew).map_or(0, |s| s.steps.len()), "step"))?;
+    proof(p, out)
+}

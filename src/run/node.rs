@@ -1,0 +1,113 @@
+//! Owns: one node's part of a step on disk: each file read and checked against the plan's
+//! old and new sha256, backed up on the node (0600, sha256 read back), written atomically or
+//! removed, journaled; and the staging directories a removal may leave empty.
+//! Must not: restart or gate (the step does), or write a byte the plan's recipe did not make.
+
+use std::collections::BTreeSet;
+
+use super::journal::{At, Record};
+use super::{BACKUP_ROOT, Runner};
+use crate::pki::sha256;
+use crate::plan::StageId;
+use crate::plan::schema::{FileOp, NodeOps};
+use crate::reach::transport::{FileData, WriteFile};
+use crate::text::short_sha;
+
+pub fn backup_path(run_id: &str, stage: StageId, path: &str) -> String {
+    format!("{BACKUP_ROOT}/{run_id}/{stage}{path}")
+}
+
+impl Runner<'_> {
+    /// One node's writes in a step: each file must hold the plan's old bytes (then it is
+    /// backed up and written) or already its new ones (a resumed step: left alone).
+    pub(super) async fn write_node(&self, stage: StageId, bi: usize, o: &NodeOps) -> std::result::Result<usize, String> {
+        let node = o.node.as_str();
+        let t = self.t(node)?;
+        let run_id = self.run_id();
+        let paths: Vec<String> = o.files.iter().map(|f| f.path.clone()).collect();
+        let data = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
+        let mut todo: Vec<(&FileOp, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+        for (f, d) in o.files.iter().zip(data) {
+            let cur = match d {
+                FileData::Found(b) => Some(b),
+                FileData::Missing => None,
+                other => return Err(format!("{node}: {}: cannot read it ({other:?}); nothing was changed on {node} in this step", f.path)),
+            };
+            let cur_sha = cur.as_deref().map(sha256);
+            if cur_sha == f.new_sha256 {
+                continue;
+            }
+            if cur_sha != f.old_sha256 {
+                return Err(format!(
+                    "{node}: {} changed outside this run (sha256 {} where the plan expects {} before and {} after); nothing was changed on {node} in this step",
+                    f.path,
+                    short_sha(cur_sha.as_deref()),
+                    short_sha(f.old_sha256.as_deref()),
+                    short_sha(f.new_sha256.as_deref())
+                ));
+            }
+            let new = f.recipe.apply(cur.as_deref(), &|ca| self.keys.get(ca).cloned()).map_err(|e| format!("{node}: {}: {e}", f.path))?;
+            if new.as_deref().map(sha256) != f.new_sha256 {
+                return Err(format!("{node}: {}: the new content does not come out as the plan says (sha256 {}); nothing was changed on {node} in this step", f.path, short_sha(new.as_deref().map(sha256).as_deref())));
+            }
+            todo.push((f, cur, new));
+        }
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        self.note(node, format!("backing up {} files", todo.len()));
+        let backups: Vec<WriteFile> = todo.iter().filter_map(|(f, cur, _)| cur.as_ref().map(|c| WriteFile { path: backup_path(&run_id, stage, &f.path), bytes: c.clone(), mode: 0o600, private: true })).collect();
+        let sums = t.write_files(&backups).await.map_err(|e| format!("{node}: backing up failed, nothing was changed on {node} in this step: {e}"))?;
+        let mut sums = sums.into_iter();
+        for (f, cur, _) in &todo {
+            let (backup, sha) = match cur {
+                Some(_) => {
+                    let got = sums.next().unwrap_or_default();
+                    if Some(got.as_str()) != f.old_sha256.as_deref() {
+                        return Err(format!("{node}: the backup of {} reads back with another sha256; nothing was changed on {node} in this step", f.path));
+                    }
+                    (backup_path(&run_id, stage, &f.path), got)
+                }
+                None => (String::new(), String::new()),
+            };
+            self.rec(&Record::Backup { node: node.into(), path: f.path.clone(), backup, sha256: sha, at: At::step(stage, bi), absent: cur.is_none() })?;
+        }
+        let writes: Vec<WriteFile> = todo.iter().filter_map(|(f, _, new)| new.as_ref().map(|n| WriteFile { path: f.path.clone(), bytes: n.clone(), mode: f.mode, private: f.private })).collect();
+        let removes: Vec<String> = todo.iter().filter(|(_, _, new)| new.is_none()).map(|(f, _, _)| f.path.clone()).collect();
+        self.note(node, format!("writing {} files", todo.len()));
+        let sums = t.write_files(&writes).await.map_err(|e| format!("{node}: writing failed, nothing was changed on {node} in this step: {e}"))?;
+        for ((f, _, _), sum) in todo.iter().filter(|(_, _, n)| n.is_some()).zip(&sums) {
+            if Some(sum.as_str()) != f.new_sha256.as_deref() {
+                return Err(format!("{node}: {} reads back with another sha256 than written", f.path));
+            }
+        }
+        t.remove_files(&removes).await.map_err(|e| format!("{node}: {e}"))?;
+        t.remove_empty_dirs(&self.staging_dirs(&removes)).await.map_err(|e| format!("{node}: {e}"))?;
+        for (f, cur, _) in &todo {
+            let old = cur.as_deref().map(sha256).unwrap_or_default();
+            self.rec(&Record::Written { node: node.into(), path: f.path.clone(), old_sha256: old, new_sha256: f.new_sha256.clone().unwrap_or_default(), at: At::step(stage, bi) })?;
+        }
+        self.count(node, |n| n.files += todo.len());
+        Ok(todo.len())
+    }
+
+    /// The staging directories that removing these files may leave empty, deepest first.
+    pub(super) fn staging_dirs(&self, removed: &[String]) -> Vec<String> {
+        let Some(rot) = &self.playbook.rotation else { return Vec::new() };
+        let root = format!("{}/{}", self.playbook.pki_dir.trim_end_matches('/'), rot.staging);
+        let mut dirs = BTreeSet::new();
+        for p in removed {
+            let mut d = p.as_str();
+            while let Some((parent, _)) = d.rsplit_once('/') {
+                if !parent.starts_with(&root) {
+                    break;
+                }
+                dirs.insert(parent.to_string());
+                d = parent;
+            }
+        }
+        let mut v: Vec<String> = dirs.into_iter().collect();
+        v.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        v
+    }
+}

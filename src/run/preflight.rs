@@ -1,0 +1,111 @@
+//! Owns: what the runner checks before a stage changes anything: for S0, room for every
+//! backup and new file, every node's clock, etcd's quorum; for later stages, that what
+//! earlier stages wrote is still there.
+//! Must not: change a node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use super::{BACKUP_ROOT, Runner, gate};
+use crate::pki::sha256;
+use crate::plan::check::Check;
+use crate::reach::clock::{MAX_SKEW, clock_skew};
+use crate::reach::transport::{FileData, Transport};
+use crate::text::short_sha;
+
+/// Every directory has room for the bytes to be written there, plus a margin.
+pub async fn enough_space(t: &dyn Transport, need: &BTreeMap<String, u64>) -> std::result::Result<(), String> {
+    for (dir, bytes) in need {
+        // Room for the new copy plus a margin: a filesystem filled to the last page is no place to write.
+        let want = bytes + 64 * 1024;
+        let free = t.free_bytes(dir).await.map_err(|e| format!("{}: cannot measure free space in {dir}: {e}", t.node()))?;
+        if free < want {
+            return Err(format!("{}: {dir}: {free} bytes free, {want} needed; free some space, nothing was changed", t.node()));
+        }
+    }
+    Ok(())
+}
+
+impl Runner<'_> {
+    /// S0: room for every backup and new file, clocks, etcd quorum. Nothing is changed.
+    pub(super) async fn preflight(&self, resumed: bool) -> std::result::Result<(), String> {
+        let mut need: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+        for (_, _, node, f) in self.plan.file_ops() {
+            let dir = f.path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/").to_string();
+            let n = need.entry(node).or_default();
+            *n.entry(dir).or_default() += f.bytes;
+            *n.entry(BACKUP_ROOT.to_string()).or_default() += f.old_bytes + 256;
+        }
+        let checks = join_all(need.iter().map(|(node, need)| async move {
+            let t = self.t(node)?;
+            self.note(node, "preflight: free space");
+            enough_space(t.as_ref(), need).await
+        }))
+        .await;
+        let mut problems: Vec<String> = checks.into_iter().filter_map(|r| r.err()).collect();
+        if !self.offline() {
+            let names: Vec<&str> = self.nodes.names().collect();
+            let skews = join_all(names.iter().map(|n| async move { (n.to_string(), match self.t(n) { Ok(t) => clock_skew(t.as_ref()).await, Err(e) => Err(e) }) })).await;
+            for (node, s) in skews {
+                match s {
+                    Ok(s) if s.abs() > MAX_SKEW.as_secs_f64() => {
+                        problems.push(format!("{node}: its clock is {s:+.0}s off the operator's (more than {}s): new certificates would look not yet valid there", MAX_SKEW.as_secs()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("{node}: cannot read its clock: {e}")),
+                }
+            }
+            let quorum = crate::playbook::quorum_edges(self.playbook);
+            let mut seen = BTreeSet::new();
+            let checks: Vec<Check> = self.plan.batches().flat_map(|b| &b.gates).filter(|c| quorum.contains(&c.edge) && seen.insert(c.label())).cloned().collect();
+            for r in gate::run(&self.nodes, &checks, Duration::from_secs(10)).await {
+                if !r.ok {
+                    problems.push(format!("etcd quorum: {} ({} -> {} at {}): {}", r.edge, r.from, r.to, r.endpoint, r.detail));
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let what = if resumed { "nothing more was changed" } else { "nothing was changed" };
+        Err(format!("preflight failed, {what}:\n  {}", problems.join("\n  ")))
+    }
+
+    /// Before a stage: every file earlier stages wrote and this one does not still holds what
+    /// they wrote (a kubelet that rotated its own client certificate meanwhile is caught here,
+    /// not after pruning). Files this stage writes are checked as it writes them (old or
+    /// already new: a resumed stage may have written some).
+    pub(super) async fn still_as_planned(&self, si: usize) -> std::result::Result<(), String> {
+        let mine: BTreeSet<(&str, &str)> = self.plan.file_ops().filter(|(s, ..)| *s == si).map(|(_, _, n, f)| (n, f.path.as_str())).collect();
+        let mut want: BTreeMap<&str, BTreeMap<&str, Option<&str>>> = BTreeMap::new();
+        for (s, _, node, f) in self.plan.file_ops() {
+            if s < si && !mine.contains(&(node, f.path.as_str())) {
+                want.entry(node).or_default().insert(f.path.as_str(), f.new_sha256.as_deref());
+            }
+        }
+        let results = join_all(want.iter().map(|(node, files)| async move {
+            let t = self.t(node)?;
+            let paths: Vec<String> = files.keys().map(|p| p.to_string()).collect();
+            let data = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
+            let mut bad = Vec::new();
+            for ((path, sha), d) in files.iter().zip(data) {
+                let got = match d {
+                    FileData::Found(b) => Some(sha256(&b)),
+                    _ => None,
+                };
+                if got.as_deref() != *sha {
+                    bad.push(format!("{node}: {path} is not what this run wrote there (sha256 {} where it wrote {})", short_sha(got.as_deref()), short_sha(*sha)));
+                }
+            }
+            if bad.is_empty() { Ok(()) } else { Err(bad.join("\n  ")) }
+        }))
+        .await;
+        let bad: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(format!("files changed outside this run since earlier stages wrote them; nothing more was changed:\n  {}\n  (a kubelet rotating its own client certificate does this: check, then `kcert resume` once the files are as planned, or `kcert rollback`)", bad.join("\n  ")))
+    }
+}

@@ -1,0 +1,171 @@
+//! Owns: undoing stages: each step's files back from the node's backups (each checked to be
+//! still what the run wrote, each backup against the journal's sha256), created files
+//! removed, components restarted, gates passed again; a stage after a failure, or
+//! `kcert rollback` down to a stage.
+//! Must not: restore a file that changed since the run wrote it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use futures::future::join_all;
+
+use super::journal::{At, Live, Record, Status, live_backups};
+use super::{Event, RunReport, Runner, StageOutcome, StageStatus};
+use crate::pki::sha256;
+use crate::plan::StageId;
+use crate::plan::schema::{Batch, StepPlan};
+use crate::reach::transport::{FileData, WriteFile};
+use crate::text::short_sha;
+
+impl Runner<'_> {
+    /// Undoes stage `si` in reverse step order: each step's files back from the node's
+    /// backups (sha256 checked), created files removed, its components restarted, its gate.
+    /// `records` is the journal so far (undoing one stage does not change another's backups).
+    pub(super) async fn rollback_stage(&self, si: usize, records: &[Record]) -> std::result::Result<(), String> {
+        let stage = &self.plan.stages[si];
+        let live = live_backups(records, stage.id);
+        let written: BTreeMap<(String, String), String> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Written { node, path, new_sha256, at, .. } if at.stage == stage.id => Some(((node.clone(), path.clone()), new_sha256.clone())),
+                _ => None,
+            })
+            .collect();
+        for bi in (0..stage.steps.len()).rev() {
+            let StepPlan::Batch(b) = &stage.steps[bi] else { continue };
+            let mine: Vec<&Live> = live.iter().filter(|l| l.step == bi).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            self.emit(&Event::Step { stage: stage.id, index: bi, of: stage.steps.len(), label: b.nodes.join(", ") });
+            let nodes: BTreeSet<&str> = mine.iter().map(|l| l.node.as_str()).collect();
+            let restored = join_all(nodes.iter().map(|node| {
+                let files: Vec<&Live> = mine.iter().filter(|l| l.node == *node).copied().collect();
+                let written = &written;
+                async move { self.restore_node(stage.id, bi, node, &files, written, b).await }
+            }))
+            .await;
+            let errors: Vec<String> = restored.into_iter().filter_map(|r| r.err()).collect();
+            if !errors.is_empty() {
+                let msg = errors.join("; ");
+                let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Status::Failed, message: msg.clone() });
+                return Err(msg);
+            }
+            if !self.offline() {
+                for o in b.ops.iter().filter(|o| nodes.contains(o.node.as_str())) {
+                    let t = self.t(&o.node)?;
+                    for c in &o.restarts {
+                        self.restart(&o.node, t.as_ref(), c, b, " (rollback)").await.map_err(|e| format!("files restored, but {e}"))?;
+                        self.rec(&Record::Restarted { node: o.node.clone(), component: c.clone(), at: At::step(stage.id, bi), undo: true })?;
+                    }
+                }
+                if let Err(e) = self.gate(b).await {
+                    let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Status::Failed, message: e.clone() });
+                    return Err(format!("step {}'s files were restored and its components restarted, but its gate failed: {e}", bi + 1));
+                }
+            }
+        }
+        self.rec(&Record::StageRolledBack { stage: stage.id, status: Status::Ok, message: format!("{} files restored", live.len()) })?;
+        Ok(())
+    }
+
+    async fn restore_node(&self, stage: StageId, bi: usize, node: &str, files: &[&Live], written: &BTreeMap<(String, String), String>, b: &Batch) -> std::result::Result<(), String> {
+        let t = self.t(node)?;
+        self.note(node, format!("restoring {} files", files.len()));
+        let paths: Vec<String> = files.iter().map(|l| l.path.clone()).collect();
+        let now = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
+        let planned = |path: &str| b.ops.iter().find(|o| o.node == node).and_then(|o| o.files.iter().find(|f| f.path == path));
+        let mut todo: Vec<&Live> = Vec::new();
+        for (l, d) in files.iter().zip(now) {
+            let cur = match d {
+                FileData::Found(b) => sha256(&b),
+                _ => String::new(),
+            };
+            let before = if l.absent { String::new() } else { l.sha256.clone() };
+            if cur == before {
+                continue;
+            }
+            let wrote = written.get(&(node.to_string(), l.path.clone())).cloned().or_else(|| planned(&l.path).map(|f| f.new_sha256.clone().unwrap_or_default()));
+            if wrote.as_deref() != Some(cur.as_str()) {
+                return Err(format!("{node}: {} changed since this run wrote it (sha256 {}); not restored: look at it, then run `kcert rollback` again", l.path, short_sha(Some(&cur))));
+            }
+            todo.push(l);
+        }
+        let backups: Vec<String> = todo.iter().filter(|l| !l.absent).map(|l| l.backup.clone()).collect();
+        let data = t.read_files(&backups).await.map_err(|e| format!("{node}: {e}"))?;
+        let mut data = data.into_iter();
+        let mut writes = Vec::new();
+        let mut removes = Vec::new();
+        for l in &todo {
+            if l.absent {
+                removes.push(l.path.clone());
+                continue;
+            }
+            let Some(FileData::Found(bytes)) = data.next() else {
+                return Err(format!("{node}: the backup {} of {} is gone; nothing was restored on {node}", l.backup, l.path));
+            };
+            if sha256(&bytes) != l.sha256 {
+                return Err(format!("{node}: the backup {} of {} does not match the journal's sha256; nothing was restored on {node}", l.backup, l.path));
+            }
+            let (mode, private) = planned(&l.path).map(|f| (f.mode, f.private)).unwrap_or((0o644, false));
+            writes.push(WriteFile { path: l.path.clone(), bytes, mode, private });
+        }
+        let sums = t.write_files(&writes).await.map_err(|e| format!("{node}: restoring failed: {e}"))?;
+        for (w, s) in writes.iter().zip(&sums) {
+            if todo.iter().any(|l| l.path == w.path && &l.sha256 != s) {
+                return Err(format!("{node}: {} does not read back as its backup after restoring", w.path));
+            }
+        }
+        t.remove_files(&removes).await.map_err(|e| format!("{node}: {e}"))?;
+        t.remove_empty_dirs(&self.staging_dirs(&removes)).await.map_err(|e| format!("{node}: {e}"))?;
+        for l in &todo {
+            self.rec(&Record::Restored { node: node.into(), path: l.path.clone(), sha256: if l.absent { String::new() } else { l.sha256.clone() }, at: At::step(stage, bi) })?;
+        }
+        self.count(node, |n| n.restored = true);
+        Ok(())
+    }
+
+    /// `kcert rollback`: every stage from the last down to `to` (an index into the plan's
+    /// stages), undone in reverse order.
+    pub async fn rollback(&self, to: usize) -> RunReport {
+        let started = Instant::now();
+        let mut report = self.report();
+        self.emit(&Event::Begin { steps: self.plan.stages[to..].iter().map(|s| s.steps.len()).sum() });
+        let records = match self.journal.lock().expect("journal lock").records() {
+            Ok(r) => r,
+            Err(e) => {
+                report.failure = Some(e.to_string());
+                return report;
+            }
+        };
+        for si in (to..self.plan.stages.len()).rev() {
+            let s = &self.plan.stages[si];
+            let live = live_backups(&records, s.id);
+            let mut out = StageOutcome::new(s.id, &s.name, s.steps.len(), StageStatus::NothingToUndo);
+            out.files = live.len();
+            if live.is_empty() {
+                report.stages.push(out);
+                continue;
+            }
+            let t0 = Instant::now();
+            self.emit(&Event::Stage { id: s.id, name: s.name.clone(), undo: true });
+            match self.rollback_stage(si, &records).await {
+                Ok(()) => out.status = StageStatus::RolledBack,
+                Err(e) => {
+                    out.status = StageStatus::Failed;
+                    report.failure = Some(format!("rolling back {} {}: {e}", s.id, s.name));
+                }
+            }
+            out.total_seconds = t0.elapsed().as_secs_f64();
+            out.wait_seconds = out.total_seconds;
+            report.wait_seconds += out.total_seconds;
+            report.stages.push(out);
+            if report.failure.is_some() {
+                break;
+            }
+        }
+        report.nodes = self.node_outcomes();
+        report.wall_seconds = started.elapsed().as_secs_f64();
+        report
+    }
+}
