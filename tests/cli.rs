@@ -166,3 +166,42 @@ fn the_example_inventory_is_valid() {
     assert_eq!(inv.nodes[2].ssh.user, "admin");
     assert_eq!(inv.nodes[0].ssh.jump.as_ref().unwrap().host, "bastion.example.net");
 }
+
+#[test]
+fn each_command_takes_only_the_formats_it_can_print() {
+    let state = tempfile::tempdir().unwrap();
+    let sd = state.path().to_str().unwrap();
+    let root = openssl_root();
+    let r = root.path().to_str().unwrap();
+    for (args, bad) in [
+        (vec!["runs", "--state-dir", sd], "prom"),
+        (vec!["runs", "--state-dir", sd], "dot"),
+        (vec!["check", "--local", "--root", r], "prom"),
+        (vec!["renew", "--local", "--root", r, "--dry-run"], "dot"),
+        (vec!["rotate-ca", "--local", "--root", r, "--dry-run"], "prom"),
+        (vec!["apply", "/nonexistent/plan.json"], "prom"),
+        (vec!["resume", "--state-dir", sd], "dot"),
+        (vec!["rollback", "--state-dir", sd], "prom"),
+        (vec!["expiry", "--local", "--root", r], "dot"),
+        (vec!["verify", "--local", "--root", r], "prom"),
+    ] {
+        Test::new().args(&args).args(["-o", bad]).run().status(2).stderr_has(&format!("invalid value '{bad}'"));
+    }
+    Test::new().args(["runs", "--state-dir", sd, "-o", "json"]).run().status(0).stdout_has("\"runs\": []");
+}
+
+#[test]
+fn a_node_without_a_distribution_or_pki_is_a_failed_row_not_an_empty_report() {
+    let empty = tempfile::tempdir().unwrap();
+    let e = empty.path().to_str().unwrap();
+    let run = Test::new().args(["expiry", "--local", "--root", e, "-o", "json"]).run();
+    run.status(1);
+    let errs = run.json()["errors"].as_array().unwrap().clone();
+    assert_eq!(errs.len(), 1, "{}", run.stdout);
+    assert!(errs[0]["error"].as_str().unwrap().contains("no PKI found") && errs[0]["error"].as_str().unwrap().contains("no known distribution"), "{}", errs[0]);
+    Test::new().args(["check", "--local", "--root", e]).run().status(1).stdout_has("no known distribution detected").stdout_has("no PKI files found");
+    Test::new().args(["verify", "--local", "--root", e]).run().status(1).stderr_has("no known distribution found");
+    // With a distribution named but none of its files there: the same, naming where it looked.
+    let run = Test::new().args(["expiry", "--local", "--root", e, "--distribution", "kubeadm"]).run();
+    run.status(1).stdout_has("none where the kubeadm playbook looks");
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, pki_snapshot, probe, run, sh, wait_for, walk_journal};
+use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
 use common::{Test, kubeconfig_certs, pem_certs};
 
 
@@ -410,6 +410,41 @@ fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
     f.kcert(&["verify", "--live"]).run().status(0);
 }
 
+fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_gated(f: &Fleet) {
+    let sd = tempfile::tempdir().unwrap();
+    let sdir = sd.path().to_str().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let before = pki_snapshot(f);
+    probe(f, "start").unwrap();
+    // Killed once cp2's files are written (the second control-plane batch), before its restarts.
+    let mut child = spawn(f, &["renew", "--yes", "--state-dir", sdir], logs.path(), "renew");
+    kill_when(&mut child, sd.path(), 0, "inside R1's cp2 batch (its files written)", |v| is(v, "written", "R1", Some(1)));
+    Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("interrupted").stdout_has("in R1");
+    // A second renewal is refused while this one is unfinished.
+    f.kcert(&["renew", "--yes", "--state-dir", sdir]).run().status(2).stderr_has("is unfinished").stderr_has("kcert resume");
+    let done = f.kcert(&["resume", "--yes", "-o", "json", "--state-dir", sdir]).run();
+    done.status(0);
+    assert!(done.json()["failure"].is_null(), "{}", done.stdout);
+    let mut seen = std::collections::BTreeMap::new();
+    for v in journal_lines(sd.path()).iter().filter(|v| v["event"] == "written") {
+        *seen.entry(format!("{} {} {}", v["step"], v["node"], v["path"])).or_insert(0) += 1;
+    }
+    assert!(seen.len() >= 30, "{} writes journaled", seen.len());
+    assert!(seen.values().all(|n| *n == 1), "a file was written twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("finished");
+    // Rolled back: every file as it was, each batch gated again after its files came back.
+    let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
+    let probes = probe(f, "stop");
+    rb.status(0).stdout_has("restored");
+    assert_same_snapshot("a renewal rolled back", &before, &pki_snapshot(f));
+    probes.unwrap_or_else(|e| panic!("handshakes failed while the renewal was killed, resumed and rolled back:\n{e}"));
+    let lines = journal_lines(sd.path());
+    let first_restore = lines.iter().position(|v| v["event"] == "restored").expect("restored records");
+    let gates_after: Vec<&serde_json::Value> = lines[first_restore..].iter().filter(|v| v["event"] == "gate").collect();
+    assert!(!gates_after.is_empty() && gates_after.iter().all(|v| v["ok"] == true), "the rollback gated each batch after restoring");
+    assert!(lines[first_restore..].iter().any(|v| v["event"] == "restarted" && v["undo"] == true), "the rollback restarted what the run restarted");
+}
+
 fn a_rotation_of_the_fleet_is_planned_and_proven(f: &Fleet) {
     let run = f.kcert(&["rotate-ca", "--dry-run", "-o", "json"]).run();
     run.status(0);
@@ -448,6 +483,7 @@ fn main() {
         ("bad_input_is_refused_and_changes_nothing_on_any_node", bad_input_is_refused_and_changes_nothing_on_any_node),
         ("a_failing_gate_restores_the_node_and_stops", a_failing_gate_restores_the_node_and_stops),
         ("renew_everything_with_zero_probe_failures_then_roll_back", renew_everything_with_zero_probe_failures_then_roll_back),
+        ("a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_gated", a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_gated),
     ];
     harness(scenarios, Some("cp3"));
 }

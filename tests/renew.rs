@@ -344,3 +344,81 @@ fn unknown_certificate_names_and_formats_are_usage_errors() {
     Test::new().args(["expiry", "--local", "--root"]).args([&set]).args(["-o", "dot"]).run().status(2);
     Test::new().args(["rollback", "--state-dir", "/nonexistent/kcert-state"]).run().status(2).stderr_has("no runs");
 }
+
+/// The paths whose bytes differ between two snapshots.
+fn changed_between(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    a.keys().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+}
+
+#[test]
+fn a_saved_renewal_applies_exactly_its_plan_the_same_renewal_as_yes_and_not_once_a_file_moved() {
+    for set in SETS {
+        let (_a, root_a) = copy_set(set);
+        let (_b, root_b) = copy_set(set);
+        let state = tempfile::tempdir().unwrap();
+        let before = sums(&root_a);
+        let plan_path = state.path().join("renew-plan.json");
+        let saved = Test::new().args(["renew", "--local", "--root"]).args([&root_a]).args(["--days", "400", "--plan-out"]).args([&plan_path]).args(["--state-dir"]).args([state.path()]).run();
+        saved.status(0).stderr_has("kcert apply");
+        assert_eq!(sums(&root_a), before, "{set}: --plan-out changed the tree");
+        let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
+        assert_eq!(plan["kind"], "renew");
+        assert_eq!(plan["stages"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect::<Vec<_>>(), ["S0", "R1"], "{set}");
+        assert_eq!(plan["made_with"]["playbook"]["name"], "kubeadm");
+
+        Test::new().args(["apply"]).args([&plan_path]).args(["--yes", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("written");
+        Test::new().args(["renew", "--local", "--root"]).args([&root_b]).args(["--days", "400", "--yes", "--state-dir"]).args([tempfile::tempdir().unwrap().path()]).run().status(0);
+        let (after_a, after_b) = (sums(&root_a), sums(&root_b));
+        // The same files renewed either way; applied, each holds exactly the bytes the plan says.
+        assert_eq!(changed_between(&before, &after_a), changed_between(&before, &after_b), "{set}: apply and --yes renewed different files");
+        let planned: BTreeMap<String, String> = plan["stages"][1]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["ops"].as_array().unwrap().iter())
+            .flat_map(|o| o["files"].as_array().unwrap().iter())
+            .map(|f| (f["path"].as_str().unwrap().to_string(), f["new_sha256"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(planned.keys().cloned().collect::<Vec<_>>(), changed_between(&before, &after_a), "{set}");
+        for (path, sha) in &planned {
+            assert_eq!(&after_a[path], sha, "{set}: {path} is not the plan's bytes");
+        }
+        // And the same renewal: what openssl sees of each renewed cert is the same but serial and dates.
+        for rel in planned.keys().filter(|r| r.ends_with(".crt")) {
+            let a = std::fs::read_to_string(root_a.join(&rel[1..])).unwrap();
+            let b = std::fs::read_to_string(root_b.join(&rel[1..])).unwrap();
+            assert_eq!(kept(&a), kept(&b), "{set}: {rel}");
+            assert!((not_after(&a) - not_after(&b)).abs() <= 120, "{set}: {rel}");
+        }
+        // Applied once, the facts moved: a second apply is refused, naming a file, changing nothing.
+        let run = Test::new().args(["apply"]).args([&plan_path]).args(["--yes", "--state-dir"]).args([state.path()]).run();
+        run.status(2).stderr_has("the cluster moved").stderr_has("changed (sha256").stderr_has("nothing was changed");
+        assert_eq!(sums(&root_a), after_a);
+    }
+}
+
+#[test]
+fn an_older_renewal_is_not_rolled_back_over_a_newer_one() {
+    let (_tmp, root) = copy_set("kubeadm-sijong09-k8s");
+    let state = tempfile::tempdir().unwrap();
+    let original = sums(&root);
+    let renew = |certs: &str| {
+        let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--certs", certs, "--yes", "-o", "json", "--state-dir"]).args([state.path()]).run();
+        run.status(0);
+        run.json()["run_id"].as_str().unwrap().to_string()
+    };
+    let older = renew("all");
+    let after_older = sums(&root);
+    let newer = renew("apiserver");
+    let after_newer = sums(&root);
+    let run = Test::new().args(["rollback", &older, "--yes", "--state-dir"]).args([state.path()]).run();
+    run.status(2).stderr_has("/etc/kubernetes/pki/apiserver.crt changed since this run wrote it").stderr_has("nothing was changed");
+    assert_eq!(sums(&root), after_newer, "a refused rollback changes nothing");
+    // Newest first, each rollback restores what its run found.
+    Test::new().args(["rollback", &newer, "--yes", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("restored");
+    assert_eq!(sums(&root), after_older);
+    Test::new().args(["rollback", &older, "--yes", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("restored");
+    assert_eq!(sums(&root), original);
+    // Nothing of either is left: a third rollback has nothing to do, and says so.
+    Test::new().args(["rollback", &older, "--yes", "--state-dir"]).args([state.path()]).run().status(2).stderr_has("nothing to undo");
+}

@@ -335,3 +335,63 @@ fn one_ca_can_be_rotated_alone_and_the_new_key_type_chosen() {
     let s3 = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == "S3").unwrap();
     assert!(s3["steps"].as_array().unwrap().iter().all(|s| s["skipped"].as_str().is_some()), "{s3}");
 }
+
+#[test]
+fn no_second_run_starts_while_one_on_the_cluster_is_unfinished() {
+    let c = copy(SETS[3]);
+    let run = c.rotate(&["--yes", "-o", "json"]).run();
+    run.status(0);
+    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    // Back to the start of S4: S1-S3 stand, both CAs trusted; the rotation is unfinished.
+    c.kcert(&["rollback", &id, "--to-stage", "S4", "--yes"]).run().status(0);
+    let half = c.snapshot();
+    let root = c.root.to_str().unwrap();
+    for cmd in [vec!["renew", "--local", "--root", root, "--yes"], vec!["rotate-ca", "--local", "--root", root, "--yes"]] {
+        c.kcert(&cmd).run().status(2).stderr_has(&format!("the rotate-ca run {id} on this cluster is unfinished")).stderr_has(&format!("kcert resume {id}")).stderr_has(&format!("kcert rollback {id}"));
+        assert_eq!(c.snapshot(), half, "{cmd:?} changed something");
+    }
+    // A dry run still shows its plan, and says it cannot run yet.
+    c.kcert(&["renew", "--local", "--root", root, "--dry-run"]).run().status(0).stdout_has("cannot run until that run is resumed or rolled back");
+    // Once it is finished, a new run may start.
+    c.kcert(&["resume", &id, "--yes"]).run().status(0);
+    c.kcert(&["renew", "--local", "--root", root, "--yes"]).run().status(0);
+}
+
+#[test]
+fn a_hand_edited_plan_is_refused_naming_the_field_and_a_changed_playbook_naming_both_digests() {
+    let c = copy(SETS[0]);
+    let dir = c.state.parent().unwrap().to_path_buf();
+    // A playbook of one's own, as a file: the plan records its path and sha256.
+    let pb = dir.join("my-kubeadm.yaml");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/kubeadm.yaml"), &pb).unwrap();
+    let plan = dir.join("plan.json");
+    c.rotate(&["--distribution", pb.to_str().unwrap(), "--plan-out", plan.to_str().unwrap()]).run().status(0);
+    let before = c.snapshot();
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["made_with"]["playbook"]["path"], pb.to_str().unwrap());
+    assert_eq!(v["made_with"]["kcert"], env!("CARGO_PKG_VERSION"));
+    let edited = dir.join("edited.json");
+    // A truncated sha256 and a missing field: exit 2 naming each, no panic, nothing changed.
+    let sha = v["facts"][0]["sha256"].as_str().unwrap();
+    std::fs::write(&edited, text.replacen(sha, &sha[..7], 1)).unwrap();
+    c.kcert(&["apply", edited.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("facts[0].sha256").stderr_has("is not a sha256");
+    let mut missing = v.clone();
+    missing.as_object_mut().unwrap().remove("made_with");
+    std::fs::write(&edited, serde_json::to_string(&missing).unwrap()).unwrap();
+    c.kcert(&["apply", edited.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("missing field `made_with`");
+    let mut stages = v.clone();
+    stages["stages"].as_array_mut().unwrap().remove(5);
+    std::fs::write(&edited, serde_json::to_string(&stages).unwrap()).unwrap();
+    c.kcert(&["apply", edited.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("stages: a rotate-ca plan has stages S0, S1, S2, S3, S4, S5");
+    assert_eq!(c.snapshot(), before);
+    // The playbook changed since the plan was made: refused, naming both digests.
+    let old = sha256(&std::fs::read(&pb).unwrap());
+    let mut changed = std::fs::read(&pb).unwrap();
+    changed.extend_from_slice(b"# edited after the plan was made\n");
+    std::fs::write(&pb, &changed).unwrap();
+    let run = c.kcert(&["apply", plan.to_str().unwrap(), "--yes"]).run();
+    run.status(2).stderr_has(&old).stderr_has(&sha256(&changed)).stderr_has("make the plan again");
+    assert_eq!(c.snapshot(), before);
+    assert!(!c.state.join("runs").exists(), "no run was started");
+}

@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, pki_snapshot, probe, run, sh, wait_for};
+use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 /// Keeps a command's output for the last scenario's key-leak scan.
@@ -138,46 +138,6 @@ fn a_saved_plan_is_refused_after_a_node_changed_then_rotates_with_no_failed_hand
     let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
     assert!(log.matches("etcd leadership handed to").count() >= 3, "{log}");
     assert_rotated(f, &old, &plan_cas(&plan));
-}
-
-/// Starts kcert in the background, its output kept in `dir`.
-fn spawn(f: &Fleet, args: &[&str], dir: &Path, name: &str) -> Child {
-    let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
-    let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kcert")).args(args).args(["-i".as_ref(), f.inventory().as_os_str()]).env("NO_COLOR", "1").stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap()
-}
-
-fn journal_lines(sd: &Path) -> Vec<serde_json::Value> {
-    let Ok(runs) = std::fs::read_dir(sd.join("runs")) else { return Vec::new() };
-    let mut out = Vec::new();
-    for r in runs.flatten() {
-        let text = std::fs::read_to_string(r.path().join("journal.jsonl")).unwrap_or_default();
-        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
-    }
-    out
-}
-
-/// SIGKILLs `child` as soon as the journal gets a record matching `when` (beyond `skip`
-/// records already there); fails when kcert ends first.
-fn kill_when(child: &mut Child, sd: &Path, skip: usize, what: &str, when: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(400);
-    loop {
-        if journal_lines(sd).iter().skip(skip).any(&when) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            eprintln!("killed kcert {what}");
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("kcert ended ({status}) before the kill point {what}");
-        }
-        assert!(Instant::now() < deadline, "the kill point {what} never came");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn is(v: &serde_json::Value, event: &str, stage: &str, step: Option<u64>) -> bool {
-    v["event"] == event && v["stage"] == stage && step.is_none_or(|s| v["step"] == s)
 }
 
 fn killed_three_times_then_resumed_with_no_failed_handshake(f: &Fleet) {

@@ -126,9 +126,15 @@ fn confirm(yes: bool, question: &str, show: impl FnOnce(&mut dyn std::io::Write)
     }
 }
 
-/// The outcome of a run's report: a failure is exit 1.
+/// The outcome of a run's report: a failure is exit 1, and said on stderr too.
 fn ran(report: &crate::run::RunReport) -> Outcome {
-    if report.failure.is_some() { Outcome::NodeFailures } else { Outcome::Clean }
+    match &report.failure {
+        Some(f) => {
+            eprintln!("kcert: run {} stopped: {f}", report.run_id);
+            Outcome::NodeFailures
+        }
+        None => Outcome::Clean,
+    }
 }
 
 /// Prints how a changing command ended: the plan it made (shown or saved), or its run.

@@ -36,7 +36,7 @@ pub async fn run(args: RollbackArgs) -> Result<Outcome> {
     let run = RunOptions { state_dir, patience: args.run.gate_timeout, on_failure: crate::run::OnFailure::Pause, confirm: &ask, observer: &|e| progress.observe(e) };
     let result = crate::ops::runs::rollback(args.run_id.as_deref(), &args.to_stage, args.inventory.as_deref(), &run).await;
     drop(progress);
-    let (report, _) = result?;
+    let report = result?;
     print(|out| render::run_report(&report, args.output, out))?;
     Ok(ran(&report))
 }

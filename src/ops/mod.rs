@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::gather::Gathered;
 use crate::plan::Plan;
+use crate::plan::schema::PlanTarget;
 use crate::playbook::Playbook;
 use crate::reach::fleet::{Connected, Fleet};
 use crate::reach::inventory::{self, LoadOptions};
@@ -70,18 +71,30 @@ pub struct RunOptions<'a> {
 
 /// `kcert renew`.
 pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
+    refuse_beside_unfinished(fleet, &mode, run)?;
     let prepared = renew::prepare(fleet, extra_paths, opts).await?;
     carry_out(prepared, fleet, mode, run, opts.now).await
 }
 
 /// `kcert rotate-ca`.
 pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
+    refuse_beside_unfinished(fleet, &mode, run)?;
     let prepared = rotate::prepare(fleet, extra_paths, opts).await?;
     carry_out(prepared, fleet, mode, run, opts.now).await
 }
 
+/// One changing run per cluster: another one's changes still on the nodes refuse a new run
+/// before anything is read (a plan made now would start from its half-way state).
+fn refuse_beside_unfinished(fleet: &Fleet, mode: &Mode, run: &RunOptions<'_>) -> Result<()> {
+    let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() };
+    match (mode, runs::unfinished(&run.state_dir, &target)) {
+        (Mode::Run, Some(u)) => Err(Error::input(format!("cluster {}", fleet.cluster), format!("{u}; nothing was changed"))),
+        _ => Ok(()),
+    }
+}
+
 async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>, now: i64) -> Result<Ended> {
-    let unfinished = runs::unfinished(&run.state_dir, &p.plan);
+    let unfinished = runs::unfinished(&run.state_dir, &p.plan.target);
     let mut warnings = p.warnings;
     match mode {
         Mode::DryRun | Mode::PlanOut(_) => {
@@ -138,7 +151,7 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) 
             format!("the cluster moved since the plan was made ({}); nothing was changed:\n  {}\n  make a new plan: kcert {} --plan-out FILE", plan.created_at, moved.join("\n  "), plan.kind),
         ));
     }
-    if let Some(u) = runs::unfinished(&run.state_dir, &plan) {
+    if let Some(u) = runs::unfinished(&run.state_dir, &plan.target) {
         return Err(Error::input(format!("cluster {}", plan.cluster), format!("{u}; nothing was changed")));
     }
     let keys_dir = keys::plan_keys_dir(&run.state_dir, &plan.id);

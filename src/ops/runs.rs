@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{RunOptions, connect, fleet_of, load_plan, saved};
 use crate::error::{Error, Result};
+use crate::plan::schema::PlanTarget;
 use crate::plan::{Kind, Plan, StageId};
 use crate::run::journal::{self, Done, Journal, Record, Status, TargetRecord};
 use crate::run::{RunReport, Runner};
@@ -103,13 +104,13 @@ pub fn list(state_dir: &Path) -> Vec<RunSummary> {
         .collect()
 }
 
-/// The run on the same cluster as `plan` that is not finished and still has changes on the
-/// nodes, said with what to do about it.
-pub fn unfinished(state_dir: &Path, plan: &Plan) -> Option<String> {
+/// The run on the same cluster (reached the same way) that is not finished and still has
+/// changes on the nodes, said with what to do about it.
+pub fn unfinished(state_dir: &Path, cluster: &PlanTarget) -> Option<String> {
     for id in journal::runs(state_dir).into_iter().rev() {
         let Ok(records) = journal::read(state_dir, &id) else { continue };
         let Some(Record::RunStarted { command, target, .. }) = records.first() else { continue };
-        if target.inventory != plan.target.inventory || target.root != plan.target.root {
+        if target.inventory != cluster.inventory || target.root != cluster.root {
             continue;
         }
         let d = journal::done(&records);
@@ -184,8 +185,8 @@ pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOpt
 
 /// `kcert rollback [RUN] --to-stage SN`: undoes a run's stages from the last down to `to`
 /// (the first stage: everything), restoring each file byte for byte.
-pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<(RunReport, bool)> {
-    let (id, latest) = pick(&run.state_dir, run_id)?;
+pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
+    let (id, _) = pick(&run.state_dir, run_id)?;
     let r = reopen(&run.state_dir, &id, inventory)?;
     let stages: Vec<StageId> = r.e.plan.stages.iter().map(|s| s.id).collect();
     let wanted = StageId::parse(to_stage);
@@ -196,10 +197,13 @@ pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&P
     if d.live_files == 0 {
         return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
     }
-    (run.confirm)(&r.e.plan, &[])?;
     let nodes = connect(&r.fleet, &r.e.plan).await?;
     let j = Journal::reopen(&run.state_dir, &id)?;
     let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, crate::run::OnFailure::Pause, run.observer);
+    if let Err(bad) = runner.undoable(to).await {
+        return Err(Error::input(format!("run {id}"), format!("cannot be rolled back as it stands; nothing was changed:\n  {}", bad.join("\n  "))));
+    }
+    (run.confirm)(&r.e.plan, &[])?;
     let report = runner.rollback(to).await;
     let now = crate::text::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
     let (status, message) = match &report.failure {
@@ -207,7 +211,7 @@ pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&P
         Some(f) => (Status::Failed, f.clone()),
     };
     runner.journal.lock().expect("journal lock").record(&Record::RolledBack { at: now, status, message })?;
-    Ok((report, latest))
+    Ok(report)
 }
 
 /// The kind of a run, for the CLI's question before it is resumed or rolled back.

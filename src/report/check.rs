@@ -116,6 +116,7 @@ async fn check_node(t: &dyn Transport, target: &Target, playbook: Option<&Playbo
         let pb = playbook.or_else(|| detected.as_ref().and_then(|n| embedded.iter().find(|p| &p.name == n)));
         match (playbook, &detected) {
             (Some(p), Some(d)) if &p.name != d => row.problems.push(format!("the inventory says {}, but the node looks like {d}", p.name)),
+            (None, None) => row.problems.push(format!("no known distribution detected ({} looked for; pass --distribution)", embedded.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))),
             _ => {}
         }
         let pki_dir = pb.map(|p| p.pki_dir.clone()).unwrap_or_else(|| "/".into());

@@ -249,7 +249,8 @@ pub struct Done {
     pub restarted: BTreeSet<(StageId, usize, String, String)>,
     pub finished: Option<Status>,
     pub started: bool,
-    /// Files this run wrote and has not restored: something of it is still on the nodes.
+    /// Backups of files this run changed whose stage was not rolled back: something of it is
+    /// still on the nodes.
     pub live_files: usize,
     pub rolled_back: Option<Status>,
 }
@@ -260,7 +261,6 @@ pub struct Done {
 pub fn done(records: &[Record]) -> Done {
     let mut d = Done::default();
     let mut last: BTreeMap<(String, String), Option<(StageId, usize)>> = BTreeMap::new();
-    let mut live: BTreeSet<(String, String)> = BTreeSet::new();
     for r in records {
         match r {
             Record::StageStarted { .. } => d.started = true,
@@ -273,11 +273,7 @@ pub fn done(records: &[Record]) -> Done {
             Record::Restarted { node, component, at, undo } => {
                 last.insert((node.clone(), component.clone()), (!undo).then_some((at.stage, at.step)));
             }
-            Record::Written { node, path, .. } => {
-                live.insert((node.clone(), path.clone()));
-            }
-            Record::Restored { node, path, at, .. } => {
-                live.remove(&(node.clone(), path.clone()));
+            Record::Restored { at, .. } => {
                 d.steps.remove(&(at.stage, at.step));
                 d.stages.remove(&at.stage);
                 d.finished = None;
@@ -293,7 +289,7 @@ pub fn done(records: &[Record]) -> Done {
         }
     }
     d.restarted = last.into_iter().filter_map(|((node, comp), at)| at.map(|(stage, step)| (stage, step, node, comp))).collect();
-    d.live_files = live.len();
+    d.live_files = StageId::ALL.into_iter().map(|s| live_backups(records, s).len()).sum();
     d
 }
 
@@ -387,10 +383,12 @@ mod tests {
     }
 
     #[test]
-    fn files_written_and_not_restored_are_live() {
-        let w = |p: &str| Record::Written { node: "cp1".into(), path: p.into(), old_sha256: "a".into(), new_sha256: "b".into(), at: At::step(StageId::Renew, 0) };
-        assert_eq!(done(&[w("/a"), w("/b")]).live_files, 2);
-        let back = Record::Restored { node: "cp1".into(), path: "/a".into(), sha256: "a".into(), at: At::step(StageId::Renew, 0) };
-        assert_eq!(done(&[w("/a"), w("/b"), back]).live_files, 1);
+    fn changes_of_stages_not_rolled_back_are_live() {
+        let b = |stage, p: &str| Record::Backup { node: "cp1".into(), path: p.into(), backup: "/b".into(), sha256: "a".into(), at: At::step(stage, 0), absent: false };
+        let undone = |stage| Record::StageRolledBack { stage, status: Status::Ok, message: String::new() };
+        assert_eq!(done(&[b(StageId::Trust, "/ca"), b(StageId::Resign, "/ca"), b(StageId::Resign, "/leaf")]).live_files, 3);
+        // S4 rolled back, S2 not: ca.crt is still S2's.
+        assert_eq!(done(&[b(StageId::Trust, "/ca"), b(StageId::Resign, "/ca"), b(StageId::Resign, "/leaf"), undone(StageId::Resign)]).live_files, 1);
+        assert_eq!(done(&[b(StageId::Renew, "/a"), undone(StageId::Renew)]).live_files, 0);
     }
 }

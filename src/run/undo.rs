@@ -125,6 +125,64 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Before `kcert rollback` changes anything: every file the stages from `to` on wrote
+    /// must still hold what the run wrote there (or be back as it was). A file changed since
+    /// (a newer run renewed it again, a person edited it) refuses the whole rollback, naming it.
+    pub async fn undoable(&self, to: usize) -> std::result::Result<(), Vec<String>> {
+        let records = self.journal.lock().expect("journal lock").records().map_err(|e| vec![e.to_string()])?;
+        // What each file should hold now, as the journal tells it: the last write or restore.
+        let mut now: BTreeMap<(String, String), String> = BTreeMap::new();
+        for r in &records {
+            match r {
+                Record::Written { node, path, new_sha256, .. } => {
+                    now.insert((node.clone(), path.clone()), new_sha256.clone());
+                }
+                Record::Restored { node, path, sha256, .. } => {
+                    now.insert((node.clone(), path.clone()), sha256.clone());
+                }
+                _ => {}
+            }
+        }
+        // Per file: what it held before the first stage undone (the earliest backup), and now.
+        let mut per_node: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+        for s in &self.plan.stages[to..] {
+            for l in live_backups(&records, s.id) {
+                let before = if l.absent { String::new() } else { l.sha256.clone() };
+                let key = (l.node.clone(), l.path.clone());
+                let expected = now.get(&key).cloned().unwrap_or_else(|| before.clone());
+                per_node.entry(l.node).or_default().entry(l.path).or_insert((before, expected));
+            }
+        }
+        let mut bad = Vec::new();
+        for (node, files) in &per_node {
+            let t = match self.t(node) {
+                Ok(t) => t,
+                Err(e) => {
+                    bad.push(e);
+                    continue;
+                }
+            };
+            let paths: Vec<String> = files.keys().cloned().collect();
+            let data = match t.read_files(&paths).await {
+                Ok(d) => d,
+                Err(e) => {
+                    bad.push(format!("{node}: {e}"));
+                    continue;
+                }
+            };
+            for ((path, (before, after)), d) in files.iter().zip(data) {
+                let cur = match d {
+                    FileData::Found(b) => sha256(&b),
+                    _ => String::new(),
+                };
+                if cur != *before && cur != *after {
+                    bad.push(format!("{node}: {path} changed since this run wrote it (sha256 {}, where the run wrote {}): a newer run or a person changed it", short_sha(Some(&cur)), short_sha(Some(after))));
+                }
+            }
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad) }
+    }
+
     /// `kcert rollback`: every stage from the last down to `to` (an index into the plan's
     /// stages), undone in reverse order.
     pub async fn rollback(&self, to: usize) -> RunReport {

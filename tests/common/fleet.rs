@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -124,6 +125,46 @@ pub fn walk_journal(state: &Path) -> PathBuf {
     let mut all: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path().join("journal.jsonl")).collect();
     all.sort();
     all.pop().expect("a run journal")
+}
+
+/// Starts kcert in the background, its output kept in `dir`.
+pub fn spawn(f: &Fleet, args: &[&str], dir: &Path, name: &str) -> Child {
+    let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
+    let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_kcert")).args(args).args(["-i".as_ref(), f.inventory().as_os_str()]).env("NO_COLOR", "1").stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap()
+}
+
+pub fn journal_lines(sd: &Path) -> Vec<serde_json::Value> {
+    let Ok(runs) = std::fs::read_dir(sd.join("runs")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for r in runs.flatten() {
+        let text = std::fs::read_to_string(r.path().join("journal.jsonl")).unwrap_or_default();
+        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    out
+}
+
+/// SIGKILLs `child` as soon as the journal gets a record matching `when` (beyond `skip`
+/// records already there); fails when kcert ends first.
+pub fn kill_when(child: &mut Child, sd: &Path, skip: usize, what: &str, when: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(400);
+    loop {
+        if journal_lines(sd).iter().skip(skip).any(&when) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            eprintln!("killed kcert {what}");
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kcert ended ({status}) before the kill point {what}");
+        }
+        assert!(Instant::now() < deadline, "the kill point {what} never came");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn is(v: &serde_json::Value, event: &str, stage: &str, step: Option<u64>) -> bool {
+    v["event"] == event && v["stage"] == stage && step.is_none_or(|s| v["step"] == s)
 }
 
 pub type Scenario = fn(&Fleet);
