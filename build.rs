@@ -51,29 +51,35 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
+/// The `a::b::c` path at the start of `t`, and what follows it.
+fn path_at(t: &str) -> (Vec<String>, &str) {
+    let word = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut path = Vec::new();
+    let mut t = t;
+    loop {
+        let w = word(t);
+        if w.is_empty() || w == "self" {
+            break;
+        }
+        t = &t[w.len()..];
+        path.push(w);
+        match t.strip_prefix("::") {
+            Some(n) => t = n,
+            None => break,
+        }
+    }
+    (path, t)
+}
+
 /// The module paths a line names: `crate::a::b` as [a, b], `super::x` resolved against `here`.
 fn references(line: &str, here: &[String], is_mod_file: bool) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    let word = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
     let mut rest = line;
     while let Some(i) = rest.find("crate::") {
         let before = rest[..i].chars().last();
         let tail = &rest[i + 7..];
         if before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
-            let mut path = Vec::new();
-            let mut t = tail;
-            loop {
-                let w = word(t);
-                if w.is_empty() {
-                    break;
-                }
-                t = &t[w.len()..];
-                path.push(w);
-                match t.strip_prefix("::") {
-                    Some(n) => t = n,
-                    None => break,
-                }
-            }
+            let (path, _) = path_at(tail);
             if !path.is_empty() {
                 out.push(path);
             }
@@ -97,20 +103,10 @@ fn references(line: &str, here: &[String], is_mod_file: bool) -> Vec<Vec<String>
             base.pop();
             t = n;
         }
-        loop {
-            let w = word(t);
-            if w.is_empty() || w == "self" {
-                break;
-            }
-            t = &t[w.len()..];
-            base.push(w);
-            match t.strip_prefix("::") {
-                Some(n) => t = n,
-                None => break,
-            }
-        }
+        let (path, after) = path_at(t);
+        base.extend(path);
         out.push(base);
-        rest = t;
+        rest = after;
     }
     out
 }

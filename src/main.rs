@@ -1,3 +1,6 @@
+//! Owns: the binary: logging set up from -v and RUST_LOG, then the CLI, then the exit code.
+//! Must not: hold anything else; everything is in the library.
+
 use clap::Parser;
 
 fn main() {

@@ -177,6 +177,19 @@ pub struct Component {
     /// Settings `verify` points out.
     #[serde(default)]
     pub warn: Vec<Warn>,
+    /// Flags naming kubeconfigs of servers outside the cluster (webhooks): a CA their client
+    /// certificate is signed by is trusted by a party kcert cannot reach.
+    #[serde(default)]
+    pub external: Vec<External>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct External {
+    /// The flag (or config field) whose value is the kubeconfig's path.
+    pub key: String,
+    /// What is at the other end, for people: `the authentication webhook`.
+    pub what: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +219,10 @@ pub struct Side {
     /// The port the server side answers on, and a path that answers 200 when healthy.
     #[serde(default)]
     pub endpoint: Option<u16>,
+    /// On a client side: its flag listing the servers' URLs (`--etcd-servers`), said when
+    /// the servers run outside the inventory.
+    #[serde(default)]
+    pub urls: Option<String>,
     #[serde(default)]
     pub path: Option<String>,
 }

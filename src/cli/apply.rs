@@ -1,3 +1,6 @@
+//! Owns: `kcert apply FILE`: its flags, the question, and the run's summary.
+//! Must not: check the plan or its facts itself (`ops::apply` does).
+
 use std::path::PathBuf;
 
 use clap::Args;

@@ -144,3 +144,30 @@ impl From<OnFailureArg> for crate::run::OnFailure {
         }
     }
 }
+
+/// What to do with a plan: `--plan-out FILE` saves it, `--dry-run` shows it, else run it.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Show the plan (each file that changes, old and new, each restart and gate, its proof); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Save the plan to FILE for `kcert apply FILE` (a rotation's new CA keys go to the state dir, 0600); change nothing.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub plan_out: Option<PathBuf>,
+    /// Workers changed together (default: the inventory's batch_size); control-plane nodes go one at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+}
+
+impl PlanArgs {
+    pub fn mode(&self) -> crate::ops::Mode {
+        match (&self.plan_out, self.dry_run) {
+            (Some(p), _) => crate::ops::Mode::PlanOut(p.clone()),
+            (None, true) => crate::ops::Mode::DryRun,
+            (None, false) => crate::ops::Mode::Run,
+        }
+    }
+    pub fn batch_size(&self) -> Option<usize> {
+        self.batch_size.map(|b| b as usize)
+    }
+}

@@ -1,3 +1,6 @@
+//! Owns: `kcert check`: its flags and the per-node table.
+//! Must not: check anything itself (`report::check` does).
+
 use clap::Args;
 
 use super::args::{TABLE_JSON_YAML, TargetArgs, formats};

@@ -1,3 +1,6 @@
+//! Owns: `kcert completions SHELL`: shell completion scripts and the man page, from clap.
+//! Must not: touch anything but stdout.
+
 use clap::{Args, CommandFactory};
 
 use super::Cli;

@@ -1,3 +1,6 @@
+//! Owns: `kcert expiry`: its flags (warning window, probe timeout) and the report's output.
+//! Must not: read certificates itself (`report::expiry` does).
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;

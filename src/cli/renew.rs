@@ -1,12 +1,13 @@
-use std::path::PathBuf;
+//! Owns: `kcert renew`: its flags, the question, and the plan or run it ends with.
+//! Must not: plan or run anything itself (`ops::renew` does).
 
 use clap::Args;
 
-use super::args::{FailureArgs, RunArgs, TABLE_JSON_YAML, TargetArgs, formats};
+use super::args::{FailureArgs, PlanArgs, RunArgs, TABLE_JSON_YAML, TargetArgs, formats};
 use super::progress::Steps;
 use super::{ask_about, ended};
 use crate::error::{Outcome, Result};
-use crate::ops::{Mode, RenewOptions, RunOptions};
+use crate::ops::{RenewOptions, RunOptions};
 use crate::render::Format;
 
 #[derive(Debug, Args)]
@@ -20,15 +21,8 @@ pub struct RenewArgs {
     /// Validity of the renewed certificates, in days (never past the CA's own expiry).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub days: u32,
-    /// Workers changed together (default: the inventory's batch_size); control-plane nodes go one at a time.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch_size: Option<u32>,
-    /// Show the plan: per node each file, its old and new expiry, each restart and gate; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Save the plan to FILE for `kcert apply FILE`; change nothing.
-    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
-    pub plan_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -41,12 +35,8 @@ pub struct RenewArgs {
 pub async fn run(args: RenewArgs) -> Result<Outcome> {
     let fleet = args.target.fleet()?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let opts = RenewOptions { certs: args.certs.clone(), days: args.days, batch_size: args.batch_size.map(|b| b as usize), now };
-    let mode = match (&args.plan_out, args.dry_run) {
-        (Some(p), _) => Mode::PlanOut(p.clone()),
-        (None, true) => Mode::DryRun,
-        (None, false) => Mode::Run,
-    };
+    let opts = RenewOptions { certs: args.certs.clone(), days: args.days, batch_size: args.plan.batch_size(), now };
+    let mode = args.plan.mode();
     let progress = Steps::new("renewing");
     let confirm = ask_about(args.run.yes, |p| {
         let (files, restarts, nodes) = p.counts();

@@ -1,3 +1,6 @@
+//! Owns: `kcert resume [RUN]`: its flags, the question, and the run's summary.
+//! Must not: decide whether a run can go on (`ops::runs::resume` does).
+
 use std::path::PathBuf;
 
 use clap::Args;

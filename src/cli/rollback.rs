@@ -1,3 +1,6 @@
+//! Owns: `kcert rollback [RUN]`: its flags, the question, and the rollback's summary.
+//! Must not: decide what can be undone (`ops::runs::rollback` does).
+
 use std::path::PathBuf;
 
 use clap::Args;

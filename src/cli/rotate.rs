@@ -1,12 +1,13 @@
-use std::path::PathBuf;
+//! Owns: `kcert rotate-ca`: its flags, the question, and the plan or run it ends with.
+//! Must not: plan or run anything itself (`ops::rotate_ca` does).
 
 use clap::Args;
 
-use super::args::{FailureArgs, RunArgs, TABLE_JSON_YAML, TargetArgs, formats};
+use super::args::{FailureArgs, PlanArgs, RunArgs, TABLE_JSON_YAML, TargetArgs, formats};
 use super::progress::Steps;
 use super::{ask_about, ended};
 use crate::error::{Error, Outcome, Result};
-use crate::ops::{Mode, RotateOptions, RunOptions};
+use crate::ops::{RotateOptions, RunOptions};
 use crate::pki::sign::KeyType;
 use crate::render::Format;
 
@@ -26,15 +27,8 @@ pub struct RotateArgs {
     /// Validity of the re-signed leaves, in days (never past the new CA's expiry).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub days: u32,
-    /// Workers changed together (default: the inventory's batch_size); control-plane nodes go one at a time.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch_size: Option<u32>,
-    /// Show the plan, stage by stage and node by node, with its proof; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Save the plan to FILE (the new CA keys go to the state dir, 0600) for `kcert apply FILE`; change nothing.
-    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
-    pub plan_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -54,12 +48,8 @@ pub async fn run(args: RotateArgs) -> Result<Outcome> {
     }
     let fleet = args.target.fleet()?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let opts = RotateOptions { cas: args.ca.clone(), ca_days: args.ca_days, leaf_days: args.days, key_type, batch_size: args.batch_size.map(|b| b as usize), now };
-    let mode = match (&args.plan_out, args.dry_run) {
-        (Some(p), _) => Mode::PlanOut(p.clone()),
-        (None, true) => Mode::DryRun,
-        (None, false) => Mode::Run,
-    };
+    let opts = RotateOptions { cas: args.ca.clone(), ca_days: args.ca_days, leaf_days: args.days, key_type, batch_size: args.plan.batch_size(), now };
+    let mode = args.plan.mode();
     let progress = Steps::new("rotating");
     let confirm = ask_about(args.run.yes, |p| {
         let (files, restarts, nodes) = p.counts();

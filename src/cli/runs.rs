@@ -1,3 +1,6 @@
+//! Owns: `kcert runs`: the runs in the state dir, as a table, JSON or YAML.
+//! Must not: read journals itself (`ops::runs::list` does).
+
 use clap::Args;
 
 use super::args::{StateArgs, TABLE_JSON_YAML, formats};

@@ -1,3 +1,6 @@
+//! Owns: `kcert verify`: its flags and the trust graph's output.
+//! Must not: judge an edge itself (`report::verify` does).
+
 use clap::Args;
 
 use super::args::{TargetArgs, formats};

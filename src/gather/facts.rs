@@ -273,6 +273,19 @@ pub(super) fn endpoint_targets(pb: &Playbook, c: &Component, _src: &str, keys: &
         .collect()
 }
 
+/// The private key files that usually sit beside a certificate file.
+pub fn key_beside(cert: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(stem) = cert.strip_suffix(".crt") {
+        out.push(format!("{stem}.key"));
+    }
+    if let Some(stem) = cert.strip_suffix(".pem") {
+        out.push(format!("{stem}-key.pem"));
+        out.push(format!("{stem}.key"));
+    }
+    out
+}
+
 /// One node's facts, as gathered: what the planners and reports work on. Holds file bytes
 /// (never private keys, except where a key shares a file with a certificate or is embedded in
 /// a kubeconfig: those are copied through, never shown); Debug shows no bytes.
@@ -310,6 +323,29 @@ impl NodeFacts {
             v.push(addr);
         }
         v
+    }
+
+    /// Where the key of the playbook's CA file `ca` may be on this node: the path a flag or
+    /// the playbook names, then beside the certificate by the usual names (`x.crt` / `x.key`,
+    /// `x.pem` / `x-key.pem`), first found first.
+    pub fn ca_key_candidates(&self, pb: &Playbook, ca: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(key_name) = pb.file(ca).and_then(|f| f.key.as_deref()) {
+            out.extend(self.pki.named.get(key_name).cloned());
+            out.extend(pb.file(key_name).map(|k| k.path.clone()));
+        }
+        if let Some(cert) = self.pki.named.get(ca) {
+            out.extend(key_beside(cert));
+        }
+        out.dedup();
+        let mut seen = BTreeSet::new();
+        out.retain(|p| seen.insert(p.clone()));
+        out
+    }
+
+    /// The CA key of `ca` this node holds, and where.
+    pub fn ca_key(&self, pb: &Playbook, ca: &str) -> Option<(String, &Vec<u8>)> {
+        self.ca_key_candidates(pb, ca).into_iter().find_map(|p| self.files.get(&p).map(|b| (p, b)))
     }
 
     /// Each kubeconfig's server URL, by path.

@@ -8,7 +8,7 @@ pub mod facts;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::pki::kubeconfig::{self, Material};
+use crate::pki::kubeconfig;
 use crate::playbook::Playbook;
 use crate::reach::fleet::{Connected, Fleet};
 use crate::reach::transport::{FileData, NodeFailure};
@@ -59,18 +59,31 @@ pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
                         paths.insert(c.path.clone());
                     }
                 }
+                // Kubeconfigs of servers outside the cluster (webhooks) the components name.
+                for c in &pb.components {
+                    if let Some(flags) = pki.components.get(&c.name) {
+                        paths.extend(c.external.iter().filter_map(|x| flags.get(&x.key)).filter(|p| p.starts_with('/')).cloned());
+                    }
+                }
+                // Each CA's key, wherever it is (a flag, the playbook's path, beside the cert).
+                for c in pb.files.iter().filter(|f| f.key.is_some() && f.signer.is_none()) {
+                    if let Some(cert) = pki.named.get(&c.name) {
+                        paths.extend(facts::key_beside(cert));
+                    }
+                }
                 let wanted: Vec<String> = paths.into_iter().collect();
                 let mut files = found(&wanted, t.read_files(&wanted).await?);
-                // Keys a kubeconfig points at (the kubelet's rotating pem holds both).
-                let refs: Vec<String> = files
-                    .iter()
-                    .filter(|(_, b)| kubeconfig::looks_like_kubeconfig(b))
-                    .filter_map(|(p, b)| match kubeconfig::identity(b).ok()?.key {
-                        Some(Material::Path(k)) => Some(kubeconfig::resolve_reference(p, &k)),
-                        _ => None,
-                    })
-                    .filter(|abs| !files.contains_key(abs))
-                    .collect();
+                // The files a kubeconfig points at, every user's key among them (the kubelet's
+                // rotating pem holds both cert and key).
+                let mut refs: Vec<String> = Vec::new();
+                for (p, b) in files.iter().filter(|(_, b)| kubeconfig::looks_like_kubeconfig(b)) {
+                    for r in kubeconfig::parse_kubeconfig(b).map(|kc| kc.references).unwrap_or_default() {
+                        let abs = kubeconfig::resolve_reference(p, &r.path);
+                        if !files.contains_key(&abs) && !refs.contains(&abs) {
+                            refs.push(abs);
+                        }
+                    }
+                }
                 files.extend(found(&refs, t.read_files(&refs).await?));
                 let hostname = if t.offline() { None } else { t.run("hostname").await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
                 let facts = NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname };

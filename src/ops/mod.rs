@@ -9,7 +9,7 @@ pub mod rotate;
 pub mod runs;
 mod saved;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,7 +134,56 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, node
     j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
     j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&json) })?;
     let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer);
-    Ok(runner.run(&Done::default()).await)
+    Ok(drive(&runner, &Done::default(), fleet).await)
+}
+
+/// Runs a plan to its end; a rotation whose steps all went through is then judged by the
+/// files as they stand on every node, not by the plan's own account: an old CA's key still
+/// trusted anywhere, a leaf still signed by it, a CA file not matching its key, fails it.
+async fn drive(runner: &Runner<'_>, done: &Done, fleet: &Fleet) -> RunReport {
+    let mut report = runner.run(done).await;
+    if report.failure.is_none() && runner.plan.kind == crate::plan::Kind::RotateCa {
+        let left = match crate::gather::gather(fleet, &[]).await {
+            Ok(g) => crate::plan::outcome::rotation_problems(&g.playbook, &g.nodes, runner.plan),
+            Err(e) => vec![format!("the nodes cannot be read back to check the result: {e}")],
+        };
+        if !left.is_empty() {
+            report.failure = Some(format!("every step ran, but the files do not show a finished rotation:\n  {}\n  look at them, then `kcert rollback {}`", left.join("\n  "), report.run_id));
+        }
+    }
+    runner.finish(&report);
+    report
+}
+
+/// The plan against the files as gathered now: replayed op by op (old bytes found, recipes
+/// rebuild their bytes, signing pairs match, a rotation ends finished) and, when nothing of
+/// it has run, proven again on the trust model they make.
+async fn holds_up(g: &mut Gathered, plan: &Plan, keys: &BTreeMap<String, String>, done: &Done) -> Result<()> {
+    // Every file the plan touches is read, not only those discovery finds (staged copies).
+    for n in g.nodes.iter_mut() {
+        let wanted: Vec<String> = plan.file_ops().filter(|(_, _, node, f)| *node == n.name && !n.files.contains_key(&f.path)).map(|(_, _, _, f)| f.path.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let Some(t) = g.connected.get(&n.name) else { continue };
+        if wanted.is_empty() {
+            continue;
+        }
+        let data = t.read_files(&wanted).await.map_err(|e| Error::node(n.name.clone(), e.message))?;
+        for (p, d) in wanted.into_iter().zip(data) {
+            if let crate::reach::transport::FileData::Found(b) = d {
+                n.files.insert(p, b);
+            }
+        }
+    }
+    let mut problems = crate::plan::replay::replay(&g.playbook, &g.nodes, plan, keys, &done.steps);
+    if done.steps.is_empty() {
+        let model = crate::plan::build::model(&g.playbook, &g.nodes);
+        if let Err(v) = crate::plan::prove::prove(&model, &plan.effects()) {
+            problems.push(format!("its proof fails on the cluster as it stands: {v}"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::input(format!("plan {}", plan.id), format!("it does not hold up against the cluster as it stands (edited by hand, or the cluster moved); nothing was changed:\n  {}", problems.join("\n  "))))
 }
 
 /// `kcert apply FILE`: a saved plan, only while every fact it was made from still holds and
@@ -143,7 +192,7 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) 
     let plan = load_plan(path)?;
     let pb = saved::playbook_of(&plan)?;
     let fleet = fleet_of(inventory.or(plan.target.inventory.as_deref()), plan.target.root.as_deref(), &pb)?;
-    let g = crate::gather::gather(&fleet, &[]).await?;
+    let mut g = crate::gather::gather(&fleet, &[]).await?;
     let moved = facts_moved(&plan, &g);
     if !moved.is_empty() {
         return Err(Error::input(
@@ -156,6 +205,7 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) 
     }
     let keys_dir = keys::plan_keys_dir(&run.state_dir, &plan.id);
     let keys = if plan.cas.is_empty() { BTreeMap::new() } else { saved::plan_keys(&plan, &keys_dir)? };
+    holds_up(&mut g, &plan, &keys, &Done::default()).await?;
     (run.confirm)(&plan, &[])?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let report = start(&plan, &keys, &pb, g.connected.clone(), &fleet, run, now).await?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::Prepared;
 use crate::error::Result;
 use crate::gather::gather;
-use crate::plan::check;
+use crate::plan::gates;
 use crate::plan::renew::{self, Input};
 use crate::plan::schema::PlanTarget;
 use crate::reach::fleet::Fleet;
@@ -27,7 +27,7 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions)
     let input = Input {
         playbook: &gathered.playbook,
         nodes: &gathered.nodes,
-        checks: if gathered.offline() { Vec::new() } else { check::checks(&gathered.playbook, &gathered.nodes) },
+        checks: if gathered.offline() { Vec::new() } else { gates::checks(&gathered.playbook, &gathered.nodes) },
         target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() },
         certs: opts.certs.clone(),
         days: opts.days,

@@ -8,7 +8,7 @@ use super::Prepared;
 use crate::error::{Error, Result};
 use crate::gather::{Gathered, gather};
 use crate::pki::sign::KeyType;
-use crate::plan::check;
+use crate::plan::gates;
 use crate::plan::rotation::{self, Input};
 use crate::plan::schema::{Options, PlanTarget};
 use crate::reach::fleet::Fleet;
@@ -32,29 +32,44 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
     let Some(rot) = &pb.rotation else {
         return Err(Error::input(format!("distribution {}", pb.name), "its playbook has no `rotation` section: kcert does not know how to rotate its CAs yet"));
     };
-    // Without --ca, a CA the cluster does not have (kubeadm 1.8 had no etcd CA) is skipped, and said so.
+    // Without --ca, a CA the cluster does not have (kubeadm 1.8 had no etcd CA) is skipped, and
+    // so is one a party outside the inventory trusts (external etcd, a webhook): both said.
+    // Asked for by name, the latter is refused.
+    let external = rotation::external_cas(pb, &gathered.nodes);
+    let outside = |f: &str| external.iter().find(|(c, _)| c == f).map(|(_, why)| why.clone());
     let mut notes = Vec::new();
     let aliases: Vec<String> = if opts.cas.is_empty() {
         rot.cas
             .iter()
             .filter(|(a, f)| {
-                let present = gathered.nodes.iter().any(|n| n.pki.named.contains_key(*f));
-                if !present {
+                if !gathered.nodes.iter().any(|n| n.pki.named.contains_key(*f)) {
                     notes.push(format!("no {a} CA ({f}) on any node: nothing of it to rotate"));
+                    return false;
                 }
-                present
+                if let Some(why) = outside(f) {
+                    notes.push(format!("the {a} CA is left alone: {why}; rotating it would cut that off (add those hosts to the inventory to rotate it with them)"));
+                    return false;
+                }
+                true
             })
             .map(|(a, _)| a.clone())
             .collect()
     } else {
+        let refused: Vec<String> = opts.cas.iter().filter_map(|a| rot.cas.get(a).and_then(|f| outside(f)).map(|why| format!("--ca {a}: {why}; rotating it would cut that off: add those hosts to the inventory, or leave it out"))).collect();
+        if !refused.is_empty() {
+            return Err(Error::input("rotate-ca", format!("nothing was changed:\n  {}", refused.join("\n  "))));
+        }
         opts.cas.clone()
     };
+    if aliases.is_empty() {
+        return Err(Error::input("rotate-ca", format!("nothing to rotate; nothing was changed:\n  {}", notes.join("\n  "))));
+    }
     let offline = gathered.offline();
     let input = Input {
         playbook: pb,
         target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() },
         nodes: &gathered.nodes,
-        checks: if offline { Vec::new() } else { check::checks(pb, &gathered.nodes) },
+        checks: if offline { Vec::new() } else { gates::checks(pb, &gathered.nodes) },
         opts: Options {
             batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1),
             kubernetes_api: fleet.kubernetes_api,
@@ -72,11 +87,12 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
     let refused = |p: Vec<String>| Error::input("rotate-ca", format!("nothing was changed:\n  {}", p.join("\n  ")));
     let olds = rotation::old_cas(&input, &aliases).map_err(refused)?;
     // Checked before any key is made: what a rotation cannot fix refuses it.
-    let (refuse, warnings) = file_checks(&gathered, opts.now);
+    let (mut refuse, warnings) = file_checks(&gathered, opts.now);
+    refuse.extend(crate::plan::parts::unreadable_kubeconfigs(pb, &gathered.nodes));
     if !refuse.is_empty() {
         return Err(Error::input("rotate-ca", format!("the cluster's files do not verify; nothing was changed:\n  {}", refuse.join("\n  "))));
     }
-    let news = rotation::successors(&olds, opts.ca_days, opts.now, opts.key_type).map_err(Error::Runtime)?;
+    let news = rotation::successors(&olds, opts.ca_days, opts.now, opts.key_type).map_err(|e| Error::input("rotate-ca", format!("{e}; nothing was changed")))?;
     let keys: BTreeMap<String, String> = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
     let mut plan = rotation::plan(&input, olds, news).map_err(refused)?;
     drop(input);

@@ -176,11 +176,13 @@ pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOpt
     if !done.started {
         return Err(Error::input(format!("run {id}"), "it stopped before its first stage: nothing was changed, and there is nothing to resume; start a new run"));
     }
+    let mut g = crate::gather::gather(&r.fleet, &[]).await?;
+    super::holds_up(&mut g, &r.e.plan, &r.e.keys, &done).await?;
     (run.confirm)(&r.e.plan, &[])?;
     let nodes = connect(&r.fleet, &r.e.plan).await?;
     let j = Journal::reopen(&run.state_dir, &id)?;
     let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer);
-    Ok(runner.run(&done).await)
+    Ok(super::drive(&runner, &done, &r.fleet).await)
 }
 
 /// `kcert rollback [RUN] --to-stage SN`: undoes a run's stages from the last down to `to`

@@ -178,11 +178,20 @@ pub fn normalize(path: &str) -> String {
 pub fn replace_data(bytes: &[u8], old_raw: &str, pem: &[u8]) -> Result<Vec<u8>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
     let old = old_raw.trim();
-    if old.is_empty() || text.matches(old).count() != 1 {
-        return Err("the embedded value is not a single plain YAML scalar; kcert will not rewrite it".into());
+    // Every place the value stands must be a whole `*-data: VALUE` line: then all of them are
+    // the same field's value in entries that share it (two clusters with one CA), and all change.
+    let whole = |at: usize| {
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let before = text[line_start..at].trim();
+        let after = text[at + old.len()..].split('\n').next().unwrap_or("").trim();
+        before.ends_with("-data:") && before.split(':').count() == 2 && after.is_empty()
+    };
+    let places: Vec<usize> = text.match_indices(old).map(|(i, _)| i).collect();
+    if old.is_empty() || places.is_empty() || !places.iter().all(|&i| whole(i)) {
+        return Err("the embedded value is not a plain `*-data: VALUE` YAML line; kcert will not rewrite it".into());
     }
     let new = base64::engine::general_purpose::STANDARD.encode(pem);
-    Ok(text.replacen(old, &new, 1).into_bytes())
+    Ok(text.replace(old, &new).into_bytes())
 }
 
 /// Where a kubeconfig's TLS material is: embedded bytes, or a path (relative to the kubeconfig).
@@ -259,12 +268,13 @@ impl Identity {
 struct IdRaw {
     #[serde(default, rename = "current-context")]
     current: Option<String>,
+    // `null` lists are what kubectl itself writes for an empty kubeconfig: read as empty.
     #[serde(default)]
-    contexts: Vec<IdNamed<IdContext>>,
+    contexts: Option<Vec<IdNamed<IdContext>>>,
     #[serde(default)]
-    clusters: Vec<IdNamed<IdCluster>>,
+    clusters: Option<Vec<IdNamed<IdCluster>>>,
     #[serde(default)]
-    users: Vec<IdNamed<IdUser>>,
+    users: Option<Vec<IdNamed<IdUser>>>,
 }
 #[derive(Deserialize)]
 struct IdNamed<T> {
@@ -304,31 +314,46 @@ struct IdUser {
 pub fn identity(bytes: &[u8]) -> Result<Identity, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
     let raw: IdRaw = serde_saphyr::from_str(text).map_err(|e| one_line(&e.to_string()))?;
-    let ctx = raw.current.as_ref().and_then(|c| raw.contexts.iter().find(|x| x.name.as_ref() == Some(c))).and_then(|x| x.cluster.as_ref());
+    let (contexts, clusters, users) = (raw.contexts.unwrap_or_default(), raw.clusters.unwrap_or_default(), raw.users.unwrap_or_default());
+    let ctx = raw.current.as_ref().and_then(|c| contexts.iter().find(|x| x.name.as_ref() == Some(c))).and_then(|x| x.cluster.as_ref());
     let pick = |want: Option<&String>, n: usize, names: Vec<Option<&String>>| want.and_then(|w| names.iter().position(|x| *x == Some(w))).or((n > 0).then_some(0));
-    let ci = pick(ctx.and_then(|c| c.cluster.as_ref()), raw.clusters.len(), raw.clusters.iter().map(|c| c.name.as_ref()).collect());
-    let ui = pick(ctx.and_then(|c| c.user.as_ref()), raw.users.len(), raw.users.iter().map(|c| c.name.as_ref()).collect());
-    let cluster = ci.and_then(|i| raw.clusters[i].cluster.as_ref()).ok_or("no cluster entry")?;
-    let user = ui.and_then(|i| raw.users[i].cluster.as_ref());
-    let data = |d: &Option<String>, p: &Option<String>| -> Result<Option<Material>, String> {
-        if let Some(d) = d {
-            let compact: String = d.split_whitespace().collect();
-            return base64::engine::general_purpose::STANDARD.decode(compact).map(|b| Some(Material::Data(b))).map_err(|_| "bad base64 data".to_string());
-        }
-        Ok(p.clone().map(Material::Path))
-    };
+    let ci = pick(ctx.and_then(|c| c.cluster.as_ref()), clusters.len(), clusters.iter().map(|c| c.name.as_ref()).collect());
+    let ui = pick(ctx.and_then(|c| c.user.as_ref()), users.len(), users.iter().map(|c| c.name.as_ref()).collect());
+    let cluster = ci.and_then(|i| clusters[i].cluster.as_ref()).ok_or("no cluster entry")?;
+    let user = ui.and_then(|i| users[i].cluster.as_ref());
     Ok(Identity {
         server: cluster.server.clone().ok_or("the cluster entry has no server")?,
-        ca: data(&cluster.ca_data, &cluster.ca_path)?,
+        ca: material(&cluster.ca_data, &cluster.ca_path)?,
         cert: match user {
-            Some(u) => data(&u.cert_data, &u.cert_path)?,
+            Some(u) => material(&u.cert_data, &u.cert_path)?,
             None => None,
         },
         key: match user {
-            Some(u) => data(&u.key_data, &u.key_path)?,
+            Some(u) => material(&u.key_data, &u.key_path)?,
             None => None,
         },
     })
+}
+
+fn material(d: &Option<String>, p: &Option<String>) -> Result<Option<Material>, String> {
+    if let Some(d) = d {
+        let compact: String = d.split_whitespace().collect();
+        return base64::engine::general_purpose::STANDARD.decode(compact).map(|b| Some(Material::Data(b))).map_err(|_| "bad base64 data".to_string());
+    }
+    Ok(p.clone().map(Material::Path))
+}
+
+/// The client key of the user named `user` (its own, whatever the current context says).
+pub fn user_key(bytes: &[u8], user: &str) -> Result<Option<Material>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    let raw: IdRaw = serde_saphyr::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let users = raw.users.unwrap_or_default();
+    // Unnamed entries are named by their index, as `parse_kubeconfig` names their fields.
+    let entry = users.iter().enumerate().find(|(i, u)| u.name.clone().unwrap_or_else(|| i.to_string()) == user).and_then(|(_, u)| u.cluster.as_ref());
+    match entry {
+        Some(u) => material(&u.key_data, &u.key_path).map_err(|e| format!("users[{user}].client-key-data: {e}")),
+        None => Ok(None),
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -375,6 +400,31 @@ mod tests {
         assert!(matches!(id.key, Some(Material::Data(ref d)) if d == b"secret"));
         assert!(matches!(id.cert, Some(Material::Path(ref p)) if p == "../pki/a.crt"));
         assert!(!format!("{id:?}").contains("secret"));
+    }
+
+    #[test]
+    fn null_lists_read_as_empty_as_kubectl_writes_them() {
+        let kc = "apiVersion: v1\nkind: Config\ncontexts: null\ncurrent-context: \"\"\nclusters:\n- name: k\n  cluster:\n    server: https://x:6443\nusers: null\n";
+        let id = identity(kc.as_bytes()).unwrap();
+        assert_eq!(id.server, "https://x:6443");
+        assert!(id.cert.is_none() && id.key.is_none());
+    }
+
+    #[test]
+    fn each_user_has_its_own_key() {
+        let kc = "apiVersion: v1\ncurrent-context: a\ncontexts:\n- name: a\n  context: {cluster: k, user: admin}\nclusters:\n- name: k\n  cluster: {server: https://x:6443}\nusers:\n- name: admin\n  user:\n    client-key-data: YWRtaW4=\n- name: other\n  user:\n    client-key: other.key\n";
+        assert!(matches!(user_key(kc.as_bytes(), "admin").unwrap(), Some(Material::Data(d)) if d == b"admin"));
+        assert!(matches!(user_key(kc.as_bytes(), "other").unwrap(), Some(Material::Path(p)) if p == "other.key"));
+        assert!(user_key(kc.as_bytes(), "nobody").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_value_two_clusters_share_changes_in_both() {
+        let kc = "clusters:\n- name: a\n  cluster:\n    certificate-authority-data: b2xk\n- name: b\n  cluster:\n    certificate-authority-data: b2xk\n";
+        let out = String::from_utf8(replace_data(kc.as_bytes(), "b2xk", b"new").unwrap()).unwrap();
+        assert_eq!(out, kc.replace("b2xk", "bmV3"));
+        // A value that also stands elsewhere (here in a comment) is not rewritten blindly.
+        assert!(replace_data(format!("{kc}# b2xk\n").as_bytes(), "b2xk", b"new").is_err());
     }
 
     #[test]

@@ -63,7 +63,16 @@ pub struct Renewed {
 
 /// The first private key in a PEM text (PKCS#1, PKCS#8 or SEC1; other blocks are skipped).
 pub fn load_key(pem: &[u8]) -> Result<KeyPair, SignError> {
-    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| SignError::BadKey(format!("{e:?}")))?;
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(SignError::BadKey("the key is encrypted (it needs a passphrase); kcert signs only with a key it can read: decrypt it (openssl pkey -in KEY -out PLAIN), keep PLAIN 0600 where the playbook looks for the key, and remove it afterwards".into()));
+    }
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+        SignError::BadKey(match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "no private key block in it".to_string(),
+            other => format!("not a PEM private key ({other:?})"),
+        })
+    })?;
     KeyPair::try_from(&der).map_err(|e| SignError::BadKey(e.to_string()))
 }
 
@@ -73,7 +82,8 @@ pub fn key_matches(cert: &CertInfo, key_pem: &[u8]) -> Result<bool, SignError> {
     Ok(cert_public_key(&cert.der).is_some_and(|pk| pk == key.public_key_raw()))
 }
 
-fn cert_public_key(der: &[u8]) -> Option<Vec<u8>> {
+/// The raw public key a certificate carries (to tell certificates of one key apart from others).
+pub fn cert_public_key(der: &[u8]) -> Option<Vec<u8>> {
     let (_, x) = X509Certificate::from_der(der).ok()?;
     Some(x.public_key().subject_public_key.data.to_vec())
 }
@@ -109,6 +119,9 @@ impl Signer {
         let not_after = wanted.min(self.ca.not_after);
         params.not_before = OffsetDateTime::from_unix_timestamp(not_before).map_err(|e| bad(e.to_string()))?;
         params.not_after = OffsetDateTime::from_unix_timestamp(not_after).map_err(|e| bad(e.to_string()))?;
+        // Key identifiers are always written: the leaf's own SKI when it had one, else one made
+        // from its key; and the AKI of the signing CA, even where the original had none (two CAs
+        // of one name, kubeadm 1.8's cluster and front-proxy CAs, are told apart by it).
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = match &leaf.ski {
             Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
@@ -155,10 +168,11 @@ pub enum KeyType {
     Rsa4096,
     EcdsaP256,
     EcdsaP384,
+    Ed25519,
 }
 
 impl KeyType {
-    pub const NAMES: &'static [&'static str] = &["rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384"];
+    pub const NAMES: &'static [&'static str] = &["rsa2048", "rsa3072", "rsa4096", "ecdsa-p256", "ecdsa-p384", "ed25519"];
 
     pub fn parse(s: &str) -> Option<KeyType> {
         Some(match s {
@@ -167,6 +181,7 @@ impl KeyType {
             "rsa4096" => KeyType::Rsa4096,
             "ecdsa-p256" => KeyType::EcdsaP256,
             "ecdsa-p384" => KeyType::EcdsaP384,
+            "ed25519" => KeyType::Ed25519,
             _ => return None,
         })
     }
@@ -178,6 +193,7 @@ impl KeyType {
             KeyType::Rsa4096 => "RSA 4096",
             KeyType::EcdsaP256 => "ECDSA P-256",
             KeyType::EcdsaP384 => "ECDSA P-384",
+            KeyType::Ed25519 => "Ed25519",
         }
     }
 
@@ -186,6 +202,9 @@ impl KeyType {
         use x509_parser::public_key::PublicKey;
         let bad = |m: String| SignError::Leaf(format!("{}: {m}", cert.subject));
         let (_, x) = X509Certificate::from_der(&cert.der).map_err(|e| bad(format!("cannot parse: {e}")))?;
+        if x.public_key().algorithm.algorithm.to_id_string() == "1.3.101.112" {
+            return Ok(KeyType::Ed25519);
+        }
         Ok(match x.public_key().parsed().map_err(|e| bad(format!("unreadable public key: {e}")))? {
             PublicKey::RSA(rsa) => match rsa.key_size() {
                 0..=2048 => KeyType::Rsa2048,
@@ -200,7 +219,7 @@ impl KeyType {
                     other => return Err(bad(format!("unsupported EC curve {other}"))),
                 }
             }
-            other => return Err(bad(format!("unsupported key type {other:?}"))),
+            _ => return Err(bad(format!("its key type (algorithm {}) is not one kcert can make a successor of: pass --key-type ({})", x.public_key().algorithm.algorithm.to_id_string(), KeyType::NAMES.join(", ")))),
         })
     }
 
@@ -211,6 +230,7 @@ impl KeyType {
             KeyType::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096),
             KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
             KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
         }
     }
 }

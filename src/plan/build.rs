@@ -54,9 +54,17 @@ fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, Ve
     let certs = parse_pem(bytes).ok()?.certs;
     match kind {
         FileKind::Trust => Some(Content::Trust { cas: trust_of(&certs, cas) }),
+        // A CA certificate is never a leaf, whichever file holds it.
+        FileKind::Cert if certs.first().is_some_and(|c| c.is_ca && c.self_issued) => Some(Content::Trust { cas: trust_of(&certs, cas) }),
         FileKind::Cert => certs.first().map(|c| Content::Leaf { signer: ca_id_of(c, cas) }),
         _ => None,
     }
+}
+
+/// A CA's own file (a cert with a key and no signer): whatever reads it, it is trust, never a
+/// leaf to re-sign.
+fn is_ca_file(f: &crate::playbook::KnownFile) -> bool {
+    f.kind == FileKind::Cert && f.key.is_some() && f.signer.is_none()
 }
 
 /// The model of the whole fleet.
@@ -69,7 +77,7 @@ pub fn model(pb: &Playbook, nodes: &[NodeFacts]) -> Model {
         for c in &pb.components {
             for r in &c.refs {
                 if let (Some(path), Some(file)) = (n.pki.path_of(Some(&c.name), &r.key), pb.file(&r.file)) {
-                    let kind = r.kind.unwrap_or(file.kind);
+                    let kind = if is_ca_file(file) { FileKind::Trust } else { r.kind.unwrap_or(file.kind) };
                     // A CA read as a trust bundle and as a signing cert is modelled as trust.
                     if kind != FileKind::Key && kind != FileKind::Pubkey {
                         kinds.entry(path.to_string()).and_modify(|k| if kind == FileKind::Trust { *k = kind }).or_insert(kind);
@@ -79,7 +87,7 @@ pub fn model(pb: &Playbook, nodes: &[NodeFacts]) -> Model {
         }
         for f in pb.files.iter().filter(|f| matches!(f.kind, FileKind::Cert | FileKind::Kubeconfig)) {
             if let Some(path) = n.pki.named.get(&f.name) {
-                kinds.entry(path.clone()).or_insert(f.kind);
+                kinds.entry(path.clone()).or_insert(if is_ca_file(f) { FileKind::Trust } else { f.kind });
             }
         }
         for (path, kind) in &kinds {

@@ -5,11 +5,13 @@
 //! Must not: do I/O; callers gather the facts and the runner carries the steps out.
 
 pub mod build;
-pub mod check;
+pub mod gates;
 pub mod model;
+pub mod outcome;
 pub mod parts;
 pub mod prove;
 pub mod read;
+pub mod replay;
 pub mod renew;
 pub mod rotation;
 pub mod schema;

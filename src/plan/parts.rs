@@ -6,12 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::check::Check;
+use super::gates::Check;
 use super::model::Model;
 use super::prove;
 use super::schema::{Action, Fact, FileOp, KubeconfigField, Plan, Proof, Recipe, Reissued, StageId, StagePlan};
 use crate::gather::facts::NodeFacts;
-use crate::pki::{edit, kubeconfig, sha256};
+use crate::pki::manifest::manifest_flags;
+use crate::pki::sign::key_matches;
+use crate::pki::{edit, first_cert, kubeconfig, sha256};
 use crate::playbook::Playbook;
 use crate::pki::sign::MAX_CLOCK_SKEW;
 
@@ -133,6 +135,7 @@ pub fn preflight(offline: bool, extra: &[&str]) -> StagePlan {
         "every node answers: SSH, host key, sudo (discovery read every node)".to_string(),
         "every file the plan was made from is unchanged (sha256)".to_string(),
         "free space for the backups and new files, in every directory written, on every node".to_string(),
+        "every file and directory written can be written (not read-only, not immutable)".to_string(),
     ];
     checks.extend(extra.iter().map(|s| s.to_string()));
     if !offline {
@@ -165,4 +168,54 @@ pub fn without_broken_edges(mut model: Model) -> (Model, Vec<String>) {
     let drop: BTreeSet<usize> = broken.into_iter().map(|(i, _)| i).collect();
     model.edges = model.edges.into_iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, e)| e).collect();
     (model, said)
+}
+
+/// Every kubeconfig of the playbook that cannot be read as kubectl reads it, or holds a field
+/// that does not decode, named by node, file and field: a plan that skipped it would leave it
+/// trusting only the old CA, so it stops the plan.
+pub fn unreadable_kubeconfigs(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in nodes {
+        for f in pb.files.iter().filter(|f| f.kind == crate::playbook::FileKind::Kubeconfig) {
+            let Some(path) = n.pki.named.get(&f.name) else { continue };
+            let Some(bytes) = n.files.get(path) else { continue };
+            let at = format!("{}: {path}", n.name);
+            match kubeconfig::parse_kubeconfig(bytes) {
+                Err(e) => out.push(format!("{at}: not a readable kubeconfig: {e}")),
+                Ok(kc) => {
+                    for e in kc.embedded.iter().filter_map(|e| e.content.as_ref().err().map(|err| (e, err))) {
+                        out.push(format!("{at}: {}: {}", e.0.field.display(), e.1));
+                    }
+                }
+            }
+            if let Err(e) = kubeconfig::identity(bytes) {
+                out.push(format!("{at}: {e}"));
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Every signing pair (the playbook's `pairs`: the controller-manager's cluster-signing cert
+/// and key) of every node that would not be one matching cert and key, with the files as
+/// `get` has them after stage `stage`.
+pub fn pair_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in nodes {
+        for pair in &pb.pairs {
+            let Some(comp) = pb.component(&pair.component) else { continue };
+            if !n.pki.components.contains_key(&pair.component) {
+                continue;
+            }
+            let Some(manifest) = comp.manifest.as_ref().and_then(|m| get(&n.name, m)) else { continue };
+            let Ok(flags) = manifest_flags(&String::from_utf8_lossy(&manifest)) else { continue };
+            let (Some(cp), Some(kp)) = (flags.get(&pair.cert), flags.get(&pair.key)) else { continue };
+            let (Some(c), Some(k)) = (get(&n.name, cp).and_then(|b| first_cert(&b).ok()), get(&n.name, kp)) else { continue };
+            if !key_matches(&c, &k).unwrap_or(false) {
+                out.push(format!("after {stage}, {}: {} {cp} and {} {kp} would not be one matching cert and key", n.name, pair.cert, pair.key));
+            }
+        }
+    }
+    out
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::check::Check;
+use super::gates::Check;
 use super::model::{FileId, Model};
 use super::parts;
 use super::schema::{Batch, Kind, MadeWith, NodeNote, NodeOps, ModelWrite, Options, Plan, PlanTarget, Proof, Reissued, StageId, StagePlan, StepPlan, PLAN_VERSION};
@@ -13,7 +13,7 @@ use super::build;
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
 use crate::pki::cert::{CertInfo, first_cert, parse_pem};
-use crate::pki::kubeconfig::{self, Part};
+use crate::pki::kubeconfig::{self, Material};
 use crate::pki::sign::{Renewed, Signer, Validity, key_matches};
 use crate::pki::{edit, find_issuer};
 use crate::playbook::{FileKind, Playbook};
@@ -167,7 +167,6 @@ fn plan_kubeconfig(pb: &Playbook, n: &NodeFacts, name: &str, path: &str, signer:
     let node = &n.name;
     let bytes = n.files.get(path).ok_or_else(|| format!("{node}: {path}: could not be read"))?;
     let kc = kubeconfig::parse_kubeconfig(bytes).map_err(|e| format!("{node}: {path}: {e}"))?;
-    let id = kubeconfig::identity(bytes).map_err(|e| format!("{node}: {path}: {e}"))?;
     let embedded: Vec<_> = kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data").collect();
     if embedded.is_empty() {
         let Some(r) = kc.references.iter().find(|r| r.field.key == "client-certificate") else {
@@ -199,6 +198,8 @@ fn plan_kubeconfig(pb: &Playbook, n: &NodeFacts, name: &str, path: &str, signer:
     }
     let mut new = bytes.clone();
     let mut items = Vec::new();
+    // Users that share one client certificate share its renewal: the value changes everywhere at once.
+    let mut renewed_raw: BTreeMap<String, Renewed> = BTreeMap::new();
     for e in embedded {
         let what = format!("{node}: {path}: {}", e.field.display());
         let content = e.content.as_ref().map_err(|err| format!("{what}: {err}"))?;
@@ -206,15 +207,29 @@ fn plan_kubeconfig(pb: &Playbook, n: &NodeFacts, name: &str, path: &str, signer:
         if find_issuer(leaf, &[&signer.ca]).is_none() {
             return Err(format!("{what}: signed by {:?}, not by the CA {:?}; kcert renews a certificate only with the CA that signed it", leaf.issuer, signer.ca.subject));
         }
-        let key = id.load(Part::Key, path, &n.files).map_err(|err| format!("{node}: {err}"))?.ok_or_else(|| format!("{what}: the kubeconfig has no client key"))?;
+        // The user's own key, whatever the current context says.
+        let key = match kubeconfig::user_key(bytes, &e.field.owner).map_err(|err| format!("{node}: {path}: {err}"))? {
+            Some(Material::Data(d)) => d,
+            Some(Material::Path(p)) => {
+                let abs = kubeconfig::resolve_reference(path, &p);
+                n.files.get(&abs).cloned().ok_or_else(|| format!("{node}: {abs}: the client key of {} in {path} is missing", e.field.owner))?
+            }
+            None => return Err(format!("{what}: user {} has no client key", e.field.owner)),
+        };
         match key_matches(leaf, &key) {
             Ok(true) => {}
             Ok(false) => return Err(format!("{what}: the client key does not match the certificate")),
             Err(err) => return Err(format!("{what}: client key: {err}")),
         }
+        let compact: String = e.raw.split_whitespace().collect();
+        if let Some(renewed) = renewed_raw.get(&compact) {
+            items.push(item(name, Some(e.field.display()), leaf, signer, renewed));
+            continue;
+        }
         let renewed = signer.resign(leaf, v, &[]).map_err(|err| format!("{what}: {err}"))?;
         new = kubeconfig::replace_data(&new, &e.raw, renewed.pem.as_bytes()).map_err(|err| format!("{what}: {err}"))?;
         items.push(item(name, Some(e.field.display()), leaf, signer, &renewed));
+        renewed_raw.insert(compact, renewed);
     }
     Ok((Some(Change { path: path.to_string(), old: bytes.clone(), new, items }), None))
 }
@@ -256,8 +271,7 @@ fn signers(pb: &Playbook, nodes: &[NodeFacts], selected: &BTreeSet<String>, now:
             if found.as_ref().is_some_and(|f| f.is_err()) {
                 continue;
             }
-            let key_path = n.pki.named.get(key_name).cloned().unwrap_or_else(|| pb.file(key_name).map(|k| k.path.clone()).unwrap_or_default());
-            if let Some(key) = n.files.get(&key_path) {
+            if let Some((key_path, key)) = n.ca_key(pb, ca_name) {
                 let signer = Signer::new(&ca, key, now).map_err(|e| format!("{key_path} on {}: {e}", n.name));
                 if signer.is_err() || found.is_none() {
                     found = Some(signer);
@@ -288,6 +302,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
     let signers = signers(pb, input.nodes, &selected, input.now);
     let v = Validity { now: input.now, days: input.days };
     let mut problems = Vec::new();
+    problems.extend(parts::unreadable_kubeconfigs(pb, input.nodes).into_iter().map(Problem::File));
     let planned: Vec<NodeChanges> = input.nodes.iter().map(|n| plan_node(pb, n, &signers, &selected, v, &mut problems)).collect();
     refuse_if(problems)?;
 
@@ -358,7 +373,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
         cas: Vec::new(),
         stages: vec![parts::preflight(offline, &[]), StagePlan { id: StageId::Renew, name: StageId::Renew.name().into(), checks: Vec::new(), steps }],
         proof: Proof::default(),
-        notes: Vec::new(),
+        notes: capped_note(&planned, input.days).into_iter().collect(),
         node_notes: input.nodes.iter().zip(&planned).flat_map(|(n, p)| p.notes.iter().map(|note| NodeNote { node: n.name.clone(), note: note.clone() })).collect(),
     };
     // Re-signing with the same CA must keep every edge that holds now; one already broken
@@ -379,6 +394,13 @@ fn model_writes(before: &Model, after: &Model, node: &str) -> Vec<ModelWrite> {
         .filter(|(k, c)| before.files.get(*k) != Some(*c))
         .map(|(k, c)| ModelWrite { path: k.path.clone(), content: c.clone() })
         .collect()
+}
+
+/// Certificates whose CA expires before `--days` would take them: they end with it, and say so.
+fn capped_note(planned: &[NodeChanges], days: u32) -> Option<String> {
+    let capped: Vec<&Reissued> = planned.iter().flat_map(|p| &p.changes).flat_map(|c| &c.items).filter(|i| i.capped_at_ca_expiry).collect();
+    let first = capped.first()?;
+    Some(format!("{} renewed certificates expire with their CA ({}, {}), sooner than --days {days} asked: rotate the CA (kcert rotate-ca) for longer", capped.len(), first.signer, first.new_not_after))
 }
 
 fn refuse_if(problems: Vec<Problem>) -> Result<()> {

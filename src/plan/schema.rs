@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::check::Check;
+use super::gates::Check;
 use super::model::{CaId, Content, Effect, Effects};
 use crate::pki::edit;
 use crate::pki::sign::KeyType;
@@ -191,6 +191,8 @@ pub struct NewCa {
     pub new_not_after: i64,
     pub key_type: String,
     pub cert_pem: String,
+    /// The old CA's certificate (public): what no trust may hold once the rotation is done.
+    pub old_pem: String,
     /// Where S1 puts the new CA's certificate and key until S5 moves them into place.
     pub staged_cert: String,
     pub staged_key: String,

@@ -176,6 +176,25 @@ fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
 
+/// A configuration file is text of a few kilobytes: one that is not a regular file (a device,
+/// a FIFO) or larger than this is refused before a byte is read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads a user's configuration file: a regular file (links followed), at most 1 MiB, UTF-8.
+pub fn read_config(path: &Path) -> std::result::Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!("{} bytes: too large for a configuration file (at most {MAX_CONFIG_BYTES})", meta.len()));
+    }
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
 /// A playbook by its embedded name (`kubeadm`), or read from a YAML file.
 pub fn load_playbook(name_or_path: &str) -> Result<Playbook> {
     if let Some(pb) = playbook::builtin(name_or_path) {
@@ -185,12 +204,12 @@ pub fn load_playbook(name_or_path: &str) -> Result<Playbook> {
         return Err(playbook::unknown(name_or_path));
     }
     let path = Path::new(name_or_path);
-    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("playbook {name_or_path}"), e.to_string()))?;
+    let text = read_config(path).map_err(|e| Error::input(format!("playbook {name_or_path}"), e))?;
     playbook::parse(&text, name_or_path, Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())))
 }
 
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Inventory> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::input(path.display().to_string(), format!("cannot read inventory: {e}")))?;
+    let text = read_config(path).map_err(|e| Error::input(path.display().to_string(), format!("cannot read inventory: {e}")))?;
     parse(&text, path, opts)
 }
 
@@ -373,7 +392,7 @@ fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> Error {
 
 /// The YAML key written on `line` of the file, if the line has one (`  roles: [x]` -> roles).
 fn source_key(path: &Path, line: u64) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_config(path).ok()?;
     let l = text.lines().nth(line.checked_sub(1)? as usize)?;
     let (key, _) = l.trim_start().trim_start_matches("- ").split_once(':')?;
     let key = key.trim();
@@ -398,7 +417,7 @@ fn load_ssh_config(ssh: &RawSsh, cx: &Ctx) -> Result<Option<ssh2_config::SshConf
             p
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::input(path.display().to_string(), e.to_string()))?;
+    let text = read_config(&path).map_err(|e| Error::input(path.display().to_string(), e))?;
     if let Some((i, _)) = text.lines().enumerate().find(|(_, l)| l.trim_start().to_ascii_lowercase().starts_with("match ")) {
         return Err(Error::InputAt {
             file: path.clone(),

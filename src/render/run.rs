@@ -45,6 +45,12 @@ pub fn run_report(r: &RunReport, format: Format, out: &mut dyn Write) -> io::Res
                 rows.push(vec![n.node.clone(), n.files.to_string(), restarted, status.to_string()]);
             }
             table(&rows, out)?;
+            if !r.notes.is_empty() {
+                writeln!(out, "\nNotes")?;
+                for n in &r.notes {
+                    writeln!(out, "  - {n}")?;
+                }
+            }
             writeln!(out, "\nrun {} (journal: {})", r.run_id, r.journal)?;
             writeln!(out, "took {:.1}s: {:.1}s waiting for restarts, health gates and API steps, {:.1}s kcert's own work", r.wall_seconds, r.wait_seconds, r.wall_seconds - r.wait_seconds)?;
             if let Some(f) = &r.failure {

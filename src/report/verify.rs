@@ -15,7 +15,7 @@ use crate::pki::cert::{CertInfo, parse_pem};
 use crate::pki::find_issuer;
 use crate::pki::kubeconfig::{self, Material, Part};
 use crate::pki::sign::key_matches;
-use crate::plan::check;
+use crate::plan::gates;
 use crate::playbook::{Playbook, Side};
 use crate::reach::fleet::Fleet;
 use crate::run::gate::{self, CheckResult};
@@ -373,6 +373,20 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
                 ), broken });
             }
         }
+        // Each CA file where its key is: the key must be its first certificate's.
+        for f in pb.files.iter().filter(|f| f.key.is_some() && f.signer.is_none()) {
+            let (Some(cert_path), Some((key_path, key))) = (n.pki.named.get(&f.name), n.ca_key(pb, &f.name)) else { continue };
+            let Some(cert) = certs_of(n, cert_path).ok().and_then(|c| c.into_iter().next()) else { continue };
+            if !key_matches(&cert, key).unwrap_or(false) {
+                findings.push(Finding {
+                    node: n.name.clone(),
+                    component: f.name.clone(),
+                    kind: Kind::PairMismatch,
+                    message: format!("{cert_path} ({}) and {key_path} are not one matching cert and key: what signs with this CA makes certificates nothing trusts", cert.subject),
+                    broken: true,
+                });
+            }
+        }
         for p in &pb.pairs {
             let (Some(cp), Some(kp)) = (n.pki.path_of(Some(&p.component), &p.cert), n.pki.path_of(Some(&p.component), &p.key)) else { continue };
             let (kind, message) = match (certs_of(n, cp).ok().and_then(|c| c.into_iter().next()), n.files.get(kp)) {
@@ -410,7 +424,7 @@ pub async fn run(fleet: &Fleet, extra_paths: &[String], live: bool, now: i64) ->
     let (edges, findings) = graph(&g.playbook, &g.nodes, now);
     let mut report = VerifyReport { edges, findings, live: Vec::new(), checked_live: false };
     if live && !g.offline() {
-        let checks = check::checks(&g.playbook, &g.nodes);
+        let checks = gates::checks(&g.playbook, &g.nodes);
         // A failing edge is tried again for a few seconds, so a component that is reloading
         // is not reported broken; a broken trust fails every try.
         report.live = gate::run(&g.connected, &checks, Duration::from_secs(10)).await;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::gate;
-use crate::plan::check::Check;
+use crate::plan::gates::Check;
 use crate::reach::transport::Transport;
 
 /// What `/v3/maintenance/status` says: this member's id and the leader's.

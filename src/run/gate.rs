@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::pki::kubeconfig;
-use crate::plan::check::{Check, Src};
+use crate::plan::gates::{Check, Src};
 use crate::reach::fleet::Connected;
 use crate::reach::probe::{Handshake, request};
 use crate::reach::transport::{FileData, Transport};

@@ -1,5 +1,6 @@
-//! Owns: kcert's own files on the operator's machine besides the journal: saved plans, and the
-//! new CAs' private keys of a plan or a run (a 0700 folder of 0600 files), written atomically.
+//! Owns: writing kcert's own files on the operator's machine atomically with the right mode
+//! (plans 0644, a run's plan and log 0600), and the new CAs' private keys of a plan or a run
+//! (a 0700 folder of 0600 files).
 //! Must not: log, print or journal key material; keys go to 0600 files and nowhere else.
 
 use std::collections::BTreeMap;

@@ -139,6 +139,8 @@ pub struct RunReport {
     pub nodes: Vec<NodeOutcome>,
     /// Why the run stopped, when it did.
     pub failure: Option<String>,
+    /// What the plan said a person should know (a validity capped, a CA left alone).
+    pub notes: Vec<String>,
     pub wall_seconds: f64,
     /// Time spent waiting for restarts, gates and API steps; the rest is kcert's own work.
     pub wait_seconds: f64,
@@ -242,7 +244,7 @@ impl<'a> Runner<'a> {
     }
 
     fn report(&self) -> RunReport {
-        RunReport { run_id: self.run_id(), kind: self.plan.kind, journal: self.journal_path(), stages: Vec::new(), nodes: Vec::new(), failure: None, wall_seconds: 0.0, wait_seconds: 0.0 }
+        RunReport { run_id: self.run_id(), kind: self.plan.kind, journal: self.journal_path(), stages: Vec::new(), nodes: Vec::new(), failure: None, notes: self.plan.notes.clone(), wall_seconds: 0.0, wait_seconds: 0.0 }
     }
 
     /// Every node of the plan, and what the run did there.
@@ -265,11 +267,45 @@ impl<'a> Runner<'a> {
             .collect()
     }
 
-    /// Carries the plan out from where the journal says it got to.
+    /// The temporary files a kcert killed mid-write left beside the files this plan writes and
+    /// in the run's backups (some hold private keys): removed before a run carries on or undoes.
+    async fn sweep_temps(&self) -> std::result::Result<(), String> {
+        let mut dirs: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let run_id = self.run_id();
+        for (_, _, node, f) in self.plan.file_ops() {
+            let d = dirs.entry(node).or_default();
+            if let Some((dir, _)) = f.path.rsplit_once('/') {
+                d.insert(if dir.is_empty() { "/".into() } else { dir.to_string() });
+            }
+            for s in &self.plan.stages {
+                if let Some((dir, _)) = node::backup_path(&run_id, s.id, &f.path).rsplit_once('/') {
+                    d.insert(dir.to_string());
+                }
+            }
+        }
+        for (node, d) in dirs {
+            let t = self.t(node)?;
+            let dirs: Vec<String> = d.into_iter().collect();
+            let n = t.remove_temps(&dirs).await.map_err(|e| format!("{node}: {e}"))?;
+            if n > 0 {
+                self.note(node, format!("removed {n} temporary files an interrupted write left behind"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries the plan out from where the journal says it got to; `finish` records the end.
     pub async fn run(&self, done: &Done) -> RunReport {
         let started = Instant::now();
         let mut report = self.report();
         self.emit(&Event::Begin { steps: self.plan.step_count() });
+        if done.started
+            && let Err(e) = self.sweep_temps().await
+        {
+            report.failure = Some(e);
+            report.nodes = self.node_outcomes();
+            return report;
+        }
         'stages: for (si, stage) in self.plan.stages.iter().enumerate() {
             let mut out = StageOutcome::new(stage.id, &stage.name, stage.steps.len(), StageStatus::Done);
             if done.stages.contains(&stage.id) {
@@ -355,14 +391,18 @@ impl<'a> Runner<'a> {
         for s in self.plan.stages.iter().skip(report.stages.len()) {
             report.stages.push(StageOutcome::new(s.id, &s.name, s.steps.len(), StageStatus::NotReached));
         }
+        report.nodes = self.node_outcomes();
+        report.wall_seconds = started.elapsed().as_secs_f64();
+        report
+    }
+
+    /// Records how the run ended (after the caller's own checks of the result, if any).
+    pub fn finish(&self, report: &RunReport) {
         let (status, message) = match &report.failure {
             None => (Status::Ok, self.finished_message()),
             Some(f) => (Status::Failed, f.clone()),
         };
         let _ = self.rec(&Record::RunFinished { status, message });
-        report.nodes = self.node_outcomes();
-        report.wall_seconds = started.elapsed().as_secs_f64();
-        report
     }
 
     fn finished_message(&self) -> String {

@@ -13,6 +13,7 @@ use crate::plan::schema::{FileOp, NodeOps};
 use crate::reach::transport::{FileData, WriteFile};
 use crate::text::short_sha;
 
+/// Where a file's backup of a stage goes on its node.
 pub fn backup_path(run_id: &str, stage: StageId, path: &str) -> String {
     format!("{BACKUP_ROOT}/{run_id}/{stage}{path}")
 }

@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use super::{BACKUP_ROOT, Runner, gate};
 use crate::pki::sha256;
-use crate::plan::check::Check;
+use crate::plan::gates::Check;
 use crate::reach::clock::{MAX_SKEW, clock_skew};
 use crate::reach::transport::{FileData, Transport};
 use crate::text::short_sha;
@@ -29,19 +29,31 @@ pub async fn enough_space(t: &dyn Transport, need: &BTreeMap<String, u64>) -> st
 }
 
 impl Runner<'_> {
-    /// S0: room for every backup and new file, clocks, etcd quorum. Nothing is changed.
+    /// S0: room for every backup and new file, each of them writable, clocks, etcd quorum.
+    /// Nothing is changed.
     pub(super) async fn preflight(&self, resumed: bool) -> std::result::Result<(), String> {
+        // Each file takes whole blocks (tmpfs and most filesystems give 4 KiB) and an entry.
+        let blocks = |bytes: u64| bytes.div_ceil(4096) * 4096 + 4096;
         let mut need: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut written: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for (_, _, node, f) in self.plan.file_ops() {
             let dir = f.path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/").to_string();
             let n = need.entry(node).or_default();
-            *n.entry(dir).or_default() += f.bytes;
-            *n.entry(BACKUP_ROOT.to_string()).or_default() += f.old_bytes + 256;
+            *n.entry(dir).or_default() += blocks(f.bytes);
+            *n.entry(BACKUP_ROOT.to_string()).or_default() += blocks(f.old_bytes);
+            let w = written.entry(node).or_default();
+            w.insert(f.path.clone());
+            w.insert(BACKUP_ROOT.to_string());
         }
+        let written = &written;
         let checks = join_all(need.iter().map(|(node, need)| async move {
             let t = self.t(node)?;
-            self.note(node, "preflight: free space");
-            enough_space(t.as_ref(), need).await
+            self.note(node, "preflight: free space, and every file and directory written can be");
+            enough_space(t.as_ref(), need).await?;
+            let paths: Vec<String> = written.get(node).map(|w| w.iter().cloned().collect()).unwrap_or_default();
+            let answers = t.unwritable(&paths).await.map_err(|e| format!("{node}: {e}"))?;
+            let bad: Vec<String> = paths.iter().zip(answers).filter_map(|(p, a)| a.map(|why| format!("{node}: {p}: {why}"))).collect();
+            if bad.is_empty() { Ok(()) } else { Err(format!("{}; nothing was changed", bad.join("; "))) }
         }))
         .await;
         let mut problems: Vec<String> = checks.into_iter().filter_map(|r| r.err()).collect();

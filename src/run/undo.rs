@@ -196,6 +196,10 @@ impl Runner<'_> {
                 return report;
             }
         };
+        if let Err(e) = self.sweep_temps().await {
+            report.failure = Some(e);
+            return report;
+        }
         for si in (to..self.plan.stages.len()).rev() {
             let s = &self.plan.stages[si];
             let live = live_backups(&records, s.id);

@@ -12,11 +12,11 @@ mod stages;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use api::render_script;
-pub use cas::{NewCaInput, OldCa, old_cas, successors};
+pub use cas::{NewCaInput, OldCa, external_cas, old_cas, successors};
 use planner::{Pending, Planner, Rot, Vfs};
 
 use super::build;
-use super::check::Check;
+use super::gates::Check;
 use super::model::FileId;
 use super::parts;
 use super::schema::{Batch, Kind, MadeWith, ModelWrite, NewCa, NodeOps, Options, PLAN_VERSION, Plan, PlanTarget, Proof, StageId, StagePlan, StepPlan};
@@ -44,7 +44,7 @@ pub struct Input<'a> {
 pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Result<Plan, Vec<String>> {
     let pb = input.playbook;
     let model = build::model(pb, input.nodes);
-    let mut problems = Vec::new();
+    let mut problems = parts::unreadable_kubeconfigs(pb, input.nodes);
     let mut rots = Vec::new();
     for old in olds {
         let Some(n) = new_cas.iter().find(|n| n.name == old.name) else {
@@ -84,10 +84,29 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         staged: BTreeMap::new(),
         private: BTreeMap::new(),
         problems: Vec::new(),
+        capped: std::cell::Cell::new(0),
         index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
         holders: Vec::new(),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
+    // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
+    // playbook's components (its manifests moved away) leaves kcert blind to who reads what.
+    let sources: Vec<&str> = pb.components.iter().filter_map(|c| c.source()).collect();
+    for (ri, hs) in planner.holders.iter().enumerate() {
+        for (node, _, _) in hs {
+            if planner.node(node).pki.components.is_empty() {
+                planner.problems.push(format!(
+                    "{node}: holds the {} CA key, but none of the {} playbook's components is there ({}): kcert cannot tell who reads which file, and will not rotate blind",
+                    planner.rots[ri].old.alias,
+                    pb.name,
+                    sources.join(", ")
+                ));
+            }
+        }
+    }
+    if model.edges.is_empty() {
+        planner.problems.push(format!("no TLS edge between the nodes' components was found ({} looked for): a rotation proven over no edge proves nothing; refused", sources.join(", ")));
+    }
     let readers = parts::ReaderIndex::new(&model);
     let node_batches = parts::batches(input.nodes, input.opts.batch_size);
     let mut stages: Vec<StagePlan> = vec![parts::preflight(input.opts.offline, &["the trust graph verifies as the files stand (kcert verify)"])];
@@ -177,7 +196,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         }
         // The signing pair is one matching cert and key at every boundary.
         let pair_problems = planner.check_pairs(id);
-        planner.problems.extend(pair_problems);
+        planner.problems.extend(pair_problems.into_iter().map(|p| format!("{p} (kcert bug): refused")));
     }
     if !planner.problems.is_empty() {
         let mut p = planner.problems;
@@ -208,10 +227,19 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 new_not_after: r.new_cert.not_after,
                 key_type: KeyType::of(&r.new_cert).map(|k| k.label().to_string()).unwrap_or_default(),
                 cert_pem: r.new_pem.clone(),
+                old_pem: r.old_pem.clone(),
             }
         })
         .collect();
     notes.extend(default_notes(pb, &planner));
+    if planner.capped.get() > 0 {
+        let ends = planner.rots.iter().map(|r| format!("{} {}", r.old.alias, rfc3339(r.new_cert.not_after))).collect::<Vec<_>>().join(", ");
+        notes.push(format!(
+            "{} re-signed certificates expire with their new CA ({ends}), sooner than --days {} asked: --ca-days is shorter",
+            planner.capped.get(),
+            input.opts.leaf_days
+        ));
+    }
     let mut plan = Plan {
         version: PLAN_VERSION,
         kind: Kind::RotateCa,

@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use super::Input;
 use super::cas::OldCa;
 use crate::gather::facts::NodeFacts;
-use crate::pki::cert::{CertInfo, first_cert, parse_pem};
-use crate::pki::manifest::manifest_flags;
-use crate::pki::sign::{Signer, Validity, key_matches};
+use crate::pki::cert::{CertInfo, parse_pem};
+use crate::pki::sign::{Signer, Validity};
 use crate::pki::{edit, find_issuer};
 use crate::plan::model::{CaId, Content, FileId};
 use crate::plan::parts;
@@ -71,6 +70,8 @@ pub(super) struct Planner<'a> {
     /// Private keys written, (node, path) -> ca name: rebuilt from the key store.
     pub(super) private: BTreeMap<(String, String), String>,
     pub(super) problems: Vec<String>,
+    /// Leaves re-signed to expire with their new CA, sooner than `--days` asked.
+    pub(super) capped: std::cell::Cell<usize>,
     /// Node name -> its index in the input; per rotation, the nodes holding its key
     /// (node, cert path, key path): looked up for every node, so made once.
     pub(super) index: BTreeMap<String, usize>,
@@ -107,8 +108,8 @@ impl<'a> Planner<'a> {
             .iter()
             .filter_map(|n| {
                 let cert = n.pki.named.get(&r.old.name)?;
-                let key = n.pki.named.get(&r.old.key_name).cloned().or_else(|| pb.file(&r.old.key_name).map(|k| k.path.clone()))?;
-                n.files.contains_key(&key).then(|| (n.name.clone(), cert.clone(), key))
+                let (key, _) = n.ca_key(pb, &r.old.name)?;
+                Some((n.name.clone(), cert.clone(), key))
             })
             .collect()
     }
@@ -143,6 +144,9 @@ impl<'a> Planner<'a> {
         let parsed = parse_pem(bytes).map_err(|e| e.to_string())?.certs;
         let leaf = parsed.first().ok_or("no certificate in it")?;
         let renewed = r.signer.resign(leaf, self.v, extra_sans).map_err(|e| e.to_string())?;
+        if renewed.capped {
+            self.capped.set(self.capped.get() + 1);
+        }
         let mut out = vec![renewed.pem];
         for (pem, c) in pems.iter().zip(&parsed).skip(1) {
             if let Some(x) = self.rots.iter().find(|x| x.old.cert.sha256 == c.sha256) {
@@ -188,36 +192,8 @@ impl<'a> Planner<'a> {
         self.private.insert((node.to_string(), path.to_string()), self.rots[ri].old.name.clone());
     }
 
-    /// Every signing pair of every node: the cert file's first certificate and the key file
-    /// as the plan leaves them after stage `stage` must be one matching pair.
+    /// Every signing pair of every node, as the plan leaves the files after stage `stage`.
     pub(super) fn check_pairs(&self, stage: StageId) -> Vec<String> {
-        let pb = self.input.playbook;
-        let mut out = Vec::new();
-        for n in self.input.nodes {
-            for pair in &pb.pairs {
-                let Some(comp) = pb.component(&pair.component) else {
-                    continue;
-                };
-                if !n.pki.components.contains_key(&pair.component) {
-                    continue;
-                }
-                let Some(manifest) = comp.manifest.as_ref().and_then(|m| self.vfs.get(&n.name, m)) else {
-                    continue;
-                };
-                let Ok(flags) = manifest_flags(&String::from_utf8_lossy(&manifest)) else {
-                    continue;
-                };
-                let (Some(cp), Some(kp)) = (flags.get(&pair.cert), flags.get(&pair.key)) else {
-                    continue;
-                };
-                let (Some(c), Some(k)) = (self.vfs.get(&n.name, cp).and_then(|b| first_cert(&b).ok()), self.vfs.get(&n.name, kp)) else {
-                    continue;
-                };
-                if !key_matches(&c, &k).unwrap_or(false) {
-                    out.push(format!("after {stage}, {}: {} {cp} and {} {kp} would not be one matching cert and key (kcert bug): refused", n.name, pair.cert, pair.key));
-                }
-            }
-        }
-        out
+        parts::pair_problems(self.input.playbook, self.input.nodes, stage, &|node, path| self.vfs.get(node, path))
     }
 }

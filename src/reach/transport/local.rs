@@ -112,8 +112,15 @@ fn nix_gid(p: &Path) -> std::io::Result<u32> {
     std::fs::metadata(p).map(|m| m.gid())
 }
 
+/// Linux's limit on a path's length.
+const PATH_MAX: usize = 4096;
+
 /// Resolves `node_path` under `root` like the kernel would if `root` were `/`.
 pub fn resolve_in_root(root: &Path, node_path: &str) -> Result<PathBuf, String> {
+    // As the kernel: a path longer than PATH_MAX is refused, not walked component by component.
+    if node_path.len() > PATH_MAX {
+        return Err(format!("a path of {} bytes: longer than PATH_MAX ({PATH_MAX})", node_path.len()));
+    }
     let mut pending: Vec<String> = node_path.split('/').filter(|s| !s.is_empty()).map(str::to_string).rev().collect();
     let mut current: Vec<String> = Vec::new();
     let mut hops = 0;
@@ -300,6 +307,42 @@ impl Transport for LocalTransport {
             }
         }
         Ok(())
+    }
+
+    async fn remove_temps(&self, dirs: &[String]) -> NodeResult<usize> {
+        let mut n = 0;
+        for d in dirs {
+            let Ok(h) = self.host_path(d) else { continue };
+            let Ok(entries) = std::fs::read_dir(&h) else { continue };
+            for e in entries.flatten() {
+                let temp = e.file_name().to_string_lossy().starts_with(".kcert.");
+                if temp && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn unwritable(&self, paths: &[String]) -> NodeResult<Vec<Option<String>>> {
+        let mut out = Vec::new();
+        for p in paths {
+            let h = self.host_path(p).map_err(NodeFailure::command)?;
+            if h.is_file() {
+                // Opened for appending, nothing written: fails on a read-only mount or an immutable file.
+                out.push(std::fs::OpenOptions::new().append(true).open(&h).err().map(|e| format!("the file cannot be written: {e}")));
+                continue;
+            }
+            let mut d = h.clone();
+            while !d.is_dir() && d.pop() {}
+            let probe = d.join(format!(".kcert.{}.probe", std::process::id()));
+            let made = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe);
+            out.push(match made {
+                Ok(_) => std::fs::remove_file(&probe).err().map(|e| format!("cannot remove a probe file in {}: {e}", d.display())),
+                Err(e) => Some(format!("nothing can be created in {}: {e}", d.display())),
+            });
+        }
+        Ok(out)
     }
 
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {

@@ -125,6 +125,13 @@ pub trait Transport: Send + Sync {
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()>;
     /// Removes each directory that is empty, in the order given; others are left alone.
     async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()>;
+    /// Removes the temporary files an interrupted `write_files` left in these directories
+    /// (`.kcert.*`: some hold private keys); returns how many.
+    async fn remove_temps(&self, dirs: &[String]) -> NodeResult<usize>;
+    /// Whether each path can be written as `write_files` writes it: a directory, by making and
+    /// removing a temporary file in it (or in its nearest existing parent); a file, by opening
+    /// it for writing without changing it. One answer per path: why not, or `None`.
+    async fn unwritable(&self, paths: &[String]) -> NodeResult<Vec<Option<String>>>;
     /// A TCP connection to `host:port` as seen from the node.
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>>;
 }

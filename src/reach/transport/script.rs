@@ -172,6 +172,44 @@ pub fn remove_empty_dirs(dirs: &[String]) -> String {
     s
 }
 
+/// Removes `.kcert.*` temporary files in each directory; prints how many went.
+pub fn remove_temps(dirs: &[String]) -> String {
+    let mut s = String::from("n=0\n");
+    for d in dirs {
+        s.push_str(&format!("for f in {}/.kcert.*; do [ -f \"$f\" ] && rm -f -- \"$f\" && n=$((n+1)); done\n", quote(d)));
+    }
+    s.push_str("echo $n\n");
+    s
+}
+
+/// One line per path: `ok`, or why it cannot be written (see `Transport::unwritable`).
+pub fn unwritable(paths: &[String]) -> String {
+    let mut s = String::new();
+    for p in paths {
+        s.push_str(&format!(
+            r#"p={p}
+if [ -f "$p" ]; then
+  if [ -w "$p" ] && : >> "$p" 2>/dev/null; then echo ok; else echo "the file cannot be written (read-only or immutable)"; fi
+else
+  d="$p"; while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
+  t=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) && rm -f -- "$t" && echo ok || echo "nothing can be created in $d (read-only, immutable, or full)"
+fi
+"#,
+            p = quote(p)
+        ));
+    }
+    s
+}
+
+pub fn parse_lines(stdout: &[u8], count: usize) -> Result<Vec<Option<String>>, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let lines: Vec<Option<String>> = text.lines().map(|l| if l == "ok" { None } else { Some(l.to_string()) }).collect();
+    if lines.len() != count {
+        return Err(format!("expected {count} answers, got {}", lines.len()));
+    }
+    Ok(lines)
+}
+
 /// `df` of the nearest existing parent of `path`.
 pub fn free_space(path: &str) -> String {
     format!(

@@ -397,6 +397,22 @@ impl Transport for SshTransport {
         self.run(&script::remove_empty_dirs(dirs)).await.map(|_| ())
     }
 
+    async fn remove_temps(&self, dirs: &[String]) -> NodeResult<usize> {
+        if dirs.is_empty() {
+            return Ok(0);
+        }
+        let out = self.run(&script::remove_temps(dirs)).await?;
+        Ok(out.stdout_text().trim().parse().unwrap_or(0))
+    }
+
+    async fn unwritable(&self, paths: &[String]) -> NodeResult<Vec<Option<String>>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::unwritable(paths)).await?;
+        script::parse_lines(&out.stdout, paths.len()).map_err(NodeFailure::command)
+    }
+
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
         let ch = self
             .handle
