@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
 use common::{Test, kubeconfig_certs, pem_certs};
 
 
@@ -437,6 +437,7 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     let probes = probe(f, "stop");
     rb.status(0).stdout_has("restored");
     assert_same_snapshot("a renewal rolled back", &before, &pki_snapshot(f));
+    assert_no_temp_files(f, "a renewal killed, resumed and rolled back");
     probes.unwrap_or_else(|e| panic!("handshakes failed while the renewal was killed, resumed and rolled back:\n{e}"));
     let lines = journal_lines(sd.path());
     let first_restore = lines.iter().position(|v| v["event"] == "restored").expect("restored records");

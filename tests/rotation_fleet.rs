@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, Scenario, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for};
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 /// Keeps a command's output for the last scenario's key-leak scan.
@@ -165,6 +165,7 @@ fn killed_three_times_then_resumed_with_no_failed_handshake(f: &Fleet) {
     done.status(0);
     let report = done.json();
     assert!(report["failure"].is_null(), "{report}");
+    assert_no_temp_files(f, "three kills and resumes");
     let probes = probes.unwrap_or_else(|e| panic!("handshakes failed while kcert was killed and resumed:\n{e}"));
     eprintln!("{probes}");
     // No file was written twice: each (stage, step, node, path) has at most one written record.
@@ -194,6 +195,7 @@ fn killed_inside_s5_then_rolled_back_byte_for_byte(f: &Fleet) {
     keep(f, "rollback", &rb);
     rb.status(0).stdout_has("rolled back");
     assert_same_snapshot("rollback after a kill", &before, &pki_snapshot(f));
+    assert_no_temp_files(f, "a kill inside S5 and a rollback");
     probes.unwrap_or_else(|e| panic!("handshakes failed during the rollback:\n{e}"));
     f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
 }

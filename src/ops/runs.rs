@@ -12,7 +12,7 @@ use super::{RunOptions, connect, fleet_of, load_plan, saved};
 use crate::error::{Error, Result};
 use crate::plan::schema::PlanTarget;
 use crate::plan::{Kind, Plan, StageId};
-use crate::run::journal::{self, Done, Journal, Record, Status, TargetRecord};
+use crate::run::journal::{self, Journal, Record, Status, TargetRecord};
 use crate::run::{RunReport, Runner};
 
 /// How a run stands.
@@ -85,9 +85,11 @@ fn summary(id: &str, records: &[Record]) -> RunSummary {
         }
     }
     if state == RunState::Interrupted {
+        let changed = records.iter().any(|r| matches!(r, Record::Backup { .. } | Record::Written { .. }));
         detail = match stage {
-            Some(s) => format!("in {s}: `kcert resume {id}` or `kcert rollback {id}`"),
-            None => "before any stage".into(),
+            Some(s) if changed => format!("in {s}: `kcert resume {id}` or `kcert rollback {id}`"),
+            Some(s) => format!("in {s}, before it changed anything: `kcert resume {id}` starts it over"),
+            None => "before it changed anything: nothing to resume or roll back".into(),
         };
     }
     RunSummary { run_id: id.to_string(), command, started, state, detail }
@@ -168,14 +170,14 @@ fn reopen(state_dir: &Path, run_id: &str, inventory: Option<&Path>) -> Result<Re
 /// no step is done twice.
 pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
-    let r = reopen(&run.state_dir, &id, inventory)?;
-    let done = journal::done(&r.e.records);
+    let done = journal::done(&journal::read(&run.state_dir, &id)?);
     if done.finished == Some(Status::Ok) {
         return Err(Error::input(format!("run {id}"), "it finished; there is nothing to resume"));
     }
     if !done.started {
         return Err(Error::input(format!("run {id}"), "it stopped before its first stage: nothing was changed, and there is nothing to resume; start a new run"));
     }
+    let r = reopen(&run.state_dir, &id, inventory)?;
     let mut g = crate::gather::gather(&r.fleet, &[]).await?;
     super::holds_up(&mut g, &r.e.plan, &r.e.keys, &done).await?;
     (run.confirm)(&r.e.plan, &[])?;
@@ -189,16 +191,15 @@ pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOpt
 /// (the first stage: everything), restoring each file byte for byte.
 pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
+    if journal::done(&journal::read(&run.state_dir, &id)?).live_files == 0 {
+        return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
+    }
     let r = reopen(&run.state_dir, &id, inventory)?;
     let stages: Vec<StageId> = r.e.plan.stages.iter().map(|s| s.id).collect();
     let wanted = StageId::parse(to_stage);
     let Some(to) = wanted.and_then(|w| stages.iter().position(|s| *s == w)) else {
         return Err(Error::Usage(format!("--to-stage {to_stage}: the plan's stages are {}", stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
     };
-    let d: Done = journal::done(&r.e.records);
-    if d.live_files == 0 {
-        return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
-    }
     let nodes = connect(&r.fleet, &r.e.plan).await?;
     let j = Journal::reopen(&run.state_dir, &id)?;
     let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, crate::run::OnFailure::Pause, run.observer);

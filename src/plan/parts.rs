@@ -183,13 +183,14 @@ pub fn unreadable_kubeconfigs(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<String>
             match kubeconfig::parse_kubeconfig(bytes) {
                 Err(e) => out.push(format!("{at}: not a readable kubeconfig: {e}")),
                 Ok(kc) => {
-                    for e in kc.embedded.iter().filter_map(|e| e.content.as_ref().err().map(|err| (e, err))) {
-                        out.push(format!("{at}: {}: {}", e.0.field.display(), e.1));
+                    let bad: Vec<String> = kc.embedded.iter().filter_map(|e| e.content.as_ref().err().map(|err| format!("{at}: {}: {err}", e.field.display()))).collect();
+                    if bad.is_empty()
+                        && let Err(e) = kubeconfig::identity(bytes)
+                    {
+                        out.push(format!("{at}: {e}"));
                     }
+                    out.extend(bad);
                 }
-            }
-            if let Err(e) = kubeconfig::identity(bytes) {
-                out.push(format!("{at}: {e}"));
             }
         }
     }

@@ -413,7 +413,11 @@ fn refuse_if(problems: Vec<Problem>) -> Result<()> {
         }
     }
     let mut out: Vec<String> = by_ca.into_iter().map(|(ca, (why, files))| format!("CA {ca}: {why}\n    needed to renew: {}", files.join(", "))).collect();
-    out.extend(lines);
+    for l in lines {
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
     if out.is_empty() {
         return Ok(());
     }

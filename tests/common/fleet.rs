@@ -167,6 +167,14 @@ pub fn is(v: &serde_json::Value, event: &str, stage: &str, step: Option<u64>) ->
     v["event"] == event && v["stage"] == stage && step.is_none_or(|s| v["step"] == s)
 }
 
+/// No temporary file of an interrupted write is left anywhere kcert writes, on any node.
+pub fn assert_no_temp_files(f: &Fleet, after: &str) {
+    for n in &f.nodes {
+        let left = sh(&n.container, "find /etc/kubernetes /var/lib/kubelet /var/lib/kcert -name '.kcert.*' 2>/dev/null || true");
+        assert!(left.trim().is_empty(), "{after}: temporary files left on {}:\n{left}", n.name);
+    }
+}
+
 pub type Scenario = fn(&Fleet);
 
 /// Runs `scenarios` in order against one fleet brought up for this run (`--small-pki NODE`

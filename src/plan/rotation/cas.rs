@@ -166,7 +166,7 @@ pub fn external_cas(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<(String, String)>
         let Some(comp) = pb.component(cc) else { continue };
         for n in nodes.iter().filter(|n| n.pki.components.contains_key(cc)) {
             let urls = e.client.urls.as_ref().and_then(|k| n.pki.components[cc].get(k).map(|v| format!(" ({k}={v})"))).unwrap_or_default();
-            let why = format!("{} on {} talks to a {sc} that runs on none of the inventory's nodes{urls}", e.name, n.name);
+            let why = format!("{} on {} talks to {sc}, which runs on none of the inventory's nodes{urls}", e.name, n.name);
             let file_of = |key: &Option<String>| key.as_ref().and_then(|k| comp.refs.iter().find(|r| &r.key == k)).and_then(|r| pb.file(&r.file));
             if let Some(signer) = file_of(&e.client.cert).and_then(|f| f.signer.clone()) {
                 add(signer, why.clone());

@@ -92,17 +92,19 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
     // playbook's components (its manifests moved away) leaves kcert blind to who reads what.
     let sources: Vec<&str> = pb.components.iter().filter_map(|c| c.source()).collect();
+    let mut blind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (ri, hs) in planner.holders.iter().enumerate() {
-        for (node, _, _) in hs {
-            if planner.node(node).pki.components.is_empty() {
-                planner.problems.push(format!(
-                    "{node}: holds the {} CA key, but none of the {} playbook's components is there ({}): kcert cannot tell who reads which file, and will not rotate blind",
-                    planner.rots[ri].old.alias,
-                    pb.name,
-                    sources.join(", ")
-                ));
-            }
+        for (node, _, _) in hs.iter().filter(|(node, _, _)| planner.node(node).pki.components.is_empty()) {
+            blind.entry(node.clone()).or_default().push(planner.rots[ri].old.alias.clone());
         }
+    }
+    for (node, aliases) in blind {
+        planner.problems.push(format!(
+            "{node}: holds the key of the {} CA, but none of the {} playbook's components is there ({}): kcert cannot tell who reads which file, and will not rotate blind",
+            aliases.join(", "),
+            pb.name,
+            sources.join(", ")
+        ));
     }
     if model.edges.is_empty() {
         planner.problems.push(format!("no TLS edge between the nodes' components was found ({} looked for): a rotation proven over no edge proves nothing; refused", sources.join(", ")));

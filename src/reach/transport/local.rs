@@ -334,7 +334,11 @@ impl Transport for LocalTransport {
                 continue;
             }
             let mut d = h.clone();
-            while !d.is_dir() && d.pop() {}
+            while std::fs::symlink_metadata(&d).is_err() && d.pop() {}
+            if !d.is_dir() {
+                out.push(Some(format!("{} is in the way: a file where a directory must be made", d.display())));
+                continue;
+            }
             let probe = d.join(format!(".kcert.{}.probe", std::process::id()));
             let made = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe);
             out.push(match made {

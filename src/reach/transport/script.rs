@@ -191,8 +191,10 @@ pub fn unwritable(paths: &[String]) -> String {
 if [ -f "$p" ]; then
   if [ -w "$p" ] && : >> "$p" 2>/dev/null; then echo ok; else echo "the file cannot be written (read-only or immutable)"; fi
 else
-  d="$p"; while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
-  t=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) && rm -f -- "$t" && echo ok || echo "nothing can be created in $d (read-only, immutable, or full)"
+  d="$p"; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
+  if [ ! -d "$d" ]; then echo "$d is in the way: a file where a directory must be made"
+  else t=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) && rm -f -- "$t" && echo ok || echo "nothing can be created in $d (read-only, immutable, or full)"
+  fi
 fi
 "#,
             p = quote(p)
@@ -273,6 +275,25 @@ mod tests {
         assert_eq!(parse_list_files(&run(list_files(&[dir.path().to_string_lossy().into_owned()]))), vec![paths[0].clone()]);
         assert_eq!(parse_exists(&run(exists(&paths)), 2).unwrap(), vec![true, false]);
         assert!(parse_df(&run(free_space(&paths[1]))).unwrap() > 0);
+    }
+
+    #[test]
+    fn temps_are_swept_and_writability_probed_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        std::fs::write(dir.path().join(".kcert.AbC123"), b"a key").unwrap();
+        std::fs::write(dir.path().join(".kcert.4242.0.99"), b"a key").unwrap();
+        std::fs::write(dir.path().join("ca.crt"), b"keep").unwrap();
+        std::fs::write(dir.path().join("blocker"), b"a file").unwrap();
+        let run = |s: String| std::process::Command::new("sh").arg("-c").arg(s).output().unwrap().stdout;
+        assert_eq!(String::from_utf8(run(remove_temps(std::slice::from_ref(&d)))).unwrap().trim(), "2");
+        let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert!(left.iter().all(|n| !n.starts_with(".kcert.")), "{left:?}");
+        let paths = vec![format!("{d}/ca.crt"), format!("{d}/new/sub/x.key"), format!("{d}/blocker/sub/x.key")];
+        let answers = parse_lines(&run(unwritable(&paths)), 3).unwrap();
+        assert_eq!(answers[0], None);
+        assert_eq!(answers[1], None);
+        assert!(answers[2].as_deref().is_some_and(|a| a.contains("blocker is in the way")), "{answers:?}");
     }
 
     #[test]
