@@ -18,7 +18,7 @@ pub struct RotateArgs {
     /// CAs to rotate: cluster, etcd, front-proxy (default: every one the cluster has).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub ca: Vec<String>,
-    /// Key type of the new CAs (default: the old ones'): rsa2048, rsa3072, rsa4096, ecdsa-p256, ecdsa-p384.
+    /// Key type of the new CAs (default: the old ones'): rsa2048, rsa3072, rsa4096, ecdsa-p256, ecdsa-p384, ed25519.
     #[arg(long, value_name = "TYPE")]
     pub key_type: Option<String>,
     /// Validity of the new CAs, in days.
