@@ -58,13 +58,13 @@ pub struct Playbook {
     pub rotation: Option<Rotation>,
     /// Which text this is: set when parsed, never read from the YAML.
     #[serde(skip)]
-    pub source: Source,
+    pub source: Origin,
 }
 
 /// Where a playbook's text came from and its sha256: plans record it, and a plan whose
 /// playbook changed since is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
+pub struct Origin {
     pub name: String,
     pub sha256: String,
     /// A playbook given as a file (absent: embedded in kcert).
@@ -414,7 +414,7 @@ pub fn parse(text: &str, origin: &str, path: Option<PathBuf>) -> Result<Playbook
             message: e.to_string().lines().next().unwrap_or("").to_string(),
         }
     })?;
-    pb.source = Source { name: pb.name.clone(), sha256: crate::pki::sha256(text.as_bytes()), path };
+    pb.source = Origin { name: pb.name.clone(), sha256: crate::pki::sha256(text.as_bytes()), path };
     pb.validate(origin)
 }
 

@@ -12,7 +12,7 @@ use super::{RunOptions, connect, fleet_of, load_plan, saved};
 use crate::error::{Error, Result};
 use crate::plan::schema::PlanTarget;
 use crate::plan::{Kind, Plan, StageId};
-use crate::run::journal::{self, Journal, Record, Status, TargetRecord};
+use crate::run::journal::{self, Journal, Record, Finish, TargetRecord};
 use crate::run::{RunReport, Runner};
 
 /// How a run stands.
@@ -70,7 +70,7 @@ fn summary(id: &str, records: &[Record]) -> RunSummary {
         match r {
             Record::StageStarted { stage: s } => stage = Some(*s),
             Record::RunFinished { status, message } => {
-                state = if *status == Status::Ok { RunState::Finished } else { RunState::Stopped };
+                state = if *status == Finish::Ok { RunState::Finished } else { RunState::Stopped };
                 detail = message.clone();
             }
             Record::Paused { stage: s, step, .. } => {
@@ -78,7 +78,7 @@ fn summary(id: &str, records: &[Record]) -> RunSummary {
                 detail = format!("{s} step {}", step + 1);
             }
             Record::RolledBack { status, message, .. } => {
-                state = if *status == Status::Ok { RunState::RolledBack } else { RunState::RollbackFailed };
+                state = if *status == Finish::Ok { RunState::RolledBack } else { RunState::RollbackFailed };
                 detail = message.clone();
             }
             _ => {}
@@ -116,7 +116,7 @@ pub fn unfinished(state_dir: &Path, cluster: &PlanTarget) -> Option<String> {
             continue;
         }
         let d = journal::done(&records);
-        if d.live_files > 0 && d.finished != Some(Status::Ok) {
+        if d.live_files > 0 && d.finished != Some(Finish::Ok) {
             let s = summary(&id, &records);
             return Some(format!("the {command} run {id} on this cluster is unfinished ({}{}): carry it on with `kcert resume {id}`, or undo it with `kcert rollback {id}`", s.state.as_str(), if s.detail.is_empty() { String::new() } else { format!(", {}", s.detail) }));
         }
@@ -171,7 +171,7 @@ fn reopen(state_dir: &Path, run_id: &str, inventory: Option<&Path>) -> Result<Re
 pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
     let done = journal::done(&journal::read(&run.state_dir, &id)?);
-    if done.finished == Some(Status::Ok) {
+    if done.finished == Some(Finish::Ok) {
         return Err(Error::input(format!("run {id}"), "it finished; there is nothing to resume"));
     }
     if !done.started {
@@ -210,8 +210,8 @@ pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&P
     let report = runner.rollback(to).await;
     let now = crate::text::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
     let (status, message) = match &report.failure {
-        None => (Status::Ok, format!("stages {} and later undone", stages[to])),
-        Some(f) => (Status::Failed, f.clone()),
+        None => (Finish::Ok, format!("stages {} and later undone", stages[to])),
+        Some(f) => (Finish::Failed, f.clone()),
     };
     runner.journal.lock().expect("journal lock").record(&Record::RolledBack { at: now, status, message })?;
     Ok(report)

@@ -128,7 +128,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MadeWith {
     pub kcert: String,
-    pub playbook: crate::playbook::Source,
+    pub playbook: crate::playbook::Origin,
 }
 
 impl MadeWith {

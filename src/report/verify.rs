@@ -43,7 +43,7 @@ pub struct EdgeReport {
 /// the message is for people (and is what JSON carries, as before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Kind {
+pub enum ProblemKind {
     /// A file the edge needs is not there or may not be read.
     Unreadable,
     /// A file a kubeconfig names is not there.
@@ -64,21 +64,21 @@ pub enum Kind {
     Setting,
 }
 
-impl Kind {
+impl ProblemKind {
     /// What a rotation cannot fix and must not start over: its re-signing fixes the rest.
     pub fn refuses_rotation(self) -> bool {
-        matches!(self, Kind::Unreadable | Kind::KeyMismatch | Kind::PairMismatch)
+        matches!(self, ProblemKind::Unreadable | ProblemKind::KeyMismatch | ProblemKind::PairMismatch)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub kind: Kind,
+    pub kind: ProblemKind,
     pub message: String,
 }
 
 impl Problem {
-    fn new(kind: Kind, message: impl Into<String>) -> Problem {
+    fn new(kind: ProblemKind, message: impl Into<String>) -> Problem {
         Problem { kind, message: message.into() }
     }
 }
@@ -107,7 +107,7 @@ pub struct CertRef {
 pub struct Finding {
     pub node: String,
     pub component: String,
-    pub kind: Kind,
+    pub kind: ProblemKind,
     pub message: String,
     /// Broken (exit 3) or a warning worth reading.
     pub broken: bool,
@@ -145,8 +145,8 @@ struct Material3 {
 }
 
 fn certs_of(n: &NodeFacts, path: &str) -> std::result::Result<Vec<CertInfo>, Problem> {
-    let bytes = n.files.get(path).ok_or_else(|| Problem::new(Kind::Unreadable, format!("{}: {path}: missing or unreadable", n.name)))?;
-    parse_pem(bytes).map(|c| c.certs).map_err(|e| Problem::new(Kind::Invalid, format!("{}: {path}: {e}", n.name)))
+    let bytes = n.files.get(path).ok_or_else(|| Problem::new(ProblemKind::Unreadable, format!("{}: {path}: missing or unreadable", n.name)))?;
+    parse_pem(bytes).map(|c| c.certs).map_err(|e| Problem::new(ProblemKind::Invalid, format!("{}: {path}: {e}", n.name)))
 }
 
 fn side_material(n: &NodeFacts, side: &Side, kubeconfig_path: Option<&str>) -> Material3 {
@@ -155,13 +155,13 @@ fn side_material(n: &NodeFacts, side: &Side, kubeconfig_path: Option<&str>) -> M
     if let Some(kc) = kubeconfig_path {
         m.label = format!("{node}:{kc}");
         let Some(bytes) = n.files.get(kc) else {
-            m.problems.push(Problem::new(Kind::Unreadable, format!("{node}: {kc}: unreadable")));
+            m.problems.push(Problem::new(ProblemKind::Unreadable, format!("{node}: {kc}: unreadable")));
             return m;
         };
         match kubeconfig::identity(bytes) {
             Ok(id) => {
                 m.dials = Some(url_host(&id.server)).filter(|h| !h.is_empty());
-                let load = |which: Part| -> Option<std::result::Result<Vec<u8>, Problem>> { id.load(which, kc, &n.files).map_err(|e| Problem::new(Kind::Missing, format!("{node}: {e}"))).transpose() };
+                let load = |which: Part| -> Option<std::result::Result<Vec<u8>, Problem>> { id.load(which, kc, &n.files).map_err(|e| Problem::new(ProblemKind::Missing, format!("{node}: {e}"))).transpose() };
                 match load(Part::Cert) {
                     Some(Ok(b)) => m.cert = parse_pem(&b).ok().and_then(|c| c.certs.into_iter().next()),
                     Some(Err(e)) => m.problems.push(e),
@@ -182,7 +182,7 @@ fn side_material(n: &NodeFacts, side: &Side, kubeconfig_path: Option<&str>) -> M
                     None => {}
                 }
             }
-            Err(e) => m.problems.push(Problem::new(Kind::Invalid, format!("{node}: {kc}: {e}"))),
+            Err(e) => m.problems.push(Problem::new(ProblemKind::Invalid, format!("{node}: {kc}: {e}"))),
         }
         return m;
     }
@@ -216,9 +216,9 @@ fn chain_problem(cert: &CertInfo, trust: &[CertInfo], now: i64, what: &str) -> O
     let cas: Vec<&CertInfo> = trust.iter().collect();
     let Some(ca) = find_issuer(cert, &cas) else {
         let names: Vec<&str> = trust.iter().map(|c| c.subject.as_str()).collect();
-        return Some(Problem::new(Kind::Untrusted, format!("{what} ({}) is not signed by any CA it is checked against ({})", cert.subject, names.join("; "))));
+        return Some(Problem::new(ProblemKind::Untrusted, format!("{what} ({}) is not signed by any CA it is checked against ({})", cert.subject, names.join("; "))));
     };
-    let late = |m: String| Some(Problem::new(Kind::OutOfDate, m));
+    let late = |m: String| Some(Problem::new(ProblemKind::OutOfDate, m));
     if cert.not_after <= now {
         return late(format!("{what} ({}) expired on {}", cert.subject, rfc3339(cert.not_after)));
     }
@@ -298,21 +298,21 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
                         if let Some(k) = &cm.key
                             && !key_matches(cert, k).unwrap_or(false)
                         {
-                            problems.push(Problem::new(Kind::KeyMismatch, format!("the client key does not match the client certificate ({})", cm.label)));
+                            problems.push(Problem::new(ProblemKind::KeyMismatch, format!("the client key does not match the client certificate ({})", cm.label)));
                         }
                     }
                     if let Some(cert) = &sm.cert {
                         match &cm.trust {
                             Some(t) => problems.extend(chain_problem(cert, t, now, "server certificate")),
                             None if e.client.trusts.is_some() || !e.client.kubeconfigs.is_empty() => {
-                                problems.push(Problem::new(Kind::NoTrust, "the client does not verify the server's certificate (no trust file configured)"))
+                                problems.push(Problem::new(ProblemKind::NoTrust, "the client does not verify the server's certificate (no trust file configured)"))
                             }
                             None => {}
                         }
                         if let Some(k) = &sm.key
                             && !key_matches(cert, k).unwrap_or(false)
                         {
-                            problems.push(Problem::new(Kind::KeyMismatch, format!("the server key does not match the server certificate ({})", sm.label)));
+                            problems.push(Problem::new(ProblemKind::KeyMismatch, format!("the server key does not match the server certificate ({})", sm.label)));
                         }
                         // The name the client dials must be in the server cert's SANs.
                         let name = if let Some(d) = &cm.dials {
@@ -326,13 +326,13 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
                         if let Some(n) = name.filter(|n| cm.trust.is_some() && !(n == "127.0.0.1" && server.offline) && !(server.offline && server_comp == Some("kubelet")))
                             && !san_covers(cert, &n)
                         {
-                            problems.push(Problem::new(Kind::SanMissing, format!("the server certificate ({}) does not cover {n} in its SANs", cert.subject)));
+                            problems.push(Problem::new(ProblemKind::SanMissing, format!("the server certificate ({}) does not cover {n} in its SANs", cert.subject)));
                         }
                     }
                     // The apiserver without --kubelet-certificate-authority checks nothing: a finding, not an edge failure.
                     problems.dedup();
                     if server_comp == Some("kubelet") {
-                        problems.retain(|p| p.kind != Kind::NoTrust);
+                        problems.retain(|p| p.kind != ProblemKind::NoTrust);
                     }
                     edges.push(EdgeReport {
                         edge: e.name.clone(),
@@ -366,7 +366,7 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
             {
                 // The apiserver checks kubelets only when told to: then it is a warning.
                 let broken = comp != "kubelet";
-                findings.push(Finding { node: n.name.clone(), component: comp.to_string(), kind: Kind::SanMissing, message: format!(
+                findings.push(Finding { node: n.name.clone(), component: comp.to_string(), kind: ProblemKind::SanMissing, message: format!(
                     "{path} ({}) does not cover the node's address {addr} in its SANs{}",
                     cert.subject,
                     if comp == "kubelet" { " (kcert renew --certs kubelet-serving adds it)" } else { "" }
@@ -381,7 +381,7 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
                 findings.push(Finding {
                     node: n.name.clone(),
                     component: f.name.clone(),
-                    kind: Kind::PairMismatch,
+                    kind: ProblemKind::PairMismatch,
                     message: format!("{cert_path} ({}) and {key_path} are not one matching cert and key: what signs with this CA makes certificates nothing trusts", cert.subject),
                     broken: true,
                 });
@@ -391,9 +391,9 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
             let (Some(cp), Some(kp)) = (n.pki.path_of(Some(&p.component), &p.cert), n.pki.path_of(Some(&p.component), &p.key)) else { continue };
             let (kind, message) = match (certs_of(n, cp).ok().and_then(|c| c.into_iter().next()), n.files.get(kp)) {
                 (Some(c), Some(k)) if key_matches(&c, k).unwrap_or(false) => continue,
-                (Some(_), Some(_)) => (Kind::PairMismatch, format!("{} {cp} and {} {kp} are not one matching cert and key", p.cert, p.key)),
-                (None, _) => (Kind::Invalid, format!("{} {cp}: no certificate", p.cert)),
-                (_, None) => (Kind::Missing, format!("{} {kp}: missing", p.key)),
+                (Some(_), Some(_)) => (ProblemKind::PairMismatch, format!("{} {cp} and {} {kp} are not one matching cert and key", p.cert, p.key)),
+                (None, _) => (ProblemKind::Invalid, format!("{} {cp}: no certificate", p.cert)),
+                (_, None) => (ProblemKind::Missing, format!("{} {kp}: missing", p.key)),
             };
             findings.push(Finding { node: n.name.clone(), component: p.component.clone(), kind, message, broken: true });
         }
@@ -403,15 +403,15 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
                 let v = facts.get(&w.key);
                 let warn = if w.unless == "set" { v.is_none() } else { v.map(String::as_str) != Some(w.unless.as_str()) };
                 if warn {
-                    findings.push(Finding { node: n.name.clone(), component: c.name.clone(), kind: Kind::Setting, message: w.message.clone(), broken: false });
+                    findings.push(Finding { node: n.name.clone(), component: c.name.clone(), kind: ProblemKind::Setting, message: w.message.clone(), broken: false });
                 }
             }
         }
         for err in &n.pki.errors {
             let kind = match err.kind {
-                FoundErrorKind::Missing => Kind::Missing,
-                FoundErrorKind::Unreadable => Kind::Unreadable,
-                FoundErrorKind::Invalid => Kind::Invalid,
+                FoundErrorKind::Missing => ProblemKind::Missing,
+                FoundErrorKind::Unreadable => ProblemKind::Unreadable,
+                FoundErrorKind::Invalid => ProblemKind::Invalid,
             };
             findings.push(Finding { node: n.name.clone(), component: "-".into(), kind, message: format!("{}: {}", err.path.as_deref().unwrap_or("-"), err.error), broken: true });
         }
@@ -466,9 +466,9 @@ mod tests {
         let now = c.not_before + 10;
         assert_eq!(chain_problem(&c, std::slice::from_ref(&c), now, "it"), None);
         let late = chain_problem(&c, std::slice::from_ref(&c), c.not_after + 1, "it").unwrap();
-        assert!(late.kind == Kind::OutOfDate && late.message.contains("expired"), "{late}");
+        assert!(late.kind == ProblemKind::OutOfDate && late.message.contains("expired"), "{late}");
         let other = cert(&tempfile::tempdir().unwrap().path().to_path_buf(), "basicConstraints=critical,CA:TRUE", "2");
         let stranger = chain_problem(&c, &[other], now, "it").unwrap();
-        assert!(stranger.kind == Kind::Untrusted && stranger.message.contains("not signed by any CA"), "{stranger}");
+        assert!(stranger.kind == ProblemKind::Untrusted && stranger.message.contains("not signed by any CA"), "{stranger}");
     }
 }

@@ -11,7 +11,7 @@ use crate::reach::transport::Transport;
 
 /// What `/v3/maintenance/status` says: this member's id and the leader's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
+pub struct MemberStatus {
     pub member: String,
     pub leader: String,
 }
@@ -21,11 +21,11 @@ fn id(v: &serde_json::Value) -> Option<String> {
     v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string()))
 }
 
-pub fn parse_status(body: &[u8]) -> Result<Status, String> {
+pub fn parse_status(body: &[u8]) -> Result<MemberStatus, String> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("etcd status: not JSON: {e}"))?;
     let member = id(&v["header"]["member_id"]).ok_or("etcd status: no header.member_id")?;
     let leader = id(&v["leader"]).ok_or("etcd status: no leader")?;
-    Ok(Status { member, leader })
+    Ok(MemberStatus { member, leader })
 }
 
 /// `/v3/cluster/member/list`: (id, name) of every member.
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn status_and_members_parse_as_the_gateway_writes_them() {
-        assert_eq!(parse_status(STATUS).unwrap(), Status { member: "4471860100649191219".into(), leader: "2018448226180593994".into() });
+        assert_eq!(parse_status(STATUS).unwrap(), MemberStatus { member: "4471860100649191219".into(), leader: "2018448226180593994".into() });
         assert_eq!(parse_members(MEMBERS).unwrap(), vec![("2018448226180593994".into(), "cp3".into()), ("4471860100649191219".into(), "cp2".into())]);
         assert!(parse_status(b"{}").is_err() && parse_status(b"not json").is_err());
         assert_eq!(parse_status(br#"{"header":{"member_id":5},"leader":5}"#).unwrap().leader, "5");

@@ -39,7 +39,7 @@ impl At {
 /// How something the journal records ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum Finish {
     Ok,
     Failed,
 }
@@ -101,11 +101,11 @@ pub enum Record {
     Skipped { stage: StageId, step: usize, reason: String },
     Api { stage: StageId, step: usize, node: String, name: String, ok: bool, detail: String },
     /// A stage's files were restored and its components restarted: its steps are undone.
-    StageRolledBack { stage: StageId, status: Status, message: String },
+    StageRolledBack { stage: StageId, status: Finish, message: String },
     /// The run stopped on a failure and left the stage as it was (`--on-failure pause`).
     Paused { stage: StageId, step: usize, message: String },
-    RunFinished { status: Status, message: String },
-    RolledBack { at: String, status: Status, message: String },
+    RunFinished { status: Finish, message: String },
+    RolledBack { at: String, status: Finish, message: String },
 }
 
 /// An id that sorts by time and does not collide: `<UTC stamp>-<what>-<6 hex>` (runs, plans).
@@ -247,12 +247,12 @@ pub struct Done {
     pub stages: BTreeSet<StageId>,
     /// (stage, step, node, component) of each restart that is still the component's latest.
     pub restarted: BTreeSet<(StageId, usize, String, String)>,
-    pub finished: Option<Status>,
+    pub finished: Option<Finish>,
     pub started: bool,
     /// Backups of files this run changed whose stage was not rolled back: something of it is
     /// still on the nodes.
     pub live_files: usize,
-    pub rolled_back: Option<Status>,
+    pub rolled_back: Option<Finish>,
 }
 
 /// Reads the journal. A step is done once recorded so, and undone again when any of its files
@@ -278,7 +278,7 @@ pub fn done(records: &[Record]) -> Done {
                 d.stages.remove(&at.stage);
                 d.finished = None;
             }
-            Record::StageRolledBack { stage, status: Status::Ok, .. } => {
+            Record::StageRolledBack { stage, status: Finish::Ok, .. } => {
                 d.steps.retain(|(s, _)| s != stage);
                 d.stages.remove(stage);
                 d.finished = None;
@@ -315,7 +315,7 @@ pub fn live_backups(records: &[Record], stage: StageId) -> Vec<Live> {
                     out.push(Live { step: at.step, node: node.clone(), path: path.clone(), backup: backup.clone(), sha256: sha256.clone(), absent: *absent });
                 }
             }
-            Record::StageRolledBack { stage: s, status: Status::Ok, .. } if *s == stage => out.clear(),
+            Record::StageRolledBack { stage: s, status: Finish::Ok, .. } if *s == stage => out.clear(),
             _ => {}
         }
     }
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(line, r#"{"event":"backup","node":"cp1","path":"/a","backup":"/b","sha256":"x","stage":"S4","step":2}"#);
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
         let done: Record = serde_json::from_str(r#"{"event":"run-finished","status":"ok","message":"m"}"#).unwrap();
-        assert_eq!(done, Record::RunFinished { status: Status::Ok, message: "m".into() });
+        assert_eq!(done, Record::RunFinished { status: Finish::Ok, message: "m".into() });
     }
 
     fn restarted(stage: StageId, step: usize, undo: bool) -> Record {
@@ -370,7 +370,7 @@ mod tests {
             restarted(StageId::Trust, 0, false),
             restored,
             restarted(StageId::Trust, 0, true),
-            Record::StageRolledBack { stage: StageId::Trust, status: Status::Failed, message: "gate".into() },
+            Record::StageRolledBack { stage: StageId::Trust, status: Finish::Failed, message: "gate".into() },
         ];
         let d = done(&records);
         assert!(!d.restarted.contains(&(StageId::Trust, 0, "cp1".into(), "kube-apiserver".into())), "the apiserver must restart again on the S2 files");
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn changes_of_stages_not_rolled_back_are_live() {
         let b = |stage, p: &str| Record::Backup { node: "cp1".into(), path: p.into(), backup: "/b".into(), sha256: "a".into(), at: At::step(stage, 0), absent: false };
-        let undone = |stage| Record::StageRolledBack { stage, status: Status::Ok, message: String::new() };
+        let undone = |stage| Record::StageRolledBack { stage, status: Finish::Ok, message: String::new() };
         assert_eq!(done(&[b(StageId::Trust, "/ca"), b(StageId::Resign, "/ca"), b(StageId::Resign, "/leaf")]).live_files, 3);
         // S4 rolled back, S2 not: ca.crt is still S2's.
         assert_eq!(done(&[b(StageId::Trust, "/ca"), b(StageId::Resign, "/ca"), b(StageId::Resign, "/leaf"), undone(StageId::Resign)]).live_files, 1);

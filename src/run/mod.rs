@@ -27,7 +27,7 @@ use crate::playbook::Playbook;
 use crate::reach::fleet::Connected;
 use crate::reach::inventory::ComponentOverride;
 use crate::reach::transport::Transport;
-use journal::{Done, Journal, Record, Status};
+use journal::{Done, Finish, Journal, Record};
 
 /// Where every node keeps the backups of a run: `<root>/<run-id>/<stage>/<path>`.
 pub const BACKUP_ROOT: &str = "/var/lib/kcert/backups";
@@ -399,8 +399,8 @@ impl<'a> Runner<'a> {
     /// Records how the run ended (after the caller's own checks of the result, if any).
     pub fn finish(&self, report: &RunReport) {
         let (status, message) = match &report.failure {
-            None => (Status::Ok, self.finished_message()),
-            Some(f) => (Status::Failed, f.clone()),
+            None => (Finish::Ok, self.finished_message()),
+            Some(f) => (Finish::Failed, f.clone()),
         };
         let _ = self.rec(&Record::RunFinished { status, message });
     }

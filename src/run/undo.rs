@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use futures::future::join_all;
 
-use super::journal::{At, Live, Record, Status, live_backups};
+use super::journal::{At, Live, Record, Finish, live_backups};
 use super::{Event, RunReport, Runner, StageOutcome, StageStatus};
 use crate::pki::sha256;
 use crate::plan::StageId;
@@ -48,7 +48,7 @@ impl Runner<'_> {
             let errors: Vec<String> = restored.into_iter().filter_map(|r| r.err()).collect();
             if !errors.is_empty() {
                 let msg = errors.join("; ");
-                let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Status::Failed, message: msg.clone() });
+                let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Finish::Failed, message: msg.clone() });
                 return Err(msg);
             }
             if !self.offline() {
@@ -60,12 +60,12 @@ impl Runner<'_> {
                     }
                 }
                 if let Err(e) = self.gate(b).await {
-                    let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Status::Failed, message: e.clone() });
+                    let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Finish::Failed, message: e.clone() });
                     return Err(format!("step {}'s files were restored and its components restarted, but its gate failed: {e}", bi + 1));
                 }
             }
         }
-        self.rec(&Record::StageRolledBack { stage: stage.id, status: Status::Ok, message: format!("{} files restored", live.len()) })?;
+        self.rec(&Record::StageRolledBack { stage: stage.id, status: Finish::Ok, message: format!("{} files restored", live.len()) })?;
         Ok(())
     }
 
