@@ -337,7 +337,7 @@ fn resume_and_rollback_sweep_the_temp_files_a_kill_left_and_a_run_killed_before_
     // What a kcert killed mid-write leaves: temp files beside the targets and in the backups.
     let temps = [t.pki(".kcert.4242.0.17"), t.pki("etcd/.kcert.Ab12Cd"), t.root.join(format!("var/lib/kcert/backups/{id}/S4/etc/kubernetes/pki/.kcert.77.1.2"))];
     for p in &temps {
-        std::fs::write(p, "-----BEGIN PRIVATE KEY-----\nkey bytes\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(p, "what a killed write left: it could be a new CA key").unwrap();
     }
     t.kcert(&["resume", &id, "--yes"]).run().status(0);
     for p in &temps {

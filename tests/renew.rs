@@ -422,3 +422,32 @@ fn an_older_renewal_is_not_rolled_back_over_a_newer_one() {
     // Nothing of either is left: a third rollback has nothing to do, and says so.
     Test::new().args(["rollback", &older, "--yes", "--state-dir"]).args([state.path()]).run().status(2).stderr_has("nothing to undo");
 }
+
+#[test]
+fn a_kill_between_the_writes_and_their_journal_records_still_rolls_back_byte_for_byte() {
+    let (_tmp, root) = copy_set("kubeadm-Eddicson-testdevops");
+    let state = tempfile::tempdir().unwrap();
+    let original = sums(&root);
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--yes", "-o", "json", "--state-dir"]).args([state.path()]).run();
+    run.status(0);
+    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    // As a SIGKILL right after the first file's record leaves it: every file written on disk,
+    // one journaled as written, the run not finished.
+    let journal = state.path().join("runs").join(&id).join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut seen_written = false;
+    let kept: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.contains("\"event\":\"run-finished\""))
+        .filter(|l| {
+            let written = l.contains("\"event\":\"written\"");
+            let keep = !(written && seen_written) && !l.contains("\"event\":\"step-done\"") && !l.contains("\"event\":\"stage-done\"");
+            seen_written |= written;
+            keep
+        })
+        .collect();
+    std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
+    Test::new().args(["runs", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("interrupted");
+    Test::new().args(["rollback", &id, "--yes", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("restored");
+    assert_eq!(sums(&root), original, "every byte back, the unjournaled writes too");
+}
