@@ -25,12 +25,20 @@ attempt() {
 
 etcd() {
   # etcd's own balanced client over every member, as the apiserver's storage client fails over.
-  # A request cut by a member's restart is tried once more at once: etcdctl does not retry it
-  # (code Unknown), the apiserver's storage layer does. A broken trust fails both tries.
+  # A request cut by a member's restart (code Unknown) or slowed past its deadline by a leader
+  # election on a loaded machine is tried again, up to three times: etcdctl gives up after one
+  # deadline, the apiserver gives a request up to --request-timeout (1m0s by default, see the
+  # kube-apiserver reference). A certificate error is not tried again, and a broken trust,
+  # which lasts, fails every try.
   cert=$1; shift
   set -- --endpoints="$eps" --cacert "$pki/etcd/ca.crt" --cert "$pki/$cert.crt" --key "$pki/$cert.key" \
     --dial-timeout=3s --command-timeout=5s "$@"
-  ETCDCTL_API=3 etcdctl "$@" 2>/dev/null || ETCDCTL_API=3 etcdctl "$@"
+  for try in 1 2 3; do
+    if err=$(ETCDCTL_API=3 etcdctl "$@" 2>&1 >/dev/null); then return 0; fi
+    case $err in *x509*|*certificate*|*"tls:"*|*handshake*) break ;; esac
+  done
+  printf '%s\n' "$err" >&2
+  return 1
 }
 
 n=0
