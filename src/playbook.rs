@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 const EMBEDDED: &[(&str, &str)] = &[
+    // Detected in this order: a binary cluster's marks first, as they exclude kubeadm's.
+    ("hardway", include_str!("../playbooks/hardway.yaml")),
     ("kubeadm", include_str!("../playbooks/kubeadm.yaml")),
     ("k3s", include_str!("../playbooks/k3s.yaml")),
     ("rke2", include_str!("../playbooks/rke2.yaml")),
@@ -26,9 +28,10 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    /// Files whose bytes kcert reads to report certificates. Keys are only checked to exist.
+    /// Files whose bytes kcert reads to report certificates. Keys are only checked to exist;
+    /// a public key is read (it may be a certificate: binary clusters' service-account.pem).
     pub fn holds_certs(self) -> bool {
-        matches!(self, FileKind::Cert | FileKind::Trust | FileKind::Kubeconfig)
+        matches!(self, FileKind::Cert | FileKind::Trust | FileKind::Kubeconfig | FileKind::Pubkey)
     }
 }
 
@@ -38,8 +41,11 @@ pub struct Playbook {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// The distribution is detected on a node when any of these paths exists.
+    /// The distribution is detected on a node when any of these paths exists...
     pub detect: Vec<String>,
+    /// ...and none of these does (another distribution's marks).
+    #[serde(default)]
+    pub detect_unless: Vec<String>,
     /// Where the PKI lives: free space is measured here.
     pub pki_dir: String,
     /// Directories (or files) whose every certificate and kubeconfig is reported.
@@ -97,6 +103,10 @@ pub struct Rotation {
     /// the CA bundle of that moment), {new_marker} and {old_marker} (a line of each CA's PEM).
     #[serde(default)]
     pub api: Vec<ApiStep>,
+    /// The API steps of another embedded playbook, when they are the same objects (a binary
+    /// cluster's are kubeadm's); used when `api` is empty.
+    #[serde(default)]
+    pub api_from: Option<String>,
 }
 
 fn default_api_ca() -> String {
@@ -159,6 +169,22 @@ pub struct Component {
     /// A YAML config file whose fields (dotted paths) are the keys in `refs`.
     #[serde(default)]
     pub config: Option<String>,
+    /// A systemd unit (`kube-apiserver` for kube-apiserver.service) whose command line, with
+    /// its drop-ins and environment files, carries the flags in `refs`.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// For a unit: the flag naming a YAML config file whose dotted fields are keys too (the
+    /// kubelet's `--config`); relative paths in it are relative to its directory.
+    #[serde(default)]
+    pub config_flag: Option<String>,
+    /// For a unit with a config: command-line flags that set a config field (the flag wins,
+    /// as the kubelet's does), `--tls-cert-file: tlsCertFile`.
+    #[serde(default)]
+    pub flag_fields: std::collections::BTreeMap<String, String>,
+    /// For a unit: etcd's own settings are read too (`ETCD_*` variables where no flag is
+    /// set, and `--config-file`, which then replaces every other setting).
+    #[serde(default)]
+    pub etcd_settings: bool,
     #[serde(default)]
     pub refs: Vec<FileRef>,
     #[serde(default)]
@@ -244,9 +270,19 @@ pub struct Pair {
 }
 
 impl Component {
-    /// The file the component's flags or fields are read from.
+    /// The one file the component's flags or fields are read from (none for a unit, whose
+    /// files discovery finds: `NodePki::sources`).
     pub fn source(&self) -> Option<&str> {
         self.manifest.as_deref().or(self.config.as_deref())
+    }
+
+    /// Where its flags come from, for people: a path, or `the kube-apiserver systemd unit`.
+    pub fn origin(&self) -> String {
+        match (&self.unit, self.source()) {
+            (Some(u), _) => format!("the {u} systemd unit"),
+            (None, Some(s)) => s.to_string(),
+            (None, None) => self.name.clone(),
+        }
     }
 }
 
@@ -361,8 +397,11 @@ impl Playbook {
             }
         }
         for c in &self.components {
-            if c.manifest.is_some() == c.config.is_some() {
-                return Err(bad(format!("component {:?} needs exactly one of manifest or config", c.name)));
+            if [c.manifest.is_some(), c.config.is_some(), c.unit.is_some()].iter().filter(|x| **x).count() != 1 {
+                return Err(bad(format!("component {:?} needs exactly one of manifest, config or unit", c.name)));
+            }
+            if c.unit.is_none() && (c.config_flag.is_some() || !c.flag_fields.is_empty() || c.etcd_settings) {
+                return Err(bad(format!("component {:?}: config_flag, flag_fields and etcd_settings are for units", c.name)));
             }
             for r in &c.refs {
                 if self.file(&r.file).is_none() {
@@ -415,6 +454,16 @@ pub fn parse(text: &str, origin: &str, path: Option<PathBuf>) -> Result<Playbook
         }
     })?;
     pb.source = Origin { name: pb.name.clone(), sha256: crate::pki::sha256(text.as_bytes()), path };
+    if let Some(r) = pb.rotation.as_mut()
+        && let Some(from) = r.api_from.clone()
+    {
+        let Some((n, t)) = EMBEDDED.iter().find(|(n, _)| *n == from && *n != pb.name) else {
+            return Err(Error::input(format!("playbook {origin}"), format!("rotation.api_from: no embedded playbook {from:?}")));
+        };
+        if r.api.is_empty() {
+            r.api = parse(t, n, None)?.rotation.map(|x| x.api).unwrap_or_default();
+        }
+    }
     pb.validate(origin)
 }
 
@@ -439,7 +488,7 @@ mod tests {
         assert_eq!(all.len(), EMBEDDED.len());
         let kubeadm = builtin("kubeadm").unwrap();
         assert_eq!(kubeadm.source.name, "kubeadm");
-        assert_eq!(kubeadm.source.sha256, crate::pki::sha256(EMBEDDED[0].1.as_bytes()));
+        assert_eq!(kubeadm.source.sha256, crate::pki::sha256(EMBEDDED[1].1.as_bytes()));
         assert_eq!(quorum_edges(&kubeadm), ["etcd-healthcheck-client -> etcd"]);
         assert!(kubeadm.component("kube-apiserver").is_some());
         assert_eq!(kubeadm.file("etcd-ca").unwrap().path, "/etc/kubernetes/pki/etcd/ca.crt");

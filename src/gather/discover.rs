@@ -6,23 +6,94 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::facts::{FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs};
+use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs, unit_candidates, unit_files, unit_keys};
 use crate::playbook::{FileKind, Playbook};
 use crate::reach::transport::{FileData, NodeResult, Transport};
 
-/// The embedded playbook whose `detect` paths exist on the node, if any.
+/// The first embedded playbook one of whose `detect` paths exists on the node and none of
+/// whose `detect_unless` paths does, if any.
 pub async fn detect(t: &dyn Transport, playbooks: &[Playbook]) -> NodeResult<Option<String>> {
-    let paths: Vec<String> = playbooks.iter().flat_map(|p| p.detect.iter().cloned()).collect();
+    let paths: Vec<String> = playbooks.iter().flat_map(|p| p.detect.iter().chain(&p.detect_unless).cloned()).collect();
     let found = t.exists(&paths).await?;
     let mut i = 0;
     for p in playbooks {
-        let n = p.detect.len();
-        if found[i..i + n].iter().any(|b| *b) {
+        let (n, m) = (p.detect.len(), p.detect_unless.len());
+        if found[i..i + n].iter().any(|b| *b) && !found[i + n..i + n + m].iter().any(|b| *b) {
             return Ok(Some(p.name.clone()));
         }
-        i += n;
+        i += n + m;
     }
     Ok(None)
+}
+
+/// Every component of the playbook that runs from a systemd unit, as the node has it: its
+/// flags and the files they were read from (units, drop-ins, environment and config files),
+/// read in a few rounds (each round's files name the next's). A unit absent from the node is
+/// a component that does not run there.
+async fn read_units(t: &dyn Transport, pb: &Playbook, pki: &mut NodePki) -> NodeResult<Vec<(String, ComponentFlags)>> {
+    let comps: Vec<&crate::playbook::Component> = pb.components.iter().filter(|c| c.unit.is_some()).collect();
+    if comps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let candidates: Vec<(Vec<String>, Vec<String>)> = comps.iter().map(|c| unit_candidates(c.unit.as_deref().unwrap_or_default())).collect();
+    let unit_paths: Vec<String> = candidates.iter().flat_map(|(u, _)| u.clone()).collect();
+    let dropin_dirs: Vec<String> = candidates.iter().flat_map(|(_, d)| d.clone()).collect();
+    let (data, listed) = tokio::join!(t.read_files(&unit_paths), t.list_files(&dropin_dirs));
+    let mut have: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut tried: BTreeSet<String> = unit_paths.iter().cloned().collect();
+    for (p, d) in unit_paths.iter().zip(data?) {
+        if let FileData::Found(b) = d {
+            have.insert(p.clone(), b);
+        }
+    }
+    let listed = listed?;
+    let mut units: Vec<Vec<String>> = Vec::new();
+    for (u, d) in &candidates {
+        units.push(unit_files(u, d, &have, &listed));
+    }
+    // Drop-ins, then environment files, then config files: at most three more rounds.
+    for _ in 0..3 {
+        let mut want: Vec<String> = units.iter().flatten().filter(|p| !tried.contains(*p)).cloned().collect();
+        for (c, u) in comps.iter().zip(&units) {
+            if u.iter().all(|p| tried.contains(p)) {
+                let read = unit_keys(c, u, &|p: &str| have.get(p).cloned());
+                want.extend(read.wanted.into_iter().map(|(p, _)| p).filter(|p| !tried.contains(p)));
+            }
+        }
+        want.sort();
+        want.dedup();
+        if want.is_empty() {
+            break;
+        }
+        for (p, d) in want.iter().zip(t.read_files(&want).await?) {
+            tried.insert(p.clone());
+            match d {
+                FileData::Found(b) => {
+                    have.insert(p.clone(), b);
+                }
+                FileData::Unreadable(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Unreadable, path: Some(p.clone()), error: format!("unreadable: {e}") }),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (c, u) in comps.iter().zip(units) {
+        if u.is_empty() {
+            continue;
+        }
+        let read = unit_keys(c, &u, &|p: &str| have.get(p).cloned());
+        for (p, required) in read.wanted {
+            if required {
+                pki.errors.push(FoundError { kind: FoundErrorKind::Missing, path: Some(p), error: format!("missing (named by {})", c.origin()) });
+            }
+        }
+        if let Some(e) = read.error {
+            pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: u.first().cloned(), error: format!("cannot parse {}: {e}", c.name) });
+            continue;
+        }
+        out.push((c.name.clone(), read.flags));
+    }
+    Ok(out)
 }
 
 pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_paths: &[String]) -> NodeResult<NodePki> {
@@ -52,21 +123,37 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
         .collect();
 
     let mut pki = NodePki::default();
+    let from_units = match playbook {
+        Some(pb) => read_units(t, pb, &mut pki).await?,
+        None => Vec::new(),
+    };
     if let Some(pb) = playbook {
         for f in &pb.files {
             add(&mut wants, f.path.clone(), Want { kind: Some(f.kind), name: Some(f.name.clone()), origin: None, required: false });
         }
+        let mut read: Vec<(&crate::playbook::Component, ComponentFlags)> = Vec::new();
         for c in &pb.components {
+            if let Some((_, f)) = from_units.iter().find(|(n, _)| *n == c.name) {
+                read.push((c, f.clone()));
+                continue;
+            }
             let Some(src) = c.source() else { continue };
             let Some(bytes) = source_text.get(src) else { continue };
-            let keys = match component_keys(c, bytes) {
-                Ok(k) => k,
-                Err(e) => {
-                    pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(src.to_string()), error: format!("cannot parse {}: {e}", c.name) });
-                    continue;
-                }
-            };
-            pki.files.insert(src.to_string());
+            match component_keys(c, bytes) {
+                Ok(keys) => read.push((c, ComponentFlags { keys, sites: BTreeMap::new(), units: Vec::new(), sources: vec![src.to_string()] })),
+                Err(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(src.to_string()), error: format!("cannot parse {}: {e}", c.name) }),
+            }
+        }
+        for (c, flags) in read {
+            let src = c.origin();
+            let src = src.as_str();
+            let keys = flags.keys.clone();
+            pki.files.extend(flags.sources.iter().cloned());
+            for (k, site) in &flags.sites {
+                pki.sites.insert((c.name.clone(), k.clone()), site.clone());
+            }
+            pki.sources.insert(c.name.clone(), flags.sources.clone());
+            pki.units.insert(c.name.clone(), flags.units.clone());
             for (path, r, required) in resolve_refs(pb, c, src, &keys) {
                 let file = pb.file(&r.file).expect("playbook validated");
                 pki.refs.entry((c.name.clone(), r.key.clone())).or_insert_with(|| path.clone());
@@ -74,7 +161,7 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
                 add(&mut wants, path, Want {
                     kind: Some(r.kind.unwrap_or(file.kind)),
                     name: Some(file.name.clone()),
-                    origin: Some(format!("{} in {src}", r.key)),
+                    origin: Some(format!("{} in {}", r.key, flags.sites.get(&r.key).map(|s| s.file()).unwrap_or(src))),
                     required,
                 });
             }

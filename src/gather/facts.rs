@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pki::kubeconfig::{self, EmbeddedKind};
 use crate::pki::manifest::manifest_flags;
+pub use crate::pki::unit::Site;
+use crate::pki::unit;
 use crate::pki::{CertInfo, PkiError, parse_pem};
 use crate::playbook::{Component, FileKind, Playbook};
 
@@ -74,6 +76,13 @@ pub struct NodePki {
     /// Playbook file name -> its path on this node (a ref's value first, else the default
     /// path when the file exists there).
     pub named: BTreeMap<String, String>,
+    /// Component -> every file its flags were read from (a manifest or config; a unit, its
+    /// drop-ins, environment and config files).
+    pub sources: BTreeMap<String, Vec<String>>,
+    /// Component -> its unit file and drop-ins, in systemd's order (units only).
+    pub units: BTreeMap<String, Vec<String>>,
+    /// (component, flag) -> where a unit's flag is written (units only).
+    pub sites: BTreeMap<(String, String), Site>,
 }
 
 impl NodePki {
@@ -208,14 +217,134 @@ fn read_kubeconfig(path: &str, bytes: &[u8], base: &str, pki: &mut NodePki) -> V
 /// The values of a component's keys: flags from a manifest, or dotted fields from a config.
 pub(super) fn component_keys(c: &Component, bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-    if c.manifest.is_some() { manifest_flags(text) } else { config_fields(text, c) }
+    if c.manifest.is_some() { manifest_flags(text) } else { config_fields(text, c, c.config.as_deref().unwrap_or_default()) }
+}
+
+/// A component's keys as read from its files, and where they came from.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentFlags {
+    pub keys: BTreeMap<String, String>,
+    /// Where each flag is written (units only).
+    pub sites: BTreeMap<String, Site>,
+    /// The unit file and its drop-ins, in order (units only).
+    pub units: Vec<String>,
+    /// Every file read.
+    pub sources: Vec<String>,
+}
+
+/// What reading a unit gave, and the files it needs that `get` did not have: (path,
+/// required) — an optional `-` environment file is not required.
+pub struct UnitRead {
+    pub flags: ComponentFlags,
+    pub wanted: Vec<(String, bool)>,
+    pub error: Option<String>,
+}
+
+/// Where systemd looks for a unit, most important first (systemd.unit(5) "Unit File Load Path").
+const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+
+/// The unit files and drop-in directories of `unit` to look at.
+pub fn unit_candidates(unit: &str) -> (Vec<String>, Vec<String>) {
+    (UNIT_DIRS.iter().map(|d| format!("{d}/{unit}.service")).collect(), UNIT_DIRS.iter().map(|d| format!("{d}/{unit}.service.d")).collect())
+}
+
+/// The unit file systemd loads (the first found) and its drop-ins: every `*.conf` of the
+/// drop-in directories, a name in an earlier directory hiding the same name in a later one,
+/// applied in the order of their names.
+pub fn unit_files(units: &[String], dropin_dirs: &[String], have: &BTreeMap<String, Vec<u8>>, listed: &[String]) -> Vec<String> {
+    let Some(main) = units.iter().find(|p| have.get(*p).is_some_and(|b| !b.is_empty())) else { return Vec::new() };
+    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
+    for dir in dropin_dirs.iter().rev() {
+        for f in listed.iter().filter(|f| f.strip_prefix(dir.as_str()).and_then(|r| r.strip_prefix('/')).is_some_and(|r| !r.contains('/') && r.ends_with(".conf"))) {
+            by_name.insert(f.rsplit('/').next().unwrap_or(f).to_string(), f.clone());
+        }
+    }
+    std::iter::once(main.clone()).chain(by_name.into_values()).collect()
+}
+
+/// A unit component's keys from its files (`get` hands their bytes): the command line's
+/// flags, etcd's own settings when the playbook says so, and the fields of the config file
+/// `config_flag` names, a flag in `flag_fields` winning over its field.
+pub fn unit_keys(c: &Component, units: &[String], get: &dyn Fn(&str) -> Option<Vec<u8>>) -> UnitRead {
+    let mut wanted = Vec::new();
+    let text = |p: &str| get(p).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let texts: Vec<(String, String)> = units.iter().filter_map(|p| text(p).map(|t| (p.clone(), t))).collect();
+    let pairs: Vec<(&str, &str)> = texts.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let s = unit::settings(&pairs);
+    let mut sources: Vec<String> = units.to_vec();
+    let mut envs: Vec<(String, String)> = Vec::new();
+    for (p, optional) in &s.env_files {
+        match text(p) {
+            Some(t) => {
+                sources.push(p.clone());
+                envs.push((p.clone(), t));
+            }
+            None => wanted.push((p.clone(), !optional)),
+        }
+    }
+    let mut flags = unit::flags(&s, &envs);
+    let mut error = None;
+    if c.etcd_settings {
+        unit::etcd_env(&s, &envs, &mut flags);
+        if let Some(cfg) = flags.get("--config-file").map(|f| f.value.clone()) {
+            match text(&cfg) {
+                Some(t) => {
+                    sources.push(cfg.clone());
+                    match unit::etcd_config(&t, &cfg) {
+                        Ok(f) => flags = f,
+                        Err(e) => error = Some(format!("{cfg}: {e}")),
+                    }
+                }
+                None => wanted.push((cfg, true)),
+            }
+        }
+    }
+    let mut keys: BTreeMap<String, String> = flags.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect();
+    let mut sites: BTreeMap<String, Site> = flags.into_iter().map(|(k, f)| (k, f.site)).collect();
+    if let Some(cfg) = c.config_flag.as_ref().and_then(|k| keys.get(k)).cloned() {
+        match text(&cfg) {
+            Some(t) => {
+                sources.push(cfg.clone());
+                match config_fields(&t, c, &cfg) {
+                    Ok(fields) => {
+                        for (k, v) in fields {
+                            keys.entry(k).or_insert(v);
+                        }
+                    }
+                    Err(e) => error = Some(format!("{cfg}: {e}")),
+                }
+            }
+            None => wanted.push((cfg, true)),
+        }
+    }
+    for (flag, field) in &c.flag_fields {
+        if let Some(v) = keys.get(flag).cloned() {
+            keys.insert(field.clone(), v);
+            if let Some(site) = sites.get(flag).cloned() {
+                sites.insert(field.clone(), site);
+            }
+        }
+    }
+    sources.dedup();
+    UnitRead { flags: ComponentFlags { keys, sites, units: units.to_vec(), sources }, wanted, error }
+}
+
+/// A component's flags as its files stand in `get` (a plan's view of them after a stage):
+/// from its manifest, or from its unit and the files the unit names.
+pub fn flags_now(c: &Component, pki: &NodePki, get: &dyn Fn(&str) -> Option<Vec<u8>>) -> Option<BTreeMap<String, String>> {
+    if c.unit.is_some() {
+        let units = pki.units.get(&c.name)?;
+        return Some(unit_keys(c, units, get).flags.keys);
+    }
+    let bytes = get(c.source()?)?;
+    component_keys(c, &bytes).ok()
 }
 
 /// Dotted fields of a YAML config (the kubelet's), as strings. Relative paths in a kubelet
 /// config are relative to the config's directory, as the kubelet resolves them.
-fn config_fields(text: &str, c: &Component) -> Result<BTreeMap<String, String>, String> {
+fn config_fields(text: &str, c: &Component, config_path: &str) -> Result<BTreeMap<String, String>, String> {
     let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
-    let dir = c.config.as_deref().and_then(|p| p.rsplit_once('/')).map(|(d, _)| d.to_string()).unwrap_or_default();
+    let dir = config_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
     let get = |key: &str| -> Option<&serde_json::Value> {
         let mut v = &value;
         for part in key.split('.') {

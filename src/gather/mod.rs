@@ -47,13 +47,13 @@ pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
                     }
                 };
                 let pki = discover::discover(t.as_ref(), Some(&pb), extra_paths).await?;
-                if pki.files.is_empty() {
+                if pki.certs.is_empty() && pki.errors.is_empty() {
                     return Err(NodeFailure::command(format!("no PKI files found (looked where the {} playbook says, and in {})", pb.name, pb.scan.join(", "))));
                 }
                 let mut paths: BTreeSet<String> = pki.named.values().cloned().collect();
                 // The components' own manifests and configs: a rotation edits some, and a saved
                 // plan is refused when one moved.
-                paths.extend(pb.components.iter().filter(|c| pki.components.contains_key(&c.name)).filter_map(|c| c.source().map(str::to_string)));
+                paths.extend(pki.sources.values().flatten().cloned());
                 for c in &pki.certs {
                     if c.source != Source::Endpoint {
                         paths.insert(c.path.clone());

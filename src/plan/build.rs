@@ -13,19 +13,40 @@ use crate::pki::kubeconfig::{self, Part};
 use crate::playbook::{FileKind, Playbook};
 
 /// The CAs of the playbook (files with a key and no signer) found on any node:
-/// `name@first-8-hex-of-sha256` -> certificate.
+/// `name@first-8-hex-of-sha256` -> certificate. One CA playing several roles (a binary
+/// cluster's one `ca.pem` as cluster, etcd and front-proxy CA) is one CA, named by the
+/// first of the playbook's files that holds it.
 pub fn cas(pb: &Playbook, nodes: &[NodeFacts]) -> BTreeMap<CaId, CertInfo> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<CaId, CertInfo> = BTreeMap::new();
     for f in pb.files.iter().filter(|f| f.kind == FileKind::Cert && f.key.is_some() && f.signer.is_none()) {
         for n in nodes {
             let Some(path) = n.pki.named.get(&f.name) else { continue };
             let Some(bytes) = n.files.get(path) else { continue };
             for c in parse_pem(bytes).map(|p| p.certs).unwrap_or_default().into_iter().filter(|c| c.is_ca) {
-                out.entry(format!("{}@{}", f.name, &c.sha256[..8])).or_insert(c);
+                if !out.values().any(|k| k.sha256 == c.sha256) {
+                    out.insert(format!("{}@{}", f.name, &c.sha256[..8]), c);
+                }
             }
         }
     }
     out
+}
+
+/// The playbook file of the CA that `ca` (a CA file's name) is on these nodes: itself, or an
+/// earlier CA file holding the very same certificate (one CA in several roles).
+pub fn same_ca_as(pb: &Playbook, nodes: &[NodeFacts], ca: &str) -> String {
+    let first = |name: &str| {
+        nodes.iter().find_map(|n| n.pki.named.get(name).and_then(|p| n.files.get(p)).and_then(|b| first_cert(b).ok()).map(|c| c.sha256))
+    };
+    let Some(mine) = first(ca) else { return ca.to_string() };
+    pb.files
+        .iter()
+        .filter(|f| f.kind == FileKind::Cert && f.key.is_some() && f.signer.is_none())
+        .map(|f| f.name.as_str())
+        .take_while(|n| *n != ca)
+        .find(|n| first(n).as_deref() == Some(mine.as_str()))
+        .unwrap_or(ca)
+        .to_string()
 }
 
 fn ca_id_of(cert: &CertInfo, cas: &BTreeMap<CaId, CertInfo>) -> CaId {

@@ -11,7 +11,7 @@ use super::model::Model;
 use super::prove;
 use super::schema::{Action, Fact, FileOp, KubeconfigField, Plan, Proof, Recipe, Reissued, StageId, StagePlan};
 use crate::gather::facts::NodeFacts;
-use crate::pki::manifest::manifest_flags;
+use crate::gather::facts::{Site, flags_now};
 use crate::pki::sign::key_matches;
 use crate::pki::{edit, first_cert, kubeconfig, sha256};
 use crate::playbook::Playbook;
@@ -97,7 +97,7 @@ pub fn restarts(pb: &Playbook, node: &NodeFacts, readers: &ReaderIndex<'_>, chan
         }
         let mut reads: BTreeSet<&str> = node.pki.refs.iter().filter(|((comp, _), _)| comp == &c.name).map(|(_, p)| p.as_str()).collect();
         reads.extend(pb.files.iter().filter(|f| f.read_by.as_deref() == Some(c.name.as_str())).filter_map(|f| node.pki.named.get(&f.name).map(String::as_str)));
-        reads.extend(c.source());
+        reads.extend(node.pki.sources.get(&c.name).into_iter().flatten().map(String::as_str));
         let model_reads = readers.reads(&node.name, &c.name).iter().any(|p| model_changed.contains(p));
         if model_reads || changed.iter().any(|p| reads.contains(p.as_str())) {
             out.push(c.name.clone());
@@ -209,8 +209,7 @@ pub fn pair_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &d
             if !n.pki.components.contains_key(&pair.component) {
                 continue;
             }
-            let Some(manifest) = comp.manifest.as_ref().and_then(|m| get(&n.name, m)) else { continue };
-            let Ok(flags) = manifest_flags(&String::from_utf8_lossy(&manifest)) else { continue };
+            let Some(flags) = flags_now(comp, &n.pki, &|p| get(&n.name, p)) else { continue };
             let (Some(cp), Some(kp)) = (flags.get(&pair.cert), flags.get(&pair.key)) else { continue };
             let (Some(c), Some(k)) = (get(&n.name, cp).and_then(|b| first_cert(&b).ok()), get(&n.name, kp)) else { continue };
             if !key_matches(&c, &k).unwrap_or(false) {
@@ -219,4 +218,40 @@ pub fn pair_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &d
         }
     }
     out
+}
+
+/// How a component's flag is rewritten in the file that sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagEdit {
+    /// A static pod manifest's container command.
+    Manifest,
+    /// `--flag=value` written in a unit, drop-in or environment file.
+    Word,
+    /// The whole value of this variable (`ETCD_CERT_FILE=`, `--flag=${X}`).
+    Var(String),
+}
+
+impl FlagEdit {
+    pub fn apply(&self, bytes: &[u8], flag: &str, value: &str) -> Result<Vec<u8>, String> {
+        match self {
+            FlagEdit::Manifest => edit::set_flag(bytes, flag, value),
+            FlagEdit::Word => crate::pki::unit::set_word_flag(bytes, flag, value),
+            FlagEdit::Var(name) => crate::pki::unit::set_var(bytes, name, value),
+        }
+    }
+}
+
+/// The file on node `n` that sets `component`'s `flag`, and how to rewrite it there: its
+/// static pod manifest, or the unit, drop-in or environment file the flag is written in.
+pub fn flag_file(pb: &Playbook, n: &NodeFacts, component: &str, flag: &str) -> Result<(String, FlagEdit), String> {
+    let c = pb.component(component).ok_or_else(|| format!("no component {component} in the playbook"))?;
+    if let Some(m) = &c.manifest {
+        return Ok((m.clone(), FlagEdit::Manifest));
+    }
+    match n.pki.sites.get(&(component.to_string(), flag.to_string())) {
+        Some(Site::Word(f)) => Ok((f.clone(), FlagEdit::Word)),
+        Some(Site::Var(f, v)) => Ok((f.clone(), FlagEdit::Var(v.clone()))),
+        Some(Site::Fixed(f)) => Err(format!("{}: {component}'s {flag} is set in {f} in a way kcert does not rewrite (a variable inside a longer word, or a YAML config); set it as --flag=value", n.name)),
+        None => Err(format!("{}: {component}'s {flag} is set nowhere kcert can rewrite ({})", n.name, c.origin())),
+    }
 }

@@ -96,8 +96,13 @@ fn item(name: &str, field: Option<String>, leaf: &CertInfo, signer: &Signer, r: 
 fn plan_node(pb: &Playbook, n: &NodeFacts, signers: &BTreeMap<String, std::result::Result<Signer, String>>, selected: &BTreeSet<String>, v: Validity, problems: &mut Vec<Problem>) -> NodeChanges {
     let node = n.name.as_str();
     let mut out = NodeChanges::default();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
     for f in pb.files.iter().filter(|f| selected.contains(&f.name)) {
         let Some(path) = n.pki.named.get(&f.name) else { continue };
+        // One file in several roles (a binary cluster's kubernetes.pem) is renewed once.
+        if !seen.insert(path.as_str()) {
+            continue;
+        }
         let signer_name = f.signer.as_deref().expect("selected files have signers");
         let signer = match signers.get(signer_name) {
             Some(Ok(s)) => s,
@@ -242,7 +247,10 @@ fn signers(pb: &Playbook, nodes: &[NodeFacts], selected: &BTreeSet<String>, now:
     let needed: BTreeSet<&str> = pb.files.iter().filter(|f| selected.contains(&f.name)).filter_map(|f| f.signer.as_deref()).collect();
     let mut order: Vec<&NodeFacts> = nodes.iter().collect();
     order.sort_by_key(|n| !n.control_plane);
-    for ca_name in needed {
+    for wanted in needed {
+        // One CA in several roles signs as the first CA file that holds it (its key is there).
+        let canon = build::same_ca_as(pb, nodes, wanted);
+        let ca_name = canon.as_str();
         let Some(ca_file) = pb.file(ca_name) else { continue };
         let key_name = ca_file.key.as_deref().unwrap_or("");
         let mut found: Option<std::result::Result<Signer, String>> = None;
@@ -282,14 +290,18 @@ fn signers(pb: &Playbook, nodes: &[NodeFacts], selected: &BTreeSet<String>, now:
             (Some(m), _) => Err(m),
             (None, Some(r)) => r,
             (None, None) => Err(match cert_path_seen {
-                Some(seen) => format!(
-                    "the CA key is on no node ({seen} has no key beside it) (kubeadm external-CA mode?): kcert cannot sign without it; put {} on a control-plane node for the renewal, or renew with your CA (kubeadm certs generate-csr)",
-                    pb.file(key_name).map(|k| k.path.as_str()).unwrap_or(key_name)
-                ),
+                Some(seen) => {
+                    let tried: Vec<String> = order.iter().filter(|n| n.pki.named.contains_key(ca_name)).flat_map(|n| n.ca_key_candidates(pb, ca_name).into_iter().map(|p| format!("{}: {p}", n.name))).collect();
+                    format!(
+                        "the CA key is on no node ({seen} has no key beside it; looked for {}) (kubeadm external-CA mode?): kcert cannot sign without it; put {} on a control-plane node for the renewal, or renew with your CA (kubeadm certs generate-csr)",
+                        tried.join(", "),
+                        pb.file(key_name).map(|k| k.path.as_str()).unwrap_or(key_name)
+                    )
+                }
                 None => format!("the CA {ca_name} is on no node"),
             }),
         };
-        out.insert(ca_name.to_string(), result);
+        out.insert(wanted.to_string(), result);
     }
     out
 }

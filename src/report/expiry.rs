@@ -196,7 +196,9 @@ fn differs(leaf: &CertInfo, ep: &EndpointTarget, certs: &[FoundCert]) -> Option<
 fn add_node(report: &mut ExpiryReport, node: &str, found: NodeFindings) {
     // CA names come from files first: a kubeconfig's copy of the CA is not its name.
     let mut ca_order: Vec<&FoundCert> = found.certs.iter().filter(|c| c.cert.is_ca && c.source != Source::Endpoint).collect();
-    ca_order.sort_by_key(|c| c.source != Source::File);
+    // One CA under several names (a binary cluster's ca.pem copied to /etc/etcd) is named
+    // by the shortest name, alphabetically: `ca` before `etcd-ca`.
+    ca_order.sort_by_key(|c| (c.source != Source::File, c.name.len(), c.name.clone()));
     let cas: Vec<&CertInfo> = ca_order.iter().map(|c| &c.cert).collect();
     for (i, c) in found.certs.iter().enumerate() {
         let authority = if c.cert.self_issued && find_issuer(&c.cert, &[&c.cert]).is_some() {

@@ -95,12 +95,15 @@ impl Runner<'_> {
     /// The staging directories that removing these files may leave empty, deepest first.
     pub(super) fn staging_dirs(&self, removed: &[String]) -> Vec<String> {
         let Some(rot) = &self.playbook.rotation else { return Vec::new() };
-        let root = format!("{}/{}", self.playbook.pki_dir.trim_end_matches('/'), rot.staging);
         let mut dirs = BTreeSet::new();
+        let marker = format!("/{}/", rot.staging);
         for p in removed {
+            // The staging directory sits under pki_dir, or beside a CA kept elsewhere.
+            let Some(at) = p.find(&marker) else { continue };
+            let root = &p[..at + marker.len() - 1];
             let mut d = p.as_str();
             while let Some((parent, _)) = d.rsplit_once('/') {
-                if !parent.starts_with(&root) {
+                if !parent.starts_with(root) {
                     break;
                 }
                 dirs.insert(parent.to_string());

@@ -91,7 +91,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
     // playbook's components (its manifests moved away) leaves kcert blind to who reads what.
-    let sources: Vec<&str> = pb.components.iter().filter_map(|c| c.source()).collect();
+    let sources: Vec<String> = pb.components.iter().map(|c| c.origin()).collect();
     let mut blind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (ri, hs) in planner.holders.iter().enumerate() {
         for (node, _, _) in hs.iter().filter(|(node, _, _)| planner.node(node).pki.components.is_empty()) {
@@ -273,7 +273,7 @@ fn default_notes(pb: &Playbook, p: &Planner<'_>) -> Vec<String> {
     if pb.files.iter().any(|f| f.kind == FileKind::Pubkey) {
         notes.push("the service-account signing key pair (sa.key/sa.pub) is not a CA: it is not rotated, and tokens stay valid".into());
     }
-    for ((node, comp), (ri, cert, key, _)) in &p.splits {
+    for ((node, comp), (ri, cert, key)) in &p.splits {
         notes.push(format!(
             "{node}: {comp} signs with {cert} and {key}; while {cert} holds both CAs, it signs with a copy of the old CA (S2), then with the new one (S4), then with {cert} again (S5): one matching cert and key throughout ({})",
             p.rots[*ri].old.alias

@@ -63,8 +63,8 @@ pub(super) struct Planner<'a> {
     pub(super) vfs: Vfs<'a>,
     pub(super) v: Validity,
     /// (node, component) of a signing pair split off the CA bundle in S2: (rotation index,
-    /// original cert flag value, original key flag value, manifest path).
-    pub(super) splits: BTreeMap<(String, String), (usize, String, String, String)>,
+    /// original cert flag value, original key flag value).
+    pub(super) splits: BTreeMap<(String, String), (usize, String, String)>,
     /// Staged files created in S1/S2, per node, for the clean-up.
     pub(super) staged: BTreeMap<String, Vec<String>>,
     /// Private keys written, (node, path) -> ca name: rebuilt from the key store.
@@ -87,8 +87,14 @@ impl<'a> Planner<'a> {
         let pb = self.input.playbook;
         let dir = pb.pki_dir.trim_end_matches('/');
         let staging = pb.rotation.as_ref().map(|r| r.staging.as_str()).unwrap_or("kcert-rotation");
-        let rel = path.strip_prefix(&format!("{dir}/")).unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path));
-        format!("{dir}/{staging}/{which}/{rel}")
+        match path.strip_prefix(&format!("{dir}/")) {
+            Some(rel) => format!("{dir}/{staging}/{which}/{rel}"),
+            // A CA kept outside pki_dir (a binary cluster's /opt/kubernetes/ssl) stages beside itself.
+            None => {
+                let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+                format!("{parent}/{staging}/{which}/{name}")
+            }
+        }
     }
 
     pub(super) fn rot_of_old(&self, id: &str) -> Option<usize> {
@@ -132,6 +138,17 @@ impl<'a> Planner<'a> {
             Ok(new) if new != old => self.touch(p, node, path, Some(new)),
             Ok(_) => {}
             Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
+        }
+    }
+
+    /// Sets a component's flags on a node, each in the file that sets it (a manifest, a
+    /// unit, a drop-in or an environment file).
+    pub(super) fn set_flags(&mut self, p: &mut Pending, node: &str, component: &str, flags: &[(&str, &str)]) {
+        for (flag, value) in flags {
+            match super::parts::flag_file(self.input.playbook, self.node(node), component, flag) {
+                Ok((path, how)) => self.edit(p, node, &path, |b| how.apply(b, flag, value)),
+                Err(e) => self.problems.push(e),
+            }
         }
     }
 

@@ -94,9 +94,6 @@ impl Planner<'_> {
             let (Some(cert), Some(key)) = (n.pki.refs.get(&(pair.component.clone(), pair.cert.clone())).cloned(), n.pki.refs.get(&(pair.component.clone(), pair.key.clone())).cloned()) else {
                 continue;
             };
-            let Some(manifest) = pb.component(&pair.component).and_then(|c| c.manifest.clone()) else {
-                continue;
-            };
             let Some(ri) = self.rots.iter().position(|r| n.pki.named.get(&r.old.name) == Some(&cert)) else {
                 continue;
             };
@@ -104,9 +101,8 @@ impl Planner<'_> {
             let old_pem = self.rots[ri].old_pem.clone();
             self.touch(p, node, &copy, Some(old_pem.into_bytes()));
             self.staged.entry(node.to_string()).or_default().push(copy.clone());
-            let flag = pair.cert.clone();
-            self.edit(p, node, &manifest, |b| edit::set_flag(b, &flag, &copy));
-            self.splits.insert((node.to_string(), pair.component.clone()), (ri, cert, key, manifest));
+            self.set_flags(p, node, &pair.component, &[(&pair.cert, &copy)]);
+            self.splits.insert((node.to_string(), pair.component.clone()), (ri, cert, key));
         }
     }
 
@@ -189,13 +185,12 @@ impl Planner<'_> {
     fn switch_signing_pairs(&mut self, node: &str, p: &mut Pending) {
         let pb = self.input.playbook;
         for pair in &pb.pairs {
-            if let Some((ri, _, _, manifest)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
+            if let Some((ri, _, _)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
                 let Some((cert_path, key_path)) = self.holder(ri, node) else {
                     continue;
                 };
                 let (sc, sk) = (self.staged_path(&cert_path, "new"), self.staged_path(&key_path, "new"));
-                let (cf, kf) = (pair.cert.clone(), pair.key.clone());
-                self.edit(p, node, &manifest, |b| edit::set_flag(b, &cf, &sc).and_then(|b| edit::set_flag(&b, &kf, &sk)));
+                self.set_flags(p, node, &pair.component, &[(&pair.cert, &sc), (&pair.key, &sk)]);
                 continue;
             }
             // A pair the operator already keeps apart from the CA bundle: the new CA goes in it.
@@ -232,9 +227,8 @@ impl Planner<'_> {
         }
         let pb = self.input.playbook;
         for pair in &pb.pairs {
-            if let Some((_, cert, key, manifest)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
-                let (cf, kf) = (pair.cert.clone(), pair.key.clone());
-                self.edit(p, node, &manifest, |b| edit::set_flag(b, &cf, &cert).and_then(|b| edit::set_flag(&b, &kf, &key)));
+            if let Some((_, cert, key)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
+                self.set_flags(p, node, &pair.component, &[(&pair.cert, &cert), (&pair.key, &key)]);
             }
         }
     }
