@@ -123,8 +123,15 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
         return Err(Error::input("rotate-ca", format!("the cluster's files do not verify; nothing was changed:\n  {}", refuse.join("\n  "))));
     }
     let news = rotation::successors(&olds, opts.ca_days, opts.now, opts.key_type).map_err(|e| Error::input("rotate-ca", format!("{e}; nothing was changed")))?;
-    let keys: BTreeMap<String, String> = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
+    let mut keys: BTreeMap<String, String> = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
+    // The old CA keys a split-off use keeps (the service-account key), as the nodes hold them.
+    let old_keys: Vec<(String, String)> = olds.iter().filter_map(|o| gathered.nodes.iter().find_map(|n| n.ca_key(pb, &o.name)).map(|(_, k)| (crate::plan::schema::old_key_id(&o.name), String::from_utf8_lossy(k).into_owned()))).collect();
     let mut plan = rotation::plan(&input, olds, news).map_err(refused)?;
+    for (id, pem) in old_keys {
+        if plan.key_ids().contains(&id) {
+            keys.insert(id, pem);
+        }
+    }
     drop(input);
     plan.notes.splice(0..0, notes);
     Ok(Prepared { gathered, plan, keys, warnings })

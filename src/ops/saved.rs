@@ -75,9 +75,14 @@ pub fn playbook_of(plan: &Plan) -> Result<Playbook> {
 
 /// Loads a saved plan's new CA keys and checks each is its CA's.
 pub fn plan_keys(plan: &Plan, dir: &Path) -> Result<BTreeMap<String, String>> {
-    let names: Vec<String> = plan.cas.iter().map(|c| c.name.clone()).collect();
-    let keys = keys::load_keys(dir, &names)?;
+    let keys = keys::load_keys(dir, &plan.key_ids())?;
     for c in &plan.cas {
+        if let Some(old) = keys.get(&crate::plan::schema::old_key_id(&c.name)) {
+            let cert = first_cert(c.old_pem.as_bytes()).map_err(|e| Error::input(format!("plan {}", plan.id), format!("the old {} CA certificate: {e}", c.alias)))?;
+            if !key_matches(&cert, old.as_bytes()).unwrap_or(false) {
+                return Err(Error::input(dir.join(format!("{}.key", crate::plan::schema::old_key_id(&c.name))).display().to_string(), format!("not the key of the plan's old {} CA", c.alias)));
+            }
+        }
         let cert = first_cert(c.cert_pem.as_bytes()).map_err(|e| Error::input(format!("plan {}", plan.id), format!("the new {} CA certificate: {e}", c.alias)))?;
         if !key_matches(&cert, keys[&c.name].as_bytes()).unwrap_or(false) {
             return Err(Error::input(dir.join(format!("{}.key", c.name)).display().to_string(), format!("not the key of the plan's new {} CA ({})", c.alias, c.new_subject)));

@@ -17,10 +17,19 @@ use crate::pki::{edit, first_cert, kubeconfig, sha256};
 use crate::playbook::Playbook;
 use crate::pki::sign::MAX_CLOCK_SKEW;
 
+/// Which CA key a private file op writes, from the run's key store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    /// The CA's new key.
+    New(String),
+    /// The CA's old key, copied for its other use.
+    Old(String),
+}
+
 /// A file op from a file's bytes before and after. `ca_key`: the file is the new key of
 /// this CA (rebuilt from the run's key store); `key_of` finds those keys, to check the
 /// recipe. Refused when the recipe would carry key bytes or does not rebuild `new` exactly.
-pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Option<String>, private: bool, key_of: &dyn Fn(&str) -> Option<String>, changes: Vec<String>, certificates: Vec<Reissued>) -> Result<FileOp, String> {
+pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Option<KeyRef>, private: bool, key_of: &dyn Fn(&str) -> Option<String>, changes: Vec<String>, certificates: Vec<Reissued>) -> Result<FileOp, String> {
     let action = match (old, new) {
         (None, Some(_)) => Action::Create,
         (Some(_), None) => Action::Remove,
@@ -29,7 +38,8 @@ pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Optio
     let is_kubeconfig = old.is_some_and(kubeconfig::looks_like_kubeconfig);
     let recipe = match (new, &ca_key) {
         (None, _) => Recipe::Remove,
-        (Some(_), Some(ca)) => Recipe::CaKey { ca: ca.clone() },
+        (Some(_), Some(KeyRef::New(ca))) => Recipe::CaKey { ca: ca.clone() },
+        (Some(_), Some(KeyRef::Old(ca))) => Recipe::OldCaKey { ca: ca.clone() },
         (Some(n), None) if is_kubeconfig => {
             let o = old.expect("a kubeconfig being modified exists");
             let before = kubeconfig::parse_kubeconfig(o)?;
@@ -214,6 +224,33 @@ pub fn pair_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &d
             let (Some(c), Some(k)) = (get(&n.name, cp).and_then(|b| first_cert(&b).ok()), get(&n.name, kp)) else { continue };
             if !key_matches(&c, &k).unwrap_or(false) {
                 out.push(format!("after {stage}, {}: {} {cp} and {} {kp} would not be one matching cert and key", n.name, pair.cert, pair.key));
+            }
+        }
+    }
+    out
+}
+
+/// Every service-account key use (a component's ref to a key or public-key file that is not a
+/// CA's key) whose file, as `get` has it after `stage`, no longer holds the key it held before
+/// the change: tokens signed before would stop verifying, or new ones would not verify.
+pub fn service_account_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<String> {
+    use crate::playbook::FileKind;
+    let ca_keys: BTreeSet<&str> = pb.files.iter().filter(|f| f.signer.is_none()).filter_map(|f| f.key.as_deref()).collect();
+    let public = |b: &[u8]| crate::pki::sign::load_key(b).ok().map(|k| k.public_key_raw().to_vec());
+    let mut out = Vec::new();
+    for n in nodes {
+        for c in pb.components.iter().filter(|c| n.pki.components.contains_key(&c.name)) {
+            let Some(flags) = flags_now(c, &n.pki, &|p| get(&n.name, p)) else { continue };
+            for r in c.refs.iter().filter(|r| pb.file(&r.file).is_some_and(|f| matches!(f.kind, FileKind::Key | FileKind::Pubkey)) && !ca_keys.contains(r.file.as_str())) {
+                // Only a file kcert read can be one it changes (a CA key that is also this).
+                let Some(orig) = n.pki.refs.get(&(c.name.clone(), r.key.clone())).and_then(|p| n.files.get(p)) else { continue };
+                let now = flags.get(&r.key).and_then(|p| get(&n.name, p).map(|b| (p.clone(), b)));
+                match now {
+                    Some((_, b)) if &b == orig => {}
+                    Some((_, b)) if public(&b).is_some() && public(&b) == public(orig) => {}
+                    Some((p, _)) => out.push(format!("after {stage}, {}: {} {} names {p}, which no longer holds the service-account key it held: every service-account token would stop verifying", n.name, c.name, r.key)),
+                    None => out.push(format!("after {stage}, {}: {} {} names no readable file", n.name, c.name, r.key)),
+                }
             }
         }
     }

@@ -311,7 +311,16 @@ pub enum Recipe {
     Kubeconfig { fields: Vec<KubeconfigField> },
     /// The new private key of this CA (a playbook file name), from the run's key store.
     CaKey { ca: String },
+    /// The old private key of this CA, kept under another name for its other use (a binary
+    /// cluster's service-account key that was the CA key), from the run's key store.
+    OldCaKey { ca: String },
     Remove,
+}
+
+/// The run's key store name of a CA's old key (kept only where the plan copies it: its other
+/// use, the service-account key, keeps working after the CA key changes).
+pub fn old_key_id(ca: &str) -> String {
+    format!("{ca}.old")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +344,7 @@ impl Recipe {
                 Some(b)
             }
             Recipe::CaKey { ca } => Some(key_of(ca).ok_or_else(|| format!("the new key of CA {ca} is not in the run's key store"))?.into_bytes()),
+            Recipe::OldCaKey { ca } => Some(key_of(&old_key_id(ca)).ok_or_else(|| format!("the old key of CA {ca} is not in the run's key store"))?.into_bytes()),
             Recipe::Remove => None,
         })
     }
@@ -345,7 +355,7 @@ impl Recipe {
             Recipe::Text { text } => text.clone(),
             Recipe::Certs { certs } => certs.concat(),
             Recipe::Kubeconfig { fields } => fields.iter().map(|f| f.pem.as_str()).collect(),
-            Recipe::CaKey { .. } | Recipe::Remove => String::new(),
+            Recipe::CaKey { .. } | Recipe::OldCaKey { .. } | Recipe::Remove => String::new(),
         }
     }
 }
@@ -378,6 +388,20 @@ impl Plan {
                 ops
             })
         })
+    }
+
+    /// The key store ids the plan's recipes need: each new CA's key, and the old key of a CA
+    /// whose other use keeps a copy of it.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.cas.iter().map(|c| c.name.clone()).collect();
+        for (_, _, _, f) in self.file_ops() {
+            if let Recipe::OldCaKey { ca } = &f.recipe {
+                ids.push(old_key_id(ca));
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     pub fn stage(&self, id: StageId) -> Option<&StagePlan> {

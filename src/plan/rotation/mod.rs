@@ -81,6 +81,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         v: Validity { now: input.now, days: input.opts.leaf_days },
         rots,
         splits: BTreeMap::new(),
+        sa_splits: Vec::new(),
         staged: BTreeMap::new(),
         private: BTreeMap::new(),
         problems: Vec::new(),
@@ -270,13 +271,25 @@ fn b64_lines(der: &[u8]) -> String {
 
 fn default_notes(pb: &Playbook, p: &Planner<'_>) -> Vec<String> {
     let mut notes = Vec::new();
-    if pb.files.iter().any(|f| f.kind == FileKind::Pubkey) {
-        notes.push("the service-account signing key pair (sa.key/sa.pub) is not a CA: it is not rotated, and tokens stay valid".into());
+    if p.sa_splits.is_empty() && pb.files.iter().any(|f| f.kind == FileKind::Pubkey) {
+        let mut paths: Vec<&str> = p.input.nodes.iter().flat_map(|n| ["sa.key", "sa.pub"].into_iter().filter_map(|k| n.pki.named.get(k).map(String::as_str))).collect();
+        paths.sort();
+        paths.dedup();
+        let which = if paths.is_empty() { "sa.key/sa.pub".to_string() } else { paths.join(", ") };
+        notes.push(format!("the service-account signing key pair ({which}) is not a CA: it is not rotated, and tokens stay valid"));
     }
     for ((node, comp), (ri, cert, key)) in &p.splits {
         notes.push(format!(
             "{node}: {comp} signs with {cert} and {key}; while {cert} holds both CAs, it signs with a copy of the old CA (S2), then with the new one (S4), then with {cert} again (S5): one matching cert and key throughout ({})",
             p.rots[*ri].old.alias
+        ));
+    }
+    for (node, ri, key, copy, uses) in &p.sa_splits {
+        let flags: Vec<String> = uses.iter().map(|(c, f)| format!("{c} {f}")).collect();
+        notes.push(format!(
+            "{node}: {key}, the {} CA key, is also the service-account key ({}): S2 copies the old key to {copy} (0600, kept for good) and points those flags at it, so every service-account token stays valid; the CA key itself then changes in S5",
+            p.rots[*ri].old.alias,
+            flags.join(", ")
         ));
     }
     let rehomed: Vec<String> = p

@@ -13,7 +13,7 @@ use crate::pki::sign::{Signer, Validity};
 use crate::pki::{edit, find_issuer};
 use crate::plan::model::{CaId, Content, FileId};
 use crate::plan::parts;
-use crate::plan::schema::{FileOp, StageId};
+use crate::plan::schema::{FileOp, StageId, old_key_id};
 
 /// What the planner keeps per rotated CA.
 pub(super) struct Rot {
@@ -48,7 +48,7 @@ impl Vfs<'_> {
 #[derive(Default)]
 pub(super) struct Pending {
     /// (path) -> the ca name whose key it holds: written from the key store.
-    pub(super) private: BTreeMap<String, String>,
+    pub(super) private: BTreeMap<String, parts::KeyRef>,
     /// Paths touched, in order, with their bytes before the stage touched them.
     pub(super) touched: Vec<String>,
     pub(super) before: BTreeMap<String, Option<Vec<u8>>>,
@@ -65,6 +65,9 @@ pub(super) struct Planner<'a> {
     /// (node, component) of a signing pair split off the CA bundle in S2: (rotation index,
     /// original cert flag value, original key flag value).
     pub(super) splits: BTreeMap<(String, String), (usize, String, String)>,
+    /// A CA key that is also the service-account key, split off in S2: (node, rotation index,
+    /// the CA key's path, the copy's path, the (component, flag) pairs repointed at the copy).
+    pub(super) sa_splits: Vec<(String, usize, String, String, Vec<(String, String)>)>,
     /// Staged files created in S1/S2, per node, for the clean-up.
     pub(super) staged: BTreeMap<String, Vec<String>>,
     /// Private keys written, (node, path) -> ca name: rebuilt from the key store.
@@ -192,7 +195,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let private = p.private.contains_key(path) || self.private.contains_key(&(node.to_string(), path.clone()));
-            let keys = |ca: &str| self.rots.iter().find(|r| r.old.name == ca).map(|r| r.key_pem.clone());
+            let keys = |id: &str| self.key_of(id);
             let changes = self.describe(old.as_deref(), new.as_deref(), private);
             match parts::file_op(path, old.as_deref(), new.as_deref(), p.private.get(path).cloned(), private, &keys, changes, Vec::new()) {
                 Ok(op) => out.push(op),
@@ -205,12 +208,37 @@ impl<'a> Planner<'a> {
     pub(super) fn write_key(&mut self, p: &mut Pending, node: &str, path: &str, ri: usize) {
         let key = self.rots[ri].key_pem.clone();
         self.touch(p, node, path, Some(key.into_bytes()));
-        p.private.insert(path.to_string(), self.rots[ri].old.name.clone());
+        p.private.insert(path.to_string(), parts::KeyRef::New(self.rots[ri].old.name.clone()));
         self.private.insert((node.to_string(), path.to_string()), self.rots[ri].old.name.clone());
+    }
+
+    /// A key of the run's key store by its id: a new CA key by the CA's name, an old one by
+    /// `old_key_id` (read from the node that holds it; it never enters the plan).
+    pub(super) fn key_of(&self, id: &str) -> Option<String> {
+        if let Some(r) = self.rots.iter().find(|r| r.old.name == id) {
+            return Some(r.key_pem.clone());
+        }
+        let ri = self.rots.iter().position(|r| old_key_id(&r.old.name) == id)?;
+        let (node, _, key) = self.holders.get(ri)?.first()?;
+        self.node(node).files.get(key).map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// Writes a copy of rotation `ri`'s old CA key (its other use keeps it).
+    pub(super) fn write_old_key(&mut self, p: &mut Pending, node: &str, path: &str, ri: usize) {
+        let Some(key) = self.key_of(&old_key_id(&self.rots[ri].old.name)) else {
+            self.problems.push(format!("{node}: the old {} CA key was not read", self.rots[ri].old.alias));
+            return;
+        };
+        self.touch(p, node, path, Some(key.into_bytes()));
+        p.private.insert(path.to_string(), parts::KeyRef::Old(self.rots[ri].old.name.clone()));
+        self.private.insert((node.to_string(), path.to_string()), old_key_id(&self.rots[ri].old.name));
     }
 
     /// Every signing pair of every node, as the plan leaves the files after stage `stage`.
     pub(super) fn check_pairs(&self, stage: StageId) -> Vec<String> {
-        parts::pair_problems(self.input.playbook, self.input.nodes, stage, &|node, path| self.vfs.get(node, path))
+        let get = |node: &str, path: &str| self.vfs.get(node, path);
+        let mut out = parts::pair_problems(self.input.playbook, self.input.nodes, stage, &get);
+        out.extend(parts::service_account_problems(self.input.playbook, self.input.nodes, stage, &get));
+        out
     }
 }

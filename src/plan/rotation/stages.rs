@@ -66,6 +66,43 @@ impl Planner<'_> {
             }
         }
         self.split_signing_pairs(node, p);
+        self.split_service_account_keys(node, p);
+    }
+
+    /// A CA key read for something else as well (binary guides point the service-account
+    /// flags at ca-key.pem): before the CA key changes, that other use gets a copy of the old
+    /// key of its own (0600, beside it), its flags repointed, its readers restarted; so every
+    /// service-account token stays valid through the rotation and after it.
+    fn split_service_account_keys(&mut self, node: &str, p: &mut Pending) {
+        let pb = self.input.playbook;
+        let ca_keys: BTreeSet<&str> = pb.files.iter().filter(|f| f.signer.is_none()).filter_map(|f| f.key.as_deref()).collect();
+        for ri in 0..self.rots.len() {
+            let Some((_, key_path)) = self.holder(ri, node) else { continue };
+            let n = self.node(node);
+            let mut uses: Vec<(String, String)> = Vec::new();
+            for c in &pb.components {
+                for r in &c.refs {
+                    let other_use = pb.file(&r.file).is_some_and(|f| matches!(f.kind, crate::playbook::FileKind::Key | crate::playbook::FileKind::Pubkey)) && !ca_keys.contains(r.file.as_str());
+                    if other_use && n.pki.refs.get(&(c.name.clone(), r.key.clone())) == Some(&key_path) {
+                        uses.push((c.name.clone(), r.key.clone()));
+                    }
+                }
+            }
+            if uses.is_empty() {
+                continue;
+            }
+            let dir = key_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            let taken = |p: &str| n.pki.files.contains(p) || n.files.contains_key(p);
+            let Some(copy) = ["service-account-key.pem", "sa-from-ca-key.pem"].iter().map(|f| format!("{dir}/{f}")).find(|p| !taken(p)) else {
+                self.problems.push(format!("{node}: {key_path} is also the service-account key, and {dir}/service-account-key.pem and {dir}/sa-from-ca-key.pem both exist: kcert will not overwrite either to split it off"));
+                continue;
+            };
+            self.write_old_key(p, node, &copy, ri);
+            for (comp, flag) in &uses {
+                self.set_flags(p, node, comp, &[(flag.as_str(), copy.as_str())]);
+            }
+            self.sa_splits.push((node.to_string(), ri, key_path, copy, uses));
+        }
     }
 
     fn kubeconfig_trust(&mut self, node: &str, path: &str, p: &mut Pending, old_sha: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, String>) {
