@@ -530,6 +530,37 @@ mod tests {
     }
 
     #[test]
+    fn the_unit_systemd_loads_and_its_drop_ins_in_name_order_make_the_kubelet_keys() {
+        let (units, dirs) = unit_candidates("kubelet");
+        let mut have: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        have.insert("/lib/systemd/system/kubelet.service".into(), b"[Service]\nExecStart=/bin/kubelet --config=/old.yaml\n".to_vec());
+        have.insert("/etc/systemd/system/kubelet.service".into(), b"[Service]\nExecStart=/bin/kubelet --config=/var/lib/kubelet/c.yaml --kubeconfig=/k --tls-cert-file=/flag.pem\n".to_vec());
+        let listed = vec![
+            "/usr/lib/systemd/system/kubelet.service.d/20-b.conf".to_string(),
+            "/etc/systemd/system/kubelet.service.d/20-b.conf".to_string(),
+            "/usr/lib/systemd/system/kubelet.service.d/10-a.conf".to_string(),
+            "/etc/systemd/system/kubelet.service.d/notes.txt".to_string(),
+        ];
+        let files = unit_files(&units, &dirs, &have, &listed);
+        assert_eq!(files, ["/etc/systemd/system/kubelet.service", "/usr/lib/systemd/system/kubelet.service.d/10-a.conf", "/etc/systemd/system/kubelet.service.d/20-b.conf"]);
+        have.insert("/var/lib/kubelet/c.yaml".into(), b"authentication:\n  x509:\n    clientCAFile: ca.pem\ntlsCertFile: /config.pem\nrotateCertificates: true\n".to_vec());
+        let pb = playbook::builtin("hardway").unwrap();
+        let c = pb.component("kubelet").unwrap();
+        let read = unit_keys(c, &files, &|p: &str| have.get(p).cloned());
+        assert!(read.wanted.is_empty() && read.error.is_none());
+        let k = &read.flags.keys;
+        assert_eq!(k["--kubeconfig"], "/k");
+        assert_eq!(k["authentication.x509.clientCAFile"], "/var/lib/kubelet/ca.pem", "relative to the config's directory");
+        assert_eq!(k["tlsCertFile"], "/flag.pem", "the flag wins over the config field");
+        assert_eq!(k["rotateCertificates"], "true");
+        assert!(read.flags.sources.contains(&"/var/lib/kubelet/c.yaml".to_string()));
+        // A required environment file that is not there is asked for, then said missing.
+        have.insert("/etc/systemd/system/kubelet.service".into(), b"[Service]\nEnvironmentFile=/etc/k.env\nEnvironmentFile=-/etc/opt.env\nExecStart=/bin/kubelet $OPTS\n".to_vec());
+        let read = unit_keys(c, &files, &|p: &str| have.get(p).cloned());
+        assert_eq!(read.wanted, vec![("/etc/k.env".to_string(), true), ("/etc/opt.env".to_string(), false)]);
+    }
+
+    #[test]
     fn scanned_non_certificates_are_ignored_but_corrupt_pem_is_reported() {
         let mut pki = NodePki::default();
         let want = Want { kind: None, name: None, origin: None, required: false };

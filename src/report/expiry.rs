@@ -140,9 +140,15 @@ async fn scan_node(t: &dyn Transport, playbook: Option<&Playbook>, embedded: &[P
         }
     };
     let pki = discover::discover(t, playbook, &opts.extra_paths).await?;
-    if pki.files.is_empty() && pki.certs.is_empty() && pki.errors.is_empty() {
+    // Unit and config files alone are no PKI: a node with no certificate is said, never an
+    // empty table.
+    if pki.certs.is_empty() && pki.errors.is_empty() {
         let why = match playbook {
-            Some(pb) => format!("none where the {} playbook looks ({}, {})", pb.name, pb.pki_dir, pb.scan.join(", ")),
+            Some(pb) => {
+                let read: Vec<String> = pki.sources.values().flatten().cloned().collect();
+                let flags = if read.is_empty() { "no component's flags were found".to_string() } else { format!("no file named by the flags in {}", read.join(", ")) };
+                format!("none where the {} playbook looks: {flags}, nothing in {}", pb.name, pb.scan.join(", "))
+            }
             None => "no known distribution detected here (pass --distribution, or --path to the certificates)".to_string(),
         };
         return Err(NodeFailure::command(format!("no PKI found: {why}")));
