@@ -59,6 +59,7 @@ pub fn replay(pb: &Playbook, nodes: &[NodeFacts], plan: &Plan, keys: &BTreeMap<S
             }
         }
         out.extend(parts::pair_problems(pb, nodes, s.id, &|node, path| get(&files, node, path)));
+        out.extend(parts::service_account_problems(pb, nodes, s.id, &|node, path| get(&files, node, path)));
     }
     if out.is_empty() && plan.kind == Kind::RotateCa {
         let after: Vec<NodeFacts> = nodes
