@@ -284,12 +284,15 @@ fn default_notes(pb: &Playbook, p: &Planner<'_>) -> Vec<String> {
             p.rots[*ri].old.alias
         ));
     }
-    for (node, ri, key, copy, uses) in &p.sa_splits {
-        let flags: Vec<String> = uses.iter().map(|(c, f)| format!("{c} {f}")).collect();
+    for s in &p.sa_splits {
+        let flags: Vec<String> = s.uses.iter().map(|(c, f)| format!("{c} {f}")).collect();
         notes.push(format!(
-            "{node}: {key}, the {} CA key, is also the service-account key ({}): S2 copies the old key to {copy} (0600, kept for good) and points those flags at it, so every service-account token stays valid; the CA key itself then changes in S5",
-            p.rots[*ri].old.alias,
-            flags.join(", ")
+            "{}: {}, the {} CA key, is also the service-account key ({}): S2 copies the old key to {} (0600, kept for good) and points those flags at it, so every service-account token stays valid; the CA key itself then changes in S5",
+            s.node,
+            s.key,
+            p.rots[s.ri].old.alias,
+            flags.join(", "),
+            s.copy
         ));
     }
     let rehomed: Vec<String> = p

@@ -55,6 +55,18 @@ pub(super) struct Pending {
     pub(super) model: BTreeMap<String, Content>,
 }
 
+/// A CA key that is also the service-account key, split off in S2 on one node.
+pub(super) struct SaSplit {
+    pub node: String,
+    /// The rotation whose CA key it is.
+    pub ri: usize,
+    pub key: String,
+    /// The old key's copy the other use reads from S2 on.
+    pub copy: String,
+    /// (component, flag) pairs repointed at the copy.
+    pub uses: Vec<(String, String)>,
+}
+
 pub(super) struct Planner<'a> {
     pub(super) input: &'a Input<'a>,
     /// The trust model as the plan so far leaves it.
@@ -65,9 +77,8 @@ pub(super) struct Planner<'a> {
     /// (node, component) of a signing pair split off the CA bundle in S2: (rotation index,
     /// original cert flag value, original key flag value).
     pub(super) splits: BTreeMap<(String, String), (usize, String, String)>,
-    /// A CA key that is also the service-account key, split off in S2: (node, rotation index,
-    /// the CA key's path, the copy's path, the (component, flag) pairs repointed at the copy).
-    pub(super) sa_splits: Vec<(String, usize, String, String, Vec<(String, String)>)>,
+    /// Each CA key that is also the service-account key, split off in S2.
+    pub(super) sa_splits: Vec<SaSplit>,
     /// Staged files created in S1/S2, per node, for the clean-up.
     pub(super) staged: BTreeMap<String, Vec<String>>,
     /// Private keys written, (node, path) -> ca name: rebuilt from the key store.

@@ -101,7 +101,7 @@ impl Planner<'_> {
             for (comp, flag) in &uses {
                 self.set_flags(p, node, comp, &[(flag.as_str(), copy.as_str())]);
             }
-            self.sa_splits.push((node.to_string(), ri, key_path, copy, uses));
+            self.sa_splits.push(super::planner::SaSplit { node: node.to_string(), ri, key: key_path, copy, uses });
         }
     }
 
