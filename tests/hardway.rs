@@ -197,6 +197,10 @@ fn every_certificate_is_found_from_the_units_alone() {
             .collect();
         got.sort();
         assert_eq!(got, want, "{set}: kcert reports exactly the certificates openssl finds");
+        // `check` names the distribution it detected and counts certificate files, not units.
+        let check = n.look("check", &[]).run();
+        let row = check.stdout.lines().nth(1).unwrap_or_default().to_string();
+        assert!(row.contains(" hardway "), "{set}: {row}");
         // Leaves are attributed to the one CA by its shortest name.
         let table = n.look("expiry", &[]).run();
         let row = table.stdout.lines().find(|l| l.ends_with("/var/lib/kubernetes/kubernetes.pem")).unwrap_or_else(|| panic!("{set}: no kubernetes.pem row"));

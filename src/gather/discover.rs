@@ -148,7 +148,11 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
             let src = c.origin();
             let src = src.as_str();
             let keys = flags.keys.clone();
-            pki.files.extend(flags.sources.iter().cloned());
+            // A manifest counts among the PKI files as before; units and their environment
+            // files are where flags come from, not PKI.
+            if c.unit.is_none() {
+                pki.files.extend(flags.sources.iter().cloned());
+            }
             for (k, site) in &flags.sites {
                 pki.sites.insert((c.name.clone(), k.clone()), site.clone());
             }
