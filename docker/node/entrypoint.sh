@@ -1,6 +1,7 @@
 #!/bin/sh
 # PID 1 of a test-fleet node: host keys on first start (the image ships none, so no two
-# nodes share one), then supervisord running sshd and whichever components this node has.
+# nodes share one), then supervisord running sshd and whichever components this node has
+# (kube-controller-manager, kube-scheduler and kube-proxy never run here: see docker/fleet).
 set -eu
 mkdir -p /run/sshd /run/kcert
 [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A
@@ -40,7 +41,9 @@ redirect_stderr=true
 stdout_logfile=/var/log/$1.log
 CONF
 }
-[ -f /etc/kubernetes/manifests/etcd.yaml ] && program etcd run-etcd.sh
-[ -f /etc/kubernetes/manifests/kube-apiserver.yaml ] && program kube-apiserver run-apiserver.sh
-[ -f /var/lib/kubelet/config.yaml ] && program kubelet run-kubelet.sh
+# A component runs where its kubeadm file is, or (a binary "hard way" node) its systemd unit.
+unit() { [ -f "/etc/systemd/system/$1.service" ]; }
+if [ -f /etc/kubernetes/manifests/etcd.yaml ] || unit etcd; then program etcd run-etcd.sh; fi
+if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ] || unit kube-apiserver; then program kube-apiserver run-apiserver.sh; fi
+if [ -f /var/lib/kubelet/config.yaml ] || unit kubelet; then program kubelet run-kubelet.sh; fi
 exec /usr/bin/supervisord -n -c "$conf"

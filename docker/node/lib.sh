@@ -11,9 +11,11 @@ all_flags() {
   sed -n 's/^[[:space:]]*- \(--[a-z0-9-]*=.*\)$/\1/p' "$1"
 }
 
-# field FILE KEY -> value of `KEY: value` at any depth (kubelet config keys are unique)
+# field FILE KEY -> value of `KEY: value` at any depth (kubelet config keys are unique), one
+# layer of YAML quotes taken off
 field() {
-  sed -n "s/^[[:space:]]*$2:[[:space:]]*\(.*\)$/\1/p" "$1" | head -n1
+  sed -n "s/^[[:space:]]*$2:[[:space:]]*\(.*\)$/\1/p" "$1" | head -n1 |
+    sed "s/[[:space:]]*\$//; s/^\"\(.*\)\"\$/\1/; s/^'\(.*\)'\$/\1/"
 }
 
 # nginx_head DIR -> the start of an nginx config whose pid and temp files live in DIR, so
@@ -40,12 +42,20 @@ CONF
 # rendered again and nginx reloads gracefully (open connections finish on the old files, new
 # ones get the new), as the real apiserver reloads its serving cert and client CA from disk.
 # SIGTERM stops nginx; if nginx dies the wrapper exits, so supervisord restarts it.
+# With STRICT (a binary node's units, whose restart is systemd's stop-and-start), a SIGHUP whose
+# new configuration does not load (a path that is not there, a key that does not match: `nginx
+# -t` loads every certificate and key) ends the stand-in, as the real component would fail to
+# start, instead of nginx keeping its old configuration; supervisord then retries the start.
 serve_nginx() {
-  dir=$1 render=$2
+  dir=$1 render=$2 strict=${3:-}
   "$render"
   /usr/sbin/nginx -c "$dir/nginx.conf" -g 'daemon off;' &
   child=$!
-  trap '"$render" && /usr/sbin/nginx -c "$dir/nginx.conf" -g "daemon off;" -s reload' HUP
+  if [ -n "$strict" ]; then
+    trap 'if "$render" && /usr/sbin/nginx -q -t -c "$dir/nginx.conf" -g "daemon off;"; then /usr/sbin/nginx -c "$dir/nginx.conf" -g "daemon off;" -s reload; else echo "reload: the new configuration does not load: stopping" >&2; kill -KILL $child 2>/dev/null; fi' HUP
+  else
+    trap '"$render" && /usr/sbin/nginx -c "$dir/nginx.conf" -g "daemon off;" -s reload' HUP
+  fi
   trap 'kill -TERM $child 2>/dev/null; wait $child; exit 0' TERM INT
   # `wait` returns early when a trapped signal arrives: keep waiting while nginx lives.
   while kill -0 "$child" 2>/dev/null; do
@@ -57,4 +67,189 @@ serve_nginx() {
   trap '' TERM
   kill -TERM 0 2>/dev/null || true
   exit 1
+}
+
+# --- systemd units, read as systemd would (binary "hard way" nodes) ---------------------------
+
+# Where systemd looks for a unit, most important first (systemd.unit(5) "Unit File Load Path").
+UNIT_DIRS="/etc/systemd/system /run/systemd/system /usr/lib/systemd/system /lib/systemd/system"
+
+# unit_files UNIT -> the unit file systemd would load (the first UNIT.service of UNIT_DIRS),
+# then its drop-ins: every UNIT.service.d/*.conf of those dirs, one of a name in an earlier dir
+# hiding the same name in a later one, in the order of their names (systemd.unit(5)). An empty
+# unit file or a link to /dev/null is a masked unit (systemd.unit(5)): it does not run at all.
+unit_files() {
+  main=""
+  for d in $UNIT_DIRS; do
+    f="$d/$1.service"
+    if [ -L "$f" ] || [ -e "$f" ]; then
+      if [ ! -s "$f" ]; then echo "unit_files: $1 is masked ($f)" >&2; return 1; fi
+      main=$f; break
+    fi
+  done
+  [ -n "$main" ] || { echo "unit_files: no $1.service in $UNIT_DIRS" >&2; return 1; }
+  echo "$main"
+  for d in $UNIT_DIRS; do
+    for f in "$d/$1.service.d"/*.conf; do
+      [ -f "$f" ] && printf '%s %s\n' "${f##*/}" "$f"
+    done
+  done | sort -s -k1,1 | awk '!seen[$1]++ { print $2 }'
+}
+
+# The parser behind unit_flags and unit_env: reads the unit files given as arguments and
+# prints either the command line's arguments after the binary (MODE=args, one per line) or the
+# process environment (MODE=env, NAME=value per line). What it follows:
+#  * systemd.syntax(7): a line ending in a backslash goes on on the next line (comment lines in
+#    between are skipped); `#`/`;` lines are comments; only [Service] counts here.
+#  * systemd.service(5) ExecStart=: the last assignment wins, an empty one resets it; the first
+#    word is the binary (with any `-`, `@`, `:`, `+`, `!` prefix) and is left out. Words split at
+#    whitespace, "..."/'...' quote, a backslash escapes. "Command lines": `$VAR` as a whole
+#    word is replaced by the variable's value split at whitespace, `${VAR}` (and `$VAR` inside
+#    a word) by its value as it is; an unset variable is empty.
+#  * systemd.exec(5) Environment=: space-separated (quotable) NAME=value assignments, an empty
+#    one resets the list. EnvironmentFile=: files read at each start, a leading `-` making one
+#    optional (a missing required file fails the start); their settings override Environment=.
+#    Their syntax (systemd's env-file parser): NAME=value lines, `#`/`;` comments, "..." values
+#    in which a backslash-newline is removed and `\"`, `\\`, `\$`, `` \` `` unescape, '...'
+#    literal, an unquoted value's trailing whitespace dropped and backslash-newline joined.
+#    No variable is expanded inside an environment file.
+UNIT_AWK='
+function trim(s) { sub(/^[ \t]+/, "", s); sub(/[ \t\r]+$/, "", s); return s }
+# words(S, A) -> number of words of S in A[1..n], systemd command-line style.
+function words(s, a,    n, i, c, q, cur, inw) {
+  n = 0; cur = ""; inw = 0
+  for (i = 1; i <= length(s); i++) {
+    c = substr(s, i, 1)
+    if (c == " " || c == "\t" || c == "\n" || c == "\r") {
+      if (inw) { a[++n] = cur; cur = ""; inw = 0 }
+    } else if (c == "\"" || c == "\047") {
+      inw = 1; q = c
+      for (i++; i <= length(s) && substr(s, i, 1) != q; i++) cur = cur substr(s, i, 1)
+    } else if (c == "\\") {
+      inw = 1; i++; cur = cur substr(s, i, 1)
+    } else { inw = 1; cur = cur c }
+  }
+  if (inw) a[++n] = cur
+  return n
+}
+# expand(W): ${NAME} and $NAME inside a word replaced by their values.
+function expand(w,    out, rest, i, name, j) {
+  out = ""; rest = w
+  while ((i = index(rest, "$")) > 0) {
+    out = out substr(rest, 1, i - 1); rest = substr(rest, i + 1)
+    if (substr(rest, 1, 1) == "{" && (j = index(rest, "}")) > 0) {
+      name = substr(rest, 2, j - 2); rest = substr(rest, j + 1)
+    } else if (match(rest, /^[A-Za-z0-9_]+/)) {
+      name = substr(rest, 1, RLENGTH); rest = substr(rest, RLENGTH + 1)
+    } else { out = out "$"; continue }
+    if (name in env) out = out env[name]
+  }
+  return out rest
+}
+function setenv(k, v) { if (!(k in env)) order[++nenv] = k; env[k] = v }
+# envfile(PATH) -> 1 when read, 0 when missing.
+function envfile(path,    text, line, r, i, c, st, key, val) {
+  text = ""; r = 0
+  while ((r = (getline line < path)) > 0) text = text line "\n"
+  if (r < 0) return 0
+  close(path)
+  st = "prekey"; key = ""; val = ""
+  for (i = 1; i <= length(text); i++) {
+    c = substr(text, i, 1)
+    if (st == "prekey") {
+      if (c == "#" || c == ";") st = "comment"
+      else if (c != " " && c != "\t" && c != "\n" && c != "\r") { st = "key"; key = c }
+    } else if (st == "key") {
+      if (c == "\n") { st = "prekey"; key = "" }
+      else if (c == "=") { st = "prevalue"; val = ""; key = trim(key) }
+      else key = key c
+    } else if (st == "prevalue") {
+      if (c == "\n") { setenv(key, val); st = "prekey"; key = "" }
+      else if (c == "\047") st = "single"
+      else if (c == "\"") st = "double"
+      else if (c == "\\") st = "escape"
+      else if (c != " " && c != "\t") { st = "value"; val = val c }
+    } else if (st == "value") {
+      if (c == "\n") { sub(/[ \t\r]+$/, "", val); setenv(key, val); st = "prekey"; key = "" }
+      else if (c == "\\") st = "escape"
+      else val = val c
+    } else if (st == "escape") {
+      st = "value"; if (c != "\n") val = val c
+    } else if (st == "single") {
+      if (c == "\047") st = "prevalue"; else val = val c
+    } else if (st == "double") {
+      if (c == "\"") st = "prevalue"
+      else if (c == "\\") st = "dqescape"
+      else val = val c
+    } else if (st == "dqescape") {
+      st = "double"
+      if (c == "\"" || c == "\\" || c == "`" || c == "$") val = val c
+      else if (c != "\n") val = val "\\" c
+    } else if (st == "comment") {
+      if (c == "\\") st = "cescape"; else if (c == "\n") st = "prekey"
+    } else if (st == "cescape") st = "comment"
+  }
+  if (key != "" && st != "key" && st != "prekey" && st != "comment" && st != "cescape") setenv(key, val)
+  return 1
+}
+FNR == 1 { section = ""; pending = "" }
+{
+  line = $0; sub(/\r$/, "", line); t = line; sub(/^[ \t]+/, "", t)
+  if (t ~ /^[#;]/) next
+  if (pending == "" && t ~ /^\[/) { section = trim(t); next }
+  if (line ~ /\\$/) { pending = pending substr(line, 1, length(line) - 1) " "; next }
+  logical = pending line; pending = ""
+  if (section != "[Service]" || (i = index(logical, "=")) == 0) next
+  k = trim(substr(logical, 1, i - 1)); v = trim(substr(logical, i + 1))
+  if (k == "ExecStart") exec = v
+  else if (k == "Environment") {
+    if (v == "") { split("", uenv); nuenv = 0 }
+    else { n = words(v, w); for (j = 1; j <= n; j++) if ((e = index(w[j], "=")) > 1) { uk[++nuenv] = substr(w[j], 1, e - 1); uenv[nuenv] = substr(w[j], e + 1) } }
+  } else if (k == "EnvironmentFile") {
+    if (v == "") nfiles = 0; else files[++nfiles] = v
+  }
+}
+END {
+  for (j = 1; j <= nuenv; j++) setenv(uk[j], uenv[j])
+  for (j = 1; j <= nfiles; j++) {
+    p = files[j]; optional = sub(/^-/, "", p)
+    if (!envfile(p) && !optional) { print "unit: environment file " p " is missing" > "/dev/stderr"; exit 1 }
+  }
+  if (mode == "env") { for (j = 1; j <= nenv; j++) print order[j] "=" env[order[j]]; exit 0 }
+  if (exec == "") { print "unit: no ExecStart=" > "/dev/stderr"; exit 1 }
+  n = words(exec, w)
+  for (j = 2; j <= n; j++) {
+    if (w[j] ~ /^\$[A-Za-z0-9_]+$/) {
+      name = substr(w[j], 2)
+      if (name in env) { m = words(env[name], x); for (l = 1; l <= m; l++) print x[l] }
+    } else print expand(w[j])
+  }
+}'
+
+# unit_flags UNIT -> the arguments systemd would start UNIT with (after the binary), one per
+# line: `--flag=value` as written, after joining, environment loading and expansion.
+unit_flags() {
+  files=$(unit_files "$1") || return 1
+  # shellcheck disable=SC2086
+  (IFS='
+'; exec awk -v mode=args "$UNIT_AWK" $files)
+}
+
+# unit_env UNIT -> the environment systemd would give UNIT's process (Environment= and the
+# EnvironmentFile= files), NAME=value per line.
+unit_env() {
+  files=$(unit_files "$1") || return 1
+  # shellcheck disable=SC2086
+  (IFS='
+'; exec awk -v mode=env "$UNIT_AWK" $files)
+}
+
+# pick NAME < FLAGS -> the value of --NAME=value or `--NAME value` among unit_flags' lines, the
+# last one winning as pflag's does; `--NAME` alone is "true".
+pick() {
+  awk -v f="--$1" '
+    want { want = 0; if ($0 !~ /^-/) { v = $0; next }; v = "true" }
+    index($0, f "=") == 1 { v = substr($0, length(f) + 2); next }
+    $0 == f { want = 1 }
+    END { if (want) v = "true"; if (v != "") print v }'
 }

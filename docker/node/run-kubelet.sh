@@ -1,17 +1,37 @@
 #!/bin/sh
 # STAND-IN for the kubelet's TLS port (no real kubelet can run here): nginx on 10250,
-# configured at each (re)start and on SIGHUP (a graceful reload, see serve_nginx) from
-# /var/lib/kubelet/config.yaml as the kubelet reads it:
-# it serves tlsCertFile/tlsPrivateKeyFile (default /var/lib/kubelet/pki/kubelet.{crt,key})
+# configured at each (re)start and on SIGHUP (a graceful reload, see serve_nginx) from the
+# kubelet's config file as the kubelet reads it: /var/lib/kubelet/config.yaml on a kubeadm node;
+# on a binary ("hard way") node the file the kubelet systemd unit's --config names, its
+# --tls-cert-file, --tls-private-key-file and --client-ca-file flags winning over the fields
+# (the unit read as systemd would, see unit_flags in lib.sh).
+# It serves tlsCertFile/tlsPrivateKeyFile (default /var/lib/kubelet/pki/kubelet.{crt,key})
 # and demands client certificates from authentication.x509.clientCAFile. /healthz answers ok.
 set -eu
 . /opt/kcert-fleet/lib.sh
-c=/var/lib/kubelet/config.yaml
 dir=/run/kcert/kubelet
+strict=""
+[ -f /etc/systemd/system/kubelet.service ] && strict=1
 render() {
-cert=$(field "$c" tlsCertFile); cert=${cert:-/var/lib/kubelet/pki/kubelet.crt}
-key=$(field "$c" tlsPrivateKeyFile); key=${key:-/var/lib/kubelet/pki/kubelet.key}
-ca=$(field "$c" clientCAFile)
+if [ -f /var/lib/kubelet/config.yaml ] && [ ! -f /etc/systemd/system/kubelet.service ]; then
+  c=/var/lib/kubelet/config.yaml
+  cert=$(field "$c" tlsCertFile)
+  key=$(field "$c" tlsPrivateKeyFile)
+  ca=$(field "$c" clientCAFile)
+else
+  flags=$(unit_flags kubelet)
+  c=$(printf '%s\n' "$flags" | pick config)
+  cert=$(printf '%s\n' "$flags" | pick tls-cert-file)
+  key=$(printf '%s\n' "$flags" | pick tls-private-key-file)
+  ca=$(printf '%s\n' "$flags" | pick client-ca-file)
+  if [ -n "$c" ]; then
+    cert=${cert:-$(field "$c" tlsCertFile)}
+    key=${key:-$(field "$c" tlsPrivateKeyFile)}
+    ca=${ca:-$(field "$c" clientCAFile)}
+  fi
+fi
+cert=${cert:-/var/lib/kubelet/pki/kubelet.crt}
+key=${key:-/var/lib/kubelet/pki/kubelet.key}
 mkdir -p "$dir/tmp"
 cat > "$dir/nginx.conf" <<CONF
 $(nginx_head "$dir")
@@ -28,4 +48,4 @@ $(nginx_head "$dir")
 }
 CONF
 }
-serve_nginx "$dir" render
+serve_nginx "$dir" render "$strict"
