@@ -7,11 +7,19 @@
 # names the group, so stopping it also ends a kubectl or etcdctl still in flight.
 # Any failed exchange counts (nginx answers a rejected client cert with HTTP 400, so curl -f
 # and kubectl both fail on it).
+# A kubeadm node's paths are kubeadm's; on a binary ("hard way") node (a kubelet systemd unit)
+# every path is read, at each round, from the component units the way the components read them
+# (unit_flags in lib.sh), so the probes follow what kcert changes there.
 mode=$1 node=$2 cp=$3 eps=$4 peers=$5
 log=/run/kcert/probe.log
 pki=/etc/kubernetes/pki
 mkdir -p /run/kcert
 [ "$mode" = loop ] && echo $$ > /run/kcert/probe.pid
+hardway=0
+if [ -f /etc/systemd/system/kubelet.service ]; then
+  hardway=1
+  . /opt/kcert-fleet/lib.sh
+fi
 
 attempt() {
   edge=$1; shift
@@ -30,8 +38,9 @@ etcd() {
   # deadline, the apiserver gives a request up to --request-timeout (1m0s by default, see the
   # kube-apiserver reference). A certificate error is not tried again, and a broken trust,
   # which lasts, fails every try.
-  cert=$1; shift
-  set -- --endpoints="$eps" --cacert "$pki/etcd/ca.crt" --cert "$pki/$cert.crt" --key "$pki/$cert.key" \
+  #   etcd CACERT CERT KEY ETCDCTL-ARGS...
+  cacert=$1 cert=$2 key=$3; shift 3
+  set -- --endpoints="$eps" --cacert "$cacert" --cert "$cert" --key "$key" \
     --dial-timeout=3s --command-timeout=5s "$@"
   for try in 1 2 3; do
     if err=$(ETCDCTL_API=3 etcdctl "$@" 2>&1 >/dev/null); then return 0; fi
@@ -41,27 +50,64 @@ etcd() {
   return 1
 }
 
-n=0
-round() {
-  for k in admin super-admin controller-manager scheduler kubelet; do
-    f=/etc/kubernetes/$k.conf
-    [ -f "$f" ] && attempt "$k.conf->apiserver@$node" kubectl --kubeconfig "$f" get --raw /livez --request-timeout=5s
-  done
-  [ "$cp" = 1 ] || return 0
-  attempt "apiserver->etcd@$node" etcd apiserver-etcd-client get kcert-probe
-  attempt "healthcheck->etcd@$node" etcd etcd/healthcheck-client get kcert-probe
-  n=$((n + 1))
-  # A write needs quorum: the etcd peers trust each other.
-  attempt "etcd-peers@$node" etcd etcd/healthcheck-client put "kcert-probe-$node" "$n"
-  # The apiserver checks a kubelet's serving cert only with --kubelet-certificate-authority.
-  kca=$(sed -n 's/^[[:space:]]*- --kubelet-certificate-authority=\(.*\)$/\1/p' /etc/kubernetes/manifests/kube-apiserver.yaml)
-  if [ -n "$kca" ]; then verify="--cacert $kca"; else verify=-k; fi
+# kc KUBECONFIG: kubectl's own request with that kubeconfig (a path that could not be read
+# from the units fails the attempt instead of falling back to kubectl's default).
+kc() {
+  [ -n "$1" ] || { echo "no kubeconfig path found in the units" >&2; return 1; }
+  kubectl --kubeconfig "$1" get --raw /livez --request-timeout=5s
+}
+
+# kubelets CERT KEY CA: the apiserver's calls to every kubelet's 10250. The apiserver checks a
+# kubelet's serving cert only with --kubelet-certificate-authority.
+kubelets() {
+  if [ -n "$3" ]; then verify="--cacert $3"; else verify=-k; fi
   for p in $peers; do
     # shellcheck disable=SC2086
     attempt "apiserver->kubelet@$node->${p#*=}" curl -sSf -o /dev/null --max-time 5 $verify \
-      --cert "$pki/apiserver-kubelet-client.crt" --key "$pki/apiserver-kubelet-client.key" "https://${p%%=*}:10250/healthz"
+      --cert "$1" --key "$2" "https://${p%%=*}:10250/healthz"
   done
 }
+
+n=0
+round_kubeadm() {
+  for k in admin super-admin controller-manager scheduler kubelet; do
+    f=/etc/kubernetes/$k.conf
+    [ -f "$f" ] && attempt "$k.conf->apiserver@$node" kc "$f"
+  done
+  [ "$cp" = 1 ] || return 0
+  e="$pki/etcd/ca.crt"
+  attempt "apiserver->etcd@$node" etcd "$e" "$pki/apiserver-etcd-client.crt" "$pki/apiserver-etcd-client.key" get kcert-probe
+  attempt "healthcheck->etcd@$node" etcd "$e" "$pki/etcd/healthcheck-client.crt" "$pki/etcd/healthcheck-client.key" get kcert-probe
+  n=$((n + 1))
+  # A write needs quorum: the etcd peers trust each other.
+  attempt "etcd-peers@$node" etcd "$e" "$pki/etcd/healthcheck-client.crt" "$pki/etcd/healthcheck-client.key" put "kcert-probe-$node" "$n"
+  kca=$(sed -n 's/^[[:space:]]*- --kubelet-certificate-authority=\(.*\)$/\1/p' /etc/kubernetes/manifests/kube-apiserver.yaml)
+  kubelets "$pki/apiserver-kubelet-client.crt" "$pki/apiserver-kubelet-client.key" "$kca"
+}
+
+# unit FLAG -> the flag's value in the unit whose flags are in $flags.
+uf() { printf '%s\n' "$flags" | pick "$1"; }
+
+round_hardway() {
+  flags=$(unit_flags kubelet 2>&1); attempt "kubelet.kubeconfig->apiserver@$node" kc "$(uf kubeconfig)"
+  flags=$(unit_flags kube-proxy 2>&1); attempt "kube-proxy.kubeconfig->apiserver@$node" kc "$(uf kubeconfig)"
+  [ "$cp" = 1 ] || return 0
+  attempt "admin.kubeconfig->apiserver@$node" kc /root/admin.kubeconfig
+  flags=$(unit_flags kube-controller-manager 2>&1); attempt "kube-controller-manager.kubeconfig->apiserver@$node" kc "$(uf kubeconfig)"
+  flags=$(unit_flags kube-scheduler 2>&1)
+  sk=$(uf kubeconfig); cfg=$(uf config)
+  [ -z "$sk" ] && [ -n "$cfg" ] && sk=$(field "$cfg" kubeconfig)
+  attempt "kube-scheduler.kubeconfig->apiserver@$node" kc "$sk"
+  flags=$(unit_flags kube-apiserver 2>&1)
+  e=$(uf etcd-cafile) c=$(uf etcd-certfile) k=$(uf etcd-keyfile)
+  attempt "apiserver->etcd@$node" etcd "$e" "$c" "$k" get kcert-probe
+  n=$((n + 1))
+  # A write needs quorum: the etcd peers trust each other.
+  attempt "etcd-peers@$node" etcd "$e" "$c" "$k" put "kcert-probe-$node" "$n"
+  kubelets "$(uf kubelet-client-certificate)" "$(uf kubelet-client-key)" "$(uf kubelet-certificate-authority)"
+}
+
+round() { if [ "$hardway" = 1 ]; then round_hardway; else round_kubeadm; fi; }
 
 if [ "$mode" != loop ]; then round; exit 0; fi
 while :; do round; done
