@@ -1,6 +1,6 @@
-//! The test fleet for scenario binaries (fleet.rs, rotation_fleet.rs): one fleet per run
-//! under a name of its own, scenarios run in order against it, torn down whatever happened.
-//! Without a Docker daemon the run fails and says so; it never skips.
+//! The test fleet for scenario binaries (fleet.rs, rotation_fleet.rs, hardway_fleet.rs): one
+//! fleet per run under a name of its own, scenarios run in order against it, torn down whatever
+//! happened. Without a Docker daemon the run fails and says so; it never skips.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,17 @@ pub struct Fleet {
     pub name: String,
     pub state: PathBuf,
     pub nodes: Vec<Node>,
+    /// `kubeadm` (the default layout) or `hardway` (binaries from systemd units).
+    pub flavour: &'static str,
+}
+
+/// Where a flavour's PKI and the files that say how it is used live on a node: what a
+/// snapshot covers and where kcert's temporary files could be left.
+pub fn pki_paths(flavour: &str) -> &'static [&'static str] {
+    match flavour {
+        "hardway" => &["/var/lib/kubernetes", "/etc/etcd", "/var/lib/kubelet", "/var/lib/kube-proxy", "/opt/kubernetes/cfg", "/etc/systemd/system", "/etc/kubernetes", "/root/admin.kubeconfig"],
+        _ => &["/etc/kubernetes", "/var/lib/kubelet"],
+    }
 }
 
 pub fn repo() -> &'static Path {
@@ -38,12 +49,20 @@ pub fn run(cmd: &mut Command) -> Result<String, String> {
 
 impl Fleet {
     pub fn up(small_pki: Option<&str>) -> Fleet {
+        Fleet::up_flavour("kubeadm", small_pki)
+    }
+
+    /// A fleet of `flavour` (`docker/fleet up --flavour`).
+    pub fn up_flavour(flavour: &'static str, small_pki: Option<&str>) -> Fleet {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000;
         let name = format!("kt{}-{stamp}", std::process::id());
         let state = repo().join("target/fleet").join(&name);
-        let mut fleet = Fleet { name: name.clone(), state: state.clone(), nodes: Vec::new() };
+        let mut fleet = Fleet { name: name.clone(), state: state.clone(), nodes: Vec::new(), flavour };
         let mut up = Command::new(repo().join("docker/fleet"));
         up.args(["up", &name, "--state"]).arg(&state);
+        if flavour != "kubeadm" {
+            up.args(["--flavour", flavour]);
+        }
         if let Some(n) = small_pki {
             up.args(["--small-pki", n]);
         }
@@ -102,12 +121,21 @@ pub fn derived_inventory(f: &Fleet, dir: &Path, edit: impl Fn(String) -> String)
     inv
 }
 
-/// sha256 of every file under the PKI directories of every node.
+/// sha256 of every file under the PKI directories of every node (the flavour's: see
+/// `pki_paths`); on a hardway fleet also every symbolic link there and where it points, and
+/// each file's mode.
 pub fn pki_snapshot(f: &Fleet) -> std::collections::BTreeMap<String, String> {
-    f.nodes
-        .iter()
-        .map(|n| (n.name.clone(), sh(&n.container, "find /etc/kubernetes /var/lib/kubelet -type f -print0 | sort -z | xargs -0 sha256sum")))
-        .collect()
+    let script = match f.flavour {
+        "hardway" => format!(
+            r#"set --; for p in {}; do [ ! -e "$p" ] || set -- "$@" "$p"; done
+            find "$@" -type f -print0 | sort -z | xargs -0 sha256sum
+            find "$@" -type f -printf '%m %p\n' | sort
+            find "$@" -type l -printf '%p -> %l\n' | sort"#,
+            pki_paths(f.flavour).join(" ")
+        ),
+        _ => "find /etc/kubernetes /var/lib/kubelet -type f -print0 | sort -z | xargs -0 sha256sum".to_string(),
+    };
+    f.nodes.iter().map(|n| (n.name.clone(), sh(&n.container, &script))).collect()
 }
 
 pub fn assert_same_snapshot(what: &str, a: &std::collections::BTreeMap<String, String>, b: &std::collections::BTreeMap<String, String>) {
@@ -169,8 +197,9 @@ pub fn is(v: &serde_json::Value, event: &str, stage: &str, step: Option<u64>) ->
 
 /// No temporary file of an interrupted write is left anywhere kcert writes, on any node.
 pub fn assert_no_temp_files(f: &Fleet, after: &str) {
+    let dirs = pki_paths(f.flavour).join(" ");
     for n in &f.nodes {
-        let left = sh(&n.container, "find /etc/kubernetes /var/lib/kubelet /var/lib/kcert -name '.kcert.*' 2>/dev/null || true");
+        let left = sh(&n.container, &format!("find {dirs} /var/lib/kcert -name '.kcert.*' 2>/dev/null || true"));
         assert!(left.trim().is_empty(), "{after}: temporary files left on {}:\n{left}", n.name);
     }
 }
@@ -180,6 +209,11 @@ pub type Scenario = fn(&Fleet);
 /// Runs `scenarios` in order against one fleet brought up for this run (`--small-pki NODE`
 /// when given), and tears it down.
 pub fn harness(scenarios: Vec<(&'static str, Scenario)>, small_pki: Option<&str>) {
+    harness_flavour(scenarios, "kubeadm", small_pki)
+}
+
+/// `harness` on a fleet of `flavour`.
+pub fn harness_flavour(scenarios: Vec<(&'static str, Scenario)>, flavour: &'static str, small_pki: Option<&str>) {
     let args = Arguments::from_args();
     let selected = |name: &str| match &args.filter {
         Some(f) if args.exact => name == f,
@@ -188,14 +222,17 @@ pub fn harness(scenarios: Vec<(&'static str, Scenario)>, small_pki: Option<&str>
     } && !args.skip.iter().any(|s| name.contains(s.as_str()));
     // Bring the fleet up only when a scenario will run (not for --list or a filter that excludes all).
     let needed = !args.list && scenarios.iter().any(|(n, _)| selected(n));
-    let fleet = needed.then(|| std::sync::Arc::new(Fleet::up(small_pki)));
+    let fleet = needed.then(|| std::sync::Arc::new(Fleet::up_flavour(flavour, small_pki)));
     let trials = scenarios
         .into_iter()
         .map(|(name, scenario)| {
             let fleet = fleet.clone();
             Trial::test(name, move || {
                 let fleet = fleet.ok_or_else(|| Failed::from("no fleet"))?;
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fleet))).map_err(|e| {
+                let started = Instant::now();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fleet)));
+                eprintln!("{name}: {:.1}s", started.elapsed().as_secs_f64());
+                result.map_err(|e| {
                     Failed::from(e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
                 })
             })
