@@ -113,6 +113,7 @@ unit_files() {
 #    in which a backslash-newline is removed and `\"`, `\\`, `\$`, `` \` `` unescape, '...'
 #    literal, an unquoted value's trailing whitespace dropped and backslash-newline joined.
 #    No variable is expanded inside an environment file.
+# shellcheck disable=SC2016 # an awk program: its $ are awk's
 UNIT_AWK='
 function trim(s) { sub(/^[ \t]+/, "", s); sub(/[ \t\r]+$/, "", s); return s }
 # words(S, A) -> number of words of S in A[1..n], systemd command-line style.

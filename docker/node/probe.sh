@@ -42,7 +42,7 @@ etcd() {
   cacert=$1 cert=$2 key=$3; shift 3
   set -- --endpoints="$eps" --cacert "$cacert" --cert "$cert" --key "$key" \
     --dial-timeout=3s --command-timeout=5s "$@"
-  for try in 1 2 3; do
+  for _ in 1 2 3; do
     if err=$(ETCDCTL_API=3 etcdctl "$@" 2>&1 >/dev/null); then return 0; fi
     case $err in *x509*|*certificate*|*"tls:"*|*handshake*) break ;; esac
   done
