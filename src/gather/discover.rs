@@ -42,8 +42,15 @@ async fn read_units(t: &dyn Transport, pb: &Playbook, pki: &mut NodePki) -> Node
     let mut have: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut tried: BTreeSet<String> = unit_paths.iter().cloned().collect();
     for (p, d) in unit_paths.iter().zip(data?) {
-        if let FileData::Found(b) = d {
-            have.insert(p.clone(), b);
+        match d {
+            FileData::Found(b) => {
+                have.insert(p.clone(), b);
+            }
+            // A unit linked to /dev/null is masked: seen, and empty.
+            FileData::NotAFile => {
+                have.insert(p.clone(), Vec::new());
+            }
+            _ => {}
         }
     }
     let listed = listed?;

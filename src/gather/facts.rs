@@ -250,9 +250,13 @@ pub fn unit_candidates(unit: &str) -> (Vec<String>, Vec<String>) {
 
 /// The unit file systemd loads (the first found) and its drop-ins: every `*.conf` of the
 /// drop-in directories, a name in an earlier directory hiding the same name in a later one,
-/// applied in the order of their names.
+/// applied in the order of their names. A unit masked (empty, or linked to /dev/null, in an
+/// earlier directory) does not run: none.
 pub fn unit_files(units: &[String], dropin_dirs: &[String], have: &BTreeMap<String, Vec<u8>>, listed: &[String]) -> Vec<String> {
-    let Some(main) = units.iter().find(|p| have.get(*p).is_some_and(|b| !b.is_empty())) else { return Vec::new() };
+    let Some(main) = units.iter().find(|p| have.contains_key(*p)) else { return Vec::new() };
+    if have[main].iter().all(|b| b.is_ascii_whitespace()) {
+        return Vec::new();
+    }
     let mut by_name: BTreeMap<String, String> = BTreeMap::new();
     for dir in dropin_dirs.iter().rev() {
         for f in listed.iter().filter(|f| f.strip_prefix(dir.as_str()).and_then(|r| r.strip_prefix('/')).is_some_and(|r| !r.contains('/') && r.ends_with(".conf"))) {
@@ -543,6 +547,10 @@ mod tests {
         ];
         let files = unit_files(&units, &dirs, &have, &listed);
         assert_eq!(files, ["/etc/systemd/system/kubelet.service", "/usr/lib/systemd/system/kubelet.service.d/10-a.conf", "/etc/systemd/system/kubelet.service.d/20-b.conf"]);
+        // Masked in /etc (linked to /dev/null: read as empty): the /lib unit does not run either.
+        let mut masked = have.clone();
+        masked.insert("/etc/systemd/system/kubelet.service".into(), Vec::new());
+        assert!(unit_files(&units, &dirs, &masked, &listed).is_empty());
         have.insert("/var/lib/kubelet/c.yaml".into(), b"authentication:\n  x509:\n    clientCAFile: ca.pem\ntlsCertFile: /config.pem\nrotateCertificates: true\n".to_vec());
         let pb = playbook::builtin("hardway").unwrap();
         let c = pb.component("kubelet").unwrap();

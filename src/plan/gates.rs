@@ -98,6 +98,9 @@ pub fn checks(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<Check> {
                 }
                 let ep = server.pki.endpoints.iter().find(|x| x.component == sc && x.port == port);
                 let host = match ep {
+                    // The apiserver reaches a kubelet at its node's address, its own node's too
+                    // (kubelet serving certs name the node, not loopback).
+                    _ if sc == "kubelet" => server.address.clone(),
                     Some(x) if local || (x.host != "127.0.0.1" && x.host != "localhost") => x.host.clone(),
                     _ if local => "127.0.0.1".to_string(),
                     _ => server.address.clone(),

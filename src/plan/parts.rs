@@ -235,13 +235,15 @@ pub fn pair_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &d
 /// the change: tokens signed before would stop verifying, or new ones would not verify.
 pub fn service_account_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<String> {
     use crate::playbook::FileKind;
-    let ca_keys: BTreeSet<&str> = pb.files.iter().filter(|f| f.signer.is_none()).filter_map(|f| f.key.as_deref()).collect();
+    // A key no certificate names as its own (sa.key, sa.pub): a leaf's key changes with its
+    // leaf, a CA's with its CA.
+    let cert_keys: BTreeSet<&str> = pb.files.iter().filter_map(|f| f.key.as_deref()).collect();
     let public = |b: &[u8]| crate::pki::sign::load_key(b).ok().map(|k| k.public_key_raw().to_vec());
     let mut out = Vec::new();
     for n in nodes {
         for c in pb.components.iter().filter(|c| n.pki.components.contains_key(&c.name)) {
             let Some(flags) = flags_now(c, &n.pki, &|p| get(&n.name, p)) else { continue };
-            for r in c.refs.iter().filter(|r| pb.file(&r.file).is_some_and(|f| matches!(f.kind, FileKind::Key | FileKind::Pubkey)) && !ca_keys.contains(r.file.as_str())) {
+            for r in c.refs.iter().filter(|r| pb.file(&r.file).is_some_and(|f| matches!(f.kind, FileKind::Key | FileKind::Pubkey)) && !cert_keys.contains(r.file.as_str())) {
                 // Only a file kcert read can be one it changes (a CA key that is also this).
                 let Some(orig) = n.pki.refs.get(&(c.name.clone(), r.key.clone())).and_then(|p| n.files.get(p)) else { continue };
                 let now = flags.get(&r.key).and_then(|p| get(&n.name, p).map(|b| (p.clone(), b)));

@@ -111,7 +111,7 @@ impl Fleet {
             .collect();
         Ok(Fleet {
             targets,
-            playbook: Some(inv.playbook.clone()),
+            playbook: inv.playbook.clone(),
             concurrency: concurrency.unwrap_or(inv.concurrency).max(1),
             overrides: inv.components.clone(),
             inventory: Some(std::path::absolute(&inv.path).unwrap_or_else(|_| inv.path.clone())),

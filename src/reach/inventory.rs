@@ -123,7 +123,8 @@ pub struct Node {
 pub struct Inventory {
     pub path: PathBuf,
     pub cluster: String,
-    pub playbook: Playbook,
+    /// The inventory's `distribution:`; none: detected on each node.
+    pub playbook: Option<Playbook>,
     pub concurrency: usize,
     pub batch_size: usize,
     pub kubernetes_api: bool,
@@ -222,11 +223,12 @@ pub fn parse(text: &str, path: &Path, opts: &LoadOptions) -> Result<Inventory> {
     if raw.cluster.value.trim().is_empty() {
         return Err(cx.at(&raw.cluster, "cluster", "must not be empty"));
     }
+    // No `distribution:`: each node's is detected (kubeadm, hardway, k3s, RKE2).
     let playbook = match &raw.distribution {
-        None => playbook::builtin("kubeadm").expect("embedded"),
+        None => None,
         Some(d) => {
             let name = if d.value.contains('/') { cx.path(&d.value).to_string_lossy().into_owned() } else { d.value.clone() };
-            load_playbook(&name).map_err(|e| cx.at(d, "distribution", e))?
+            Some(load_playbook(&name).map_err(|e| cx.at(d, "distribution", e))?)
         }
     };
     let concurrency = match &raw.concurrency {
@@ -350,9 +352,19 @@ pub fn parse(text: &str, path: &Path, opts: &LoadOptions) -> Result<Inventory> {
 
     let mut components = BTreeMap::new();
     for (name, c) in raw.components.unwrap_or_default() {
-        if playbook.component(&name).is_none() {
-            let known: Vec<&str> = playbook.components.iter().map(|c| c.name.as_str()).collect();
-            return Err(cx.at(&c, &format!("components.{name}"), format!("the {} playbook has no component {name:?} (known: {})", playbook.name, known.join(", "))));
+        let candidates: Vec<Playbook> = match &playbook {
+            Some(p) => vec![p.clone()],
+            None => playbook::embedded(),
+        };
+        if !candidates.iter().any(|p| p.component(&name).is_some()) {
+            let mut known: Vec<&str> = candidates.iter().flat_map(|p| p.components.iter().map(|c| c.name.as_str())).collect();
+            known.sort();
+            known.dedup();
+            let which = match &playbook {
+                Some(p) => format!("the {} playbook has", p.name),
+                None => "no embedded playbook has".to_string(),
+            };
+            return Err(cx.at(&c, &format!("components.{name}"), format!("{which} no component {name:?} (known: {})", known.join(", "))));
         }
         components.insert(name, c.value);
     }
@@ -472,7 +484,7 @@ mod tests {
         assert_eq!(inv.nodes[1].ssh.port, 2222);
         assert_eq!(inv.nodes[1].ssh.user, "ops");
         assert!(inv.nodes[0].ssh.become_sudo);
-        assert_eq!(inv.playbook.name, "kubeadm");
+        assert!(inv.playbook.is_none(), "no distribution: each node's is detected");
     }
 
     fn err(text: &str) -> String {

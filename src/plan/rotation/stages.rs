@@ -75,14 +75,15 @@ impl Planner<'_> {
     /// service-account token stays valid through the rotation and after it.
     fn split_service_account_keys(&mut self, node: &str, p: &mut Pending) {
         let pb = self.input.playbook;
-        let ca_keys: BTreeSet<&str> = pb.files.iter().filter(|f| f.signer.is_none()).filter_map(|f| f.key.as_deref()).collect();
+        // A use of a key file no certificate names as its own (the service-account key).
+        let cert_keys: BTreeSet<&str> = pb.files.iter().filter_map(|f| f.key.as_deref()).collect();
         for ri in 0..self.rots.len() {
             let Some((_, key_path)) = self.holder(ri, node) else { continue };
             let n = self.node(node);
             let mut uses: Vec<(String, String)> = Vec::new();
             for c in &pb.components {
                 for r in &c.refs {
-                    let other_use = pb.file(&r.file).is_some_and(|f| matches!(f.kind, crate::playbook::FileKind::Key | crate::playbook::FileKind::Pubkey)) && !ca_keys.contains(r.file.as_str());
+                    let other_use = pb.file(&r.file).is_some_and(|f| matches!(f.kind, crate::playbook::FileKind::Key | crate::playbook::FileKind::Pubkey)) && !cert_keys.contains(r.file.as_str());
                     if other_use && n.pki.refs.get(&(c.name.clone(), r.key.clone())) == Some(&key_path) {
                         uses.push((c.name.clone(), r.key.clone()));
                     }
