@@ -34,15 +34,15 @@ attempt() {
 etcd() {
   # etcd's own balanced client over every member, as the apiserver's storage client fails over.
   # A request cut by a member's restart (code Unknown) or slowed past its deadline by a leader
-  # election on a loaded machine is tried again, up to three times: etcdctl gives up after one
-  # deadline, the apiserver gives a request up to --request-timeout (1m0s by default, see the
-  # kube-apiserver reference). A certificate error is not tried again, and a broken trust,
-  # which lasts, fails every try.
+  # election on a loaded machine is tried again, up to five times (about 25 s): etcdctl gives
+  # up after one deadline, the apiserver gives a request up to --request-timeout (1m0s by
+  # default, see the kube-apiserver reference). A certificate error is not tried again, and a
+  # broken trust, which lasts, fails every try.
   #   etcd CACERT CERT KEY ETCDCTL-ARGS...
   cacert=$1 cert=$2 key=$3; shift 3
   set -- --endpoints="$eps" --cacert "$cacert" --cert "$cert" --key "$key" \
     --dial-timeout=3s --command-timeout=5s "$@"
-  for _ in 1 2 3; do
+  for _ in 1 2 3 4 5; do
     if err=$(ETCDCTL_API=3 etcdctl "$@" 2>&1 >/dev/null); then return 0; fi
     case $err in *x509*|*certificate*|*"tls:"*|*handshake*) break ;; esac
   done
