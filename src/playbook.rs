@@ -59,6 +59,10 @@ pub struct Playbook {
     pub edges: Vec<Edge>,
     #[serde(default)]
     pub pairs: Vec<Pair>,
+    /// Who signs service-account tokens with which key, and who verifies them with which:
+    /// not TLS, but a CA key that is also one of these keys must keep working (tokens).
+    #[serde(default)]
+    pub tokens: Option<Tokens>,
     /// How `rotate-ca` rotates this distribution's CAs (absent: it cannot).
     #[serde(default)]
     pub rotation: Option<Rotation>,
@@ -181,6 +185,10 @@ pub struct Component {
     /// as the kubelet's does), `--tls-cert-file: tlsCertFile`.
     #[serde(default)]
     pub flag_fields: std::collections::BTreeMap<String, String>,
+    /// Keys naming a directory the component keeps certificates in (the kubelet's
+    /// `--cert-dir`): scanned like `scan`, and where a ref's `default_in` file is looked for.
+    #[serde(default)]
+    pub cert_dirs: Vec<String>,
     /// For a unit: etcd's own settings are read too (`ETCD_*` variables where no flag is
     /// set, and `--config-file`, which then replaces every other setting).
     #[serde(default)]
@@ -261,6 +269,24 @@ pub struct Edge {
     pub server: Side,
 }
 
+/// Service-account tokens: every signer's key must be one of every verifier's keys, and the
+/// keys that signed the tokens already out must stay among them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    /// (component, ref key) of each private key tokens are signed with.
+    pub signers: Vec<KeyUse>,
+    /// (component, ref key) of each file of public keys tokens are verified with.
+    pub verifiers: Vec<KeyUse>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUse {
+    pub component: String,
+    pub key: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pair {
@@ -299,6 +325,10 @@ pub struct FileRef {
     /// The component falls back to the file's default path when the key is unset.
     #[serde(default)]
     pub default_when_unset: bool,
+    /// With `default_when_unset`: the default is the file's name inside the directory this
+    /// key names when it is set (the kubelet's `kubelet.crt` in its `--cert-dir`).
+    #[serde(default)]
+    pub default_in: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,8 +361,8 @@ impl Playbook {
             if !names.insert(f.name.as_str()) {
                 return Err(bad(format!("file {:?} is listed twice", f.name)));
             }
-            if !f.path.starts_with('/') {
-                return Err(bad(format!("file {:?}: path {:?} is not absolute", f.name, f.path)));
+            if !f.path.starts_with('/') && !(f.path.starts_with("~/") && f.kind == FileKind::Kubeconfig) {
+                return Err(bad(format!("file {:?}: path {:?} is not absolute (~/, the login user's home, is for kubeconfigs)", f.name, f.path)));
             }
         }
         for f in &self.files {
@@ -396,6 +426,13 @@ impl Playbook {
                 return Err(bad(format!("rotation.staging: {:?} must be a relative directory under pki_dir", r.staging)));
             }
         }
+        if let Some(t) = &self.tokens {
+            for u in t.signers.iter().chain(&t.verifiers) {
+                if !self.component(&u.component).is_some_and(|c| c.refs.iter().any(|r| r.key == u.key)) {
+                    return Err(bad(format!("tokens: component {:?} has no ref {:?}", u.component, u.key)));
+                }
+            }
+        }
         for c in &self.components {
             if [c.manifest.is_some(), c.config.is_some(), c.unit.is_some()].iter().filter(|x| **x).count() != 1 {
                 return Err(bad(format!("component {:?} needs exactly one of manifest, config or unit", c.name)));
@@ -406,6 +443,11 @@ impl Playbook {
             for r in &c.refs {
                 if self.file(&r.file).is_none() {
                     return Err(bad(format!("component {:?}: ref {} names unknown file {:?}", c.name, r.key, r.file)));
+                }
+                if let Some(d) = &r.default_in
+                    && (!r.default_when_unset || !c.cert_dirs.contains(d))
+                {
+                    return Err(bad(format!("component {:?}: ref {} has default_in {d:?}, which needs default_when_unset and {d:?} among its cert_dirs", c.name, r.key)));
                 }
             }
             for e in &c.endpoints {

@@ -326,3 +326,177 @@ fn a_binary_node_with_no_recognisable_pki_is_an_error_row_naming_what_was_looked
         .status(3)
         .stdout_has("/opt/kubernetes/cfg/kube-apiserver.conf: missing (named by the kube-apiserver systemd unit)");
 }
+
+/// Replaces `from` with `to` in a file of the node (the test fails when `from` is not there).
+fn replace(n: &Node, rel: &str, from: &str, to: &str) {
+    let text = n.read(rel);
+    assert!(text.contains(from), "{rel} holds {from:?}");
+    std::fs::write(n.path(rel), text.replace(from, to)).unwrap();
+}
+
+fn public_key_of_cert(pem: &str) -> String {
+    openssl(Path::new("/"), &["x509", "-noout", "-pubkey"], pem).1
+}
+
+/// The value a unit or environment file gives `flag`.
+fn flag_in(n: &Node, file: &str, flag: &str) -> String {
+    let text = n.read(file);
+    let at = text.find(&format!("{flag}=")).unwrap_or_else(|| panic!("{file} has {flag}")) + flag.len() + 1;
+    text[at..].split(|c: char| c.is_whitespace() || c == '"' || c == '\\').next().unwrap().to_string()
+}
+
+#[test]
+fn the_kubelets_cert_dir_its_bootstrap_kubeconfig_and_a_flag_built_from_a_variable_are_read_and_rotated() {
+    let set = SETS[1];
+    let n = lay(set, Sa::CaKey);
+    let lib = "/var/lib/kubernetes";
+    // The kubelet keeps its certificates in --cert-dir: a self-signed kubelet.crt (no
+    // tlsCertFile, as the kubelet makes it: CN host@timestamp) and its bootstrapped client
+    // cert, cert and key in one dated file behind a -current link; a bootstrap kubeconfig
+    // holds a token and the CA.
+    replace(&n, "/etc/systemd/system/kubelet.service", "--kubeconfig=/var/lib/kubelet/kubeconfig \\\n", "--kubeconfig=/var/lib/kubelet/kubeconfig \\\n  --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.kubeconfig \\\n  --cert-dir=/opt/kubelet/pki \\\n");
+    replace(&n, "/var/lib/kubelet/kubelet-config.yaml", "tlsCertFile: \"/var/lib/kubelet/worker-0.pem\"\ntlsPrivateKeyFile: \"/var/lib/kubelet/worker-0-key.pem\"\n", "rotateCertificates: false\n");
+    // Outside every directory the playbook scans: found through --cert-dir alone.
+    let certs = n.path("/opt/kubelet/pki");
+    std::fs::create_dir_all(&certs).unwrap();
+    // As client-go's GenerateSelfSignedCertKey: a throwaway CA `host-ca@ts`, the serving cert
+    // `host@ts` it signed, both in kubelet.crt.
+    for args in [
+        &["req", "-x509", "-nodes", "-newkey", "rsa:2048", "-keyout", "ca.key", "-out", "ca.crt", "-days", "365", "-subj", "/CN=worker-0-ca@1600000000"][..],
+        &["req", "-nodes", "-newkey", "rsa:2048", "-keyout", "kubelet.key", "-out", "kubelet.csr", "-subj", "/CN=worker-0@1600000000"][..],
+        &["x509", "-req", "-in", "kubelet.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "7", "-days", "365", "-out", "leaf.crt", "-extfile", "ext"][..],
+    ] {
+        std::fs::write(certs.join("ext"), "subjectAltName=DNS:worker-0\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n").unwrap();
+        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let self_signed = [std::fs::read(certs.join("leaf.crt")).unwrap(), std::fs::read(certs.join("ca.crt")).unwrap()].concat();
+    std::fs::write(certs.join("kubelet.crt"), self_signed).unwrap();
+    for f in ["ca.key", "ca.crt", "kubelet.csr", "leaf.crt", "ext"] {
+        std::fs::remove_file(certs.join(f)).unwrap();
+    }
+    let src = common::real_world().join(set);
+    let client = [std::fs::read(src.join("worker-0.pem")).unwrap(), std::fs::read(src.join("worker-0-key.pem")).unwrap()].concat();
+    put(&n.root, "/opt/kubelet/pki/kubelet-client-2020-01-01-00-00-00.pem", &client, 0o600);
+    std::os::unix::fs::symlink("kubelet-client-2020-01-01-00-00-00.pem", certs.join("kubelet-client-current.pem")).unwrap();
+    let kubelet_kc = n.read("/var/lib/kubelet/kubeconfig");
+    let user_at = kubelet_kc.find("  user:\n").expect("the kubeconfig has a user");
+    let referenced = format!("{}  user:\n    client-certificate: /opt/kubelet/pki/kubelet-client-current.pem\n    client-key: /opt/kubelet/pki/kubelet-client-current.pem\n", &kubelet_kc[..user_at]);
+    put(&n.root, "/var/lib/kubelet/kubeconfig", referenced.as_bytes(), 0o600);
+    let ca_b64 = kubelet_kc.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data: ")).unwrap().to_string();
+    let bootstrap = format!("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca_b64}\n    server: https://10.240.0.10:6443\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: kubelet-bootstrap\n  name: default\ncurrent-context: default\nusers:\n- name: kubelet-bootstrap\n  user:\n    token: 07401b.f395accd246ae52d\n");
+    put(&n.root, "/etc/kubernetes/bootstrap-kubelet.kubeconfig", bootstrap.as_bytes(), 0o600);
+    // A self-signed kubelet serving cert is only sound where the apiserver does not verify
+    // kubelets (no --kubelet-certificate-authority), as on kubeadm's defaults.
+    replace(&n, "/etc/systemd/system/kube-apiserver.service", &format!("  --kubelet-certificate-authority={lib}/ca.pem \\\n"), "");
+    // The apiserver's service-account key flag is a variable inside a longer word.
+    replace(&n, "/etc/systemd/system/kube-apiserver.service", &format!("--service-account-key-file={lib}/ca-key.pem"), "--service-account-key-file=${SSL}/ca-key.pem");
+    put(&n.root, "/etc/systemd/system/kube-apiserver.service.d/20-ssl.conf", format!("[Service]\nEnvironment=SSL={lib}\n").as_bytes(), 0o644);
+
+    // expiry finds every certificate openssl finds, the cert dir and the bootstrap CA among them.
+    let json = n.look("expiry", &["-o", "json"]).run().json();
+    assert_eq!(json["errors"].as_array().unwrap().len(), 0, "{}", json["errors"]);
+    let paths: Vec<&str> = json["certificates"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    for p in ["/opt/kubelet/pki/kubelet.crt", "/opt/kubelet/pki/kubelet-client-current.pem", "/etc/kubernetes/bootstrap-kubelet.kubeconfig"] {
+        assert!(paths.contains(&p), "expiry lists {p}: {paths:?}");
+    }
+
+    let before = n.snapshot();
+    let old_ca_pem = n.read(&format!("{lib}/ca.pem"));
+    let old_ca_public = public_key_of_cert(&old_ca_pem);
+    let key_block = client[std::str::from_utf8(&client).unwrap().find("-----BEGIN RSA PRIVATE KEY").unwrap()..].to_vec();
+    let dry = n.kcert("rotate-ca", &["--dry-run"]).run();
+    dry.status(0).stdout_has("service-account token edges").stdout_has("/opt/kubelet/pki/kubelet.crt").stdout_has("/etc/kubernetes/bootstrap-kubelet.kubeconfig");
+    n.kcert("rotate-ca", &["--yes"]).run().status(0);
+    let ca = n.path(&format!("{lib}/ca.pem"));
+    let new_ca_pem = n.read(&format!("{lib}/ca.pem"));
+    // The self-signed serving cert moved onto the new CA; the client cert was re-signed in its
+    // dated file, its key block byte for byte, the link still a link.
+    let serving = n.read("/opt/kubelet/pki/kubelet.crt");
+    assert!(verifies(&ca, &pem_certs(&serving)[0]), "kubelet.crt in --cert-dir verifies against the new CA");
+    let dated = std::fs::read(certs.join("kubelet-client-2020-01-01-00-00-00.pem")).unwrap();
+    assert!(verifies(&ca, &pem_certs(std::str::from_utf8(&dated).unwrap())[0]), "the bootstrapped client cert verifies against the new CA");
+    assert!(dated.ends_with(&key_block), "its key block is kept byte for byte");
+    assert!(std::fs::symlink_metadata(certs.join("kubelet-client-current.pem")).unwrap().file_type().is_symlink());
+    // The bootstrap kubeconfig trusts the new CA alone.
+    assert_eq!(kubeconfig_certs(&n.read("/etc/kubernetes/bootstrap-kubelet.kubeconfig")), pem_certs(&new_ca_pem));
+    // The flag made of a variable now names the split-off key, written out.
+    let unit = n.read("/etc/systemd/system/kube-apiserver.service");
+    assert!(unit.contains(&format!("--service-account-key-file={lib}/sa-from-ca-key.pem")) && !unit.contains("${SSL}/ca-key.pem"), "{unit}");
+    assert_eq!(public_key_of_private(&n.path(&format!("{lib}/sa-from-ca-key.pem"))), old_ca_public);
+    n.look("verify", &[]).run().status(0);
+
+    Test::new().args(["rollback", "--yes", "--state-dir", n.state.to_str().unwrap()]).run().status(0);
+    assert_eq!(n.snapshot(), before, "rollback restores every byte");
+    assert!(std::fs::symlink_metadata(certs.join("kubelet-client-current.pem")).unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn a_ca_whose_certificate_and_key_share_one_file_is_rotated_in_that_file() {
+    let set = SETS[0];
+    let n = lay(set, Sa::OwnKey);
+    let lib = "/var/lib/kubernetes";
+    let combined = format!("{}{}", n.read(&format!("{lib}/ca.pem")), n.read(&format!("{lib}/ca-key.pem")));
+    put(&n.root, &format!("{lib}/ca.pem"), combined.as_bytes(), 0o600);
+    std::fs::remove_file(n.path(&format!("{lib}/ca-key.pem"))).unwrap();
+    replace(&n, "/opt/kubernetes/cfg/kube-controller-manager.conf", &format!("--cluster-signing-key-file={lib}/ca-key.pem"), &format!("--cluster-signing-key-file={lib}/ca.pem"));
+    let before = n.snapshot();
+    let old_ca = n.root.parent().unwrap().join("old-ca.pem");
+    std::fs::write(&old_ca, pem_certs(&combined).concat()).unwrap();
+
+    let plan = n.kcert("rotate-ca", &["--plan-out", n.root.parent().unwrap().join("plan.json").to_str().unwrap()]).run();
+    plan.status(0);
+    let saved = std::fs::read_to_string(n.root.parent().unwrap().join("plan.json")).unwrap();
+    assert!(!saved.contains("PRIVATE KEY"), "the plan carries no key");
+    n.kcert("rotate-ca", &["--yes"]).run().status(0);
+    let after = n.read(&format!("{lib}/ca.pem"));
+    let certs = pem_certs(&after);
+    assert_eq!(certs.len(), 1, "ca.pem holds the new CA alone");
+    let ca = n.path(&format!("{lib}/ca.pem"));
+    assert_eq!(public_key_of_private(&ca), public_key_of_cert(&certs[0]), "and its key, the new CA's");
+    assert_ne!(public_key_of_cert(&certs[0]), public_key_of_cert(&pem_certs(&combined)[0]));
+    assert_eq!(std::fs::metadata(&ca).unwrap().permissions().mode() & 0o777, 0o600);
+    for (what, cert) in leaves(&n) {
+        assert!(verifies(&ca, &cert), "{what} verifies against the new CA");
+        assert!(!verifies(&old_ca, &cert), "{what} no longer verifies against the old CA");
+    }
+    n.look("verify", &[]).run().status(0);
+    Test::new().args(["rollback", "--yes", "--state-dir", n.state.to_str().unwrap()]).run().status(0);
+    assert_eq!(n.snapshot(), before, "rollback restores every byte");
+
+    // The key gone from the file its flag names: refused, naming the file; nothing changes.
+    put(&n.root, &format!("{lib}/ca.pem"), pem_certs(&combined).concat().as_bytes(), 0o644);
+    let unchanged = n.snapshot();
+    n.kcert("rotate-ca", &["--yes"]).run().status(2).stderr_has(&format!("{lib}/ca.pem on local: no private key"));
+    assert_eq!(n.snapshot(), unchanged);
+}
+
+#[test]
+fn a_verifying_key_that_is_the_ca_certificate_is_split_off_with_the_signing_one() {
+    // As some binary guides do: the apiserver verifies tokens with ca.pem itself, the
+    // controller-manager signs them with ca-key.pem.
+    let n = lay(SETS[1], Sa::CaKey);
+    let lib = "/var/lib/kubernetes";
+    replace(&n, "/etc/systemd/system/kube-apiserver.service", &format!("--service-account-key-file={lib}/ca-key.pem"), &format!("--service-account-key-file={lib}/ca.pem"));
+    let old_ca_public = public_key_of_cert(&n.read(&format!("{lib}/ca.pem")));
+    n.kcert("rotate-ca", &["--dry-run"]).run().status(0).stdout_has("is also the service-account key");
+    n.kcert("rotate-ca", &["--yes"]).run().status(0);
+    let signer = flag_in(&n, "/opt/kubernetes/cfg/kube-controller-manager.conf", "--service-account-private-key-file");
+    let verifier = flag_in(&n, "/etc/systemd/system/kube-apiserver.service", "--service-account-key-file");
+    assert_eq!(verifier, signer, "the apiserver verifies tokens with the split-off key");
+    assert_eq!(public_key_of_private(&n.path(&verifier)), old_ca_public, "which is the old CA's: every token stays valid");
+}
+
+#[test]
+fn a_flag_that_shares_its_variable_with_another_is_not_rewritten_under_it() {
+    let n = lay(SETS[0], Sa::OwnKey);
+    let lib = "/var/lib/kubernetes";
+    // --cluster-signing-cert-file and --root-ca-file both read ${CA}: repointing the signing
+    // cert during the rotation would repoint the root CA file with it.
+    replace(&n, "/opt/kubernetes/cfg/kube-controller-manager.conf", &format!("--cluster-signing-cert-file={lib}/ca.pem \\\n  "), "");
+    replace(&n, "/opt/kubernetes/cfg/kube-controller-manager.conf", &format!(" \\\n  --root-ca-file={lib}/ca.pem"), "");
+    replace(&n, "/etc/systemd/system/kube-controller-manager.service", "$KUBE_CONTROLLER_MANAGER_OPTS\n", &format!("$KUBE_CONTROLLER_MANAGER_OPTS --cluster-signing-cert-file=${{CA}} --root-ca-file=${{CA}}\nEnvironment=CA={lib}/ca.pem\n"));
+    let before = n.snapshot();
+    n.kcert("rotate-ca", &["--yes"]).run().status(2).stderr_has("would also change kube-controller-manager's --root-ca-file").stderr_has("share a variable");
+    assert_eq!(n.snapshot(), before, "nothing changed");
+}

@@ -279,7 +279,7 @@ fn bad_input_is_refused_naming_what_and_where_and_changes_nothing() {
     write(&pki.join("ca.crt"), &ca);
     // An absent CA key: kubeadm's external-CA mode.
     std::fs::remove_file(pki.join("etcd/ca.key")).unwrap();
-    c.rotate(&["--yes", "--ca", "etcd"]).run().status(2).stderr_has("external-CA");
+    c.rotate(&["--yes", "--ca", "etcd"]).run().status(2).stderr_has("external-CA").stderr_has("looked for local: /etc/kubernetes/pki/etcd/ca.key");
     assert!(!c.state.join("runs").exists(), "no run was started");
 }
 

@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs, unit_candidates, unit_files, unit_keys};
+use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs};
+use super::units::{unit_candidates, unit_files, unit_keys};
 use crate::playbook::{FileKind, Playbook};
 use crate::reach::transport::{FileData, NodeResult, Transport};
 
@@ -38,7 +39,9 @@ async fn read_units(t: &dyn Transport, pb: &Playbook, pki: &mut NodePki) -> Node
     let candidates: Vec<(Vec<String>, Vec<String>)> = comps.iter().map(|c| unit_candidates(c.unit.as_deref().unwrap_or_default())).collect();
     let unit_paths: Vec<String> = candidates.iter().flat_map(|(u, _)| u.clone()).collect();
     let dropin_dirs: Vec<String> = candidates.iter().flat_map(|(_, d)| d.clone()).collect();
-    let (data, listed) = tokio::join!(t.read_files(&unit_paths), t.list_files(&dropin_dirs));
+    // The drop-ins, and the links `systemctl enable` made (a package's unit runs only enabled).
+    let listing: Vec<String> = dropin_dirs.iter().cloned().chain([super::units::ADMIN_DIR.to_string()]).collect();
+    let (data, listed) = tokio::join!(t.read_files(&unit_paths), t.list_files(&listing));
     let mut have: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut tried: BTreeSet<String> = unit_paths.iter().cloned().collect();
     for (p, d) in unit_paths.iter().zip(data?) {
@@ -117,9 +120,10 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
     let sources: Vec<String> = playbook.map(|p| p.components.iter().filter_map(|c| c.source().map(str::to_string)).collect()).unwrap_or_default();
     let mut scan: Vec<String> = playbook.map(|p| p.scan.clone()).unwrap_or_default();
     scan.extend(extra_paths.iter().cloned());
-    let (source_data, listed) = tokio::join!(t.read_files(&sources), t.list_files(&scan));
+    let homes = playbook.is_some_and(|p| p.files.iter().any(|f| f.path.starts_with("~/")));
+    let (source_data, listed, home) = tokio::join!(t.read_files(&sources), t.list_files(&scan), async { if homes { login_home(t).await } else { None } });
     let source_data = source_data?;
-    let listed = listed?;
+    let mut listed = listed?;
     let source_text: BTreeMap<String, Vec<u8>> = sources
         .iter()
         .zip(source_data)
@@ -134,9 +138,10 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
         Some(pb) => read_units(t, pb, &mut pki).await?,
         None => Vec::new(),
     };
+    let mut cert_dirs: Vec<String> = Vec::new();
     if let Some(pb) = playbook {
-        for f in &pb.files {
-            add(&mut wants, f.path.clone(), Want { kind: Some(f.kind), name: Some(f.name.clone()), origin: None, required: false });
+        for (f, path) in file_paths(pb, home.as_deref()) {
+            add(&mut wants, path, Want { kind: Some(f.kind), name: Some(f.name.clone()), origin: None, required: false });
         }
         let mut read: Vec<(&crate::playbook::Component, ComponentFlags)> = Vec::new();
         for c in &pb.components {
@@ -177,8 +182,15 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
                 });
             }
             pki.endpoints.extend(endpoint_targets(pb, c, src, &keys));
+            cert_dirs.extend(c.cert_dirs.iter().filter_map(|k| keys.get(k)).filter(|d| d.starts_with('/') && !scan.iter().any(|s| d.starts_with(s.as_str()))).cloned());
             pki.components.insert(c.name.clone(), keys);
         }
+    }
+    // The directories components keep certificates in, where the scan does not reach already.
+    if !cert_dirs.is_empty() {
+        cert_dirs.sort();
+        cert_dirs.dedup();
+        listed.extend(t.list_files(&cert_dirs).await?);
     }
     for path in listed {
         add(&mut wants, path, Want { kind: None, name: None, origin: None, required: false });
@@ -262,11 +274,57 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
         }
     }
     if let Some(pb) = playbook {
-        for f in &pb.files {
-            if !pki.named.contains_key(&f.name) && pki.files.contains(&f.path) {
-                pki.named.insert(f.name.clone(), f.path.clone());
+        for (f, path) in file_paths(pb, home.as_deref()) {
+            if !pki.named.contains_key(&f.name) && pki.files.contains(&path) {
+                pki.named.insert(f.name.clone(), path);
             }
         }
     }
     Ok(pki)
+}
+
+/// Each playbook file's default path on this node: `~/` in the login user's home, left out
+/// where there is none or where it is another file's path already (root's own home).
+fn file_paths<'p>(pb: &'p Playbook, home: Option<&str>) -> Vec<(&'p crate::playbook::KnownFile, String)> {
+    pb.files
+        .iter()
+        .filter_map(|f| {
+            let path = super::facts::expand_home(&f.path, home)?;
+            let elsewhere = f.path.starts_with("~/") && pb.files.iter().any(|o| o.path == path);
+            (!elsewhere).then_some((f, path))
+        })
+        .collect()
+}
+
+/// The login user's home directory (`~/.kube/config` is read there): root's is /root; none
+/// for a `--root` tree. A user whose home cannot be told has none (nothing is read there).
+async fn login_home(t: &dyn Transport) -> Option<String> {
+    if t.offline() {
+        return None;
+    }
+    let user = t.user();
+    if user == "root" {
+        return Some("/root".into());
+    }
+    if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return None;
+    }
+    let out = t.run(&format!("getent passwd {user} | cut -d: -f6\n")).await.ok()?;
+    let home = out.stdout_text().trim().to_string();
+    (out.success() && home.starts_with('/') && home != "/").then_some(home)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_users_kubeconfig_is_read_in_their_home_once() {
+        let pb = crate::playbook::builtin("hardway").unwrap();
+        let path = |home: Option<&str>| file_paths(&pb, home).into_iter().find(|(f, _)| f.name == "user.kubeconfig").map(|(_, p)| p);
+        assert_eq!(path(Some("/home/ops")).as_deref(), Some("/home/ops/.kube/config"));
+        assert_eq!(path(Some("/root")), None, "root's is the playbook's own /root/.kube/config already");
+        assert_eq!(path(None), None, "no login user (a --root tree): nothing is read for it");
+        assert!(file_paths(&pb, None).iter().any(|(f, p)| f.name == "admin" && p == "/root/.kube/config"));
+    }
 }

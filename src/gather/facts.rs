@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::pki::kubeconfig::{self, EmbeddedKind};
 use crate::pki::manifest::manifest_flags;
 pub use crate::pki::unit::Site;
-use crate::pki::unit;
 use crate::pki::{CertInfo, PkiError, parse_pem};
 use crate::playbook::{Component, FileKind, Playbook};
 
@@ -232,113 +231,12 @@ pub struct ComponentFlags {
     pub sources: Vec<String>,
 }
 
-/// What reading a unit gave, and the files it needs that `get` did not have: (path,
-/// required) — an optional `-` environment file is not required.
-pub struct UnitRead {
-    pub flags: ComponentFlags,
-    pub wanted: Vec<(String, bool)>,
-    pub error: Option<String>,
-}
-
-/// Where systemd looks for a unit, most important first (systemd.unit(5) "Unit File Load Path").
-const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
-
-/// The unit files and drop-in directories of `unit` to look at.
-pub fn unit_candidates(unit: &str) -> (Vec<String>, Vec<String>) {
-    (UNIT_DIRS.iter().map(|d| format!("{d}/{unit}.service")).collect(), UNIT_DIRS.iter().map(|d| format!("{d}/{unit}.service.d")).collect())
-}
-
-/// The unit file systemd loads (the first found) and its drop-ins: every `*.conf` of the
-/// drop-in directories, a name in an earlier directory hiding the same name in a later one,
-/// applied in the order of their names. A unit masked (empty, or linked to /dev/null, in an
-/// earlier directory) does not run: none.
-pub fn unit_files(units: &[String], dropin_dirs: &[String], have: &BTreeMap<String, Vec<u8>>, listed: &[String]) -> Vec<String> {
-    let Some(main) = units.iter().find(|p| have.contains_key(*p)) else { return Vec::new() };
-    if have[main].iter().all(|b| b.is_ascii_whitespace()) {
-        return Vec::new();
-    }
-    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
-    for dir in dropin_dirs.iter().rev() {
-        for f in listed.iter().filter(|f| f.strip_prefix(dir.as_str()).and_then(|r| r.strip_prefix('/')).is_some_and(|r| !r.contains('/') && r.ends_with(".conf"))) {
-            by_name.insert(f.rsplit('/').next().unwrap_or(f).to_string(), f.clone());
-        }
-    }
-    std::iter::once(main.clone()).chain(by_name.into_values()).collect()
-}
-
-/// A unit component's keys from its files (`get` hands their bytes): the command line's
-/// flags, etcd's own settings when the playbook says so, and the fields of the config file
-/// `config_flag` names, a flag in `flag_fields` winning over its field.
-pub fn unit_keys(c: &Component, units: &[String], get: &dyn Fn(&str) -> Option<Vec<u8>>) -> UnitRead {
-    let mut wanted = Vec::new();
-    let text = |p: &str| get(p).map(|b| String::from_utf8_lossy(&b).into_owned());
-    let texts: Vec<(String, String)> = units.iter().filter_map(|p| text(p).map(|t| (p.clone(), t))).collect();
-    let pairs: Vec<(&str, &str)> = texts.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
-    let s = unit::settings(&pairs);
-    let mut sources: Vec<String> = units.to_vec();
-    let mut envs: Vec<(String, String)> = Vec::new();
-    for (p, optional) in &s.env_files {
-        match text(p) {
-            Some(t) => {
-                sources.push(p.clone());
-                envs.push((p.clone(), t));
-            }
-            None => wanted.push((p.clone(), !optional)),
-        }
-    }
-    let mut flags = unit::flags(&s, &envs);
-    let mut error = None;
-    if c.etcd_settings {
-        unit::etcd_env(&s, &envs, &mut flags);
-        if let Some(cfg) = flags.get("--config-file").map(|f| f.value.clone()) {
-            match text(&cfg) {
-                Some(t) => {
-                    sources.push(cfg.clone());
-                    match unit::etcd_config(&t, &cfg) {
-                        Ok(f) => flags = f,
-                        Err(e) => error = Some(format!("{cfg}: {e}")),
-                    }
-                }
-                None => wanted.push((cfg, true)),
-            }
-        }
-    }
-    let mut keys: BTreeMap<String, String> = flags.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect();
-    let mut sites: BTreeMap<String, Site> = flags.into_iter().map(|(k, f)| (k, f.site)).collect();
-    if let Some(cfg) = c.config_flag.as_ref().and_then(|k| keys.get(k)).cloned() {
-        match text(&cfg) {
-            Some(t) => {
-                sources.push(cfg.clone());
-                match config_fields(&t, c, &cfg) {
-                    Ok(fields) => {
-                        for (k, v) in fields {
-                            keys.entry(k).or_insert(v);
-                        }
-                    }
-                    Err(e) => error = Some(format!("{cfg}: {e}")),
-                }
-            }
-            None => wanted.push((cfg, true)),
-        }
-    }
-    for (flag, field) in &c.flag_fields {
-        if let Some(v) = keys.get(flag).cloned() {
-            keys.insert(field.clone(), v);
-            if let Some(site) = sites.get(flag).cloned() {
-                sites.insert(field.clone(), site);
-            }
-        }
-    }
-    sources.dedup();
-    UnitRead { flags: ComponentFlags { keys, sites, units: units.to_vec(), sources }, wanted, error }
-}
-
 /// A component's flags as its files stand in `get` (a plan's view of them after a stage):
 /// from its manifest, or from its unit and the files the unit names.
 pub fn flags_now(c: &Component, pki: &NodePki, get: &dyn Fn(&str) -> Option<Vec<u8>>) -> Option<BTreeMap<String, String>> {
     if c.unit.is_some() {
         let units = pki.units.get(&c.name)?;
-        return Some(unit_keys(c, units, get).flags.keys);
+        return Some(super::units::unit_keys(c, units, get).flags.keys);
     }
     let bytes = get(c.source()?)?;
     component_keys(c, &bytes).ok()
@@ -346,7 +244,7 @@ pub fn flags_now(c: &Component, pki: &NodePki, get: &dyn Fn(&str) -> Option<Vec<
 
 /// Dotted fields of a YAML config (the kubelet's), as strings. Relative paths in a kubelet
 /// config are relative to the config's directory, as the kubelet resolves them.
-fn config_fields(text: &str, c: &Component, config_path: &str) -> Result<BTreeMap<String, String>, String> {
+pub(super) fn config_fields(text: &str, c: &Component, config_path: &str) -> Result<BTreeMap<String, String>, String> {
     let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let dir = config_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
     let get = |key: &str| -> Option<&serde_json::Value> {
@@ -381,10 +279,32 @@ pub(super) fn resolve_refs<'a>(pb: &'a Playbook, c: &'a Component, _src: &str, k
         .iter()
         .filter_map(|r| match keys.get(&r.key) {
             Some(v) => Some((v.clone(), r, true)),
-            None if r.default_when_unset => pb.file(&r.file).map(|f| (f.path.clone(), r, false)),
-            None => None,
+            None => ref_default(pb, r, keys).map(|p| (p, r, false)),
         })
         .collect()
+}
+
+/// The file a ref falls back to when its key is unset (`default_when_unset`): the file's
+/// default path, or its name inside the directory `default_in` names (the kubelet's
+/// `kubelet.crt` in its `--cert-dir`).
+fn ref_default(pb: &Playbook, r: &crate::playbook::FileRef, keys: &BTreeMap<String, String>) -> Option<String> {
+    if !r.default_when_unset {
+        return None;
+    }
+    let f = pb.file(&r.file)?;
+    match r.default_in.as_ref().and_then(|k| keys.get(k)).filter(|d| d.starts_with('/')) {
+        Some(dir) => Some(kubeconfig::normalize(&format!("{}/{}", dir.trim_end_matches('/'), f.path.rsplit('/').next().unwrap_or(&f.path)))),
+        None => Some(f.path.clone()),
+    }
+}
+
+/// A playbook path as it is on a node: `~/x` is `x` in the login user's home (`home`), and
+/// names nothing where there is no login user (a `--root` tree).
+pub fn expand_home(path: &str, home: Option<&str>) -> Option<String> {
+    match path.strip_prefix("~/") {
+        Some(rest) => home.map(|h| format!("{}/{rest}", h.trim_end_matches('/'))),
+        None => Some(path.to_string()),
+    }
 }
 
 pub(super) fn endpoint_targets(pb: &Playbook, c: &Component, _src: &str, keys: &BTreeMap<String, String>) -> Vec<EndpointTarget> {
@@ -400,7 +320,7 @@ pub(super) fn endpoint_targets(pb: &Playbook, c: &Component, _src: &str, keys: &
                 .filter(|h| !h.is_empty() && h != "0.0.0.0" && h != "::")
                 .unwrap_or_else(|| "127.0.0.1".to_string());
             let r = c.refs.iter().find(|r| r.key == e.serves).expect("playbook validated");
-            let file = keys.get(&e.serves).cloned().or_else(|| r.default_when_unset.then(|| pb.file(&r.file).map(|f| f.path.clone())).flatten());
+            let file = keys.get(&e.serves).cloned().or_else(|| ref_default(pb, r, keys));
             EndpointTarget { component: c.name.clone(), name: r.file.clone(), host, port, file }
         })
         .collect()
@@ -458,19 +378,23 @@ impl NodeFacts {
         v
     }
 
-    /// Where the key of the playbook's CA file `ca` may be on this node: the path a flag or
-    /// the playbook names, then beside the certificate by the usual names (`x.crt` / `x.key`,
-    /// `x.pem` / `x-key.pem`), first found first.
+    /// Where the key of the playbook's CA file `ca` may be on this node, first found first:
+    /// the path a flag names, the certificate's own file when it holds a key too, beside the
+    /// certificate by the usual names (`x.crt` / `x.key`, `x.pem` / `x-key.pem`), and last the
+    /// playbook's default path.
     pub fn ca_key_candidates(&self, pb: &Playbook, ca: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(key_name) = pb.file(ca).and_then(|f| f.key.as_deref()) {
-            out.extend(self.pki.named.get(key_name).cloned());
-            out.extend(pb.file(key_name).map(|k| k.path.clone()));
+        let key_name = pb.file(ca).and_then(|f| f.key.as_deref());
+        if let Some(k) = key_name {
+            out.extend(self.pki.named.get(k).cloned());
         }
         if let Some(cert) = self.pki.named.get(ca) {
+            if self.files.get(cert).is_some_and(|b| crate::pki::edit::has_private_key(b)) {
+                out.push(cert.clone());
+            }
             out.extend(key_beside(cert));
         }
-        out.dedup();
+        out.extend(key_name.and_then(|k| pb.file(k)).map(|k| k.path.clone()));
         let mut seen = BTreeSet::new();
         out.retain(|p| seen.insert(p.clone()));
         out
@@ -479,6 +403,13 @@ impl NodeFacts {
     /// The CA key of `ca` this node holds, and where.
     pub fn ca_key(&self, pb: &Playbook, ca: &str) -> Option<(String, &Vec<u8>)> {
         self.ca_key_candidates(pb, ca).into_iter().find_map(|p| self.files.get(&p).map(|b| (p, b)))
+    }
+
+    /// Where the key of CA file `ca` was looked for on these nodes (those that hold its
+    /// certificate), for a message saying it is on none: `cp1: /x/ca-key.pem, ...`.
+    pub fn ca_key_tried<'a>(pb: &Playbook, nodes: impl IntoIterator<Item = &'a NodeFacts>, ca: &str) -> String {
+        let tried: Vec<String> = nodes.into_iter().filter(|n| n.pki.named.contains_key(ca)).flat_map(|n| n.ca_key_candidates(pb, ca).into_iter().map(|p| format!("{}: {p}", n.name))).collect();
+        if tried.is_empty() { "no node holds its certificate".into() } else { tried.join(", ") }
     }
 
     /// Each kubeconfig's server URL, by path.
@@ -531,41 +462,6 @@ mod tests {
         let eps = endpoint_targets(&pb, c, "m", &keys);
         assert_eq!((eps[0].host.as_str(), eps[0].port, eps[0].file.as_deref()), ("127.0.0.1", 2379, Some("/s.crt")));
         assert_eq!((eps[1].host.as_str(), eps[1].port, eps[1].file.as_deref()), ("10.0.0.5", 2380, Some("/p.crt")));
-    }
-
-    #[test]
-    fn the_unit_systemd_loads_and_its_drop_ins_in_name_order_make_the_kubelet_keys() {
-        let (units, dirs) = unit_candidates("kubelet");
-        let mut have: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        have.insert("/lib/systemd/system/kubelet.service".into(), b"[Service]\nExecStart=/bin/kubelet --config=/old.yaml\n".to_vec());
-        have.insert("/etc/systemd/system/kubelet.service".into(), b"[Service]\nExecStart=/bin/kubelet --config=/var/lib/kubelet/c.yaml --kubeconfig=/k --tls-cert-file=/flag.pem\n".to_vec());
-        let listed = vec![
-            "/usr/lib/systemd/system/kubelet.service.d/20-b.conf".to_string(),
-            "/etc/systemd/system/kubelet.service.d/20-b.conf".to_string(),
-            "/usr/lib/systemd/system/kubelet.service.d/10-a.conf".to_string(),
-            "/etc/systemd/system/kubelet.service.d/notes.txt".to_string(),
-        ];
-        let files = unit_files(&units, &dirs, &have, &listed);
-        assert_eq!(files, ["/etc/systemd/system/kubelet.service", "/usr/lib/systemd/system/kubelet.service.d/10-a.conf", "/etc/systemd/system/kubelet.service.d/20-b.conf"]);
-        // Masked in /etc (linked to /dev/null: read as empty): the /lib unit does not run either.
-        let mut masked = have.clone();
-        masked.insert("/etc/systemd/system/kubelet.service".into(), Vec::new());
-        assert!(unit_files(&units, &dirs, &masked, &listed).is_empty());
-        have.insert("/var/lib/kubelet/c.yaml".into(), b"authentication:\n  x509:\n    clientCAFile: ca.pem\ntlsCertFile: /config.pem\nrotateCertificates: true\n".to_vec());
-        let pb = playbook::builtin("hardway").unwrap();
-        let c = pb.component("kubelet").unwrap();
-        let read = unit_keys(c, &files, &|p: &str| have.get(p).cloned());
-        assert!(read.wanted.is_empty() && read.error.is_none());
-        let k = &read.flags.keys;
-        assert_eq!(k["--kubeconfig"], "/k");
-        assert_eq!(k["authentication.x509.clientCAFile"], "/var/lib/kubelet/ca.pem", "relative to the config's directory");
-        assert_eq!(k["tlsCertFile"], "/flag.pem", "the flag wins over the config field");
-        assert_eq!(k["rotateCertificates"], "true");
-        assert!(read.flags.sources.contains(&"/var/lib/kubelet/c.yaml".to_string()));
-        // A required environment file that is not there is asked for, then said missing.
-        have.insert("/etc/systemd/system/kubelet.service".into(), b"[Service]\nEnvironmentFile=/etc/k.env\nEnvironmentFile=-/etc/opt.env\nExecStart=/bin/kubelet $OPTS\n".to_vec());
-        let read = unit_keys(c, &files, &|p: &str| have.get(p).cloned());
-        assert_eq!(read.wanted, vec![("/etc/k.env".to_string(), true), ("/etc/opt.env".to_string(), false)]);
     }
 
     #[test]

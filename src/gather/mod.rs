@@ -4,6 +4,7 @@
 
 pub mod discover;
 pub mod facts;
+pub mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
 

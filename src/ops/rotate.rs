@@ -125,7 +125,7 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
     let news = rotation::successors(&olds, opts.ca_days, opts.now, opts.key_type).map_err(|e| Error::input("rotate-ca", format!("{e}; nothing was changed")))?;
     let mut keys: BTreeMap<String, String> = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
     // The old CA keys a split-off use keeps (the service-account key), as the nodes hold them.
-    let old_keys: Vec<(String, String)> = olds.iter().filter_map(|o| gathered.nodes.iter().find_map(|n| n.ca_key(pb, &o.name)).map(|(_, k)| (crate::plan::schema::old_key_id(&o.name), String::from_utf8_lossy(k).into_owned()))).collect();
+    let old_keys: Vec<(String, String)> = olds.iter().filter_map(|o| gathered.nodes.iter().find_map(|n| n.ca_key(pb, &o.name)).and_then(|(_, k)| crate::pki::edit::key_pem(k)).map(|k| (crate::plan::schema::old_key_id(&o.name), k))).collect();
     let mut plan = rotation::plan(&input, olds, news).map_err(refused)?;
     for (id, pem) in old_keys {
         if plan.key_ids().contains(&id) {

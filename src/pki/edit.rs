@@ -70,13 +70,21 @@ pub fn cert_shas(bytes: &[u8]) -> Result<Vec<String>, String> {
     Ok(blocks(text_of(bytes)?)?.into_iter().filter_map(|b| b.sha256).collect())
 }
 
-/// The bundle with `pem`'s certificate appended, unless it already holds it.
+/// The bundle with `pem`'s certificate appended, unless it already holds it. In a file that
+/// holds a key too, it goes right after the last certificate (the key block stays last, as
+/// `set_certs` would place them).
 pub fn add_cert(bytes: &[u8], pem: &str) -> Result<Vec<u8>, String> {
     let text = text_of(bytes)?;
     let new = cert_shas(pem.as_bytes())?;
     let have = cert_shas(bytes)?;
     if new.iter().all(|s| have.contains(s)) {
         return Ok(bytes.to_vec());
+    }
+    let all = blocks(text)?;
+    if all.iter().any(|b| b.label != CERT)
+        && let Some(last) = all.iter().rfind(|b| b.label == CERT)
+    {
+        return Ok(format!("{}{}{}", &text[..last.end], with_newline(pem.trim_end()), &text[last.end..]).into_bytes());
     }
     let mut out = String::from(text);
     if !out.is_empty() && !out.ends_with('\n') {
@@ -121,6 +129,25 @@ pub fn set_certs(bytes: &[u8], pems: &[String]) -> Result<Vec<u8>, String> {
     }
     out.push_str(&text[pos..]);
     Ok(out.into_bytes())
+}
+
+/// A key file's text as a copy of the key: the whole file, or, where the key shares the file
+/// with certificates, its first private key block alone.
+pub fn key_pem(bytes: &[u8]) -> Option<String> {
+    let text = text_of(bytes).ok()?;
+    let all = blocks(text).ok()?;
+    if !all.iter().any(|b| b.label == CERT) {
+        return Some(text.to_string());
+    }
+    all.into_iter().find(|b| b.label.ends_with("PRIVATE KEY")).map(|b| with_newline(text[b.start..b.end].trim_end()))
+}
+
+/// The text with its first private key block replaced by `key` (a CA whose certificate and
+/// key share one file); every other byte kept.
+pub fn set_key(bytes: &[u8], key: &str) -> Result<Vec<u8>, String> {
+    let text = text_of(bytes)?;
+    let b = blocks(text)?.into_iter().find(|b| b.label.ends_with("PRIVATE KEY")).ok_or("no private key block to replace")?;
+    Ok(format!("{}{}{}", &text[..b.start], with_newline(key.trim_end()), &text[b.end..]).into_bytes())
 }
 
 /// True when the text holds a private key block (such a file is never put in a plan whole).
@@ -215,6 +242,25 @@ mod tests {
         let ab = format!("# bundle\n{A}{B}");
         assert_eq!(String::from_utf8(remove_cert(ab.as_bytes(), &sha(A)).unwrap()).unwrap(), format!("# bundle\n{B}"));
         assert_eq!(remove_cert(B.as_bytes(), &sha(A)).unwrap(), B.as_bytes(), "absent: unchanged");
+    }
+
+    #[test]
+    fn a_ca_added_to_a_file_holding_a_key_goes_after_the_certificates() {
+        let file = format!("{A}{K}");
+        let out = add_cert(file.as_bytes(), B).unwrap();
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), format!("{A}{B}{K}"));
+        assert_eq!(set_certs(file.as_bytes(), &[A.to_string(), B.to_string()]).unwrap(), out, "where set_certs puts them");
+    }
+
+    #[test]
+    fn a_key_sharing_a_file_with_its_certificate_is_located_and_replaced_alone() {
+        const N: &str = "-----BEGIN PRIVATE KEY-----\nTkVX\n-----END PRIVATE KEY-----\n";
+        let file = format!("# the CA\n{A}{K}");
+        assert_eq!(key_pem(file.as_bytes()).as_deref(), Some(K), "with a certificate: the key block alone");
+        assert_eq!(key_pem(format!("# a key\n{K}").as_bytes()).as_deref(), Some(format!("# a key\n{K}").as_str()), "a key file alone: the whole file");
+        assert_eq!(key_pem(A.as_bytes()), None);
+        assert_eq!(String::from_utf8(set_key(file.as_bytes(), N).unwrap()).unwrap(), format!("# the CA\n{A}{N}"));
+        assert!(set_key(A.as_bytes(), N).is_err(), "no key block: said, not appended");
     }
 
     #[test]

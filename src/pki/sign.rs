@@ -88,6 +88,31 @@ pub fn cert_public_key(der: &[u8]) -> Option<Vec<u8>> {
     Some(x.public_key().subject_public_key.data.to_vec())
 }
 
+/// Every public key a PEM text holds, raw (as `cert_public_key` gives them): of each
+/// certificate, private key and public key block (`PUBLIC KEY`, `RSA PUBLIC KEY`), in order.
+/// What a service-account key file gives the apiserver (it reads all three kinds).
+pub fn public_keys(pem: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    let Ok(blocks) = super::edit::blocks(&text) else { return Vec::new() };
+    let mut out = Vec::new();
+    for b in blocks {
+        let block = &text[b.start..b.end];
+        let body: String = block.lines().filter(|l| !l.starts_with("-----") && !l.contains(':')).collect::<Vec<_>>().concat();
+        let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body.trim()) else { continue };
+        let key = match b.label.as_str() {
+            "CERTIFICATE" => cert_public_key(&der),
+            "PUBLIC KEY" => x509_parser::x509::SubjectPublicKeyInfo::from_der(&der).ok().map(|(_, spki)| spki.subject_public_key.data.to_vec()),
+            // PKCS#1: the RSAPublicKey itself is what an SPKI's bit string holds.
+            "RSA PUBLIC KEY" => Some(der),
+            l if l.ends_with("PRIVATE KEY") => load_key(block.as_bytes()).ok().map(|k| k.public_key_raw().to_vec()),
+            _ => None,
+        };
+        out.extend(key);
+    }
+    out
+}
+
 impl Signer {
     /// Checks that the key is the CA's, that the certificate is a CA and in date at `now`.
     pub fn new(ca: &CertInfo, key_pem: &[u8], now: i64) -> Result<Signer, SignError> {
@@ -438,6 +463,24 @@ mod tests {
             all.push_str(&String::from_utf8(out.stdout).unwrap());
         }
         all
+    }
+
+    #[test]
+    fn public_keys_come_from_certificates_private_keys_and_public_keys_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (ca, key, leaf) = fixture(d, &["rsa:2048"], true);
+        openssl(d, &["pkey", "-in", "ca.key", "-pubout", "-out", "ca.pub"]);
+        openssl(d, &["rsa", "-in", "ca.key", "-RSAPublicKey_out", "-out", "ca.rsapub"]);
+        let ca_raw = cert_public_key(&ca.der).unwrap();
+        let leaf_raw = cert_public_key(&leaf.der).unwrap();
+        for f in ["ca.crt", "ca.key", "ca.pub", "ca.rsapub"] {
+            assert_eq!(public_keys(&std::fs::read(d.join(f)).unwrap()), vec![ca_raw.clone()], "{f}");
+        }
+        // Several keys in one file (a verifying key file keeps old and new), in order.
+        let both = [std::fs::read(d.join("leaf.crt")).unwrap(), key].concat();
+        assert_eq!(public_keys(&both), vec![leaf_raw, ca_raw]);
+        assert!(public_keys(b"not a key").is_empty());
     }
 
     fn check_resign(key_alg: &[&str], traditional: bool) {

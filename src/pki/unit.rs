@@ -309,7 +309,9 @@ pub fn flags(s: &Settings, env_files: &[(String, String)]) -> BTreeMap<String, F
                         Some((_, file)) => Site::Var(file.clone(), name.to_string()),
                         None => Site::Fixed(unit_path.clone()),
                     },
-                    None if w.text.contains('$') => Site::Fixed(unit_path.clone()),
+                    // A variable inside a longer word (`--x=${DIR}/ca.pem`): an edit writes
+                    // the whole value out in place of the word's value.
+                    None if w.text.contains('$') => Site::Word(unit_path.clone()),
                     None => Site::Word(unit_path.clone()),
                 };
                 words.push((expand_inline(&w.text, &env), site));
@@ -559,6 +561,14 @@ mod tests {
         assert!(text.contains("# ExecStart=/old --tls-cert-file=/nope"));
         assert!(set_word_flag(UNIT.as_bytes(), "--tls-cert-file", "/x").is_err(), "only a comment names it there");
         assert!(set_word_flag(UNIT.as_bytes(), "--client-ca", "/x").is_err(), "a prefix of a flag is not the flag");
+        // A variable inside a longer word: the whole value is written out.
+        let unit = "[Service]\nEnvironment=SSL=/opt/kubernetes/ssl\nExecStart=/bin/kcm --service-account-private-key-file=${SSL}/ca-key.pem --root-ca-file=$SSL/ca.pem\n";
+        let f = flags(&settings(&[("/u", unit)]), &[]);
+        assert_eq!(f["--service-account-private-key-file"].value, "/opt/kubernetes/ssl/ca-key.pem");
+        assert_eq!(f["--root-ca-file"].value, "/opt/kubernetes/ssl/ca.pem");
+        assert_eq!(f["--service-account-private-key-file"].site, Site::Word("/u".into()));
+        let out = String::from_utf8(set_word_flag(unit.as_bytes(), "--service-account-private-key-file", "/opt/kubernetes/ssl/sa.pem").unwrap()).unwrap();
+        assert_eq!(out, unit.replace("${SSL}/ca-key.pem", "/opt/kubernetes/ssl/sa.pem"));
         let env = "A=1\nETCD_CERT_FILE=\"/etc/etcd/ssl/server.pem\"\n";
         assert_eq!(String::from_utf8(set_var(env.as_bytes(), "ETCD_CERT_FILE", "/n.pem").unwrap()).unwrap(), "A=1\nETCD_CERT_FILE=\"/n.pem\"\n");
     }

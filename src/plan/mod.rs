@@ -15,5 +15,6 @@ pub mod replay;
 pub mod renew;
 pub mod rotation;
 pub mod schema;
+pub mod tokens;
 
 pub use schema::{Kind, Plan, StageId};

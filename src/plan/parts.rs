@@ -38,7 +38,7 @@ pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Optio
     let is_kubeconfig = old.is_some_and(kubeconfig::looks_like_kubeconfig);
     let recipe = match (new, &ca_key) {
         (None, _) => Recipe::Remove,
-        (Some(_), Some(KeyRef::New(ca))) => Recipe::CaKey { ca: ca.clone() },
+        (Some(n), Some(KeyRef::New(ca))) => Recipe::CaKey { ca: ca.clone(), certs: if old.is_some_and(|o| !edit::cert_shas(o).unwrap_or_default().is_empty()) { edit::cert_pems(n)? } else { Vec::new() } },
         (Some(_), Some(KeyRef::Old(ca))) => Recipe::OldCaKey { ca: ca.clone() },
         (Some(n), None) if is_kubeconfig => {
             let o = old.expect("a kubeconfig being modified exists");
@@ -166,7 +166,7 @@ pub fn prove(model: &Model, plan: &mut Plan) -> Result<(), Vec<String>> {
         }
         Err(v) => return Err(vec![format!("the plan was refused by its proof: {v}")]),
     }
-    plan.proof = Proof { edges: model.edges.len(), steps: effects.iter().map(|s| s.effects.len()).sum() };
+    plan.proof = Proof { edges: model.edges.len(), steps: effects.iter().map(|s| s.effects.len()).sum(), tokens: plan.proof.tokens };
     Ok(())
 }
 
@@ -230,35 +230,6 @@ pub fn pair_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &d
     out
 }
 
-/// Every service-account key use (a component's ref to a key or public-key file that is not a
-/// CA's key) whose file, as `get` has it after `stage`, no longer holds the key it held before
-/// the change: tokens signed before would stop verifying, or new ones would not verify.
-pub fn service_account_problems(pb: &Playbook, nodes: &[NodeFacts], stage: StageId, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<String> {
-    use crate::playbook::FileKind;
-    // A key no certificate names as its own (sa.key, sa.pub): a leaf's key changes with its
-    // leaf, a CA's with its CA.
-    let cert_keys: BTreeSet<&str> = pb.files.iter().filter_map(|f| f.key.as_deref()).collect();
-    let public = |b: &[u8]| crate::pki::sign::load_key(b).ok().map(|k| k.public_key_raw().to_vec());
-    let mut out = Vec::new();
-    for n in nodes {
-        for c in pb.components.iter().filter(|c| n.pki.components.contains_key(&c.name)) {
-            let Some(flags) = flags_now(c, &n.pki, &|p| get(&n.name, p)) else { continue };
-            for r in c.refs.iter().filter(|r| pb.file(&r.file).is_some_and(|f| matches!(f.kind, FileKind::Key | FileKind::Pubkey)) && !cert_keys.contains(r.file.as_str())) {
-                // Only a file kcert read can be one it changes (a CA key that is also this).
-                let Some(orig) = n.pki.refs.get(&(c.name.clone(), r.key.clone())).and_then(|p| n.files.get(p)) else { continue };
-                let now = flags.get(&r.key).and_then(|p| get(&n.name, p).map(|b| (p.clone(), b)));
-                match now {
-                    Some((_, b)) if &b == orig => {}
-                    Some((_, b)) if public(&b).is_some() && public(&b) == public(orig) => {}
-                    Some((p, _)) => out.push(format!("after {stage}, {}: {} {} names {p}, which no longer holds the service-account key it held: every service-account token would stop verifying", n.name, c.name, r.key)),
-                    None => out.push(format!("after {stage}, {}: {} {} names no readable file", n.name, c.name, r.key)),
-                }
-            }
-        }
-    }
-    out
-}
-
 /// How a component's flag is rewritten in the file that sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlagEdit {
@@ -290,7 +261,7 @@ pub fn flag_file(pb: &Playbook, n: &NodeFacts, component: &str, flag: &str) -> R
     match n.pki.sites.get(&(component.to_string(), flag.to_string())) {
         Some(Site::Word(f)) => Ok((f.clone(), FlagEdit::Word)),
         Some(Site::Var(f, v)) => Ok((f.clone(), FlagEdit::Var(v.clone()))),
-        Some(Site::Fixed(f)) => Err(format!("{}: {component}'s {flag} is set in {f} in a way kcert does not rewrite (a variable inside a longer word, or a YAML config); set it as --flag=value", n.name)),
+        Some(Site::Fixed(f)) => Err(format!("{}: {component}'s {flag} is set in {f} in a way kcert does not rewrite (a YAML config, or a bare flag); set it as --flag=value", n.name)),
         None => Err(format!("{}: {component}'s {flag} is set nowhere kcert can rewrite ({})", n.name, c.origin())),
     }
 }

@@ -101,7 +101,7 @@ pub fn check(p: &Plan) -> std::result::Result<(), String> {
                             if f.mode > 0o7777 || (f.private && f.mode & 0o077 != 0) {
                                 return Err(format!("{at}.mode: {:o} is not a mode kcert writes", f.mode));
                             }
-                            if let Recipe::CaKey { ca } | Recipe::OldCaKey { ca } = &f.recipe
+                            if let Recipe::CaKey { ca, .. } | Recipe::OldCaKey { ca } = &f.recipe
                                 && (!cas.contains(ca.as_str()) || !f.private)
                             {
                                 return Err(format!("{at}.recipe: the key of CA {ca:?}, which the plan does not rotate (or not written 0600)"));

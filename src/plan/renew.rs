@@ -251,8 +251,9 @@ fn signers(pb: &Playbook, nodes: &[NodeFacts], selected: &BTreeSet<String>, now:
         // One CA in several roles signs as the first CA file that holds it (its key is there).
         let canon = build::same_ca_as(pb, nodes, wanted);
         let ca_name = canon.as_str();
-        let Some(ca_file) = pb.file(ca_name) else { continue };
-        let key_name = ca_file.key.as_deref().unwrap_or("");
+        if pb.file(ca_name).is_none() {
+            continue;
+        }
         let mut found: Option<std::result::Result<Signer, String>> = None;
         let mut first_seen: Option<(String, String, String)> = None;
         let mut mismatch = None;
@@ -291,11 +292,9 @@ fn signers(pb: &Playbook, nodes: &[NodeFacts], selected: &BTreeSet<String>, now:
             (None, Some(r)) => r,
             (None, None) => Err(match cert_path_seen {
                 Some(seen) => {
-                    let tried: Vec<String> = order.iter().filter(|n| n.pki.named.contains_key(ca_name)).flat_map(|n| n.ca_key_candidates(pb, ca_name).into_iter().map(|p| format!("{}: {p}", n.name))).collect();
                     format!(
-                        "the CA key is on no node ({seen} has no key beside it; looked for {}) (kubeadm external-CA mode?): kcert cannot sign without it; put {} on a control-plane node for the renewal, or renew with your CA (kubeadm certs generate-csr)",
-                        tried.join(", "),
-                        pb.file(key_name).map(|k| k.path.as_str()).unwrap_or(key_name)
+                        "the CA key is on no node ({seen} has no key beside it; looked for {}): kcert cannot sign without it (a CA kept off the nodes, as kubeadm's external-CA mode does?); put its key beside the certificate on a control-plane node for the renewal, or renew with your CA (kubeadm certs generate-csr)",
+                        NodeFacts::ca_key_tried(pb, order.iter().copied(), ca_name),
                     )
                 }
                 None => format!("the CA {ca_name} is on no node"),
@@ -446,7 +445,7 @@ mod tests {
         let all = selection(&pb, &["all".into()]).unwrap();
         assert!(all.contains("apiserver") && all.contains("admin.conf") && all.contains("etcd-peer"));
         assert!(!all.contains(KUBELET_SERVING), "kubeadm's `all` leaves the kubelet serving cert out");
-        assert_eq!(selection(&pb, &["kubeconfigs".into()]).unwrap().len(), 5);
+        assert_eq!(selection(&pb, &["kubeconfigs".into()]).unwrap().len(), 7, "kubeadm's five and the copies of admin.conf in root's and the login user's ~/.kube");
         let err = selection(&pb, &["apiserverr".into()]).unwrap_err().to_string();
         assert!(err.contains("apiserverr") && err.contains("kubelet-serving"), "{err}");
     }

@@ -25,6 +25,7 @@ pub fn replay(pb: &Playbook, nodes: &[NodeFacts], plan: &Plan, keys: &BTreeMap<S
         }
     };
     let mut out = Vec::new();
+    let tokens = crate::plan::tokens::TokenBaseline::new(pb, nodes);
     for s in &plan.stages {
         // A stage done already is behind the files as they stand: only what is left is replayed.
         if (0..s.steps.len()).all(|bi| done.contains(&(s.id, bi))) && !s.steps.is_empty() {
@@ -59,7 +60,7 @@ pub fn replay(pb: &Playbook, nodes: &[NodeFacts], plan: &Plan, keys: &BTreeMap<S
             }
         }
         out.extend(parts::pair_problems(pb, nodes, s.id, &|node, path| get(&files, node, path)));
-        out.extend(parts::service_account_problems(pb, nodes, s.id, &|node, path| get(&files, node, path)));
+        out.extend(crate::plan::tokens::token_problems(pb, nodes, &tokens, &|node, path| get(&files, node, path), &format!("after {}", s.id)));
     }
     if out.is_empty() && plan.kind == Kind::RotateCa {
         let after: Vec<NodeFacts> = nodes

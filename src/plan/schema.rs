@@ -309,8 +309,14 @@ pub enum Recipe {
     Certs { certs: Vec<String> },
     /// These kubeconfig `*-data` fields become these PEM texts; every other byte stays.
     Kubeconfig { fields: Vec<KubeconfigField> },
-    /// The new private key of this CA (a playbook file name), from the run's key store.
-    CaKey { ca: String },
+    /// The new private key of this CA (a playbook file name), from the run's key store; in a
+    /// file that holds the CA's certificate too, that file's certificates become `certs` and
+    /// its key block the new key.
+    CaKey {
+        ca: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        certs: Vec<String>,
+    },
     /// The old private key of this CA, kept under another name for its other use (a binary
     /// cluster's service-account key that was the CA key), from the run's key store.
     OldCaKey { ca: String },
@@ -343,7 +349,10 @@ impl Recipe {
                 }
                 Some(b)
             }
-            Recipe::CaKey { ca } => Some(key_of(ca).ok_or_else(|| format!("the new key of CA {ca} is not in the run's key store"))?.into_bytes()),
+            Recipe::CaKey { ca, certs } => {
+                let key = key_of(ca).ok_or_else(|| format!("the new key of CA {ca} is not in the run's key store"))?;
+                if certs.is_empty() { Some(key.into_bytes()) } else { Some(edit::set_key(&edit::set_certs(old_bytes()?, certs)?, &key)?) }
+            }
             Recipe::OldCaKey { ca } => Some(key_of(&old_key_id(ca)).ok_or_else(|| format!("the old key of CA {ca} is not in the run's key store"))?.into_bytes()),
             Recipe::Remove => None,
         })
@@ -353,9 +362,9 @@ impl Recipe {
     pub fn carried_text(&self) -> String {
         match self {
             Recipe::Text { text } => text.clone(),
-            Recipe::Certs { certs } => certs.concat(),
+            Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.concat(),
             Recipe::Kubeconfig { fields } => fields.iter().map(|f| f.pem.as_str()).collect(),
-            Recipe::CaKey { .. } | Recipe::OldCaKey { .. } | Recipe::Remove => String::new(),
+            Recipe::OldCaKey { .. } | Recipe::Remove => String::new(),
         }
     }
 }
@@ -374,6 +383,10 @@ pub struct Proof {
     /// Trust edges checked, and the writes and restarts they were checked after.
     pub edges: usize,
     pub steps: usize,
+    /// Service-account token edges (signer -> verifier, tokens already out -> verifier),
+    /// checked after every step.
+    #[serde(default)]
+    pub tokens: usize,
 }
 
 impl Plan {

@@ -38,8 +38,13 @@ fn header(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn proof(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
-    let pair = if p.kind == Kind::RotateCa { ", and the signing pair matches and every service-account key stays the same at every stage boundary" } else { "" };
-    writeln!(out, "\nProof: each of the {} trust edges holds after every one of the {} writes and restarts (inside batches too){pair}.", p.proof.edges, p.proof.steps)?;
+    let pair = if p.kind == Kind::RotateCa { "; the signing pair matches at every stage boundary" } else { "" };
+    let tokens = if p.proof.tokens > 0 {
+        format!("; each of the {} service-account token edges (signer key -> verifying keys, and tokens already issued -> verifying keys) holds after every step", p.proof.tokens)
+    } else {
+        String::new()
+    };
+    writeln!(out, "\nProof: each of the {} trust edges holds after every one of the {} writes and restarts (inside batches too){pair}{tokens}.", p.proof.edges, p.proof.steps)?;
     if !p.notes.is_empty() {
         writeln!(out, "\nNotes")?;
         for n in &p.notes {

@@ -121,8 +121,8 @@ pub fn old_cas(input: &Input<'_>, aliases: &[String]) -> Result<Vec<OldCa>, Vec<
         }
         if keys == 0 {
             problems.push(format!(
-                "the {alias} CA key ({}) is on no node (kubeadm external-CA mode?): kcert would put a new CA key on the nodes; rotate with your external CA instead",
-                pb.file(&key_name).map(|k| k.path.as_str()).unwrap_or(&key_name)
+                "the {alias} CA key is on no node (looked for {}): kcert would put a new CA key on the nodes where none was (a CA kept off the nodes, as kubeadm's external-CA mode does?); rotate with your own CA instead, or put the key beside the certificate on the control-plane nodes",
+                NodeFacts::ca_key_tried(pb, input.nodes, name)
             ));
         }
         out.push(OldCa { alias: alias.clone(), name: name.clone(), id: id.clone(), cert: cert.clone(), key_name });

@@ -88,6 +88,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         capped: std::cell::Cell::new(0),
         index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
         holders: Vec::new(),
+        tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
@@ -131,7 +132,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             let Some((cert, key)) = planner.holder(i, node) else {
                 continue;
             };
-            let (sc, sk) = (planner.staged_path(&cert, "new"), planner.staged_path(&key, "new"));
+            let (sc, sk) = planner.staged_pair(&cert, &key);
             if planner.vfs.get(node, &sc).is_some() || planner.vfs.get(node, &sk).is_some() {
                 planner.problems.push(format!("{node}: {sc} already exists: a rotation left unfinished? (kcert runs)"));
             }
@@ -172,6 +173,10 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                     batch.gates = parts::gates_for(pb, &input.checks, nodes);
                 }
                 steps.push(StepPlan::Batch(batch));
+                // Service-account tokens keep verifying after every step, not only at the end.
+                let when = format!("the plan was refused by its proof: {id} step {} ({})", steps.len(), nodes.join(", "));
+                let tokens = planner.check_tokens(&when);
+                planner.problems.extend(tokens);
             }
         }
         if id == StageId::Prune {
@@ -216,8 +221,8 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             NewCa {
                 alias: r.old.alias.clone(),
                 name: r.old.name.clone(),
-                staged_cert: planner.staged_path(&cert_path, "new"),
-                staged_key: planner.staged_path(&key_path, "new"),
+                staged_cert: planner.staged_pair(&cert_path, &key_path).0,
+                staged_key: planner.staged_pair(&cert_path, &key_path).1,
                 path: cert_path,
                 key_path,
                 old_id: r.old.id.clone(),
@@ -260,6 +265,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         node_notes: Vec::new(),
     };
     parts::prove(&model, &mut plan)?;
+    plan.proof.tokens = planner.tokens.edges();
     Ok(plan)
 }
 

@@ -90,6 +90,8 @@ pub(super) struct Planner<'a> {
     /// (node, cert path, key path): looked up for every node, so made once.
     pub(super) index: BTreeMap<String, usize>,
     pub(super) holders: Vec<Vec<(String, String, String)>>,
+    /// Service-account tokens before the run: checked after every step.
+    pub(super) tokens: crate::plan::tokens::TokenBaseline,
 }
 
 impl<'a> Planner<'a> {
@@ -109,6 +111,19 @@ impl<'a> Planner<'a> {
                 format!("{parent}/{staging}/{which}/{name}")
             }
         }
+    }
+
+    /// Where S1 stages a CA's new certificate and key (two files, also when the CA keeps
+    /// both in one).
+    pub(super) fn staged_pair(&self, cert: &str, key: &str) -> (String, String) {
+        let sc = self.staged_path(cert, "new");
+        let sk = if key == cert {
+            let stem = sc.strip_suffix(".pem").or_else(|| sc.strip_suffix(".crt")).unwrap_or(&sc);
+            format!("{stem}-key.pem")
+        } else {
+            self.staged_path(key, "new")
+        };
+        (sc, sk)
     }
 
     pub(super) fn rot_of_old(&self, id: &str) -> Option<usize> {
@@ -158,10 +173,40 @@ impl<'a> Planner<'a> {
     /// Sets a component's flags on a node, each in the file that sets it (a manifest, a
     /// unit, a drop-in or an environment file).
     pub(super) fn set_flags(&mut self, p: &mut Pending, node: &str, component: &str, flags: &[(&str, &str)]) {
-        for (flag, value) in flags {
-            match super::parts::flag_file(self.input.playbook, self.node(node), component, flag) {
+        let sets: Vec<(&str, &str, &str)> = flags.iter().map(|(f, v)| (component, *f, *v)).collect();
+        self.set_flags_of(p, node, &sets);
+    }
+
+    /// Sets (component, flag, value) on a node; refused when the rewrite would change any
+    /// other flag too (two flags sharing one variable: `--root-ca-file=${CA}` beside
+    /// `--cluster-signing-cert-file=${CA}`).
+    pub(super) fn set_flags_of(&mut self, p: &mut Pending, node: &str, sets: &[(&str, &str, &str)]) {
+        let pb = self.input.playbook;
+        let n = self.node(node);
+        let flags_of = |planner: &Self| -> BTreeMap<String, BTreeMap<String, String>> {
+            pb.components
+                .iter()
+                .filter(|c| n.pki.components.contains_key(&c.name))
+                .filter_map(|c| crate::gather::facts::flags_now(c, &n.pki, &|path| planner.vfs.get(node, path)).map(|f| (c.name.clone(), f)))
+                .collect()
+        };
+        let before = flags_of(self);
+        for (component, flag, value) in sets {
+            match super::parts::flag_file(pb, n, component, flag) {
                 Ok((path, how)) => self.edit(p, node, &path, |b| how.apply(b, flag, value)),
                 Err(e) => self.problems.push(e),
+            }
+        }
+        let after = flags_of(self);
+        let meant = |c: &str, k: &str| {
+            sets.iter().any(|(sc, sf, _)| *sc == c && (*sf == k || pb.component(c).and_then(|x| x.flag_fields.get(*sf)).is_some_and(|field| field == k)))
+        };
+        for (c, flags) in &after {
+            for (k, v) in flags {
+                let was = before.get(c).and_then(|f| f.get(k));
+                if was != Some(v) && !meant(c, k) {
+                    self.problems.push(format!("{node}: setting {} would also change {c}'s {k} (from {} to {v}): they share a variable; write each as --flag=value", sets.iter().map(|(c, f, _)| format!("{c}'s {f}")).collect::<Vec<_>>().join(", "), was.map(String::as_str).unwrap_or("unset")));
+                }
             }
         }
     }
@@ -216,9 +261,23 @@ impl<'a> Planner<'a> {
         out
     }
 
+    /// Writes rotation `ri`'s new CA key at `path`; in a file that holds the CA's certificate
+    /// too, its certificates become the new CA and its key block the new key.
     pub(super) fn write_key(&mut self, p: &mut Pending, node: &str, path: &str, ri: usize) {
         let key = self.rots[ri].key_pem.clone();
-        self.touch(p, node, path, Some(key.into_bytes()));
+        let bytes = match self.vfs.get(node, path) {
+            Some(cur) if !edit::cert_shas(&cur).unwrap_or_default().is_empty() => {
+                match edit::set_certs(&cur, std::slice::from_ref(&self.rots[ri].new_pem)).and_then(|b| edit::set_key(&b, &key)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.problems.push(format!("{node}: {path}: {e}"));
+                        return;
+                    }
+                }
+            }
+            _ => key.into_bytes(),
+        };
+        self.touch(p, node, path, Some(bytes));
         p.private.insert(path.to_string(), parts::KeyRef::New(self.rots[ri].old.name.clone()));
         self.private.insert((node.to_string(), path.to_string()), self.rots[ri].old.name.clone());
     }
@@ -231,7 +290,7 @@ impl<'a> Planner<'a> {
         }
         let ri = self.rots.iter().position(|r| old_key_id(&r.old.name) == id)?;
         let (node, _, key) = self.holders.get(ri)?.first()?;
-        self.node(node).files.get(key).map(|b| String::from_utf8_lossy(b).into_owned())
+        self.node(node).files.get(key).and_then(|b| edit::key_pem(b))
     }
 
     /// Writes a copy of rotation `ri`'s old CA key (its other use keeps it).
@@ -248,8 +307,12 @@ impl<'a> Planner<'a> {
     /// Every signing pair of every node, as the plan leaves the files after stage `stage`.
     pub(super) fn check_pairs(&self, stage: StageId) -> Vec<String> {
         let get = |node: &str, path: &str| self.vfs.get(node, path);
-        let mut out = parts::pair_problems(self.input.playbook, self.input.nodes, stage, &get);
-        out.extend(parts::service_account_problems(self.input.playbook, self.input.nodes, stage, &get));
-        out
+        parts::pair_problems(self.input.playbook, self.input.nodes, stage, &get)
+    }
+
+    /// Service-account tokens, as the plan leaves the files after a step (`when`).
+    pub(super) fn check_tokens(&self, when: &str) -> Vec<String> {
+        let get = |node: &str, path: &str| self.vfs.get(node, path);
+        crate::plan::tokens::token_problems(self.input.playbook, self.input.nodes, &self.tokens, &get, when)
     }
 }

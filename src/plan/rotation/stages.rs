@@ -70,38 +70,36 @@ impl Planner<'_> {
     }
 
     /// A CA key read for something else as well (binary guides point the service-account
-    /// flags at ca-key.pem): before the CA key changes, that other use gets a copy of the old
-    /// key of its own (0600, beside it), its flags repointed, its readers restarted; so every
-    /// service-account token stays valid through the rotation and after it.
+    /// flags at ca-key.pem, or the verifying one at ca.pem): before the CA changes, those uses
+    /// (the playbook's `tokens`) get a copy of the old key of their own (0600, beside it; the
+    /// apiserver verifies with a private key as well as a public one), their flags repointed,
+    /// their readers restarted; so every service-account token stays valid through the
+    /// rotation and after it.
     fn split_service_account_keys(&mut self, node: &str, p: &mut Pending) {
         let pb = self.input.playbook;
-        // A use of a key file no certificate names as its own (the service-account key).
-        let cert_keys: BTreeSet<&str> = pb.files.iter().filter_map(|f| f.key.as_deref()).collect();
+        let Some(tokens) = &pb.tokens else { return };
         for ri in 0..self.rots.len() {
-            let Some((_, key_path)) = self.holder(ri, node) else { continue };
+            let Some((cert_path, key_path)) = self.holder(ri, node) else { continue };
             let n = self.node(node);
-            let mut uses: Vec<(String, String)> = Vec::new();
-            for c in &pb.components {
-                for r in &c.refs {
-                    let other_use = pb.file(&r.file).is_some_and(|f| matches!(f.kind, crate::playbook::FileKind::Key | crate::playbook::FileKind::Pubkey)) && !cert_keys.contains(r.file.as_str());
-                    if other_use && n.pki.refs.get(&(c.name.clone(), r.key.clone())) == Some(&key_path) {
-                        uses.push((c.name.clone(), r.key.clone()));
-                    }
-                }
-            }
+            let uses: Vec<(String, String)> = tokens
+                .signers
+                .iter()
+                .chain(&tokens.verifiers)
+                .filter(|u| n.pki.refs.get(&(u.component.clone(), u.key.clone())).is_some_and(|p| *p == key_path || *p == cert_path))
+                .map(|u| (u.component.clone(), u.key.clone()))
+                .collect();
             if uses.is_empty() {
                 continue;
             }
             let dir = key_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
             let taken = |p: &str| n.pki.files.contains(p) || n.files.contains_key(p);
             let Some(copy) = ["service-account-key.pem", "sa-from-ca-key.pem"].iter().map(|f| format!("{dir}/{f}")).find(|p| !taken(p)) else {
-                self.problems.push(format!("{node}: {key_path} is also the service-account key, and {dir}/service-account-key.pem and {dir}/sa-from-ca-key.pem both exist: kcert will not overwrite either to split it off"));
+                self.problems.push(format!("{node}: the {} CA is also the service-account key, and {dir}/service-account-key.pem and {dir}/sa-from-ca-key.pem both exist: kcert will not overwrite either to split it off", self.rots[ri].old.alias));
                 continue;
             };
             self.write_old_key(p, node, &copy, ri);
-            for (comp, flag) in &uses {
-                self.set_flags(p, node, comp, &[(flag.as_str(), copy.as_str())]);
-            }
+            let sets: Vec<(&str, &str, &str)> = uses.iter().map(|(c, f)| (c.as_str(), f.as_str(), copy.as_str())).collect();
+            self.set_flags_of(p, node, &sets);
             self.sa_splits.push(super::planner::SaSplit { node: node.to_string(), ri, key: key_path, copy, uses });
         }
     }
@@ -227,7 +225,7 @@ impl Planner<'_> {
                 let Some((cert_path, key_path)) = self.holder(ri, node) else {
                     continue;
                 };
-                let (sc, sk) = (self.staged_path(&cert_path, "new"), self.staged_path(&key_path, "new"));
+                let (sc, sk) = self.staged_pair(&cert_path, &key_path);
                 self.set_flags(p, node, &pair.component, &[(&pair.cert, &sc), (&pair.key, &sk)]);
                 continue;
             }
