@@ -214,7 +214,9 @@ fn renew_all_re_signs_every_leaf_with_ca_pem_keeping_what_it_is() {
         let n = lay(set, Sa::OwnKey);
         // An expired CA is refused, naming it; nothing changes.
         let before = n.snapshot();
-        n.kcert("renew", &["--dry-run"]).run().status(2).stderr_has("/var/lib/kubernetes/ca-key.pem").stderr_has("expired");
+        let refused = n.kcert("renew", &["--dry-run"]).run();
+        refused.status(2).stderr_has("/var/lib/kubernetes/ca-key.pem").stderr_has("expired").stderr_has("CA ca (also the etcd-ca CA)");
+        assert_eq!(refused.stderr.matches("expired").count(), 1, "{set}: one CA, said once: {}", refused.stderr);
         assert_eq!(n.snapshot(), before);
         n.refresh_ca();
         let ca = n.path("/var/lib/kubernetes/ca.pem");

@@ -62,32 +62,31 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
         opts.cas.clone()
     };
     // One CA in several roles (a binary cluster's one ca.pem) is rotated once, under the
-    // first name that holds it, and the plan says so.
+    // first name that holds it, and the plan says so. Each name's owner, worked out once.
+    let owner_of: BTreeMap<&String, String> = rot
+        .cas
+        .iter()
+        .filter(|(_, f)| gathered.nodes.iter().any(|n| n.pki.named.contains_key(*f)))
+        .map(|(a, f)| {
+            let same = crate::plan::build::same_ca_as(pb, &gathered.nodes, f);
+            (a, rot.cas.iter().find(|(_, g)| **g == same).map(|(x, _)| x.clone()).unwrap_or_else(|| a.clone()))
+        })
+        .collect();
     let mut aliases_once: Vec<String> = Vec::new();
     let mut roles: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for a in &aliases {
-        // An unknown name is kept: the CA checks say it is unknown.
-        let Some(file) = rot.cas.get(a) else {
-            aliases_once.push(a.clone());
-            continue;
-        };
-        let same = crate::plan::build::same_ca_as(pb, &gathered.nodes, file);
-        let owner = rot.cas.iter().find(|(_, f)| **f == same).map(|(x, _)| x.clone()).unwrap_or_else(|| a.clone());
+        // An unknown name (or one on no node) is kept: the CA checks say what it is.
+        let owner = owner_of.get(a).cloned().unwrap_or_else(|| a.clone());
         roles.entry(owner.clone()).or_default().push(a.clone());
         if !aliases_once.contains(&owner) {
             aliases_once.push(owner);
         }
     }
     for (owner, played) in &roles {
-        let mut all: Vec<String> = rot.cas.keys().filter(|a| crate::plan::build::same_ca_as(pb, &gathered.nodes, &rot.cas[*a]) == rot.cas[owner] && gathered.nodes.iter().any(|n| n.pki.named.contains_key(&rot.cas[*a]))).cloned().collect();
-        all.sort();
-        all.dedup();
-        if all.len() > 1 {
-            let roles = match all.split_last() {
-                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-                None => String::new(),
-            };
-            notes.push(format!("one CA plays the {roles} roles here (the same certificate in each of their files): it is rotated once, as the {owner} CA{}", if played.iter().any(|p| p != owner) { format!(" (asked for as {})", played.join(", ")) } else { String::new() }));
+        let all: Vec<&str> = owner_of.iter().filter(|(_, o)| *o == owner).map(|(a, _)| a.as_str()).collect();
+        if let Some((last, rest)) = all.split_last().filter(|_| all.len() > 1) {
+            let asked = if played.iter().any(|p| p != owner) { format!(" (asked for as {})", played.join(", ")) } else { String::new() };
+            notes.push(format!("one CA plays the {} and {last} roles here (the same certificate in each of their files): it is rotated once, as the {owner} CA{asked}", rest.join(", ")));
         }
     }
     let aliases = aliases_once;

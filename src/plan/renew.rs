@@ -415,15 +415,34 @@ fn capped_note(planned: &[NodeChanges], days: u32) -> Option<String> {
 }
 
 fn refuse_if(problems: Vec<Problem>) -> Result<()> {
-    let mut by_ca: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    // One CA in several roles (a binary cluster's one ca.pem) fails once, for the same reason:
+    // said once, under every name it plays.
+    let mut by_why: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
     let mut lines = Vec::new();
     for p in problems {
         match p {
-            Problem::Signer { ca, file, why } => by_ca.entry(ca).or_insert_with(|| (why, Vec::new())).1.push(file),
+            Problem::Signer { ca, file, why } => {
+                let (cas, files) = by_why.entry(why).or_default();
+                if !cas.contains(&ca) {
+                    cas.push(ca);
+                }
+                if !files.contains(&file) {
+                    files.push(file);
+                }
+            }
             Problem::File(line) => lines.push(line),
         }
     }
-    let mut out: Vec<String> = by_ca.into_iter().map(|(ca, (why, files))| format!("CA {ca}: {why}\n    needed to renew: {}", files.join(", "))).collect();
+    let mut out: Vec<String> = by_why
+        .into_iter()
+        .map(|(why, (cas, files))| {
+            let name = match cas.split_first() {
+                Some((first, rest)) if !rest.is_empty() => format!("{first} (also the {} CA)", rest.join(", ")),
+                _ => cas.concat(),
+            };
+            format!("CA {name}: {why}\n    needed to renew: {}", files.join(", "))
+        })
+        .collect();
     for l in lines {
         if !out.contains(&l) {
             out.push(l);

@@ -364,7 +364,8 @@ impl<'a> Runner<'a> {
                         Err(e) => Err(format!("the journal cannot be read back: {e}")),
                     };
                     match undone {
-                        Ok(()) => {
+                        Ok(restarts) => {
+                            out.restarts += restarts;
                             out.status = StageStatus::RolledBack;
                             report.failure = Some(format!("{at}: {why}; stage {} was rolled back: its files are as they were at its start and their components restarted; the run stopped", stage.id));
                         }

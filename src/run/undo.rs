@@ -21,7 +21,9 @@ impl Runner<'_> {
     /// Undoes stage `si` in reverse step order: each step's files back from the node's
     /// backups (sha256 checked), created files removed, its components restarted, its gate.
     /// `records` is the journal so far (undoing one stage does not change another's backups).
-    pub(super) async fn rollback_stage(&self, si: usize, records: &[Record]) -> std::result::Result<(), String> {
+    /// Returns how many components it restarted.
+    pub(super) async fn rollback_stage(&self, si: usize, records: &[Record]) -> std::result::Result<usize, String> {
+        let mut restarts = 0;
         let stage = &self.plan.stages[si];
         let live = live_backups(records, stage.id);
         let written: BTreeMap<(String, String), String> = records
@@ -57,6 +59,8 @@ impl Runner<'_> {
                     for c in &o.restarts {
                         self.restart(&o.node, t.as_ref(), c, b, " (rollback)").await.map_err(|e| format!("files restored, but {e}"))?;
                         self.rec(&Record::Restarted { node: o.node.clone(), component: c.clone(), at: At::step(stage.id, bi), undo: true })?;
+                        self.count(&o.node, |n| n.restarted.push(c.clone()));
+                        restarts += 1;
                     }
                 }
                 if let Err(e) = self.gate(b).await {
@@ -66,7 +70,7 @@ impl Runner<'_> {
             }
         }
         self.rec(&Record::StageRolledBack { stage: stage.id, status: Finish::Ok, message: format!("{} files restored", live.len()) })?;
-        Ok(())
+        Ok(restarts)
     }
 
     async fn restore_node(&self, stage: StageId, bi: usize, node: &str, files: &[&Live], written: &BTreeMap<(String, String), String>, b: &Batch) -> std::result::Result<(), String> {
@@ -214,7 +218,10 @@ impl Runner<'_> {
             let t0 = Instant::now();
             self.emit(&Event::Stage { id: s.id, name: s.name.clone(), undo: true });
             match self.rollback_stage(si, &records).await {
-                Ok(()) => out.status = StageStatus::RolledBack,
+                Ok(restarts) => {
+                    out.status = StageStatus::RolledBack;
+                    out.restarts = restarts;
+                }
                 Err(e) => {
                     out.status = StageStatus::Failed;
                     report.failure = Some(format!("rolling back {} {}: {e}", s.id, s.name));
