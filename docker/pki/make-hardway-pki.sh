@@ -19,73 +19,33 @@
 # usage: make-hardway-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: cp or worker)
 set -euo pipefail
 umask 022
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 out=$1; shift
 nodes=("$@")
 ca_dir="$out/.ca"
 mkdir -p "$ca_dir"
 
-# cfssl (the guides' tool) writes PKCS#1 RSA keys; so does `openssl genrsa -traditional`.
-key() { openssl genrsa -traditional -out "$1" 2048 2>/dev/null; chmod 600 "$1"; }
-serial() { echo "0x$(openssl rand -hex 8)"; }
 # The guides' csr subjects: C=US, L=Portland, O=<group>, OU=Kubernetes The Hard Way, ST=Oregon.
 subj() { echo "/C=US/ST=Oregon/L=Portland/O=$1/OU=Kubernetes The Hard Way/CN=$2"; }
 
-# leaf BASE SUBJECT EKU [SANS]: a key and a certificate signed by the one CA.
+# leaf BASE SUBJECT EKU [SANS]: BASE-key.pem (PKCS#1, as cfssl, the guides' tool, writes keys)
+# and BASE.pem, signed by the one CA.
 leaf() {
-  local base=$1 subject=$2 eku=$3 sans=${4:-}
-  key "$base-key.pem"
-  local ext; ext=$(mktemp)
-  {
-    echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$eku"
-    echo "subjectKeyIdentifier=hash"
-    echo "authorityKeyIdentifier=keyid"
-    if [ -n "$sans" ]; then echo "subjectAltName=$sans"; fi
-  } > "$ext"
-  openssl req -new -key "$base-key.pem" -subj "$subject" 2>/dev/null |
-    openssl x509 -req -CA "$ca_dir/ca.pem" -CAkey "$ca_dir/ca-key.pem" -set_serial "$(serial)" -days 365 -sha256 \
-      -extfile "$ext" -out "$base.pem" 2>/dev/null
-  rm -f "$ext"
+  leaf_ext "$3" "${4:-}" subjectKeyIdentifier=hash |
+    sign "$1-key.pem" "$1.pem" "$ca_dir/ca.pem" "$ca_dir/ca-key.pem" "$2" -sha256
 }
-
-b64() { base64 -w0 < "$1"; }
 
 # kubeconfig FILE SERVER USER CERT KEY: as `kubectl config set-cluster kubernetes-the-hard-way
 # --certificate-authority=ca.pem --embed-certs=true --server=...`, `set-credentials USER
 # --client-certificate=... --client-key=... --embed-certs=true`, `set-context default` and
 # `use-context default` write it.
-kubeconfig() {
-  cat > "$1" <<KC
-apiVersion: v1
-clusters:
-- cluster:
-    certificate-authority-data: $(b64 "$ca_dir/ca.pem")
-    server: $2
-  name: kubernetes-the-hard-way
-contexts:
-- context:
-    cluster: kubernetes-the-hard-way
-    user: $3
-  name: default
-current-context: default
-kind: Config
-preferences: {}
-users:
-- name: $3
-  user:
-    client-certificate-data: $(b64 "$4")
-    client-key-data: $(b64 "$5")
-KC
-  chmod 600 "$1"
-}
+kubeconfig() { embedded_kubeconfig "$1" kubernetes-the-hard-way default "$3" "$2" "$ca_dir/ca.pem" "$4" "$5"; }
 
 # The one CA.
-key "$ca_dir/ca-key.pem"
-openssl req -x509 -new -key "$ca_dir/ca-key.pem" -out "$ca_dir/ca.pem" -days 3650 -sha256 -set_serial "$(serial)" \
-  -subj "/C=US/ST=Oregon/L=Portland/O=Kubernetes/OU=CA/CN=Kubernetes" \
+self_signed "$ca_dir/ca-key.pem" "$ca_dir/ca.pem" 3650 "/C=US/ST=Oregon/L=Portland/O=Kubernetes/OU=CA/CN=Kubernetes" -sha256 \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
-  -addext "subjectKeyIdentifier=hash" 2>/dev/null
+  -addext "subjectKeyIdentifier=hash"
 
 cp_ips="" cp_names="" etcd_servers="" initial_cluster="" first_cp_ip=""
 for spec in "${nodes[@]}"; do
@@ -126,32 +86,11 @@ for spec in "${nodes[@]}"; do
   # The client cert as TLS bootstrapping leaves it: the CSR signed by the controller-manager
   # (--cluster-signing-cert-file = ca.pem), cert and key in one file, a -current link to it.
   leaf "$t/client-$name" "/O=system:nodes/CN=system:node:$name" clientAuth
-  stamp=$(date -u +%Y-%m-%d-%H-%M-%S)
-  cat "$t/client-$name.pem" "$t/client-$name-key.pem" > "$kl/pki/kubelet-client-$stamp.pem"
-  chmod 600 "$kl/pki/kubelet-client-$stamp.pem"
-  ln -s "/var/lib/kubelet/pki/kubelet-client-$stamp.pem" "$kl/pki/kubelet-client-current.pem"
-  cat > "$kl/kubeconfig" <<KC
-apiVersion: v1
-clusters:
-- cluster:
-    certificate-authority: /var/lib/kubernetes/ca.pem
-    server: $server
-  name: kubernetes-the-hard-way
-contexts:
-- context:
-    cluster: kubernetes-the-hard-way
-    user: system:node:$name
-  name: default
-current-context: default
-kind: Config
-preferences: {}
-users:
-- name: system:node:$name
-  user:
-    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem
-    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem
-KC
-  chmod 600 "$kl/kubeconfig"
+  kubelet_client_pem "$kl/pki" "$t/client-$name.pem" "$t/client-$name-key.pem"
+  write_kubeconfig "$kl/kubeconfig" kubernetes-the-hard-way default "system:node:$name" "$server" \
+    "certificate-authority: /var/lib/kubernetes/ca.pem" \
+    "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem" \
+    "client-key: /var/lib/kubelet/pki/kubelet-client-current.pem"
   cat > "$kl/kubelet-config.yaml" <<CFG
 kind: KubeletConfiguration
 apiVersion: kubelet.config.k8s.io/v1beta1
