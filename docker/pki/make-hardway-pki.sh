@@ -42,6 +42,27 @@ leaf() {
 # `use-context default` write it.
 kubeconfig() { embedded_kubeconfig "$1" kubernetes-the-hard-way default "$3" "$2" "$ca_dir/ca.pem" "$4" "$5"; }
 
+# unit FILE DESCRIPTION DOCUMENTATION [LINE...] < SERVICE: a systemd service unit as the guides
+# write them: [Unit] with DESCRIPTION, DOCUMENTATION and each LINE, [Service] with the lines read
+# from stdin and Restart=on-failure, RestartSec=5, and [Install] WantedBy=multi-user.target.
+unit() {
+  local file=$1 description=$2 documentation=$3 line; shift 3
+  {
+    echo "[Unit]"
+    echo "Description=$description"
+    echo "Documentation=$documentation"
+    for line in "$@"; do echo "$line"; done
+    echo
+    echo "[Service]"
+    cat
+    echo "Restart=on-failure"
+    echo "RestartSec=5"
+    echo
+    echo "[Install]"
+    echo "WantedBy=multi-user.target"
+  } > "$file"
+}
+
 # The one CA.
 self_signed "$ca_dir/ca-key.pem" "$ca_dir/ca.pem" 3650 "/C=US/ST=Oregon/L=Portland/O=Kubernetes/OU=CA/CN=Kubernetes" -sha256 \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
@@ -112,44 +133,22 @@ rotateCertificates: false
 tlsCertFile: "/var/lib/kubelet/$name.pem"
 tlsPrivateKeyFile: "/var/lib/kubelet/$name-key.pem"
 CFG
-  cat > "$units/kubelet.service" <<UNIT
-[Unit]
-Description=Kubernetes Kubelet
-Documentation=https://github.com/kubernetes/kubernetes
-After=containerd.service
-Requires=containerd.service
-
-[Service]
+  unit "$units/kubelet.service" "Kubernetes Kubelet" https://github.com/kubernetes/kubernetes After=containerd.service Requires=containerd.service <<UNIT
 ExecStart=/usr/local/bin/kubelet \\
   --config=/var/lib/kubelet/kubelet-config.yaml \\
   --container-runtime-endpoint=unix:///var/run/containerd/containerd.sock \\
   --kubeconfig=/var/lib/kubelet/kubeconfig \\
   --register-node=true \\
   --v=2
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
 
   # --- kube-proxy (every node) ---
   kubeconfig "$root/var/lib/kube-proxy/kubeconfig" "$server" system:kube-proxy "$t/proxy.pem" "$t/proxy-key.pem"
-  cat > "$units/kube-proxy.service" <<UNIT
-[Unit]
-Description=Kubernetes Kube Proxy
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-proxy.service" "Kubernetes Kube Proxy" https://github.com/kubernetes/kubernetes <<UNIT
 ExecStart=/usr/local/bin/kube-proxy \\
   --cluster-cidr=10.200.0.0/16 \\
   --kubeconfig=/var/lib/kube-proxy/kubeconfig \\
   --proxy-mode=iptables
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
 
   [ "$role" = cp ] || continue
@@ -169,20 +168,10 @@ UNIT
 
   # etcd: everything from ETCD_* variables (etcd maps each --flag-name to ETCD_FLAG_NAME,
   # etcd docs "Configuration options"), read from an optional environment file.
-  cat > "$units/etcd.service" <<UNIT
-[Unit]
-Description=etcd
-Documentation=https://github.com/etcd-io/etcd
-
-[Service]
+  unit "$units/etcd.service" etcd https://github.com/etcd-io/etcd <<UNIT
 Type=notify
 EnvironmentFile=-/etc/etcd/etcd.conf
 ExecStart=/usr/local/bin/etcd
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
   cat > "$root/etc/etcd/etcd.conf" <<ENV
 # etcd reads its configuration from these variables (see the etcd.service unit).
@@ -206,19 +195,9 @@ ETCD_PEER_CLIENT_CERT_AUTH=true
 ENV
 
   # kube-apiserver: flags in an environment file, the port from a drop-in's Environment=.
-  cat > "$units/kube-apiserver.service" <<'UNIT'
-[Unit]
-Description=Kubernetes API Server
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-apiserver.service" "Kubernetes API Server" https://github.com/kubernetes/kubernetes <<'UNIT'
 EnvironmentFile=-/opt/kubernetes/cfg/kube-apiserver.conf
 ExecStart=/usr/local/bin/kube-apiserver $KUBE_APISERVER_OPTS --secure-port=${SECURE_PORT}
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
   mkdir -p "$units/kube-apiserver.service.d"
   cat > "$units/kube-apiserver.service.d/10-port.conf" <<'UNIT'
@@ -254,12 +233,7 @@ KUBE_APISERVER_OPTS="--advertise-address=$ip \\
   --v=2"
 ENV
 
-  cat > "$units/kube-controller-manager.service" <<'UNIT'
-[Unit]
-Description=Kubernetes Controller Manager
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-controller-manager.service" "Kubernetes Controller Manager" https://github.com/kubernetes/kubernetes <<'UNIT'
 ExecStart=/usr/local/bin/kube-controller-manager \
   --bind-address=0.0.0.0 \
   --cluster-cidr=10.200.0.0/16 \
@@ -273,27 +247,12 @@ ExecStart=/usr/local/bin/kube-controller-manager \
   --service-cluster-ip-range=10.32.0.0/24 \
   --use-service-account-credentials=true \
   --v=2
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
 
-  cat > "$units/kube-scheduler.service" <<'UNIT'
-[Unit]
-Description=Kubernetes Scheduler
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-scheduler.service" "Kubernetes Scheduler" https://github.com/kubernetes/kubernetes <<'UNIT'
 ExecStart=/usr/local/bin/kube-scheduler \
   --config=/etc/kubernetes/config/kube-scheduler.yaml \
   --v=2
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
   cat > "$root/etc/kubernetes/config/kube-scheduler.yaml" <<'CFG'
 apiVersion: kubescheduler.config.k8s.io/v1
