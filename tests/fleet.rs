@@ -9,29 +9,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
-use common::{Test, kubeconfig_certs, pem_certs};
-
-
-
-
-
-
-
-
-/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
-fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
-    let script = format!(
-        "printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601"
-    );
-    let out = sh(container, &script);
-    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
-    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
-}
-
-fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
-    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
-}
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, certs_of, derived_inventory, harness, is, journal_lines, kcert_rows, kill_when, openssl_rows, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
+use common::Test;
 
 fn expiry_matches_openssl_on_every_node(f: &Fleet) {
     let run = f.kcert(&["expiry", "-o", "json"]).run();
@@ -40,36 +19,14 @@ fn expiry_matches_openssl_on_every_node(f: &Fleet) {
     assert_eq!(json["errors"].as_array().unwrap().len(), 0, "{}", run.stdout);
     for n in &f.nodes {
         // What is on the node, enumerated independently: every file under the PKI directories.
-        let files = sh(&n.container, "find -L /etc/kubernetes /var/lib/kubelet -type f");
-        let mut want = BTreeSet::new();
-        for path in files.lines() {
-            let text = sh(&n.container, &format!("cat '{path}'"));
-            for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
-                for b in blocks {
-                    let (serial, not_after, subject) = openssl_in(&n.container, &b);
-                    want.insert((path.to_string(), source.to_string(), serial, not_after, subject));
-                }
-            }
-        }
-        let got: BTreeSet<_> = ["file", "kubeconfig"]
-            .iter()
-            .flat_map(|s| certs_of(&json, &n.name, s))
-            .map(|c| {
-                let s = |k: &str| c[k].as_str().unwrap().to_string();
-                (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
-            })
-            .collect();
-        assert_eq!(got, want, "{}: kcert and openssl in the container disagree", n.name);
+        let want = openssl_rows(&n.container, "find -L /etc/kubernetes /var/lib/kubelet -type f");
+        assert_eq!(kcert_rows(&json, &n.name), want, "{}: kcert and openssl in the container disagree", n.name);
         // And every port serves the cert of the file behind it.
-        let served: BTreeSet<String> = certs_of(&json, &n.name, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
         let mut ports = BTreeSet::from(["127.0.0.1:10250".to_string()]);
         if n.control_plane {
             ports.extend(["127.0.0.1:6443".to_string(), "127.0.0.1:2379".to_string(), format!("{}:2380", n.ip)]);
         }
-        assert_eq!(served, ports, "{}: served ports", n.name);
-        for c in certs_of(&json, &n.name, "endpoint") {
-            assert_eq!(c["status"], "ok", "{c}");
-        }
+        assert_ports_serve_their_files(&json, &n.name, ports);
     }
 }
 

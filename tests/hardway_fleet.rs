@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kill_when, pki_snapshot, probe, sh, spawn};
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kcert_rows, kill_when, openssl_rows, pki_snapshot, probe, sh, spawn};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 const LIB: &str = "/var/lib/kubernetes";
@@ -61,18 +61,6 @@ fn public_key(container: &str, path: &str) -> String {
     sh(container, &format!("openssl pkey -in '{path}' -pubout 2>/dev/null || openssl pkey -pubin -in '{path}' -pubout 2>/dev/null || openssl x509 -in '{path}' -noout -pubkey"))
 }
 
-/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
-fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
-    let script = format!("printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601");
-    let out = sh(container, &script);
-    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
-    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
-}
-
-fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
-    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
-}
-
 /// `kcert expiry -o json` with `inv`: exit 0 (or 3, a certificate inside the warning window),
 /// and no error row.
 fn expiry(inv: &Path) -> serde_json::Value {
@@ -94,40 +82,18 @@ fn expiry_reads_every_certificate_from_the_units_and_detects_hardway(f: &Fleet) 
     let json = expiry(&f.inventory());
     for n in &f.nodes {
         // What is on the node, enumerated independently with openssl in the container.
-        let files = sh(&n.container, &format!("find -L {CERT_PATHS} -type f 2>/dev/null || true"));
-        let mut want = BTreeSet::new();
-        for path in files.lines() {
-            let text = sh(&n.container, &format!("cat '{path}'"));
-            for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
-                for b in blocks {
-                    let (serial, not_after, subject) = openssl_in(&n.container, &b);
-                    want.insert((path.to_string(), source.to_string(), serial, not_after, subject));
-                }
-            }
-        }
+        let want = openssl_rows(&n.container, &format!("find -L {CERT_PATHS} -type f 2>/dev/null || true"));
         // cp: CA, kubernetes.pem x2, the etcd CA copy, kubelet serving + client (and its link),
         // 4 kubeconfigs x2; workers: CA, kubelet serving + client (and link), kube-proxy's x2.
         let least = if n.control_plane { 15 } else { 6 };
         assert!(want.len() >= least, "{}: only {} certificates on the node", n.name, want.len());
-        let got: BTreeSet<_> = ["file", "kubeconfig"]
-            .iter()
-            .flat_map(|s| certs_of(&json, &n.name, s))
-            .map(|c| {
-                let s = |k: &str| c[k].as_str().unwrap().to_string();
-                (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
-            })
-            .collect();
-        assert_eq!(got, want, "{}: kcert and openssl in the container disagree", n.name);
+        assert_eq!(kcert_rows(&json, &n.name), want, "{}: kcert and openssl in the container disagree", n.name);
         // And every port serves the cert of the file behind it.
-        let served: BTreeSet<String> = certs_of(&json, &n.name, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
         let mut ports = BTreeSet::from(["127.0.0.1:10250".to_string()]);
         if n.control_plane {
             ports.extend(["127.0.0.1:6443".to_string(), format!("{}:2379", n.ip), format!("{}:2380", n.ip)]);
         }
-        assert_eq!(served, ports, "{}: served ports", n.name);
-        for c in certs_of(&json, &n.name, "endpoint") {
-            assert_eq!(c["status"], "ok", "{c}");
-        }
+        assert_ports_serve_their_files(&json, &n.name, ports);
     }
     let all = |j: &serde_json::Value| -> BTreeSet<String> { j["certificates"].as_array().unwrap().iter().map(|c| format!("{} {} {} {}", c["node"], c["source"], c["path"], c["serial"])).collect() };
     for (node, d) in distributions(&f.inventory()) {

@@ -3,13 +3,14 @@
 //! happened. Without a Docker daemon the run fails and says so; it never skips.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use super::Test;
+use super::{Test, kubeconfig_certs, pem_certs};
 
 pub struct Node {
     pub name: String,
@@ -146,6 +147,62 @@ pub fn assert_same_snapshot(what: &str, a: &std::collections::BTreeMap<String, S
 
 pub fn probe(f: &Fleet, verb: &str) -> Result<String, String> {
     run(Command::new(repo().join("docker/probe")).args([verb, &f.name, "--state"]).arg(&f.state))
+}
+
+/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
+pub fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
+    let script = format!("printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601");
+    let out = sh(container, &script);
+    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
+    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
+}
+
+/// The rows of an `expiry -o json` for one node and source (`file`, `kubeconfig`, `endpoint`).
+pub fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
+    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
+}
+
+/// A certificate as kcert's expiry and openssl are compared on: (path, source, serial,
+/// not_after, subject).
+pub type CertRow = (String, String, String, String, String);
+
+/// Every certificate (PEM blocks, kubeconfig data) in the files that the shell command `find`
+/// lists in the container, read by openssl there: what is on the node, enumerated
+/// independently of kcert.
+pub fn openssl_rows(container: &str, find: &str) -> BTreeSet<CertRow> {
+    let mut rows = BTreeSet::new();
+    for path in sh(container, find).lines() {
+        let text = sh(container, &format!("cat '{path}'"));
+        for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
+            for b in blocks {
+                let (serial, not_after, subject) = openssl_in(container, &b);
+                rows.insert((path.to_string(), source.to_string(), serial, not_after, subject));
+            }
+        }
+    }
+    rows
+}
+
+/// kcert's `file` and `kubeconfig` rows for `node` in an `expiry -o json`, as `CertRow`s.
+pub fn kcert_rows(json: &serde_json::Value, node: &str) -> BTreeSet<CertRow> {
+    ["file", "kubeconfig"]
+        .iter()
+        .flat_map(|s| certs_of(json, node, s))
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_string();
+            (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
+        })
+        .collect()
+}
+
+/// Every port of `node` serves the cert of the file behind it: the `endpoint` rows of an
+/// `expiry -o json` are those of `ports`, each `ok`.
+pub fn assert_ports_serve_their_files(json: &serde_json::Value, node: &str, ports: BTreeSet<String>) {
+    let served: BTreeSet<String> = certs_of(json, node, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(served, ports, "{node}: served ports");
+    for c in certs_of(json, node, "endpoint") {
+        assert_eq!(c["status"], "ok", "{c}");
+    }
 }
 
 pub fn walk_journal(state: &Path) -> PathBuf {
