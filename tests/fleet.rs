@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, certs_of, derived_inventory, harness, is, journal_lines, kcert_rows, kill_when, openssl_rows, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, assert_written_once, certs_of, derived_inventory, first_run, harness, is, journal_lines, kcert_rows, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, run, sh, spawn, under_probes, wait_for, walk_journal, writes};
 use common::Test;
 
 fn expiry_matches_openssl_on_every_node(f: &Fleet) {
@@ -320,14 +320,14 @@ fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
     let sd = state.path().to_str().unwrap();
     let before = pki_snapshot(f);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    probe(f, "start").unwrap();
-    let all = f.kcert(&["renew", "--certs", "all", "--yes", "-o", "json", "--state-dir", sd]).run();
-    let serving = f.kcert(&["renew", "--certs", "kubelet-serving", "--days", "3650", "--yes", "-o", "json", "--state-dir", sd]).run();
-    let probes = probe(f, "stop");
+    let ((all, serving), probes) = under_probes(f, || {
+        let all = f.kcert(&["renew", "--certs", "all", "--yes", "-o", "json", "--state-dir", sd]).run();
+        let serving = f.kcert(&["renew", "--certs", "kubelet-serving", "--days", "3650", "--yes", "-o", "json", "--state-dir", sd]).run();
+        (all, serving)
+    });
     all.status(0);
     serving.status(0);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the renewal:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the renewal");
     let all_id = all.json()["run_id"].as_str().unwrap().to_string();
     let serving_id = serving.json()["run_id"].as_str().unwrap().to_string();
     assert_eq!(all.json()["nodes"].as_array().unwrap().len(), 5);
@@ -382,14 +382,10 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     let done = f.kcert(&["resume", "--yes", "-o", "json", "--state-dir", sdir]).run();
     done.status(0);
     assert!(done.json()["failure"].is_null(), "{}", done.stdout);
-    let mut seen = std::collections::BTreeMap::new();
-    for v in journal_lines(sd.path()).iter().filter(|v| v["event"] == "written") {
-        *seen.entry(format!("{} {} {}", v["step"], v["node"], v["path"])).or_insert(0) += 1;
-    }
-    assert!(seen.values().all(|n| *n == 1), "a file was written twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert_written_once(&writes(sd.path(), &["step", "node", "path"]));
     // Every file of the plan holds the bytes the plan says (those written before the kill
     // were left as they were, the rest written once).
-    let run_dir = std::fs::read_dir(sd.path().join("runs")).unwrap().flatten().next().unwrap().path();
+    let run_dir = first_run(sd.path());
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("plan.json")).unwrap()).unwrap();
     let mut checked = 0;
     for step in plan["stages"][1]["steps"].as_array().unwrap() {
@@ -410,7 +406,7 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     rb.status(0).stdout_has("restored");
     assert_same_snapshot("a renewal rolled back", &before, &pki_snapshot(f));
     assert_no_temp_files(f, "a renewal killed, resumed and rolled back");
-    probes.unwrap_or_else(|e| panic!("handshakes failed while the renewal was killed, resumed and rolled back:\n{e}"));
+    no_failed_handshake(probes, "while the renewal was killed, resumed and rolled back");
     let lines = journal_lines(sd.path());
     let first_restore = lines.iter().position(|v| v["event"] == "restored").expect("restored records");
     let gates_after: Vec<&serde_json::Value> = lines[first_restore..].iter().filter(|v| v["event"] == "gate").collect();

@@ -10,26 +10,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kcert_rows, kill_when, openssl_rows, pki_snapshot, probe, sh, spawn};
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kcert_rows, kcert_state, keep, keep_text, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, sh, spawn, spawned_output, under_probes, verify_live_clean};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 const LIB: &str = "/var/lib/kubernetes";
 /// Where certificates live on a hardway node (files, kubeconfigs, the kubelet's pki).
 const CERT_PATHS: &str = "/var/lib/kubernetes /etc/etcd /var/lib/kubelet /var/lib/kube-proxy /root/admin.kubeconfig";
-
-/// Keeps a command's output beside the fleet's state, for the report and for a reader.
-fn keep(f: &Fleet, name: &str, r: &Run) {
-    let dir = f.state.join("outputs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.txt")), format!("{}\n--- stdout\n{}\n--- stderr\n{}", r.cmdline, r.stdout, r.stderr)).unwrap();
-}
-
-fn state(f: &Fleet, name: &str) -> PathBuf {
-    f.state.join("kcert-state").join(name)
-}
 
 /// A changing run that did not finish leaves the nodes leased to it: roll it back (best
 /// effort) so the next scenario starts from a consistent fleet, then fail with what kcert said.
@@ -186,7 +175,7 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
     let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
     let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert {LIB}/ca.pem --cert {LIB}/kubernetes.pem --key {LIB}/kubernetes-key.pem endpoint health 2>&1", eps.join(",")));
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    verify_live_clean(f);
 }
 
 /// The public key of every service-account key the apiserver and controller-manager read.
@@ -203,7 +192,7 @@ fn service_account_keys(f: &Fleet) -> BTreeMap<String, String> {
 }
 
 fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_for_byte(f: &Fleet) {
-    let sd = state(f, "kill-s4");
+    let sd = kcert_state(f, "kill-s4");
     let sdir = sd.to_str().unwrap();
     std::fs::create_dir_all(&sd).unwrap();
     let logs = tempfile::tempdir().unwrap();
@@ -211,9 +200,8 @@ fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_
     probe(f, "start").unwrap();
     let mut child = spawn(f, &["rotate-ca", "--yes", "--state-dir", sdir], logs.path(), "rotate");
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kill_when(&mut child, &sd, 0, "inside S4's cp2 batch (restarting)", |v| is(v, "restarted", "S4", Some(1)))));
-    let out = std::fs::read_to_string(logs.path().join("rotate.out")).unwrap() + &std::fs::read_to_string(logs.path().join("rotate.err")).unwrap();
-    std::fs::create_dir_all(f.state.join("outputs")).unwrap();
-    std::fs::write(f.state.join("outputs").join("kill-s4-rotate.txt"), &out).unwrap();
+    let out = spawned_output(logs.path(), "rotate");
+    keep_text(f, "kill-s4-rotate", &out);
     if let Err(e) = killed {
         let _ = probe(f, "stop");
         let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
@@ -225,21 +213,18 @@ fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_
     let probes = probe(f, "stop");
     keep(f, "kill-s4-resume", &done);
     finished_or_rolled_back(f, "resume after a kill inside S4", &done, &sd);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed while kcert was killed inside S4 and resumed:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "while kcert was killed inside S4 and resumed");
     assert_no_temp_files(f, "a kill inside S4 and a resume");
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    verify_live_clean(f);
     // The finished rotation rolled back: every file, mode and link on every node as it was.
     let id = run_id(&sd);
-    probe(f, "start").unwrap();
-    let rb = f.kcert(&["rollback", &id, "--yes", "--state-dir", sdir]).run();
-    let probes = probe(f, "stop");
+    let (rb, probes) = under_probes(f, || f.kcert(&["rollback", &id, "--yes", "--state-dir", sdir]).run());
     keep(f, "kill-s4-rollback", &rb);
     rb.status(0).stdout_has("rolled back");
     assert_same_snapshot("a resumed rotation rolled back", &before, &pki_snapshot(f));
     assert_no_temp_files(f, "a rollback");
-    probes.unwrap_or_else(|e| panic!("handshakes failed during the rollback:\n{e}"));
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    no_failed_handshake(probes, "during the rollback");
+    verify_live_clean(f);
 }
 
 fn rotate_ca_with_no_failed_handshake_keeps_the_service_account_key(f: &Fleet) {
@@ -248,14 +233,11 @@ fn rotate_ca_with_no_failed_handshake_keeps_the_service_account_key(f: &Fleet) {
     let old_key = public_key(cp1, &format!("{LIB}/ca-key.pem"));
     let sa_before = service_account_keys(f);
     assert!(sa_before.values().all(|k| *k == old_key), "the fixture's service-account key is the CA key: {sa_before:?}");
-    let sd = state(f, "rotate");
-    probe(f, "start").unwrap();
-    let run = f.kcert(&["rotate-ca", "--yes", "--state-dir", sd.to_str().unwrap()]).run();
-    let probes = probe(f, "stop");
+    let sd = kcert_state(f, "rotate");
+    let (run, probes) = under_probes(f, || f.kcert(&["rotate-ca", "--yes", "--state-dir", sd.to_str().unwrap()]).run());
     keep(f, "rotate-ca", &run);
     finished_or_rolled_back(f, "rotate-ca", &run, &sd);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the rotation:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the rotation");
     let new = pem_certs(&sh(cp1, &format!("cat {LIB}/ca.pem"))).remove(0);
     assert_ne!(new, old, "ca.pem is a new CA");
     assert_rotated(f, &old, &new);
@@ -281,14 +263,11 @@ fn renew_all_with_no_failed_handshake_moves_every_leaf(f: &Fleet) {
     };
     let before = leaves(&expiry(&f.inventory()));
     assert!(before.len() >= 3 * 9 + 2 * 4, "{} leaves", before.len());
-    let sd = state(f, "renew");
-    probe(f, "start").unwrap();
-    let run = f.kcert(&["renew", "--certs", "all", "--yes", "--state-dir", sd.to_str().unwrap()]).run();
-    let probes = probe(f, "stop");
+    let sd = kcert_state(f, "renew");
+    let (run, probes) = under_probes(f, || f.kcert(&["renew", "--certs", "all", "--yes", "--state-dir", sd.to_str().unwrap()]).run());
     keep(f, "renew-all", &run);
     finished_or_rolled_back(f, "renew --certs all", &run, &sd);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the renewal:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the renewal");
     let json = expiry(&f.inventory());
     let after = leaves(&json);
     assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same leaves, in the same files");
@@ -299,7 +278,7 @@ fn renew_all_with_no_failed_handshake_moves_every_leaf(f: &Fleet) {
     for c in json["certificates"].as_array().unwrap().iter().filter(|c| c["source"] == "endpoint") {
         assert_eq!(c["status"], "ok", "{c}");
     }
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    verify_live_clean(f);
     assert_no_temp_files(f, "a renewal");
 }
 

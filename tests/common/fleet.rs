@@ -3,14 +3,14 @@
 //! happened. Without a Docker daemon the run fails and says so; it never skips.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use super::{Test, kubeconfig_certs, pem_certs};
+use super::{Run, Test, kubeconfig_certs, pem_certs};
 
 pub struct Node {
     pub name: String,
@@ -149,6 +149,64 @@ pub fn probe(f: &Fleet, verb: &str) -> Result<String, String> {
     run(Command::new(repo().join("docker/probe")).args([verb, &f.name, "--state"]).arg(&f.state))
 }
 
+/// Runs `what` while the probes make handshakes along every edge: starts them, runs `what`,
+/// stops them. Returns what `what` returned and what `probe stop` said (`Err`: a handshake failed).
+pub fn under_probes<T>(f: &Fleet, what: impl FnOnce() -> T) -> (T, Result<String, String>) {
+    probe(f, "start").unwrap();
+    let out = what();
+    (out, probe(f, "stop"))
+}
+
+/// Fails, saying `during` what ("during the rotation"), when a handshake failed; prints the
+/// probes' table otherwise.
+pub fn no_failed_handshake(probes: Result<String, String>, during: &str) {
+    let table = probes.unwrap_or_else(|e| panic!("handshakes failed {during}:\n{e}"));
+    eprintln!("{table}");
+}
+
+/// `kcert verify --live` exits 0 and finds nothing broken.
+pub fn verify_live_clean(f: &Fleet) {
+    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+}
+
+/// A scenario's kcert state dir, beside the fleet's state (not created here).
+pub fn kcert_state(f: &Fleet, name: &str) -> PathBuf {
+    f.state.join("kcert-state").join(name)
+}
+
+/// Keeps a text beside the fleet's state (`outputs/NAME.txt`), for a reader and for
+/// rotation_fleet's scan for private key bytes.
+pub fn keep_text(f: &Fleet, name: &str, text: &str) {
+    let dir = f.state.join("outputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
+}
+
+/// Keeps a command's output (its command line, stdout and stderr), as `keep_text`.
+pub fn keep(f: &Fleet, name: &str, r: &Run) {
+    keep_text(f, name, &format!("{}\n--- stdout\n{}\n--- stderr\n{}", r.cmdline, r.stdout, r.stderr));
+}
+
+/// The first run folder (`runs/<id>`) of a kcert state dir, as the directory lists it.
+pub fn first_run(sd: &Path) -> PathBuf {
+    std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path()
+}
+
+/// How many `written` journal records each file has in a state dir, keyed by the records'
+/// `fields` (e.g. step, node, path).
+pub fn writes(sd: &Path, fields: &[&str]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for v in journal_lines(sd).iter().filter(|v| v["event"] == "written") {
+        *seen.entry(fields.iter().map(|k| v[*k].to_string()).collect::<Vec<_>>().join(" ")).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// No file has two `written` records (see `writes`).
+pub fn assert_written_once(seen: &BTreeMap<String, usize>) {
+    assert!(seen.values().all(|n| *n == 1), "a file was written twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+}
+
 /// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
 pub fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
     let script = format!("printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601");
@@ -217,6 +275,11 @@ pub fn spawn(f: &Fleet, args: &[&str], dir: &Path, name: &str) -> Child {
     let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
     let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_kcert")).args(args).args(["-i".as_ref(), f.inventory().as_os_str()]).env("NO_COLOR", "1").stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap()
+}
+
+/// What a kcert started by `spawn` as `name` printed: its stdout, then its stderr.
+pub fn spawned_output(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.out"))).unwrap() + &std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap()
 }
 
 pub fn journal_lines(sd: &Path) -> Vec<serde_json::Value> {
