@@ -11,9 +11,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kcert_rows, kcert_state, keep, keep_text, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, sh, spawn, spawned_output, under_probes, verify_live_clean};
+use common::fleet::{Fleet, Scenario, assert_etcd_healthy, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kcert_rows, kcert_state, keep, keep_text, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, served_cert, sh, spawn, spawned_output, under_probes, verifies, verify_live_clean};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 const LIB: &str = "/var/lib/kubernetes";
@@ -135,7 +134,6 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
     let d = scratch.path();
     std::fs::write(d.join("old.pem"), old).unwrap();
     std::fs::write(d.join("new.pem"), new).unwrap();
-    let ok = |args: &[&str]| Command::new("openssl").args(args).current_dir(d).output().unwrap().status.success();
     for n in &f.nodes {
         assert_eq!(pem_certs(&sh(&n.container, &format!("cat {LIB}/ca.pem"))), [new], "{}: {LIB}/ca.pem is the new CA alone", n.name);
         if n.control_plane {
@@ -152,9 +150,8 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
             let mut mine: Vec<String> = certs.into_iter().filter(|c| c != new).take(1).collect();
             mine.extend(embedded.into_iter().skip(1));
             for leaf in mine {
-                std::fs::write(d.join("leaf.pem"), &leaf).unwrap();
-                assert!(ok(&["verify", "-CAfile", "new.pem", "leaf.pem"]), "{}: {path} does not verify against the new CA", n.name);
-                assert!(!ok(&["verify", "-CAfile", "old.pem", "leaf.pem"]), "{}: {path} still verifies against the old CA", n.name);
+                assert!(verifies(d, "new.pem", &leaf), "{}: {path} does not verify against the new CA", n.name);
+                assert!(!verifies(d, "old.pem", &leaf), "{}: {path} still verifies against the old CA", n.name);
                 leaves += 1;
             }
         }
@@ -166,15 +163,12 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
             ports.extend([6443, 2379, 2380]);
         }
         for port in ports {
-            let served = sh(&f.node("cp1").container, &format!("openssl s_client -connect {}:{port} -cert {LIB}/kubernetes.pem -key {LIB}/kubernetes-key.pem </dev/null 2>/dev/null | openssl x509", n.ip));
-            std::fs::write(d.join("served.pem"), &served).unwrap();
-            assert!(ok(&["verify", "-CAfile", "new.pem", "served.pem"]), "{}:{port} serves a certificate the new CA did not sign", n.name);
-            assert!(!ok(&["verify", "-CAfile", "old.pem", "served.pem"]), "{}:{port} still serves a certificate of the old CA", n.name);
+            let served = served_cert(f, &format!("{}:{port}", n.ip), &format!("{LIB}/kubernetes.pem"), &format!("{LIB}/kubernetes-key.pem"));
+            assert!(verifies(d, "new.pem", &served), "{}:{port} serves a certificate the new CA did not sign", n.name);
+            assert!(!verifies(d, "old.pem", &served), "{}:{port} still serves a certificate of the old CA", n.name);
         }
     }
-    let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
-    let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert {LIB}/ca.pem --cert {LIB}/kubernetes.pem --key {LIB}/kubernetes-key.pem endpoint health 2>&1", eps.join(",")));
-    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    assert_etcd_healthy(f, &format!("{LIB}/ca.pem"), &format!("{LIB}/kubernetes.pem"), &format!("{LIB}/kubernetes-key.pem"));
     verify_live_clean(f);
 }
 

@@ -9,16 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, assert_written_once, derived_inventory, first_run, harness, is, journal_lines, kcert_state, keep, keep_text, kill_when, no_failed_handshake, pki_snapshot, run, sh, spawn, spawned_output, under_probes, verify_live_clean, wait_for, writes};
+use common::fleet::{Fleet, Scenario, assert_etcd_healthy, assert_no_temp_files, assert_same_snapshot, assert_written_once, derived_inventory, first_run, harness, is, journal_lines, kcert_state, keep, keep_text, kill_when, no_failed_handshake, pki_snapshot, run, served_cert, sh, spawn, spawned_output, under_probes, verifies, verify_live_clean, wait_for, writes};
 use common::{Test, kubeconfig_certs, pem_certs};
 
 /// The three CA certificates as cp1 holds them (PEM, one per file).
 fn cas_on(f: &Fleet) -> Vec<String> {
     ["ca.crt", "etcd/ca.crt", "front-proxy-ca.crt"].iter().flat_map(|p| pem_certs(&sh(&f.node("cp1").container, &format!("cat /etc/kubernetes/pki/{p}")))).collect()
-}
-
-fn openssl_ok(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl").args(args).current_dir(dir).output().unwrap().status.success()
 }
 
 /// Everything a reviewer checks after a rotation: every leaf of every node (files, the
@@ -45,9 +41,8 @@ fn assert_rotated(f: &Fleet, old: &[String], new: &[String]) {
             }
             mine.extend(kubeconfig_certs(&text).into_iter().skip(1));
             for leaf in mine {
-                std::fs::write(d.join("leaf.pem"), &leaf).unwrap();
-                assert!(openssl_ok(d, &["verify", "-CAfile", "new.pem", "leaf.pem"]), "{}: {path} does not verify against the new CAs", n.name);
-                assert!(!openssl_ok(d, &["verify", "-CAfile", "old.pem", "leaf.pem"]), "{}: {path} still verifies against an old CA", n.name);
+                assert!(verifies(d, "new.pem", &leaf), "{}: {path} does not verify against the new CAs", n.name);
+                assert!(!verifies(d, "old.pem", &leaf), "{}: {path} still verifies against an old CA", n.name);
                 leaves += 1;
             }
         }
@@ -61,14 +56,11 @@ fn assert_rotated(f: &Fleet, old: &[String], new: &[String]) {
             ports.extend([(6443, "apiserver-kubelet-client"), (2379, "etcd/healthcheck-client"), (2380, "etcd/peer")]);
         }
         for (port, client) in ports {
-            let served = sh(&f.node("cp1").container, &format!("openssl s_client -connect {}:{port} -cert {pki}/{client}.crt -key {pki}/{client}.key </dev/null 2>/dev/null | openssl x509", n.ip));
-            std::fs::write(d.join("served.pem"), &served).unwrap();
-            assert!(openssl_ok(d, &["verify", "-CAfile", "new.pem", "served.pem"]), "{}:{port} serves a certificate the new CAs did not sign", n.name);
+            let served = served_cert(f, &format!("{}:{port}", n.ip), &format!("{pki}/{client}.crt"), &format!("{pki}/{client}.key"));
+            assert!(verifies(d, "new.pem", &served), "{}:{port} serves a certificate the new CAs did not sign", n.name);
         }
     }
-    let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
-    let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key endpoint health 2>&1", eps.join(",")));
-    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    assert_etcd_healthy(f, "/etc/kubernetes/pki/etcd/ca.crt", "/etc/kubernetes/pki/etcd/healthcheck-client.crt", "/etc/kubernetes/pki/etcd/healthcheck-client.key");
     verify_live_clean(f);
 }
 

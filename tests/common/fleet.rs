@@ -263,6 +263,32 @@ pub fn assert_ports_serve_their_files(json: &serde_json::Value, node: &str, port
     }
 }
 
+/// `openssl ARGS...` run in `dir` succeeds.
+pub fn openssl_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl").args(args).current_dir(dir).output().unwrap().status.success()
+}
+
+/// openssl verifies the certificate `pem` against the CA file `ca_file` in `dir` (`pem` is
+/// written there as cert.pem first).
+pub fn verifies(dir: &Path, ca_file: &str, pem: &str) -> bool {
+    std::fs::write(dir.join("cert.pem"), pem).unwrap();
+    openssl_ok(dir, &["verify", "-CAfile", ca_file, "cert.pem"])
+}
+
+/// The certificate `addr` serves, as openssl's s_client sees it from cp1 with the client
+/// cert `cert`/`key` (paths on cp1).
+pub fn served_cert(f: &Fleet, addr: &str, cert: &str, key: &str) -> String {
+    sh(&f.node("cp1").container, &format!("openssl s_client -connect {addr} -cert {cert} -key {key} </dev/null 2>/dev/null | openssl x509"))
+}
+
+/// All three etcd members answer healthy to etcdctl on cp1, with the CA and client cert given
+/// (paths on cp1).
+pub fn assert_etcd_healthy(f: &Fleet, cacert: &str, cert: &str, key: &str) {
+    let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
+    let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert {cacert} --cert {cert} --key {key} endpoint health 2>&1", eps.join(",")));
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+}
+
 pub fn walk_journal(state: &Path) -> PathBuf {
     let runs = state.join("runs");
     let mut all: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path().join("journal.jsonl")).collect();
