@@ -99,8 +99,6 @@ fn a_replaced_cert_without_restart_is_served_differs(f: &Fleet) {
     wait_for(c, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
 }
 
-/// Bounded polling inside a container, never a fixed sleep.
-
 fn a_near_expiry_leaf_exits_3(f: &Fleet) {
     let c = &f.node("w1").container;
     // A kubelet serving cert with explicit dates (openssl ca -startdate/-enddate), 10 days left.
@@ -207,8 +205,6 @@ fn an_unknown_host_key_needs_accept_new(f: &Fleet) {
     kcert(&[]).status(0);
 }
 
-/// An inventory derived from the fleet's, with `edit` applied to its text.
-
 fn a_jump_host_reaches_the_node_behind_it(f: &Fleet) {
     let dir = tempfile::tempdir().unwrap();
     let cp1 = f.node("cp1");
@@ -246,9 +242,6 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given(f: &Fleet) {
         std::panic::resume_unwind(e);
     }
 }
-
-
-
 
 fn renew_dry_run_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
@@ -313,7 +306,6 @@ fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
     assert!(journal.contains("\"event\":\"restored\",\"node\":\"cp1\""), "{journal}");
     assert!(!journal.contains("\"node\":\"cp2\""), "the run stopped at cp1:\n{journal}");
 }
-
 
 fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
     let state = tempfile::tempdir().unwrap();

@@ -205,7 +205,6 @@ fn a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary(f: &Fleet) {
     f.kcert(&["verify", "--live"]).run().status(0);
 }
 
-
 fn a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake(f: &Fleet) {
     let sd = kcert_state(f, "lost-node");
     let sdir = sd.to_str().unwrap();
