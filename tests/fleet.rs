@@ -9,29 +9,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for, walk_journal};
-use common::{Test, kubeconfig_certs, pem_certs};
-
-
-
-
-
-
-
-
-/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
-fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
-    let script = format!(
-        "printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601"
-    );
-    let out = sh(container, &script);
-    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
-    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
-}
-
-fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
-    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
-}
+use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, assert_written_once, certs_of, derived_inventory, first_run, harness, is, journal_lines, kcert_rows, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, run, sh, spawn, under_probes, wait_for, walk_journal, writes};
+use common::Test;
 
 fn expiry_matches_openssl_on_every_node(f: &Fleet) {
     let run = f.kcert(&["expiry", "-o", "json"]).run();
@@ -40,36 +19,14 @@ fn expiry_matches_openssl_on_every_node(f: &Fleet) {
     assert_eq!(json["errors"].as_array().unwrap().len(), 0, "{}", run.stdout);
     for n in &f.nodes {
         // What is on the node, enumerated independently: every file under the PKI directories.
-        let files = sh(&n.container, "find -L /etc/kubernetes /var/lib/kubelet -type f");
-        let mut want = BTreeSet::new();
-        for path in files.lines() {
-            let text = sh(&n.container, &format!("cat '{path}'"));
-            for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
-                for b in blocks {
-                    let (serial, not_after, subject) = openssl_in(&n.container, &b);
-                    want.insert((path.to_string(), source.to_string(), serial, not_after, subject));
-                }
-            }
-        }
-        let got: BTreeSet<_> = ["file", "kubeconfig"]
-            .iter()
-            .flat_map(|s| certs_of(&json, &n.name, s))
-            .map(|c| {
-                let s = |k: &str| c[k].as_str().unwrap().to_string();
-                (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
-            })
-            .collect();
-        assert_eq!(got, want, "{}: kcert and openssl in the container disagree", n.name);
+        let want = openssl_rows(&n.container, "find -L /etc/kubernetes /var/lib/kubelet -type f");
+        assert_eq!(kcert_rows(&json, &n.name), want, "{}: kcert and openssl in the container disagree", n.name);
         // And every port serves the cert of the file behind it.
-        let served: BTreeSet<String> = certs_of(&json, &n.name, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
         let mut ports = BTreeSet::from(["127.0.0.1:10250".to_string()]);
         if n.control_plane {
             ports.extend(["127.0.0.1:6443".to_string(), "127.0.0.1:2379".to_string(), format!("{}:2380", n.ip)]);
         }
-        assert_eq!(served, ports, "{}: served ports", n.name);
-        for c in certs_of(&json, &n.name, "endpoint") {
-            assert_eq!(c["status"], "ok", "{c}");
-        }
+        assert_ports_serve_their_files(&json, &n.name, ports);
     }
 }
 
@@ -141,8 +98,6 @@ fn a_replaced_cert_without_restart_is_served_differs(f: &Fleet) {
     sh(c, "cp -p /root/apiserver.crt.orig /etc/kubernetes/pki/apiserver.crt && supervisorctl restart kube-apiserver >/dev/null");
     wait_for(c, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
 }
-
-/// Bounded polling inside a container, never a fixed sleep.
 
 fn a_near_expiry_leaf_exits_3(f: &Fleet) {
     let c = &f.node("w1").container;
@@ -250,8 +205,6 @@ fn an_unknown_host_key_needs_accept_new(f: &Fleet) {
     kcert(&[]).status(0);
 }
 
-/// An inventory derived from the fleet's, with `edit` applied to its text.
-
 fn a_jump_host_reaches_the_node_behind_it(f: &Fleet) {
     let dir = tempfile::tempdir().unwrap();
     let cp1 = f.node("cp1");
@@ -289,9 +242,6 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given(f: &Fleet) {
         std::panic::resume_unwind(e);
     }
 }
-
-
-
 
 fn renew_dry_run_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
@@ -357,20 +307,19 @@ fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
     assert!(!journal.contains("\"node\":\"cp2\""), "the run stopped at cp1:\n{journal}");
 }
 
-
 fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {
     let state = tempfile::tempdir().unwrap();
     let sd = state.path().to_str().unwrap();
     let before = pki_snapshot(f);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    probe(f, "start").unwrap();
-    let all = f.kcert(&["renew", "--certs", "all", "--yes", "-o", "json", "--state-dir", sd]).run();
-    let serving = f.kcert(&["renew", "--certs", "kubelet-serving", "--days", "3650", "--yes", "-o", "json", "--state-dir", sd]).run();
-    let probes = probe(f, "stop");
+    let ((all, serving), probes) = under_probes(f, || {
+        let all = f.kcert(&["renew", "--certs", "all", "--yes", "-o", "json", "--state-dir", sd]).run();
+        let serving = f.kcert(&["renew", "--certs", "kubelet-serving", "--days", "3650", "--yes", "-o", "json", "--state-dir", sd]).run();
+        (all, serving)
+    });
     all.status(0);
     serving.status(0);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the renewal:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the renewal");
     let all_id = all.json()["run_id"].as_str().unwrap().to_string();
     let serving_id = serving.json()["run_id"].as_str().unwrap().to_string();
     assert_eq!(all.json()["nodes"].as_array().unwrap().len(), 5);
@@ -425,14 +374,10 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     let done = f.kcert(&["resume", "--yes", "-o", "json", "--state-dir", sdir]).run();
     done.status(0);
     assert!(done.json()["failure"].is_null(), "{}", done.stdout);
-    let mut seen = std::collections::BTreeMap::new();
-    for v in journal_lines(sd.path()).iter().filter(|v| v["event"] == "written") {
-        *seen.entry(format!("{} {} {}", v["step"], v["node"], v["path"])).or_insert(0) += 1;
-    }
-    assert!(seen.values().all(|n| *n == 1), "a file was written twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert_written_once(&writes(sd.path(), &["step", "node", "path"]));
     // Every file of the plan holds the bytes the plan says (those written before the kill
     // were left as they were, the rest written once).
-    let run_dir = std::fs::read_dir(sd.path().join("runs")).unwrap().flatten().next().unwrap().path();
+    let run_dir = first_run(sd.path());
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("plan.json")).unwrap()).unwrap();
     let mut checked = 0;
     for step in plan["stages"][1]["steps"].as_array().unwrap() {
@@ -453,7 +398,7 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     rb.status(0).stdout_has("restored");
     assert_same_snapshot("a renewal rolled back", &before, &pki_snapshot(f));
     assert_no_temp_files(f, "a renewal killed, resumed and rolled back");
-    probes.unwrap_or_else(|e| panic!("handshakes failed while the renewal was killed, resumed and rolled back:\n{e}"));
+    no_failed_handshake(probes, "while the renewal was killed, resumed and rolled back");
     let lines = journal_lines(sd.path());
     let first_restore = lines.iter().position(|v| v["event"] == "restored").expect("restored records");
     let gates_after: Vec<&serde_json::Value> = lines[first_restore..].iter().filter(|v| v["event"] == "gate").collect();

@@ -10,26 +10,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kill_when, pki_snapshot, probe, sh, spawn};
+use common::fleet::{Fleet, Scenario, assert_etcd_healthy, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, derived_inventory, harness_flavour, is, kcert_rows, kcert_state, keep, keep_text, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, served_cert, sh, spawn, spawned_output, under_probes, verifies, verify_live_clean};
 use common::{Run, Test, kubeconfig_certs, pem_certs};
 
 const LIB: &str = "/var/lib/kubernetes";
 /// Where certificates live on a hardway node (files, kubeconfigs, the kubelet's pki).
 const CERT_PATHS: &str = "/var/lib/kubernetes /etc/etcd /var/lib/kubelet /var/lib/kube-proxy /root/admin.kubeconfig";
-
-/// Keeps a command's output beside the fleet's state, for the report and for a reader.
-fn keep(f: &Fleet, name: &str, r: &Run) {
-    let dir = f.state.join("outputs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.txt")), format!("{}\n--- stdout\n{}\n--- stderr\n{}", r.cmdline, r.stdout, r.stderr)).unwrap();
-}
-
-fn state(f: &Fleet, name: &str) -> PathBuf {
-    f.state.join("kcert-state").join(name)
-}
 
 /// A changing run that did not finish leaves the nodes leased to it: roll it back (best
 /// effort) so the next scenario starts from a consistent fleet, then fail with what kcert said.
@@ -61,18 +49,6 @@ fn public_key(container: &str, path: &str) -> String {
     sh(container, &format!("openssl pkey -in '{path}' -pubout 2>/dev/null || openssl pkey -pubin -in '{path}' -pubout 2>/dev/null || openssl x509 -in '{path}' -noout -pubkey"))
 }
 
-/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
-fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
-    let script = format!("printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601");
-    let out = sh(container, &script);
-    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
-    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
-}
-
-fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
-    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
-}
-
 /// `kcert expiry -o json` with `inv`: exit 0 (or 3, a certificate inside the warning window),
 /// and no error row.
 fn expiry(inv: &Path) -> serde_json::Value {
@@ -94,40 +70,18 @@ fn expiry_reads_every_certificate_from_the_units_and_detects_hardway(f: &Fleet) 
     let json = expiry(&f.inventory());
     for n in &f.nodes {
         // What is on the node, enumerated independently with openssl in the container.
-        let files = sh(&n.container, &format!("find -L {CERT_PATHS} -type f 2>/dev/null || true"));
-        let mut want = BTreeSet::new();
-        for path in files.lines() {
-            let text = sh(&n.container, &format!("cat '{path}'"));
-            for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
-                for b in blocks {
-                    let (serial, not_after, subject) = openssl_in(&n.container, &b);
-                    want.insert((path.to_string(), source.to_string(), serial, not_after, subject));
-                }
-            }
-        }
+        let want = openssl_rows(&n.container, &format!("find -L {CERT_PATHS} -type f 2>/dev/null || true"));
         // cp: CA, kubernetes.pem x2, the etcd CA copy, kubelet serving + client (and its link),
         // 4 kubeconfigs x2; workers: CA, kubelet serving + client (and link), kube-proxy's x2.
         let least = if n.control_plane { 15 } else { 6 };
         assert!(want.len() >= least, "{}: only {} certificates on the node", n.name, want.len());
-        let got: BTreeSet<_> = ["file", "kubeconfig"]
-            .iter()
-            .flat_map(|s| certs_of(&json, &n.name, s))
-            .map(|c| {
-                let s = |k: &str| c[k].as_str().unwrap().to_string();
-                (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
-            })
-            .collect();
-        assert_eq!(got, want, "{}: kcert and openssl in the container disagree", n.name);
+        assert_eq!(kcert_rows(&json, &n.name), want, "{}: kcert and openssl in the container disagree", n.name);
         // And every port serves the cert of the file behind it.
-        let served: BTreeSet<String> = certs_of(&json, &n.name, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
         let mut ports = BTreeSet::from(["127.0.0.1:10250".to_string()]);
         if n.control_plane {
             ports.extend(["127.0.0.1:6443".to_string(), format!("{}:2379", n.ip), format!("{}:2380", n.ip)]);
         }
-        assert_eq!(served, ports, "{}: served ports", n.name);
-        for c in certs_of(&json, &n.name, "endpoint") {
-            assert_eq!(c["status"], "ok", "{c}");
-        }
+        assert_ports_serve_their_files(&json, &n.name, ports);
     }
     let all = |j: &serde_json::Value| -> BTreeSet<String> { j["certificates"].as_array().unwrap().iter().map(|c| format!("{} {} {} {}", c["node"], c["source"], c["path"], c["serial"])).collect() };
     for (node, d) in distributions(&f.inventory()) {
@@ -180,7 +134,6 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
     let d = scratch.path();
     std::fs::write(d.join("old.pem"), old).unwrap();
     std::fs::write(d.join("new.pem"), new).unwrap();
-    let ok = |args: &[&str]| Command::new("openssl").args(args).current_dir(d).output().unwrap().status.success();
     for n in &f.nodes {
         assert_eq!(pem_certs(&sh(&n.container, &format!("cat {LIB}/ca.pem"))), [new], "{}: {LIB}/ca.pem is the new CA alone", n.name);
         if n.control_plane {
@@ -197,9 +150,8 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
             let mut mine: Vec<String> = certs.into_iter().filter(|c| c != new).take(1).collect();
             mine.extend(embedded.into_iter().skip(1));
             for leaf in mine {
-                std::fs::write(d.join("leaf.pem"), &leaf).unwrap();
-                assert!(ok(&["verify", "-CAfile", "new.pem", "leaf.pem"]), "{}: {path} does not verify against the new CA", n.name);
-                assert!(!ok(&["verify", "-CAfile", "old.pem", "leaf.pem"]), "{}: {path} still verifies against the old CA", n.name);
+                assert!(verifies(d, "new.pem", &leaf), "{}: {path} does not verify against the new CA", n.name);
+                assert!(!verifies(d, "old.pem", &leaf), "{}: {path} still verifies against the old CA", n.name);
                 leaves += 1;
             }
         }
@@ -211,16 +163,13 @@ fn assert_rotated(f: &Fleet, old: &str, new: &str) {
             ports.extend([6443, 2379, 2380]);
         }
         for port in ports {
-            let served = sh(&f.node("cp1").container, &format!("openssl s_client -connect {}:{port} -cert {LIB}/kubernetes.pem -key {LIB}/kubernetes-key.pem </dev/null 2>/dev/null | openssl x509", n.ip));
-            std::fs::write(d.join("served.pem"), &served).unwrap();
-            assert!(ok(&["verify", "-CAfile", "new.pem", "served.pem"]), "{}:{port} serves a certificate the new CA did not sign", n.name);
-            assert!(!ok(&["verify", "-CAfile", "old.pem", "served.pem"]), "{}:{port} still serves a certificate of the old CA", n.name);
+            let served = served_cert(f, &format!("{}:{port}", n.ip), &format!("{LIB}/kubernetes.pem"), &format!("{LIB}/kubernetes-key.pem"));
+            assert!(verifies(d, "new.pem", &served), "{}:{port} serves a certificate the new CA did not sign", n.name);
+            assert!(!verifies(d, "old.pem", &served), "{}:{port} still serves a certificate of the old CA", n.name);
         }
     }
-    let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
-    let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert {LIB}/ca.pem --cert {LIB}/kubernetes.pem --key {LIB}/kubernetes-key.pem endpoint health 2>&1", eps.join(",")));
-    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    assert_etcd_healthy(f, &format!("{LIB}/ca.pem"), &format!("{LIB}/kubernetes.pem"), &format!("{LIB}/kubernetes-key.pem"));
+    verify_live_clean(f);
 }
 
 /// The public key of every service-account key the apiserver and controller-manager read.
@@ -237,7 +186,7 @@ fn service_account_keys(f: &Fleet) -> BTreeMap<String, String> {
 }
 
 fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_for_byte(f: &Fleet) {
-    let sd = state(f, "kill-s4");
+    let sd = kcert_state(f, "kill-s4");
     let sdir = sd.to_str().unwrap();
     std::fs::create_dir_all(&sd).unwrap();
     let logs = tempfile::tempdir().unwrap();
@@ -245,9 +194,8 @@ fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_
     probe(f, "start").unwrap();
     let mut child = spawn(f, &["rotate-ca", "--yes", "--state-dir", sdir], logs.path(), "rotate");
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kill_when(&mut child, &sd, 0, "inside S4's cp2 batch (restarting)", |v| is(v, "restarted", "S4", Some(1)))));
-    let out = std::fs::read_to_string(logs.path().join("rotate.out")).unwrap() + &std::fs::read_to_string(logs.path().join("rotate.err")).unwrap();
-    std::fs::create_dir_all(f.state.join("outputs")).unwrap();
-    std::fs::write(f.state.join("outputs").join("kill-s4-rotate.txt"), &out).unwrap();
+    let out = spawned_output(logs.path(), "rotate");
+    keep_text(f, "kill-s4-rotate", &out);
     if let Err(e) = killed {
         let _ = probe(f, "stop");
         let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
@@ -259,21 +207,18 @@ fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_
     let probes = probe(f, "stop");
     keep(f, "kill-s4-resume", &done);
     finished_or_rolled_back(f, "resume after a kill inside S4", &done, &sd);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed while kcert was killed inside S4 and resumed:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "while kcert was killed inside S4 and resumed");
     assert_no_temp_files(f, "a kill inside S4 and a resume");
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    verify_live_clean(f);
     // The finished rotation rolled back: every file, mode and link on every node as it was.
     let id = run_id(&sd);
-    probe(f, "start").unwrap();
-    let rb = f.kcert(&["rollback", &id, "--yes", "--state-dir", sdir]).run();
-    let probes = probe(f, "stop");
+    let (rb, probes) = under_probes(f, || f.kcert(&["rollback", &id, "--yes", "--state-dir", sdir]).run());
     keep(f, "kill-s4-rollback", &rb);
     rb.status(0).stdout_has("rolled back");
     assert_same_snapshot("a resumed rotation rolled back", &before, &pki_snapshot(f));
     assert_no_temp_files(f, "a rollback");
-    probes.unwrap_or_else(|e| panic!("handshakes failed during the rollback:\n{e}"));
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    no_failed_handshake(probes, "during the rollback");
+    verify_live_clean(f);
 }
 
 fn rotate_ca_with_no_failed_handshake_keeps_the_service_account_key(f: &Fleet) {
@@ -282,14 +227,11 @@ fn rotate_ca_with_no_failed_handshake_keeps_the_service_account_key(f: &Fleet) {
     let old_key = public_key(cp1, &format!("{LIB}/ca-key.pem"));
     let sa_before = service_account_keys(f);
     assert!(sa_before.values().all(|k| *k == old_key), "the fixture's service-account key is the CA key: {sa_before:?}");
-    let sd = state(f, "rotate");
-    probe(f, "start").unwrap();
-    let run = f.kcert(&["rotate-ca", "--yes", "--state-dir", sd.to_str().unwrap()]).run();
-    let probes = probe(f, "stop");
+    let sd = kcert_state(f, "rotate");
+    let (run, probes) = under_probes(f, || f.kcert(&["rotate-ca", "--yes", "--state-dir", sd.to_str().unwrap()]).run());
     keep(f, "rotate-ca", &run);
     finished_or_rolled_back(f, "rotate-ca", &run, &sd);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the rotation:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the rotation");
     let new = pem_certs(&sh(cp1, &format!("cat {LIB}/ca.pem"))).remove(0);
     assert_ne!(new, old, "ca.pem is a new CA");
     assert_rotated(f, &old, &new);
@@ -315,14 +257,11 @@ fn renew_all_with_no_failed_handshake_moves_every_leaf(f: &Fleet) {
     };
     let before = leaves(&expiry(&f.inventory()));
     assert!(before.len() >= 3 * 9 + 2 * 4, "{} leaves", before.len());
-    let sd = state(f, "renew");
-    probe(f, "start").unwrap();
-    let run = f.kcert(&["renew", "--certs", "all", "--yes", "--state-dir", sd.to_str().unwrap()]).run();
-    let probes = probe(f, "stop");
+    let sd = kcert_state(f, "renew");
+    let (run, probes) = under_probes(f, || f.kcert(&["renew", "--certs", "all", "--yes", "--state-dir", sd.to_str().unwrap()]).run());
     keep(f, "renew-all", &run);
     finished_or_rolled_back(f, "renew --certs all", &run, &sd);
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the renewal:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the renewal");
     let json = expiry(&f.inventory());
     let after = leaves(&json);
     assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same leaves, in the same files");
@@ -333,7 +272,7 @@ fn renew_all_with_no_failed_handshake_moves_every_leaf(f: &Fleet) {
     for c in json["certificates"].as_array().unwrap().iter().filter(|c| c["source"] == "endpoint") {
         assert_eq!(c["status"], "ok", "{c}");
     }
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    verify_live_clean(f);
     assert_no_temp_files(f, "a renewal");
 }
 

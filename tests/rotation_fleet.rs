@@ -5,32 +5,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_same_snapshot, derived_inventory, harness, is, journal_lines, kill_when, pki_snapshot, probe, run, sh, spawn, wait_for};
-use common::{Run, Test, kubeconfig_certs, pem_certs};
-
-/// Keeps a command's output for the last scenario's key-leak scan.
-fn keep(f: &Fleet, name: &str, r: &Run) {
-    let dir = f.state.join("outputs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.txt")), format!("{}\n{}", r.stdout, r.stderr)).unwrap();
-}
-
-fn state(f: &Fleet, name: &str) -> PathBuf {
-    f.state.join("kcert-state").join(name)
-}
+use common::fleet::{Fleet, Scenario, assert_etcd_healthy, assert_no_temp_files, assert_same_snapshot, assert_written_once, derived_inventory, first_run, harness, is, journal_lines, kcert_state, keep, keep_text, kill_when, no_failed_handshake, pki_snapshot, run, served_cert, sh, spawn, spawned_output, under_probes, verifies, verify_live_clean, wait_for, writes};
+use common::{Test, kubeconfig_certs, pem_certs};
 
 /// The three CA certificates as cp1 holds them (PEM, one per file).
 fn cas_on(f: &Fleet) -> Vec<String> {
     ["ca.crt", "etcd/ca.crt", "front-proxy-ca.crt"].iter().flat_map(|p| pem_certs(&sh(&f.node("cp1").container, &format!("cat /etc/kubernetes/pki/{p}")))).collect()
-}
-
-fn openssl_ok(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl").args(args).current_dir(dir).output().unwrap().status.success()
 }
 
 /// Everything a reviewer checks after a rotation: every leaf of every node (files, the
@@ -57,9 +41,8 @@ fn assert_rotated(f: &Fleet, old: &[String], new: &[String]) {
             }
             mine.extend(kubeconfig_certs(&text).into_iter().skip(1));
             for leaf in mine {
-                std::fs::write(d.join("leaf.pem"), &leaf).unwrap();
-                assert!(openssl_ok(d, &["verify", "-CAfile", "new.pem", "leaf.pem"]), "{}: {path} does not verify against the new CAs", n.name);
-                assert!(!openssl_ok(d, &["verify", "-CAfile", "old.pem", "leaf.pem"]), "{}: {path} still verifies against an old CA", n.name);
+                assert!(verifies(d, "new.pem", &leaf), "{}: {path} does not verify against the new CAs", n.name);
+                assert!(!verifies(d, "old.pem", &leaf), "{}: {path} still verifies against an old CA", n.name);
                 leaves += 1;
             }
         }
@@ -73,15 +56,12 @@ fn assert_rotated(f: &Fleet, old: &[String], new: &[String]) {
             ports.extend([(6443, "apiserver-kubelet-client"), (2379, "etcd/healthcheck-client"), (2380, "etcd/peer")]);
         }
         for (port, client) in ports {
-            let served = sh(&f.node("cp1").container, &format!("openssl s_client -connect {}:{port} -cert {pki}/{client}.crt -key {pki}/{client}.key </dev/null 2>/dev/null | openssl x509", n.ip));
-            std::fs::write(d.join("served.pem"), &served).unwrap();
-            assert!(openssl_ok(d, &["verify", "-CAfile", "new.pem", "served.pem"]), "{}:{port} serves a certificate the new CAs did not sign", n.name);
+            let served = served_cert(f, &format!("{}:{port}", n.ip), &format!("{pki}/{client}.crt"), &format!("{pki}/{client}.key"));
+            assert!(verifies(d, "new.pem", &served), "{}:{port} serves a certificate the new CAs did not sign", n.name);
         }
     }
-    let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
-    let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key endpoint health 2>&1", eps.join(",")));
-    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    assert_etcd_healthy(f, "/etc/kubernetes/pki/etcd/ca.crt", "/etc/kubernetes/pki/etcd/healthcheck-client.crt", "/etc/kubernetes/pki/etcd/healthcheck-client.key");
+    verify_live_clean(f);
 }
 
 fn plan_cas(plan: &Path) -> Vec<String> {
@@ -91,7 +71,7 @@ fn plan_cas(plan: &Path) -> Vec<String> {
 
 fn rotate_ca_dry_run_shows_the_plan_and_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
-    let sd = state(f, "dry");
+    let sd = kcert_state(f, "dry");
     let run = f.kcert(&["rotate-ca", "--dry-run", "--state-dir", sd.to_str().unwrap()]).run();
     keep(f, "dry-run", &run);
     run.status(0)
@@ -110,7 +90,7 @@ fn rotate_ca_dry_run_shows_the_plan_and_changes_nothing(f: &Fleet) {
 }
 
 fn a_saved_plan_is_refused_after_a_node_changed_then_rotates_with_no_failed_handshake(f: &Fleet) {
-    let sd = state(f, "main");
+    let sd = kcert_state(f, "main");
     let plan = f.state.join("rotation-plan.json");
     let saved = f.kcert(&["rotate-ca", "--plan-out", plan.to_str().unwrap(), "--state-dir", sd.to_str().unwrap()]).run();
     keep(f, "plan-out", &saved);
@@ -126,62 +106,53 @@ fn a_saved_plan_is_refused_after_a_node_changed_then_rotates_with_no_failed_hand
     assert_same_snapshot("restored by hand", &before, &pki_snapshot(f));
 
     let old = cas_on(f);
-    probe(f, "start").unwrap();
-    let applied = f.kcert(&["apply", plan.to_str().unwrap(), "--yes", "-v", "--state-dir", sd.to_str().unwrap()]).run();
-    let probes = probe(f, "stop");
+    let (applied, probes) = under_probes(f, || f.kcert(&["apply", plan.to_str().unwrap(), "--yes", "-v", "--state-dir", sd.to_str().unwrap()]).run());
     keep(f, "apply", &applied);
     applied.status(0).stdout_has("S5").stdout_has("kcert's own work");
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed during the rotation:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "during the rotation");
     // Every member restarts in each of S2, S4 and S5, so the leader is handed off in each first.
-    let run_dir = std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path();
+    let run_dir = first_run(&sd);
     let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
     assert!(log.matches("etcd leadership handed to").count() >= 3, "{log}");
     assert_rotated(f, &old, &plan_cas(&plan));
 }
 
 fn killed_three_times_then_resumed_with_no_failed_handshake(f: &Fleet) {
-    let sd = state(f, "kills");
+    let sd = kcert_state(f, "kills");
     let sdir = sd.to_str().unwrap();
     std::fs::create_dir_all(&sd).unwrap();
     let logs = tempfile::tempdir().unwrap();
     let old = cas_on(f);
-    probe(f, "start").unwrap();
-    let mut child = spawn(f, &["rotate-ca", "--yes", "--state-dir", sdir], logs.path(), "rotate");
-    kill_when(&mut child, &sd, 0, "after S1", |v| is(v, "stage-done", "S1", None));
-    let n = journal_lines(&sd).len();
-    let mut child = spawn(f, &["resume", "--yes", "--state-dir", sdir], logs.path(), "resume1");
-    kill_when(&mut child, &sd, n, "inside S2's cp2 batch (its files written)", |v| is(v, "written", "S2", Some(1)));
-    let n = journal_lines(&sd).len();
-    let mut child = spawn(f, &["resume", "--yes", "--state-dir", sdir], logs.path(), "resume2");
-    kill_when(&mut child, &sd, n, "inside S4's cp3 batch (restarting)", |v| is(v, "restarted", "S4", Some(2)));
-    let done = f.kcert(&["resume", "--yes", "-o", "json", "--state-dir", sdir]).run();
-    let probes = probe(f, "stop");
+    let (done, probes) = under_probes(f, || {
+        let mut child = spawn(f, &["rotate-ca", "--yes", "--state-dir", sdir], logs.path(), "rotate");
+        kill_when(&mut child, &sd, 0, "after S1", |v| is(v, "stage-done", "S1", None));
+        let n = journal_lines(&sd).len();
+        let mut child = spawn(f, &["resume", "--yes", "--state-dir", sdir], logs.path(), "resume1");
+        kill_when(&mut child, &sd, n, "inside S2's cp2 batch (its files written)", |v| is(v, "written", "S2", Some(1)));
+        let n = journal_lines(&sd).len();
+        let mut child = spawn(f, &["resume", "--yes", "--state-dir", sdir], logs.path(), "resume2");
+        kill_when(&mut child, &sd, n, "inside S4's cp3 batch (restarting)", |v| is(v, "restarted", "S4", Some(2)));
+        f.kcert(&["resume", "--yes", "-o", "json", "--state-dir", sdir]).run()
+    });
     keep(f, "resume-final", &done);
     for name in ["rotate", "resume1", "resume2"] {
-        let out = std::fs::read_to_string(logs.path().join(format!("{name}.out"))).unwrap() + &std::fs::read_to_string(logs.path().join(format!("{name}.err"))).unwrap();
-        std::fs::write(f.state.join("outputs").join(format!("kills-{name}.txt")), out).unwrap();
+        keep_text(f, &format!("kills-{name}"), &spawned_output(logs.path(), name));
     }
     done.status(0);
     let report = done.json();
     assert!(report["failure"].is_null(), "{report}");
     assert_no_temp_files(f, "three kills and resumes");
-    let probes = probes.unwrap_or_else(|e| panic!("handshakes failed while kcert was killed and resumed:\n{e}"));
-    eprintln!("{probes}");
+    no_failed_handshake(probes, "while kcert was killed and resumed");
     // No file was written twice: each (stage, step, node, path) has at most one written record.
-    let mut seen = BTreeMap::new();
-    for v in journal_lines(&sd).iter().filter(|v| v["event"] == "written") {
-        *seen.entry(format!("{} {} {} {}", v["stage"], v["step"], v["node"], v["path"])).or_insert(0) += 1;
-    }
+    let seen = writes(&sd, &["stage", "step", "node", "path"]);
     assert!(seen.len() > 100, "{} writes journaled", seen.len());
-    assert!(seen.values().all(|n| *n == 1), "a file was written twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
-    let run_dir = std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path();
-    assert_rotated(f, &old, &plan_cas(&run_dir.join("plan.json")));
+    assert_written_once(&seen);
+    assert_rotated(f, &old, &plan_cas(&first_run(&sd).join("plan.json")));
     Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("finished");
 }
 
 fn killed_inside_s5_then_rolled_back_byte_for_byte(f: &Fleet) {
-    let sd = state(f, "rollback");
+    let sd = kcert_state(f, "rollback");
     let sdir = sd.to_str().unwrap();
     std::fs::create_dir_all(&sd).unwrap();
     let logs = tempfile::tempdir().unwrap();
@@ -189,19 +160,17 @@ fn killed_inside_s5_then_rolled_back_byte_for_byte(f: &Fleet) {
     let mut child = spawn(f, &["rotate-ca", "--yes", "--state-dir", sdir], logs.path(), "rotate");
     kill_when(&mut child, &sd, 0, "inside S5's cp3 batch (its files written)", |v| is(v, "written", "S5", Some(2)));
     Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("interrupted").stdout_has("in S5");
-    probe(f, "start").unwrap();
-    let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
-    let probes = probe(f, "stop");
+    let (rb, probes) = under_probes(f, || f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run());
     keep(f, "rollback", &rb);
     rb.status(0).stdout_has("rolled back");
     assert_same_snapshot("rollback after a kill", &before, &pki_snapshot(f));
     assert_no_temp_files(f, "a kill inside S5 and a rollback");
-    probes.unwrap_or_else(|e| panic!("handshakes failed during the rollback:\n{e}"));
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    no_failed_handshake(probes, "during the rollback");
+    verify_live_clean(f);
 }
 
 fn a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary(f: &Fleet) {
-    let sd = state(f, "gate");
+    let sd = kcert_state(f, "gate");
     let sdir = sd.to_str().unwrap();
     let before = pki_snapshot(f);
     let cp1 = &f.node("cp1").container;
@@ -227,7 +196,7 @@ fn a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary(f: &Fleet) {
             assert_eq!(aki_of(&n.container), aki, "{}: apiserver.crt is back to the old CA's", n.name);
         }
     }
-    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+    verify_live_clean(f);
     Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("stopped");
     let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
     keep(f, "failed-gate-rollback", &rb);
@@ -236,9 +205,8 @@ fn a_failed_gate_in_s4_rolls_s4_back_to_a_clean_s3_boundary(f: &Fleet) {
     f.kcert(&["verify", "--live"]).run().status(0);
 }
 
-
 fn a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake(f: &Fleet) {
-    let sd = state(f, "lost-node");
+    let sd = kcert_state(f, "lost-node");
     let sdir = sd.to_str().unwrap();
     std::fs::create_dir_all(&sd).unwrap();
     let logs = tempfile::tempdir().unwrap();
@@ -254,21 +222,18 @@ fn a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake(f: 
     run(Command::new("docker").args(["stop", "-t", "1", &w2.container])).unwrap();
     let status = child.wait().unwrap();
     let out = std::fs::read_to_string(logs.path().join("rotate.out")).unwrap();
-    std::fs::write(f.state.join("outputs").join("lost-node.txt"), &out).unwrap();
+    keep_text(f, "lost-node", &out);
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("STOPPED: S2") && out.contains(&w2.ip), "{out}");
     run(Command::new("docker").args(["start", &w2.container])).unwrap();
     wait_for(&w2.container, "curl -sk -o /dev/null https://127.0.0.1:10250/healthz");
     // Back, and resumed under the probes: the stage redone in full, components restarted on
     // the files they must load (a rollback's restart does not count as the step's).
-    probe(f, "start").unwrap();
-    let resumed = f.kcert(&["resume", "--yes", "--state-dir", sdir]).run();
-    let probes = probe(f, "stop");
+    let (resumed, probes) = under_probes(f, || f.kcert(&["resume", "--yes", "--state-dir", sdir]).run());
     keep(f, "lost-node-resume", &resumed);
     resumed.status(0);
-    probes.unwrap_or_else(|e| panic!("handshakes failed while the run was resumed after losing a node:\n{e}"));
-    let run_dir = std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path();
-    assert_rotated(f, &old, &plan_cas(&run_dir.join("plan.json")));
+    no_failed_handshake(probes, "while the run was resumed after losing a node");
+    assert_rotated(f, &old, &plan_cas(&first_run(&sd).join("plan.json")));
 }
 
 fn no_private_key_bytes_in_any_plan_journal_output_or_log(f: &Fleet) {

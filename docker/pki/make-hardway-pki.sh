@@ -19,73 +19,54 @@
 # usage: make-hardway-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: cp or worker)
 set -euo pipefail
 umask 022
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 out=$1; shift
 nodes=("$@")
 ca_dir="$out/.ca"
 mkdir -p "$ca_dir"
 
-# cfssl (the guides' tool) writes PKCS#1 RSA keys; so does `openssl genrsa -traditional`.
-key() { openssl genrsa -traditional -out "$1" 2048 2>/dev/null; chmod 600 "$1"; }
-serial() { echo "0x$(openssl rand -hex 8)"; }
 # The guides' csr subjects: C=US, L=Portland, O=<group>, OU=Kubernetes The Hard Way, ST=Oregon.
 subj() { echo "/C=US/ST=Oregon/L=Portland/O=$1/OU=Kubernetes The Hard Way/CN=$2"; }
 
-# leaf BASE SUBJECT EKU [SANS]: a key and a certificate signed by the one CA.
+# leaf BASE SUBJECT EKU [SANS]: BASE-key.pem (PKCS#1, as cfssl, the guides' tool, writes keys)
+# and BASE.pem, signed by the one CA.
 leaf() {
-  local base=$1 subject=$2 eku=$3 sans=${4:-}
-  key "$base-key.pem"
-  local ext; ext=$(mktemp)
-  {
-    echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$eku"
-    echo "subjectKeyIdentifier=hash"
-    echo "authorityKeyIdentifier=keyid"
-    if [ -n "$sans" ]; then echo "subjectAltName=$sans"; fi
-  } > "$ext"
-  openssl req -new -key "$base-key.pem" -subj "$subject" 2>/dev/null |
-    openssl x509 -req -CA "$ca_dir/ca.pem" -CAkey "$ca_dir/ca-key.pem" -set_serial "$(serial)" -days 365 -sha256 \
-      -extfile "$ext" -out "$base.pem" 2>/dev/null
-  rm -f "$ext"
+  leaf_ext "$3" "${4:-}" subjectKeyIdentifier=hash |
+    sign "$1-key.pem" "$1.pem" "$ca_dir/ca.pem" "$ca_dir/ca-key.pem" "$2" -sha256
 }
-
-b64() { base64 -w0 < "$1"; }
 
 # kubeconfig FILE SERVER USER CERT KEY: as `kubectl config set-cluster kubernetes-the-hard-way
 # --certificate-authority=ca.pem --embed-certs=true --server=...`, `set-credentials USER
 # --client-certificate=... --client-key=... --embed-certs=true`, `set-context default` and
 # `use-context default` write it.
-kubeconfig() {
-  cat > "$1" <<KC
-apiVersion: v1
-clusters:
-- cluster:
-    certificate-authority-data: $(b64 "$ca_dir/ca.pem")
-    server: $2
-  name: kubernetes-the-hard-way
-contexts:
-- context:
-    cluster: kubernetes-the-hard-way
-    user: $3
-  name: default
-current-context: default
-kind: Config
-preferences: {}
-users:
-- name: $3
-  user:
-    client-certificate-data: $(b64 "$4")
-    client-key-data: $(b64 "$5")
-KC
-  chmod 600 "$1"
+kubeconfig() { embedded_kubeconfig "$1" kubernetes-the-hard-way default "$3" "$2" "$ca_dir/ca.pem" "$4" "$5"; }
+
+# unit FILE DESCRIPTION DOCUMENTATION [LINE...] < SERVICE: a systemd service unit as the guides
+# write them: [Unit] with DESCRIPTION, DOCUMENTATION and each LINE, [Service] with the lines read
+# from stdin and Restart=on-failure, RestartSec=5, and [Install] WantedBy=multi-user.target.
+unit() {
+  local file=$1 description=$2 documentation=$3 line; shift 3
+  {
+    echo "[Unit]"
+    echo "Description=$description"
+    echo "Documentation=$documentation"
+    for line in "$@"; do echo "$line"; done
+    echo
+    echo "[Service]"
+    cat
+    echo "Restart=on-failure"
+    echo "RestartSec=5"
+    echo
+    echo "[Install]"
+    echo "WantedBy=multi-user.target"
+  } > "$file"
 }
 
 # The one CA.
-key "$ca_dir/ca-key.pem"
-openssl req -x509 -new -key "$ca_dir/ca-key.pem" -out "$ca_dir/ca.pem" -days 3650 -sha256 -set_serial "$(serial)" \
-  -subj "/C=US/ST=Oregon/L=Portland/O=Kubernetes/OU=CA/CN=Kubernetes" \
+self_signed "$ca_dir/ca-key.pem" "$ca_dir/ca.pem" 3650 "/C=US/ST=Oregon/L=Portland/O=Kubernetes/OU=CA/CN=Kubernetes" -sha256 \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
-  -addext "subjectKeyIdentifier=hash" 2>/dev/null
+  -addext "subjectKeyIdentifier=hash"
 
 cp_ips="" cp_names="" etcd_servers="" initial_cluster="" first_cp_ip=""
 for spec in "${nodes[@]}"; do
@@ -126,32 +107,11 @@ for spec in "${nodes[@]}"; do
   # The client cert as TLS bootstrapping leaves it: the CSR signed by the controller-manager
   # (--cluster-signing-cert-file = ca.pem), cert and key in one file, a -current link to it.
   leaf "$t/client-$name" "/O=system:nodes/CN=system:node:$name" clientAuth
-  stamp=$(date -u +%Y-%m-%d-%H-%M-%S)
-  cat "$t/client-$name.pem" "$t/client-$name-key.pem" > "$kl/pki/kubelet-client-$stamp.pem"
-  chmod 600 "$kl/pki/kubelet-client-$stamp.pem"
-  ln -s "/var/lib/kubelet/pki/kubelet-client-$stamp.pem" "$kl/pki/kubelet-client-current.pem"
-  cat > "$kl/kubeconfig" <<KC
-apiVersion: v1
-clusters:
-- cluster:
-    certificate-authority: /var/lib/kubernetes/ca.pem
-    server: $server
-  name: kubernetes-the-hard-way
-contexts:
-- context:
-    cluster: kubernetes-the-hard-way
-    user: system:node:$name
-  name: default
-current-context: default
-kind: Config
-preferences: {}
-users:
-- name: system:node:$name
-  user:
-    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem
-    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem
-KC
-  chmod 600 "$kl/kubeconfig"
+  kubelet_client_pem "$kl/pki" "$t/client-$name.pem" "$t/client-$name-key.pem"
+  write_kubeconfig "$kl/kubeconfig" kubernetes-the-hard-way default "system:node:$name" "$server" \
+    "certificate-authority: /var/lib/kubernetes/ca.pem" \
+    "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem" \
+    "client-key: /var/lib/kubelet/pki/kubelet-client-current.pem"
   cat > "$kl/kubelet-config.yaml" <<CFG
 kind: KubeletConfiguration
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -173,44 +133,22 @@ rotateCertificates: false
 tlsCertFile: "/var/lib/kubelet/$name.pem"
 tlsPrivateKeyFile: "/var/lib/kubelet/$name-key.pem"
 CFG
-  cat > "$units/kubelet.service" <<UNIT
-[Unit]
-Description=Kubernetes Kubelet
-Documentation=https://github.com/kubernetes/kubernetes
-After=containerd.service
-Requires=containerd.service
-
-[Service]
+  unit "$units/kubelet.service" "Kubernetes Kubelet" https://github.com/kubernetes/kubernetes After=containerd.service Requires=containerd.service <<UNIT
 ExecStart=/usr/local/bin/kubelet \\
   --config=/var/lib/kubelet/kubelet-config.yaml \\
   --container-runtime-endpoint=unix:///var/run/containerd/containerd.sock \\
   --kubeconfig=/var/lib/kubelet/kubeconfig \\
   --register-node=true \\
   --v=2
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
 
   # --- kube-proxy (every node) ---
   kubeconfig "$root/var/lib/kube-proxy/kubeconfig" "$server" system:kube-proxy "$t/proxy.pem" "$t/proxy-key.pem"
-  cat > "$units/kube-proxy.service" <<UNIT
-[Unit]
-Description=Kubernetes Kube Proxy
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-proxy.service" "Kubernetes Kube Proxy" https://github.com/kubernetes/kubernetes <<UNIT
 ExecStart=/usr/local/bin/kube-proxy \\
   --cluster-cidr=10.200.0.0/16 \\
   --kubeconfig=/var/lib/kube-proxy/kubeconfig \\
   --proxy-mode=iptables
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
 
   [ "$role" = cp ] || continue
@@ -230,20 +168,10 @@ UNIT
 
   # etcd: everything from ETCD_* variables (etcd maps each --flag-name to ETCD_FLAG_NAME,
   # etcd docs "Configuration options"), read from an optional environment file.
-  cat > "$units/etcd.service" <<UNIT
-[Unit]
-Description=etcd
-Documentation=https://github.com/etcd-io/etcd
-
-[Service]
+  unit "$units/etcd.service" etcd https://github.com/etcd-io/etcd <<UNIT
 Type=notify
 EnvironmentFile=-/etc/etcd/etcd.conf
 ExecStart=/usr/local/bin/etcd
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
   cat > "$root/etc/etcd/etcd.conf" <<ENV
 # etcd reads its configuration from these variables (see the etcd.service unit).
@@ -267,19 +195,9 @@ ETCD_PEER_CLIENT_CERT_AUTH=true
 ENV
 
   # kube-apiserver: flags in an environment file, the port from a drop-in's Environment=.
-  cat > "$units/kube-apiserver.service" <<'UNIT'
-[Unit]
-Description=Kubernetes API Server
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-apiserver.service" "Kubernetes API Server" https://github.com/kubernetes/kubernetes <<'UNIT'
 EnvironmentFile=-/opt/kubernetes/cfg/kube-apiserver.conf
 ExecStart=/usr/local/bin/kube-apiserver $KUBE_APISERVER_OPTS --secure-port=${SECURE_PORT}
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
   mkdir -p "$units/kube-apiserver.service.d"
   cat > "$units/kube-apiserver.service.d/10-port.conf" <<'UNIT'
@@ -315,12 +233,7 @@ KUBE_APISERVER_OPTS="--advertise-address=$ip \\
   --v=2"
 ENV
 
-  cat > "$units/kube-controller-manager.service" <<'UNIT'
-[Unit]
-Description=Kubernetes Controller Manager
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-controller-manager.service" "Kubernetes Controller Manager" https://github.com/kubernetes/kubernetes <<'UNIT'
 ExecStart=/usr/local/bin/kube-controller-manager \
   --bind-address=0.0.0.0 \
   --cluster-cidr=10.200.0.0/16 \
@@ -334,27 +247,12 @@ ExecStart=/usr/local/bin/kube-controller-manager \
   --service-cluster-ip-range=10.32.0.0/24 \
   --use-service-account-credentials=true \
   --v=2
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
 
-  cat > "$units/kube-scheduler.service" <<'UNIT'
-[Unit]
-Description=Kubernetes Scheduler
-Documentation=https://github.com/kubernetes/kubernetes
-
-[Service]
+  unit "$units/kube-scheduler.service" "Kubernetes Scheduler" https://github.com/kubernetes/kubernetes <<'UNIT'
 ExecStart=/usr/local/bin/kube-scheduler \
   --config=/etc/kubernetes/config/kube-scheduler.yaml \
   --v=2
-Restart=on-failure
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 UNIT
   cat > "$root/etc/kubernetes/config/kube-scheduler.yaml" <<'CFG'
 apiVersion: kubescheduler.config.k8s.io/v1

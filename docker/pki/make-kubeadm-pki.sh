@@ -6,66 +6,25 @@
 # usage: make-kubeadm-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: cp or worker)
 set -euo pipefail
 umask 022
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 out=$1; shift
 nodes=("$@")
 ca_dir="$out/.ca"
 mkdir -p "$ca_dir"
 
-key() { openssl genrsa -traditional -out "$1" 2048 2>/dev/null; chmod 600 "$1"; }
-serial() { echo "0x$(openssl rand -hex 8)"; }
-
 # ca BASE CN
 ca() {
-  key "$1.key"
-  openssl req -x509 -new -key "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2" -set_serial "$(serial)" \
+  self_signed "$1.key" "$1.crt" 3650 "/CN=$2" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
-    -addext "subjectKeyIdentifier=hash" -addext "subjectAltName=DNS:$2" 2>/dev/null
+    -addext "subjectKeyIdentifier=hash" -addext "subjectAltName=DNS:$2"
 }
 
-# leaf BASE CA_BASE SUBJECT EKU [SANS]
-leaf() {
-  local base=$1 cab=$2 subj=$3 eku=$4 sans=${5:-}
-  key "$base.key"
-  local ext; ext=$(mktemp)
-  {
-    echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$eku"
-    echo "authorityKeyIdentifier=keyid"
-    [ -n "$sans" ] && echo "subjectAltName=$sans"
-  } > "$ext"
-  openssl req -new -key "$base.key" -subj "$subj" 2>/dev/null |
-    openssl x509 -req -CA "$cab.crt" -CAkey "$cab.key" -set_serial "$(serial)" -days 365 -extfile "$ext" -out "$base.crt" 2>/dev/null
-  rm -f "$ext"
-}
-
-b64() { base64 -w0 < "$1"; }
+# leaf BASE CA_BASE SUBJECT EKU [SANS]: BASE.key and BASE.crt, signed by CA_BASE.crt/CA_BASE.key.
+leaf() { leaf_ext "$4" "${5:-}" | sign "$1.key" "$1.crt" "$2.crt" "$2.key" "$3"; }
 
 # kubeconfig FILE SERVER CA_CRT USER CERT KEY
-kubeconfig() {
-  cat > "$1" <<KC
-apiVersion: v1
-clusters:
-- cluster:
-    certificate-authority-data: $(b64 "$3")
-    server: $2
-  name: kubernetes
-contexts:
-- context:
-    cluster: kubernetes
-    user: $4
-  name: $4@kubernetes
-current-context: $4@kubernetes
-kind: Config
-preferences: {}
-users:
-- name: $4
-  user:
-    client-certificate-data: $(b64 "$5")
-    client-key-data: $(b64 "$6")
-KC
-  chmod 600 "$1"
-}
+kubeconfig() { embedded_kubeconfig "$1" kubernetes "$4@kubernetes" "$4" "$2" "$3" "$5" "$6"; }
 
 # Cluster-wide: the three CAs and the service-account key pair.
 ca "$ca_dir/ca" kubernetes
@@ -96,18 +55,14 @@ for spec in "${nodes[@]}"; do
   # Kubelet: config, self-signed serving cert (client-go style: leaf then its own CA), client cert.
   ts=$(date +%s)
   kp="$root/var/lib/kubelet/pki"
-  key "$kp/kubelet-selfsigned-ca.key"
-  openssl req -x509 -new -key "$kp/kubelet-selfsigned-ca.key" -out "$kp/kubelet-selfsigned-ca.crt" -days 365 -subj "/CN=$name-ca@$ts" \
-    -set_serial "$(serial)" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" 2>/dev/null
+  self_signed "$kp/kubelet-selfsigned-ca.key" "$kp/kubelet-selfsigned-ca.crt" 365 "/CN=$name-ca@$ts" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign"
   leaf "$kp/kubelet" "$kp/kubelet-selfsigned-ca" "/CN=$name@$ts" serverAuth "DNS:$name"
   cat "$kp/kubelet-selfsigned-ca.crt" >> "$kp/kubelet.crt"
   rm -f "$kp"/kubelet-selfsigned-ca.*
   leaf "$kp/client" "$ca_dir/ca" "/O=system:nodes/CN=system:node:$name" clientAuth
-  stamp=$(date -u +%Y-%m-%d-%H-%M-%S)
-  cat "$kp/client.crt" "$kp/client.key" > "$kp/kubelet-client-$stamp.pem"
-  chmod 600 "$kp/kubelet-client-$stamp.pem"
+  kubelet_client_pem "$kp" "$kp/client.crt" "$kp/client.key"
   rm -f "$kp/client.crt" "$kp/client.key"
-  ln -s "/var/lib/kubelet/pki/kubelet-client-$stamp.pem" "$kp/kubelet-client-current.pem"
   cat > "$root/var/lib/kubelet/config.yaml" <<CFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 authentication:
@@ -130,28 +85,10 @@ staticPodPath: /etc/kubernetes/manifests
 CFG
   server_ip=$ip
   [ "$role" = cp ] || server_ip=$first_cp_ip
-  cat > "$k/kubelet.conf" <<KC
-apiVersion: v1
-clusters:
-- cluster:
-    certificate-authority-data: $(b64 "$ca_dir/ca.crt")
-    server: https://$server_ip:6443
-  name: kubernetes
-contexts:
-- context:
-    cluster: kubernetes
-    user: system:node:$name
-  name: system:node:$name@kubernetes
-current-context: system:node:$name@kubernetes
-kind: Config
-preferences: {}
-users:
-- name: system:node:$name
-  user:
-    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem
-    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem
-KC
-  chmod 600 "$k/kubelet.conf"
+  write_kubeconfig "$k/kubelet.conf" kubernetes "system:node:$name@kubernetes" "system:node:$name" "https://$server_ip:6443" \
+    "certificate-authority-data: $(b64 "$ca_dir/ca.crt")" \
+    "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem" \
+    "client-key: /var/lib/kubelet/pki/kubelet-client-current.pem"
 
   if [ "$role" != cp ]; then
     rmdir "$k/manifests" "$pki/etcd" "$root/var/lib/etcd"

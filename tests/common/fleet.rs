@@ -3,13 +3,14 @@
 //! happened. Without a Docker daemon the run fails and says so; it never skips.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use super::Test;
+use super::{Run, Test, kubeconfig_certs, pem_certs};
 
 pub struct Node {
     pub name: String,
@@ -148,6 +149,146 @@ pub fn probe(f: &Fleet, verb: &str) -> Result<String, String> {
     run(Command::new(repo().join("docker/probe")).args([verb, &f.name, "--state"]).arg(&f.state))
 }
 
+/// Runs `what` while the probes make handshakes along every edge: starts them, runs `what`,
+/// stops them. Returns what `what` returned and what `probe stop` said (`Err`: a handshake failed).
+pub fn under_probes<T>(f: &Fleet, what: impl FnOnce() -> T) -> (T, Result<String, String>) {
+    probe(f, "start").unwrap();
+    let out = what();
+    (out, probe(f, "stop"))
+}
+
+/// Fails, saying `during` what ("during the rotation"), when a handshake failed; prints the
+/// probes' table otherwise.
+pub fn no_failed_handshake(probes: Result<String, String>, during: &str) {
+    let table = probes.unwrap_or_else(|e| panic!("handshakes failed {during}:\n{e}"));
+    eprintln!("{table}");
+}
+
+/// `kcert verify --live` exits 0 and finds nothing broken.
+pub fn verify_live_clean(f: &Fleet) {
+    f.kcert(&["verify", "--live"]).run().status(0).stdout_has(" 0 broken");
+}
+
+/// A scenario's kcert state dir, beside the fleet's state (not created here).
+pub fn kcert_state(f: &Fleet, name: &str) -> PathBuf {
+    f.state.join("kcert-state").join(name)
+}
+
+/// Keeps a text beside the fleet's state (`outputs/NAME.txt`), for a reader and for
+/// rotation_fleet's scan for private key bytes.
+pub fn keep_text(f: &Fleet, name: &str, text: &str) {
+    let dir = f.state.join("outputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
+}
+
+/// Keeps a command's output (its command line, stdout and stderr), as `keep_text`.
+pub fn keep(f: &Fleet, name: &str, r: &Run) {
+    keep_text(f, name, &format!("{}\n--- stdout\n{}\n--- stderr\n{}", r.cmdline, r.stdout, r.stderr));
+}
+
+/// The first run folder (`runs/<id>`) of a kcert state dir, as the directory lists it.
+pub fn first_run(sd: &Path) -> PathBuf {
+    std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().unwrap().path()
+}
+
+/// How many `written` journal records each file has in a state dir, keyed by the records'
+/// `fields` (e.g. step, node, path).
+pub fn writes(sd: &Path, fields: &[&str]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for v in journal_lines(sd).iter().filter(|v| v["event"] == "written") {
+        *seen.entry(fields.iter().map(|k| v[*k].to_string()).collect::<Vec<_>>().join(" ")).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// No file has two `written` records (see `writes`).
+pub fn assert_written_once(seen: &BTreeMap<String, usize>) {
+    assert!(seen.values().all(|n| *n == 1), "a file was written twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+}
+
+/// openssl inside the container, on one PEM certificate: (serial, not_after, subject).
+pub fn openssl_in(container: &str, pem: &str) -> (String, String, String) {
+    let script = format!("printf '%s' '{pem}' | openssl x509 -noout -serial -enddate -subject -nameopt sep_comma_plus_space,esc_2253,utf8,sname -dateopt iso_8601");
+    let out = sh(container, &script);
+    let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
+    (field("serial=").to_lowercase(), field("notAfter=").replace(' ', "T"), field("subject="))
+}
+
+/// The rows of an `expiry -o json` for one node and source (`file`, `kubeconfig`, `endpoint`).
+pub fn certs_of(json: &serde_json::Value, node: &str, source: &str) -> Vec<serde_json::Value> {
+    json["certificates"].as_array().unwrap().iter().filter(|c| c["node"] == node && c["source"] == source).cloned().collect()
+}
+
+/// A certificate as kcert's expiry and openssl are compared on: (path, source, serial,
+/// not_after, subject).
+pub type CertRow = (String, String, String, String, String);
+
+/// Every certificate (PEM blocks, kubeconfig data) in the files that the shell command `find`
+/// lists in the container, read by openssl there: what is on the node, enumerated
+/// independently of kcert.
+pub fn openssl_rows(container: &str, find: &str) -> BTreeSet<CertRow> {
+    let mut rows = BTreeSet::new();
+    for path in sh(container, find).lines() {
+        let text = sh(container, &format!("cat '{path}'"));
+        for (source, blocks) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
+            for b in blocks {
+                let (serial, not_after, subject) = openssl_in(container, &b);
+                rows.insert((path.to_string(), source.to_string(), serial, not_after, subject));
+            }
+        }
+    }
+    rows
+}
+
+/// kcert's `file` and `kubeconfig` rows for `node` in an `expiry -o json`, as `CertRow`s.
+pub fn kcert_rows(json: &serde_json::Value, node: &str) -> BTreeSet<CertRow> {
+    ["file", "kubeconfig"]
+        .iter()
+        .flat_map(|s| certs_of(json, node, s))
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_string();
+            (s("path"), s("source"), s("serial"), s("not_after"), s("subject"))
+        })
+        .collect()
+}
+
+/// Every port of `node` serves the cert of the file behind it: the `endpoint` rows of an
+/// `expiry -o json` are those of `ports`, each `ok`.
+pub fn assert_ports_serve_their_files(json: &serde_json::Value, node: &str, ports: BTreeSet<String>) {
+    let served: BTreeSet<String> = certs_of(json, node, "endpoint").iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(served, ports, "{node}: served ports");
+    for c in certs_of(json, node, "endpoint") {
+        assert_eq!(c["status"], "ok", "{c}");
+    }
+}
+
+/// `openssl ARGS...` run in `dir` succeeds.
+pub fn openssl_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl").args(args).current_dir(dir).output().unwrap().status.success()
+}
+
+/// openssl verifies the certificate `pem` against the CA file `ca_file` in `dir` (`pem` is
+/// written there as cert.pem first).
+pub fn verifies(dir: &Path, ca_file: &str, pem: &str) -> bool {
+    std::fs::write(dir.join("cert.pem"), pem).unwrap();
+    openssl_ok(dir, &["verify", "-CAfile", ca_file, "cert.pem"])
+}
+
+/// The certificate `addr` serves, as openssl's s_client sees it from cp1 with the client
+/// cert `cert`/`key` (paths on cp1).
+pub fn served_cert(f: &Fleet, addr: &str, cert: &str, key: &str) -> String {
+    sh(&f.node("cp1").container, &format!("openssl s_client -connect {addr} -cert {cert} -key {key} </dev/null 2>/dev/null | openssl x509"))
+}
+
+/// All three etcd members answer healthy to etcdctl on cp1, with the CA and client cert given
+/// (paths on cp1).
+pub fn assert_etcd_healthy(f: &Fleet, cacert: &str, cert: &str, key: &str) {
+    let eps: Vec<String> = f.nodes.iter().filter(|n| n.control_plane).map(|n| format!("https://{}:2379", n.ip)).collect();
+    let health = sh(&f.node("cp1").container, &format!("ETCDCTL_API=3 etcdctl --endpoints={} --cacert {cacert} --cert {cert} --key {key} endpoint health 2>&1", eps.join(",")));
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+}
+
 pub fn walk_journal(state: &Path) -> PathBuf {
     let runs = state.join("runs");
     let mut all: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path().join("journal.jsonl")).collect();
@@ -160,6 +301,11 @@ pub fn spawn(f: &Fleet, args: &[&str], dir: &Path, name: &str) -> Child {
     let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
     let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_kcert")).args(args).args(["-i".as_ref(), f.inventory().as_os_str()]).env("NO_COLOR", "1").stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap()
+}
+
+/// What a kcert started by `spawn` as `name` printed: its stdout, then its stderr.
+pub fn spawned_output(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.out"))).unwrap() + &std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap()
 }
 
 pub fn journal_lines(sd: &Path) -> Vec<serde_json::Value> {
