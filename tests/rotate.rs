@@ -395,3 +395,71 @@ fn a_hand_edited_plan_is_refused_naming_the_field_and_a_changed_playbook_naming_
     assert_eq!(c.snapshot(), before);
     assert!(!c.state.join("runs").exists(), "no run was started");
 }
+
+#[test]
+fn the_node_keeps_the_run_so_another_machine_sees_it_and_carries_it_on_or_back() {
+    let c = copy(SETS[0]);
+    let before = c.snapshot();
+    let run = c.rotate(&["--yes", "-o", "json"]).run();
+    run.status(0);
+    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    // The node keeps the plan and the journal, private, as the operator's machine does.
+    let kept = c.root.join("var/lib/kcert/runs").join(&id);
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["plan.json", "journal.jsonl"] {
+        let meta = std::fs::metadata(kept.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read(kept.join("journal.jsonl")).unwrap(), std::fs::read(c.state.join("runs").join(&id).join("journal.jsonl")).unwrap(), "the node's journal is the operator's");
+    let rotated = c.snapshot();
+    // Back to the S4 boundary: the run is unfinished.
+    c.kcert(&["rollback", &id, "--to-stage", "S4", "--yes"]).run().status(0);
+    let at_s4 = c.snapshot();
+    // A second operator, on a machine that never saw the run (another state dir), is told of it.
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = |args: &[&str]| Test::new().args(args.iter().copied()).args(["--state-dir".as_ref(), other.path().as_os_str()]);
+    let root = c.root.to_str().unwrap();
+    elsewhere(&["runs", "--root", root]).run().status(0).stdout_has(&id).stdout_has("rolled back").stdout_has("KEPT ON");
+    elsewhere(&["renew", "--local", "--root", root, "--yes"]).run().status(2).stderr_has(&format!("run {id} on this cluster is unfinished")).stderr_has("kept on local");
+    assert_eq!(c.snapshot(), at_s4, "the refused renewal changed nothing");
+    // That machine carries it on from the node's copy (the keys come from the node too)...
+    let resumed = elsewhere(&["resume", "--root", root, &id, "--yes"]).run();
+    resumed.status(0).stderr_has("this machine has no journal of it; took local's");
+    assert_eq!(c.snapshot(), rotated, "resumed from the node's copy: the plan's own bytes");
+    // ...and a third one, with nothing at all, undoes the whole run from it.
+    let third = tempfile::tempdir().unwrap();
+    Test::new().args(["rollback", "--root", root, "--yes", "--state-dir", third.path().to_str().unwrap()]).run().status(0).stderr_has(&format!("run {id}"));
+    assert_eq!(c.snapshot(), before, "rolled back from the node's copy: every byte as before");
+    // The operator's first machine, shorter now, is said so and the longest copy wins.
+    let first = c.kcert(&["runs", "--root", root]).run();
+    first.status(0).stdout_has(&id).stdout_has("rolled back");
+}
+
+#[test]
+fn a_cluster_leased_to_another_run_refuses_a_changing_command_and_a_stale_lease_is_broken_only_when_asked() {
+    let c = copy(SETS[1]);
+    let lease_file = c.root.join("var/lib/kcert/lease.json");
+    std::fs::create_dir_all(lease_file.parent().unwrap()).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // A live lease: this test's own process holds it (it runs), taken a minute ago.
+    let live = format!(r#"{{"run_id":"20261203T000000Z-rotate-ca-abcdef","command":"rotate-ca","user":"ann","host":"{host}","pid":{},"since":"2026-12-03T00:00:00Z","heartbeat":{}}}"#, std::process::id(), now - 5);
+    std::fs::write(&lease_file, &live).unwrap();
+    let before = c.snapshot();
+    for args in [&["--yes"][..], &["--yes", "--break-lease"][..]] {
+        c.rotate(args).run().status(2).stderr_has("leased to run 20261203T000000Z-rotate-ca-abcdef (rotate-ca) by ann@").stderr_has("nothing was changed");
+    }
+    assert_eq!(c.snapshot(), before);
+    assert_eq!(std::fs::read_to_string(&lease_file).unwrap(), live, "a refused command leaves the lease alone");
+    // Read-only commands never touch it.
+    Test::new().args(["expiry", "--local", "--root", c.root.to_str().unwrap()]).run();
+    assert_eq!(std::fs::read_to_string(&lease_file).unwrap(), live);
+    // Stale (not renewed for ten minutes, another machine's): refused without --break-lease, taken with it.
+    let stale = live.replace(&format!("\"host\":\"{host}\""), "\"host\":\"laptop-of-ann\"").replace(&format!("\"heartbeat\":{}", now - 5), &format!("\"heartbeat\":{}", now - 600));
+    std::fs::write(&lease_file, &stale).unwrap();
+    c.rotate(&["--yes"]).run().status(2).stderr_has("stale").stderr_has("--break-lease");
+    assert_eq!(c.snapshot(), before);
+    c.rotate(&["--yes", "--break-lease"]).run().status(0).stderr_has("broke the stale lease of run 20261203T000000Z-rotate-ca-abcdef");
+    assert!(!lease_file.exists(), "the run gave its lease back when it finished");
+}

@@ -34,7 +34,7 @@ pub async fn run(args: ApplyArgs) -> Result<Outcome> {
         let (files, restarts, nodes) = p.counts();
         format!("Apply plan {} ({}): {files} file changes and {restarts} restarts on {nodes} nodes?", p.id, p.kind)
     });
-    let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
+    let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, break_lease: args.run.break_lease, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
     let report = crate::ops::apply(&args.plan, args.inventory.as_deref(), &run).await;
     drop(progress);
     let report = report?;

@@ -120,6 +120,10 @@ pub struct RunArgs {
     /// How long a restarted component may take to pass its health gate.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub gate_timeout: Duration,
+    /// Take the cluster's lease even when a stale one is there (not renewed for 2 minutes:
+    /// its kcert is gone, or cut off). A live lease is never taken.
+    #[arg(long)]
+    pub break_lease: bool,
 }
 
 /// What a failed step leaves behind (runs that go forward: not rollback).

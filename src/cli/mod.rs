@@ -89,10 +89,24 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::RotateCa(args) => runtime.block_on(rotate::run(args)),
         Command::Apply(args) => runtime.block_on(apply::run(args)),
         Command::Resume(args) => runtime.block_on(resume::run(args)),
-        Command::Runs(args) => runs::run(args),
+        Command::Runs(args) => runtime.block_on(runs::run(args)),
         Command::Verify(args) => runtime.block_on(verify::run(args)),
         Command::Completions(args) => completions::run(args),
     }
+}
+
+/// With `-i` (or `--root`), brings a run the cluster's control plane (the tree) keeps to this machine first (saying
+/// which copy it took): the run id to carry on or undo.
+async fn from_cluster(reach: crate::ops::runs::Reach<'_>, state_dir: &std::path::Path, run_id: Option<&str>) -> Result<Option<String>> {
+    if reach.inventory.is_none() && reach.root.is_none() {
+        return Ok(run_id.map(str::to_string));
+    }
+    let say = |e: &crate::run::Event| {
+        if let crate::run::Event::Note { message } = e {
+            eprintln!("kcert: {message}");
+        }
+    };
+    Ok(Some(crate::ops::fetch::fetch(reach, state_dir, run_id, &say).await?))
 }
 
 fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {

@@ -95,7 +95,11 @@ impl Steps {
             }
             Event::Note { message } => {
                 tracing::info!("{message}");
-                self.with(|b| b.println(message));
+                // A note is for the person running kcert: above the bars, or on stderr.
+                match self.bar.get() {
+                    Some(Some(b)) => b.println(message),
+                    _ => eprintln!("kcert: {message}"),
+                }
             }
         }
     }

@@ -42,7 +42,7 @@ pub async fn run(args: RenewArgs) -> Result<Outcome> {
         let (files, restarts, nodes) = p.counts();
         format!("Renew {files} files on {nodes} nodes ({restarts} restarts)?")
     });
-    let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
+    let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, break_lease: args.run.break_lease, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
     let done = crate::ops::renew(&fleet, &args.target.extra_paths()?, &opts, mode, &run).await;
     drop(progress);
     ended(done?, args.output)

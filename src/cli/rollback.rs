@@ -20,9 +20,15 @@ pub struct RollbackArgs {
     /// for a rotation, S4 leaves S1-S3 in place: old and new CA trusted).
     #[arg(long, value_name = "STAGE", default_value = "S0")]
     pub to_stage: String,
-    /// Reach the nodes through this inventory instead of the one the run used.
-    #[arg(short = 'i', long, value_name = "FILE")]
+    /// Reach the nodes through this inventory instead of the one the run used; the run's journal
+    /// and plan are then read from its control-plane nodes too (the longest consistent copy
+    /// wins), so any machine can undo it.
+    #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "root")]
     pub inventory: Option<PathBuf>,
+    /// Work on this directory tree laid out like a node (offline), instead of the one the run
+    /// used; the run's journal and plan are then read from its copy there too.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
     /// Output format: table, json or yaml.
@@ -32,12 +38,15 @@ pub struct RollbackArgs {
 
 pub async fn run(args: RollbackArgs) -> Result<Outcome> {
     let state_dir = args.run.state.dir()?;
-    let (which, kind, at, nodes) = crate::ops::runs::describe(&state_dir, args.run_id.as_deref())?;
+    let reach = crate::ops::runs::Reach { inventory: args.inventory.as_deref(), root: args.root.as_deref() };
+    let run_id = super::from_cluster(reach, &state_dir, args.run_id.as_deref()).await?;
+    let run_id = run_id.as_deref();
+    let (which, kind, at, nodes) = crate::ops::runs::describe(&state_dir, run_id)?;
     let to = args.to_stage.to_uppercase();
     let progress = Steps::new("rolling back");
     let ask = |_: &crate::plan::Plan, _: &[String]| confirm(args.run.yes, &format!("Roll back {which} ({kind}, started {at}) to the start of {to}: restore its files on {}?", nodes.join(", ")), |_| Ok(()));
-    let run = RunOptions { state_dir, patience: args.run.gate_timeout, on_failure: crate::run::OnFailure::Pause, confirm: &ask, observer: &|e| progress.observe(e) };
-    let result = crate::ops::runs::rollback(args.run_id.as_deref(), &args.to_stage, args.inventory.as_deref(), &run).await;
+    let run = RunOptions { state_dir, patience: args.run.gate_timeout, break_lease: args.run.break_lease, on_failure: crate::run::OnFailure::Pause, confirm: &ask, observer: &|e| progress.observe(e) };
+    let result = crate::ops::runs::rollback(run_id, &args.to_stage, reach, &run).await;
     drop(progress);
     let report = result?;
     print(|out| render::run_report(&report, args.output, out))?;

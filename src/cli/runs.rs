@@ -1,5 +1,6 @@
-//! Owns: `kcert runs`: the runs in the state dir, as a table, JSON or YAML.
-//! Must not: read journals itself (`ops::runs::list` does).
+//! Owns: `kcert runs`: the runs in the state dir, or (`-i`) those the cluster's control-plane
+//! nodes keep, as a table, JSON or YAML.
+//! Must not: read journals itself (`ops::runs::list` and `ops::fetch::cluster_runs` do).
 
 use clap::Args;
 
@@ -12,13 +13,23 @@ use crate::render::{self, Format};
 pub struct RunsArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    /// The runs this inventory's control-plane nodes keep a copy of (any machine's), instead
+    /// of those in this machine's state dir.
+    #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "root")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The runs this directory tree (laid out like a node) keeps a copy of.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<std::path::PathBuf>,
     /// Output format: table, json or yaml.
     #[arg(short, long, default_value = "table", value_parser = formats(TABLE_JSON_YAML))]
     pub output: Format,
 }
 
-pub fn run(args: RunsArgs) -> Result<Outcome> {
-    let list = crate::ops::runs::list(&args.state.dir()?);
+pub async fn run(args: RunsArgs) -> Result<Outcome> {
+    let list = match (&args.inventory, &args.root) {
+        (None, None) => crate::ops::runs::list(&args.state.dir()?),
+        (inventory, root) => crate::ops::fetch::cluster_runs(crate::ops::runs::Reach { inventory: inventory.as_deref(), root: root.as_deref() }, &args.state.dir()?).await?,
+    };
     print(|out| render::runs(&list, args.output, out))?;
     Ok(Outcome::Clean)
 }

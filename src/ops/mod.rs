@@ -4,6 +4,7 @@
 //! its keys, refusing a stale plan or a changed playbook, one unfinished run per cluster.
 //! Must not: print or read the terminal; the CLI passes its confirmation and progress in.
 
+pub mod fetch;
 pub mod renew;
 pub mod rotate;
 pub mod runs;
@@ -21,7 +22,7 @@ use crate::playbook::Playbook;
 use crate::reach::fleet::{Connected, Fleet};
 use crate::reach::inventory::{self, LoadOptions};
 use crate::run::journal::{Done, Journal, Record, TargetRecord};
-use crate::run::{Event, OnFailure, RunReport, Runner, keys};
+use crate::run::{Event, OnFailure, RunReport, Runner, keys, lease};
 pub use renew::RenewOptions;
 pub use rotate::RotateOptions;
 pub use saved::{facts_moved, load_plan};
@@ -63,6 +64,8 @@ pub struct Saved {
 pub struct RunOptions<'a> {
     pub state_dir: PathBuf,
     pub patience: Duration,
+    /// Take a stale lease (`--break-lease`).
+    pub break_lease: bool,
     pub on_failure: OnFailure,
     /// Asked once the plan is known, before anything changes; an error stops the run.
     pub confirm: &'a dyn Fn(&Plan, &[String]) -> Result<()>,
@@ -93,8 +96,17 @@ fn refuse_beside_unfinished(fleet: &Fleet, mode: &Mode, run: &RunOptions<'_>) ->
     }
 }
 
+/// The unfinished run on this cluster, as this machine's state dir or the control-plane
+/// nodes' copies know it (another operator's, another machine's).
+async fn unfinished_anywhere(connected: &Connected, fleet: &Fleet, target: &PlanTarget, state_dir: &Path) -> Result<Option<String>> {
+    if let Some(u) = runs::unfinished(state_dir, target) {
+        return Ok(Some(u));
+    }
+    fetch::cluster_unfinished(&connected.of(&fleet.control_plane()), state_dir, fleet.inventory.as_deref()).await
+}
+
 async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>, now: i64) -> Result<Ended> {
-    let unfinished = runs::unfinished(&run.state_dir, &p.plan.target);
+    let unfinished = unfinished_anywhere(&p.gathered.connected, fleet, &p.plan.target, &run.state_dir).await?;
     let mut warnings = p.warnings;
     match mode {
         Mode::DryRun | Mode::PlanOut(_) => {
@@ -125,16 +137,59 @@ async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>,
 /// first records, then the runner carries it out.
 async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, nodes: Connected, fleet: &Fleet, run: &RunOptions<'_>, now: i64) -> Result<RunReport> {
     let mut j = Journal::create(&run.state_dir, plan.kind.as_str(), now)?;
-    let json = serde_json::to_vec_pretty(plan).expect("plans serialize");
-    keys::write_private(&j.dir.join("plan.json"), &json)?;
-    if !keys.is_empty() {
-        keys::save_keys(&j.dir.join("keys"), keys)?;
+    let held = match take_lease(&nodes, fleet, &j.run_id, plan.kind.as_str(), None, run).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Nothing was recorded: the run never started.
+            let _ = std::fs::remove_dir_all(&j.dir);
+            return Err(e);
+        }
+    };
+    let stop = held.stop.clone();
+    let result = async {
+        let json = serde_json::to_vec_pretty(plan).expect("plans serialize");
+        keys::write_private(&j.dir.join("plan.json"), &json)?;
+        if !keys.is_empty() {
+            keys::save_keys(&j.dir.join("keys"), keys)?;
+        }
+        let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), nodes: plan.nodes().into_iter().map(str::to_string).collect() };
+        j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
+        j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&json) })?;
+        let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop);
+        Ok(drive(&runner, &Done::default(), fleet).await)
     }
-    let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), nodes: plan.nodes().into_iter().map(str::to_string).collect() };
-    j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
-    j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&json) })?;
-    let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer);
-    Ok(drive(&runner, &Done::default(), fleet).await)
+    .await;
+    under_lease(held, result).await
+}
+
+/// A run's end under its lease: given back, or kept marked paused for a paused run (what
+/// could not be done is added to the report's notes); an error gives it back too.
+async fn under_lease(held: lease::Held, result: Result<RunReport>) -> Result<RunReport> {
+    match result {
+        Ok(report) => Ok(give_back(held, report).await),
+        Err(e) => {
+            held.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// Takes the cluster's lease on its control-plane nodes for run `run_id` (all or none);
+/// `own`: the run being carried on or undone, whose paused lease it may take back.
+async fn take_lease(nodes: &Connected, fleet: &Fleet, run_id: &str, command: &str, own: Option<&str>, run: &RunOptions<'_>) -> Result<lease::Held> {
+    let how = lease::Taking { break_stale: run.break_lease, run_id: own };
+    let (held, said) = lease::take(nodes.of(&fleet.control_plane()), run_id, command, how).await?;
+    for message in said {
+        (run.observer)(&Event::Note { message });
+    }
+    Ok(held)
+}
+
+async fn give_back(held: lease::Held, mut report: RunReport) -> RunReport {
+    let paused = report.stages.iter().any(|s| s.status == crate::run::StageStatus::Paused);
+    let said = if paused { held.pause().await } else { held.release().await };
+    report.notes.extend(said);
+    report
 }
 
 /// Runs a plan to its end; a rotation whose steps all went through is then judged by the
@@ -151,7 +206,7 @@ async fn drive(runner: &Runner<'_>, done: &Done, fleet: &Fleet) -> RunReport {
             report.failure = Some(format!("every step ran, but the files do not show a finished rotation:\n  {}\n  look at them, then `kcert rollback {}`", left.join("\n  "), report.run_id));
         }
     }
-    runner.finish(&report);
+    runner.finish(&report).await;
     report
 }
 
@@ -200,7 +255,7 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) 
             format!("the cluster moved since the plan was made ({}); nothing was changed:\n  {}\n  make a new plan: kcert {} --plan-out FILE", plan.created_at, moved.join("\n  "), plan.kind),
         ));
     }
-    if let Some(u) = runs::unfinished(&run.state_dir, &plan.target) {
+    if let Some(u) = unfinished_anywhere(&g.connected, &fleet, &plan.target, &run.state_dir).await? {
         return Err(Error::input(format!("cluster {}", plan.cluster), format!("{u}; nothing was changed")));
     }
     let keys_dir = keys::plan_keys_dir(&run.state_dir, &plan.id);

@@ -56,9 +56,12 @@ pub struct RunSummary {
     pub started: String,
     pub state: RunState,
     pub detail: String,
+    /// Where its journal is kept (`kcert runs -i`: the control-plane nodes, this machine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_on: Vec<String>,
 }
 
-fn summary(id: &str, records: &[Record]) -> RunSummary {
+pub(super) fn summary(id: &str, records: &[Record]) -> RunSummary {
     let (command, started) = match records.first() {
         Some(Record::RunStarted { command, at, .. }) => (command.to_string(), at.clone()),
         _ => ("?".into(), "?".into()),
@@ -92,7 +95,7 @@ fn summary(id: &str, records: &[Record]) -> RunSummary {
             None => "before it changed anything: nothing to resume or roll back".into(),
         };
     }
-    RunSummary { run_id: id.to_string(), command, started, state, detail }
+    RunSummary { run_id: id.to_string(), command, started, state, detail, kept_on: Vec::new() }
 }
 
 /// `kcert runs`: every run in the state dir, oldest first.
@@ -101,7 +104,7 @@ pub fn list(state_dir: &Path) -> Vec<RunSummary> {
         .into_iter()
         .map(|id| match journal::read(state_dir, &id) {
             Ok(records) => summary(&id, &records),
-            Err(_) => RunSummary { run_id: id, command: "?".into(), started: "?".into(), state: RunState::Unreadable, detail: "its journal cannot be read (made by an older kcert?)".into() },
+            Err(_) => RunSummary { run_id: id, command: "?".into(), started: "?".into(), state: RunState::Unreadable, detail: "its journal cannot be read (made by an older kcert?)".into(), kept_on: Vec::new() },
         })
         .collect()
 }
@@ -133,14 +136,16 @@ pub struct Existing {
     pub target: TargetRecord,
 }
 
-pub fn existing(state_dir: &Path, run_id: &str) -> Result<Existing> {
+/// `need_keys`: a rotation carried on needs its CA keys; undone, it does not (its files come
+/// back from the nodes' backups).
+pub fn existing(state_dir: &Path, run_id: &str, need_keys: bool) -> Result<Existing> {
     let records = journal::read(state_dir, run_id)?;
     let Some(Record::RunStarted { target, .. }) = records.first().cloned() else {
         return Err(Error::input(format!("run {run_id}"), "its journal does not start with the run"));
     };
     let dir = journal::run_dir(state_dir, run_id)?;
     let plan = load_plan(&dir.join("plan.json"))?;
-    let keys = if plan.cas.is_empty() { BTreeMap::new() } else { saved::plan_keys(&plan, &dir.join("keys"))? };
+    let keys = if plan.cas.is_empty() || !need_keys { BTreeMap::new() } else { saved::plan_keys(&plan, &dir.join("keys"))? };
     Ok(Existing { run_id: run_id.to_string(), plan, keys, records, target })
 }
 
@@ -159,16 +164,26 @@ struct Reopened {
     fleet: crate::reach::fleet::Fleet,
 }
 
-fn reopen(state_dir: &Path, run_id: &str, inventory: Option<&Path>) -> Result<Reopened> {
-    let e = existing(state_dir, run_id)?;
+/// How a command reaches a run's nodes when told (`-i`, `--root`): else as the run did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reach<'a> {
+    pub inventory: Option<&'a Path>,
+    pub root: Option<&'a Path>,
+}
+
+fn reopen(state_dir: &Path, run_id: &str, reach: Reach<'_>, need_keys: bool) -> Result<Reopened> {
+    let e = existing(state_dir, run_id, need_keys)?;
     let pb = saved::playbook_of(&e.plan)?;
-    let fleet = fleet_of(inventory.or(e.target.inventory.as_deref()), e.target.root.as_deref(), &pb)?;
+    let fleet = match (reach.inventory, reach.root) {
+        (None, None) => fleet_of(e.target.inventory.as_deref(), e.target.root.as_deref(), &pb)?,
+        (inv, root) => fleet_of(inv, root, &pb)?,
+    };
     Ok(Reopened { e, pb, fleet })
 }
 
 /// `kcert resume [RUN]`: carries an interrupted, paused or stopped run on from its journal;
 /// no step is done twice.
-pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
+pub async fn resume(run_id: Option<&str>, reach: Reach<'_>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
     let done = journal::done(&journal::read(&run.state_dir, &id)?);
     if done.finished == Some(Finish::Ok) {
@@ -177,44 +192,63 @@ pub async fn resume(run_id: Option<&str>, inventory: Option<&Path>, run: &RunOpt
     if !done.started {
         return Err(Error::input(format!("run {id}"), "it stopped before its first stage: nothing was changed, and there is nothing to resume; start a new run"));
     }
-    let r = reopen(&run.state_dir, &id, inventory)?;
+    let r = reopen(&run.state_dir, &id, reach, true)?;
     let mut g = crate::gather::gather(&r.fleet, &[]).await?;
     super::holds_up(&mut g, &r.e.plan, &r.e.keys, &done).await?;
     (run.confirm)(&r.e.plan, &[])?;
     let nodes = connect(&r.fleet, &r.e.plan).await?;
-    let j = Journal::reopen(&run.state_dir, &id)?;
-    let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer);
-    Ok(super::drive(&runner, &done, &r.fleet).await)
+    let held = super::take_lease(&nodes, &r.fleet, &id, &format!("resume {}", r.e.plan.kind), Some(&id), run).await?;
+    let stop = held.stop.clone();
+    let result = async {
+        let j = Journal::reopen(&run.state_dir, &id)?;
+        let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer).keep_copies_on(r.fleet.control_plane()).stop_when(stop);
+        Ok(super::drive(&runner, &done, &r.fleet).await)
+    }
+    .await;
+    super::under_lease(held, result).await
 }
 
 /// `kcert rollback [RUN] --to-stage SN`: undoes a run's stages from the last down to `to`
 /// (the first stage: everything), restoring each file byte for byte.
-pub async fn rollback(run_id: Option<&str>, to_stage: &str, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
+pub async fn rollback(run_id: Option<&str>, to_stage: &str, reach: Reach<'_>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
     if journal::done(&journal::read(&run.state_dir, &id)?).live_files == 0 {
         return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
     }
-    let r = reopen(&run.state_dir, &id, inventory)?;
+    let r = reopen(&run.state_dir, &id, reach, false)?;
     let stages: Vec<StageId> = r.e.plan.stages.iter().map(|s| s.id).collect();
     let wanted = StageId::parse(to_stage);
     let Some(to) = wanted.and_then(|w| stages.iter().position(|s| *s == w)) else {
         return Err(Error::Usage(format!("--to-stage {to_stage}: the plan's stages are {}", stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
     };
     let nodes = connect(&r.fleet, &r.e.plan).await?;
-    let j = Journal::reopen(&run.state_dir, &id)?;
-    let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, crate::run::OnFailure::Pause, run.observer);
-    if let Err(bad) = runner.undoable(to).await {
-        return Err(Error::input(format!("run {id}"), format!("cannot be rolled back as it stands; nothing was changed:\n  {}", bad.join("\n  "))));
+    let held = super::take_lease(&nodes, &r.fleet, &id, &format!("rollback {}", r.e.plan.kind), Some(&id), run).await?;
+    let result = async {
+        let j = Journal::reopen(&run.state_dir, &id)?;
+        let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, crate::run::OnFailure::Pause, run.observer).keep_copies_on(r.fleet.control_plane());
+        if let Err(bad) = runner.undoable(to).await {
+            return Err(Error::input(format!("run {id}"), format!("cannot be rolled back as it stands; nothing was changed:\n  {}", bad.join("\n  "))));
+        }
+        (run.confirm)(&r.e.plan, &[])?;
+        let report = runner.rollback(to).await;
+        let message = match &report.failure {
+            None => format!("stages {} and later undone", stages[to]),
+            Some(f) => f.clone(),
+        };
+        runner.finish_rollback(&report, message).await;
+        Ok(report)
     }
-    (run.confirm)(&r.e.plan, &[])?;
-    let report = runner.rollback(to).await;
-    let now = crate::text::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
-    let (status, message) = match &report.failure {
-        None => (Finish::Ok, format!("stages {} and later undone", stages[to])),
-        Some(f) => (Finish::Failed, f.clone()),
-    };
-    runner.journal.lock().expect("journal lock").record(&Record::RolledBack { at: now, status, message })?;
-    Ok(report)
+    .await;
+    match result {
+        Ok(mut report) => {
+            report.notes.extend(held.release().await);
+            Ok(report)
+        }
+        Err(e) => {
+            held.release().await;
+            Err(e)
+        }
+    }
 }
 
 /// The kind of a run, for the CLI's question before it is resumed or rolled back.

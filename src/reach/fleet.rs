@@ -93,6 +93,10 @@ impl Connected {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.nodes.iter().map(|(n, _)| n.as_str())
     }
+    /// The connections to these nodes (those of them that are connected).
+    pub fn of(&self, names: &[String]) -> Vec<(String, Arc<dyn Transport>)> {
+        self.nodes.iter().filter(|(n, _)| names.contains(n)).cloned().collect()
+    }
 }
 
 impl Fleet {
@@ -119,6 +123,12 @@ impl Fleet {
             batch_size: inv.batch_size.max(1),
             cluster: inv.cluster.clone(),
         })
+    }
+
+    /// The nodes that go alone (control plane and etcd; a node of unknown role, or a
+    /// `--root` tree, counts as one): they keep a copy of every run.
+    pub fn control_plane(&self) -> Vec<String> {
+        self.targets.iter().filter(|t| t.goes_alone()).map(|t| t.name.clone()).collect()
     }
 
     pub fn local(root: Option<PathBuf>, playbook: Option<Playbook>) -> Result<Fleet> {

@@ -69,9 +69,20 @@ pub fn runs(list: &[RunSummary], format: Format, out: &mut dyn Write) -> io::Res
             if list.is_empty() {
                 return writeln!(out, "no runs recorded");
             }
-            let mut rows = vec![["RUN", "COMMAND", "STARTED", "STATE", "DETAIL"].map(String::from).to_vec()];
+            let kept = list.iter().any(|r| !r.kept_on.is_empty());
+            let mut head = vec!["RUN", "COMMAND", "STARTED", "STATE"];
+            if kept {
+                head.push("KEPT ON");
+            }
+            head.push("DETAIL");
+            let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
             for r in list {
-                rows.push(vec![r.run_id.clone(), r.command.clone(), r.started.clone(), r.state.as_str().to_string(), r.detail.clone()]);
+                let mut row = vec![r.run_id.clone(), r.command.clone(), r.started.clone(), r.state.as_str().to_string()];
+                if kept {
+                    row.push(r.kept_on.join(","));
+                }
+                row.push(r.detail.clone());
+                rows.push(row);
             }
             table(&rows, out)
         }

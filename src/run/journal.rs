@@ -218,14 +218,25 @@ pub fn read(state_dir: &Path, run_id: &str) -> Result<Vec<Record>> {
 }
 
 fn read_path(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::input(path.display().to_string(), e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e.to_string()))?;
+    parse_lines(&bytes).map_err(|(line, message)| Error::InputAt { file: path.to_path_buf(), line, column: 1, message })
+}
+
+/// A journal's records from its bytes (a node's copy, or the operator's file). A torn last
+/// line (a crash mid-write) is ignored; any other line that is not a record is an error.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Vec<Record>, String> {
+    parse_lines(bytes).map_err(|(line, m)| format!("line {line}: {m}"))
+}
+
+fn parse_lines(bytes: &[u8]) -> std::result::Result<Vec<Record>, (u64, String)> {
+    let text = std::str::from_utf8(bytes).map_err(|_| (1, "not UTF-8 text".to_string()))?;
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         match serde_json::from_str(line) {
             Ok(r) => out.push(r),
             Err(_) if i + 1 == lines.len() => {}
-            Err(e) => return Err(Error::InputAt { file: path.to_path_buf(), line: i as u64 + 1, column: 1, message: format!("not a journal record: {e}") }),
+            Err(e) => return Err((i as u64 + 1, format!("not a journal record: {e}"))),
         }
     }
     Ok(out)

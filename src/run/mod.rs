@@ -5,10 +5,12 @@
 //! reverse (on a failed gate, or `kcert rollback`).
 //! Must not: decide what changes (the plan does) or print (events go to an observer).
 
+pub mod copies;
 pub mod etcd;
 pub mod gate;
 pub mod journal;
 pub mod keys;
+pub mod lease;
 mod node;
 mod preflight;
 pub mod restart;
@@ -167,6 +169,10 @@ pub struct Runner<'a> {
     pub on_failure: OnFailure,
     pub observer: &'a (dyn Fn(&Event) + Sync),
     tally: Mutex<BTreeMap<String, Tally>>,
+    /// The nodes that keep a copy of the run (the control plane): see `copies`.
+    copies: Vec<String>,
+    /// Set (with why) when the run must stop between steps: its lease was taken away.
+    stop: Option<lease::StopSignal>,
 }
 
 /// The sum of per-node counts, or every node's error.
@@ -198,7 +204,24 @@ impl<'a> Runner<'a> {
         on_failure: OnFailure,
         observer: &'a (dyn Fn(&Event) + Sync),
     ) -> Runner<'a> {
-        Runner { plan, playbook, nodes, overrides, keys, journal: Mutex::new(journal), patience, concurrency, on_failure, observer, tally: Mutex::new(BTreeMap::new()) }
+        Runner { plan, playbook, nodes, overrides, keys, journal: Mutex::new(journal), patience, concurrency, on_failure, observer, tally: Mutex::new(BTreeMap::new()), copies: Vec::new(), stop: None }
+    }
+
+    /// The nodes that keep a copy of the run's plan and journal (the control plane; every
+    /// node of a `--root` tree), written at every step boundary.
+    pub fn keep_copies_on(mut self, nodes: Vec<String>) -> Self {
+        self.copies = nodes.into_iter().filter(|n| self.nodes.get(n).is_some()).collect();
+        self
+    }
+
+    /// The signal that stops the run between steps, as it stands (its lease was taken away).
+    pub fn stop_when(mut self, signal: lease::StopSignal) -> Self {
+        self.stop = Some(signal);
+        self
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.stop.as_ref().and_then(|s| s.lock().expect("stop lock").clone())
     }
 
     fn rec(&self, r: &Record) -> std::result::Result<(), String> {
@@ -306,6 +329,12 @@ impl<'a> Runner<'a> {
             report.nodes = self.node_outcomes();
             return report;
         }
+        // The control plane keeps the run from its start: a lost operator machine loses nothing.
+        if let Err(e) = self.share().await {
+            report.failure = Some(format!("{e}; nothing was changed"));
+            report.nodes = self.node_outcomes();
+            return report;
+        }
         'stages: for (si, stage) in self.plan.stages.iter().enumerate() {
             let mut out = StageOutcome::new(stage.id, &stage.name, stage.steps.len(), StageStatus::Done);
             if done.stages.contains(&stage.id) {
@@ -330,6 +359,13 @@ impl<'a> Runner<'a> {
                 if done.steps.contains(&(stage.id, bi)) {
                     continue;
                 }
+                if let Some(why) = self.stopped() {
+                    self.boundary_best_effort(&Record::Paused { stage: stage.id, step: bi, message: why.clone() }).await;
+                    out.status = StageStatus::Paused;
+                    report.failure = Some(format!("{} {}, before step {}: {why}", stage.id, stage.name, bi + 1));
+                    report.stages.push(out);
+                    break 'stages;
+                }
                 self.emit(&Event::Step { stage: stage.id, index: bi, of: stage.steps.len(), label: step.label() });
                 let (s, result) = match step {
                     StepPlan::Batch(b) => self.batch(stage.id, bi, b, done).await,
@@ -343,7 +379,7 @@ impl<'a> Runner<'a> {
                 self.emit(&Event::StepDone { stage: stage.id, index: bi, ok: result.is_ok() });
                 let why = match result {
                     Ok(()) => {
-                        if let Err(e) = self.rec(&Record::StepDone { stage: stage.id, step: bi }) {
+                        if let Err(e) = self.boundary(&Record::StepDone { stage: stage.id, step: bi }).await {
                             report.failure = Some(e);
                             break 'stages;
                         }
@@ -353,7 +389,7 @@ impl<'a> Runner<'a> {
                 };
                 let at = format!("{} {}, step {} of {}", stage.id, stage.name, bi + 1, stage.steps.len());
                 if self.on_failure == OnFailure::Pause || matches!(step, StepPlan::Api(_)) {
-                    let _ = self.rec(&Record::Paused { stage: stage.id, step: bi, message: why.clone() });
+                    self.boundary_best_effort(&Record::Paused { stage: stage.id, step: bi, message: why.clone() }).await;
                     out.status = StageStatus::Paused;
                     report.failure = Some(format!("{at}: {why}; the run is paused as it stands: `kcert resume {id}` carries on, `kcert rollback {id}` undoes it", id = report.run_id));
                 } else {
@@ -381,7 +417,7 @@ impl<'a> Runner<'a> {
                 report.stages.push(out);
                 break 'stages;
             }
-            if let Err(e) = self.rec(&Record::StageDone { stage: stage.id }) {
+            if let Err(e) = self.boundary(&Record::StageDone { stage: stage.id }).await {
                 report.failure = Some(e);
                 break;
             }
@@ -398,12 +434,19 @@ impl<'a> Runner<'a> {
     }
 
     /// Records how the run ended (after the caller's own checks of the result, if any).
-    pub fn finish(&self, report: &RunReport) {
+    pub async fn finish(&self, report: &RunReport) {
         let (status, message) = match &report.failure {
             None => (Finish::Ok, self.finished_message()),
             Some(f) => (Finish::Failed, f.clone()),
         };
-        let _ = self.rec(&Record::RunFinished { status, message });
+        self.boundary_best_effort(&Record::RunFinished { status, message }).await;
+    }
+
+    /// Records how a `kcert rollback` ended.
+    pub async fn finish_rollback(&self, report: &RunReport, message: String) {
+        let status = if report.failure.is_none() { Finish::Ok } else { Finish::Failed };
+        let now = crate::text::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
+        self.boundary_best_effort(&Record::RolledBack { at: now, status, message }).await;
     }
 
     fn finished_message(&self) -> String {

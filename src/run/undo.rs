@@ -70,7 +70,10 @@ impl Runner<'_> {
             }
         }
         self.rec(&Record::StageRolledBack { stage: stage.id, status: Finish::Ok, message: format!("{} files restored", live.len()) })?;
-        Ok(restarts)
+        self.share().await.map(|_| restarts).or_else(|e| {
+            self.emit(&Event::Note { message: e });
+            Ok(restarts)
+        })
     }
 
     async fn restore_node(&self, stage: StageId, bi: usize, node: &str, files: &[&Live], written: &BTreeMap<(String, String), String>, b: &Batch) -> std::result::Result<(), String> {

@@ -349,6 +349,39 @@ impl Transport for LocalTransport {
         Ok(out)
     }
 
+    async fn compare_and_swap(&self, path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> NodeResult<super::Swapped> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let fail = |e: String| NodeFailure::command(format!("{path}: {e}"));
+        let target = self.host_path(path).map_err(fail)?;
+        let dir = target.parent().ok_or_else(|| fail("no parent directory".into()))?.to_path_buf();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| fail(e.to_string()))?;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        // The same lock file the SSH script takes with flock(1): one lock for both.
+        let lock = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(".lock")).map_err(|e| fail(e.to_string()))?;
+        lock.lock().map_err(|e| fail(format!("cannot lock {}: {e}", dir.join(".lock").display())))?;
+        let before = match std::fs::read(&target) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        if before.as_deref() != expect {
+            return Ok(super::Swapped { before, swapped: false });
+        }
+        match new {
+            Some(bytes) => {
+                self.write_files(&[WriteFile { path: path.to_string(), bytes: bytes.to_vec(), mode: 0o600, private: true }]).await?;
+            }
+            None => {
+                std::fs::remove_file(&target).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(|e| fail(e.to_string()))?;
+                if let Ok(d) = std::fs::File::open(&dir) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
+        drop(lock);
+        Ok(super::Swapped { before, swapped: true })
+    }
+
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
         if self.offline() {
             return Err(NodeFailure::command("ports are not probed when reading a --root directory"));

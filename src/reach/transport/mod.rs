@@ -67,6 +67,13 @@ impl fmt::Debug for WriteFile {
     }
 }
 
+/// What a compare-and-swap found, and whether it swapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swapped {
+    pub before: Option<Vec<u8>>,
+    pub swapped: bool,
+}
+
 /// How far reaching a node got before it failed: `check` reports each phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -132,6 +139,11 @@ pub trait Transport: Send + Sync {
     /// removing a temporary file in it (or in its nearest existing parent); a file, by opening
     /// it for writing without changing it. One answer per path: why not, or `None`.
     async fn unwritable(&self, paths: &[String]) -> NodeResult<Vec<Option<String>>>;
+    /// Replaces a small file only while it still holds `expect` (None: only while there is
+    /// none), or removes it (`new` None); written 0600 in a 0700 directory, atomically, the
+    /// compare and the rename under one lock on the node, so two kcerts never both win.
+    /// Returns what the file held before (None: absent) and whether it was swapped.
+    async fn compare_and_swap(&self, path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> NodeResult<Swapped>;
     /// A TCP connection to `host:port` as seen from the node.
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>>;
 }

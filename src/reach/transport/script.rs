@@ -31,6 +31,45 @@ done
     )
 }
 
+/// Compare-and-swap of one small file (see `Transport::compare_and_swap`): under `flock` on a
+/// lock file beside it, prints what the file holds (base64, or `-` when absent), then, when
+/// that is `expect`, writes `new` through a temp file and a rename (or removes the file) and
+/// prints `swapped`.
+pub fn compare_and_swap(path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let expect = expect.map(b64).unwrap_or_else(|| "-".into());
+    let change = match new {
+        Some(b) => format!("t=\"$d/.kcert-swap.$$\"; (umask 077; printf '%s' {} | base64 -d > \"$t\") && sync \"$t\" && mv -f \"$t\" \"$p\" || {{ rm -f \"$t\"; exit 3; }}", quote(&b64(b))),
+        None => "rm -f \"$p\" || exit 3".to_string(),
+    };
+    format!(
+        r#"set -u
+p={p}; d=$(dirname "$p")
+mkdir -p "$d" && chmod 700 "$d" || exit 3
+command -v flock >/dev/null || {{ echo "flock (util-linux) is not installed on this node: kcert's lease needs it" >&2; exit 3; }}
+exec 9>>"$d/.lock" || exit 3
+flock -w 10 9 || {{ echo "the lock $d/.lock stayed busy for 10 s" >&2; exit 3; }}
+if [ -e "$p" ]; then cur=$(base64 < "$p" | tr -d '
+'); else cur=-; fi
+echo "$cur"
+[ "$cur" = {expect} ] || exit 0
+{change}
+sync "$d" 2>/dev/null || sync
+echo swapped
+"#,
+        p = quote(path),
+        expect = quote(&expect),
+    )
+}
+
+pub fn parse_compare_and_swap(stdout: &[u8]) -> Result<super::Swapped, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines = text.lines();
+    let cur = lines.next().ok_or("no answer")?.trim();
+    let before = if cur == "-" { None } else { Some(base64::engine::general_purpose::STANDARD.decode(cur).map_err(|e| format!("not base64: {e}"))?) };
+    Ok(super::Swapped { before, swapped: lines.next() == Some("swapped") })
+}
+
 pub fn parse_read_files(stdout: &[u8], count: usize) -> Result<Vec<FileData>, String> {
     let text = String::from_utf8_lossy(stdout);
     let mut lines = text.lines();
@@ -275,6 +314,30 @@ mod tests {
         assert_eq!(parse_list_files(&run(list_files(&[dir.path().to_string_lossy().into_owned()]))), vec![paths[0].clone()]);
         assert_eq!(parse_exists(&run(exists(&paths)), 2).unwrap(), vec![true, false]);
         assert!(parse_df(&run(free_space(&paths[1]))).unwrap() > 0);
+    }
+
+    #[test]
+    fn compare_and_swap_in_a_real_shell_swaps_only_what_it_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = format!("{}/kcert/lease.json", dir.path().display());
+        let run = |s: String| {
+            let out = std::process::Command::new("sh").arg("-c").arg(s).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            parse_compare_and_swap(&out.stdout).unwrap()
+        };
+        // Only while absent: taken; again: refused, showing what is there.
+        assert_eq!(run(compare_and_swap(&p, None, Some(b"A"))), super::super::Swapped { before: None, swapped: true });
+        assert_eq!(run(compare_and_swap(&p, None, Some(b"B"))), super::super::Swapped { before: Some(b"A".to_vec()), swapped: false });
+        assert_eq!(std::fs::read(&p).unwrap(), b"A");
+        // While it holds what is expected: replaced, 0600 in a 0700 directory; then removed.
+        assert!(run(compare_and_swap(&p, Some(b"A"), Some(b"{\"x\": 'y'}\n"))).swapped);
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"x\": 'y'}\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("kcert")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(!run(compare_and_swap(&p, Some(b"A"), None)).swapped, "not what it holds: kept");
+        assert!(run(compare_and_swap(&p, Some(b"{\"x\": 'y'}\n"), None)).swapped);
+        assert!(!std::path::Path::new(&p).exists());
     }
 
     #[test]

@@ -413,6 +413,14 @@ impl Transport for SshTransport {
         script::parse_lines(&out.stdout, paths.len()).map_err(NodeFailure::command)
     }
 
+    async fn compare_and_swap(&self, path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> NodeResult<super::Swapped> {
+        let out = self.run(&script::compare_and_swap(path, expect, new)).await?;
+        if !out.success() {
+            return Err(NodeFailure::command(format!("{path}: {}", out.stderr_text())));
+        }
+        script::parse_compare_and_swap(&out.stdout).map_err(NodeFailure::command)
+    }
+
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {
         let ch = self
             .handle

@@ -1,0 +1,146 @@
+//! Owns: the copy of a run the control-plane nodes keep, so that the run outlives the
+//! operator's machine: `/var/lib/kcert/runs/<run-id>/` (0700) holding the plan and the
+//! journal (0600), written whole and atomically at every step boundary; and reading the
+//! copies back: which runs a cluster knows, and the longest consistent journal of one.
+//! Must not: hold key material (plans and journals carry none) or decide what a run does.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+
+use super::Runner;
+use super::journal::{self, Record};
+use crate::reach::transport::{FileData, Transport, WriteFile};
+
+/// Where each control-plane node keeps its copy of every run: `<dir>/<run-id>/`.
+pub const NODE_RUNS: &str = "/var/lib/kcert/runs";
+
+/// A run's files on a node.
+pub fn run_paths(run_id: &str) -> (String, String) {
+    (format!("{NODE_RUNS}/{run_id}/plan.json"), format!("{NODE_RUNS}/{run_id}/journal.jsonl"))
+}
+
+impl Runner<'_> {
+    /// Writes the run's plan and journal, as they stand, to every node that keeps a copy
+    /// (each node's copy whole, atomically: a copy is never half written). Every node that
+    /// could not be written is said.
+    pub(super) async fn share(&self) -> std::result::Result<(), String> {
+        if self.copies.is_empty() {
+            return Ok(());
+        }
+        let (dir, run_id) = {
+            let j = self.journal.lock().expect("journal lock");
+            (j.dir.clone(), j.run_id.clone())
+        };
+        let journal = std::fs::read(dir.join("journal.jsonl")).map_err(|e| format!("cannot read the journal back to copy it to the nodes: {e}"))?;
+        let plan = std::fs::read(dir.join("plan.json")).map_err(|e| format!("cannot read the plan back to copy it to the nodes: {e}"))?;
+        let (plan_path, journal_path) = run_paths(&run_id);
+        let files = [WriteFile { path: plan_path, bytes: plan, mode: 0o600, private: true }, WriteFile { path: journal_path, bytes: journal, mode: 0o600, private: true }];
+        let results = join_all(self.copies.iter().map(|node| {
+            let files = &files;
+            async move {
+                let t = self.t(node)?;
+                t.write_files(files).await.map(|_| ()).map_err(|e| format!("{node}: {e}"))
+            }
+        }))
+        .await;
+        let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+        if failed.is_empty() { Ok(()) } else { Err(format!("the run's copy could not be kept on every control-plane node: {}", failed.join("; "))) }
+    }
+
+    /// Records a step boundary and copies the journal to the nodes: the record is on the
+    /// operator's disk first, the nodes' copies follow before the run goes on.
+    pub(super) async fn boundary(&self, r: &Record) -> std::result::Result<(), String> {
+        self.rec(r)?;
+        self.share().await
+    }
+
+    /// As `boundary`, when the run is ending anyway: a node that cannot be written is said in
+    /// the run log, not made the run's failure.
+    pub(super) async fn boundary_best_effort(&self, r: &Record) {
+        let _ = self.rec(r);
+        if let Err(e) = self.share().await {
+            self.emit(&super::Event::Note { message: e });
+        }
+    }
+}
+
+/// One node's copy of one run: its journal's records and the plan's bytes.
+#[derive(Debug, Clone)]
+pub struct NodeCopy {
+    pub node: String,
+    pub records: Vec<Record>,
+    pub journal: Vec<u8>,
+    pub plan: Option<Vec<u8>>,
+}
+
+/// The runs a node keeps a copy of (their ids, oldest first).
+pub async fn node_runs(t: &dyn Transport) -> Result<Vec<String>, String> {
+    let listed = t.list_files(&[NODE_RUNS.to_string()]).await.map_err(|e| e.message)?;
+    let mut ids: Vec<String> = listed
+        .iter()
+        .filter_map(|p| p.strip_prefix(&format!("{NODE_RUNS}/"))?.strip_suffix("/journal.jsonl").filter(|id| !id.contains('/')).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// A node's copy of a run, if it has one.
+pub async fn read_copy(node: &str, t: &dyn Transport, run_id: &str) -> Result<Option<NodeCopy>, String> {
+    let (plan_path, journal_path) = run_paths(run_id);
+    let data = t.read_files(&[journal_path.clone(), plan_path]).await.map_err(|e| e.message)?;
+    let mut it = data.into_iter();
+    let journal = match it.next() {
+        Some(FileData::Found(b)) => b,
+        Some(FileData::Missing) | None => return Ok(None),
+        Some(other) => return Err(format!("{journal_path}: {other:?}")),
+    };
+    let plan = match it.next() {
+        Some(FileData::Found(b)) => Some(b),
+        _ => None,
+    };
+    let records = journal::parse(&journal).map_err(|e| format!("{journal_path}: {e}"))?;
+    Ok(Some(NodeCopy { node: node.to_string(), records, journal, plan }))
+}
+
+/// Which copy of a journal to carry a run on from: the longest, when every other copy is a
+/// start of it (a node's copy lags the operator's by at most a step, one node's another's
+/// when it was unreachable for a while). Copies that fork (neither a start of the other) are
+/// refused, naming them. `copies`: (where it is, its records).
+pub fn longest_consistent<'a>(copies: &[(&'a str, &'a [Record])]) -> Result<(&'a str, &'a [Record]), String> {
+    let Some(&(best_at, best)) = copies.iter().max_by_key(|(_, r)| r.len()) else {
+        return Err("no copy of the run's journal anywhere".into());
+    };
+    let forks: Vec<&str> = copies.iter().filter(|(_, r)| r[..] != best[..r.len()]).map(|(at, _)| *at).collect();
+    if !forks.is_empty() {
+        return Err(format!("the copies of its journal disagree: {} and {} hold different records, neither a start of the other; kcert will not guess which is right", best_at, forks.join(", ")));
+    }
+    Ok((best_at, best))
+}
+
+/// How long each copy is, for saying which one was taken: `cp1: 42 records, ...`.
+pub fn lengths(copies: &[(&str, &[Record])]) -> String {
+    let by: BTreeMap<&str, usize> = copies.iter().map(|(at, r)| (*at, r.len())).collect();
+    by.iter().map(|(at, n)| format!("{at}: {n} records")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::StageId;
+
+    #[test]
+    fn the_longest_copy_wins_when_the_others_are_its_start_and_a_fork_is_refused() {
+        let rec = |s| Record::StageStarted { stage: s };
+        let long = vec![rec(StageId::Preflight), rec(StageId::NewCa), rec(StageId::Trust)];
+        let short = long[..2].to_vec();
+        let fork = vec![rec(StageId::Preflight), rec(StageId::Resign)];
+        let (at, got) = longest_consistent(&[("cp2", &short[..]), ("this machine", &long[..]), ("cp1", &short[..])]).unwrap();
+        assert_eq!((at, got.len()), ("this machine", 3));
+        let err = longest_consistent(&[("cp1", &long[..]), ("cp2", &fork[..])]).unwrap_err();
+        assert!(err.contains("cp1") && err.contains("cp2") && err.contains("disagree"), "{err}");
+        assert!(longest_consistent(&[]).is_err());
+        assert_eq!(lengths(&[("cp1", &long[..]), ("cp2", &short[..])]), "cp1: 3 records, cp2: 2 records");
+    }
+}

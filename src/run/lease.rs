@@ -1,0 +1,296 @@
+//! Owns: the lease that keeps a cluster one changing run's at a time, from any machine: a
+//! small record on every control-plane node (`/var/lib/kcert/lease.json`: run, command,
+//! operator user and host, pid, start, heartbeat, paused), taken only where no live lease is
+//! (compare-and-swap on the node), renewed while the run lives, released when it ends or
+//! marked paused when it pauses; and the signal a run is given when its lease is taken away.
+//! Must not: decide what a run does, or be touched by a command that changes nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::reach::transport::Transport;
+
+/// Where each control-plane node keeps the lease.
+pub const LEASE_PATH: &str = "/var/lib/kcert/lease.json";
+/// How often a running kcert renews its lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A lease not renewed for this long is stale: its kcert is gone (or cut off), and only
+/// `--break-lease` takes it.
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// What a lease says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub run_id: String,
+    pub command: String,
+    pub user: String,
+    pub host: String,
+    pub pid: u32,
+    /// When the holder took it (RFC 3339) and its last renewal (unix seconds, the holder's clock).
+    pub since: String,
+    pub heartbeat: i64,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Lease {
+    fn age(&self, now: i64) -> i64 {
+        now - self.heartbeat
+    }
+
+    pub fn stale(&self, now: i64) -> bool {
+        self.age(now) > STALE_AFTER.as_secs() as i64
+    }
+
+    /// Its holder was a process of this machine that is not running any more.
+    fn holder_dead_here(&self) -> bool {
+        self.host == this_host() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    /// `run X (rotate-ca) by ops@laptop, pid 42, since T, renewed 5 s ago`.
+    pub fn describe(&self, now: i64) -> String {
+        let state = if self.paused { ", paused" } else { "" };
+        format!("run {} ({}) by {}@{}, pid {}, since {}, renewed {} s ago{state}", self.run_id, self.command, self.user, self.host, self.pid, self.since, self.age(now))
+    }
+}
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown-host".into())
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Why a run should stop between steps (its lease was taken by another kcert), once it should.
+pub type StopSignal = Arc<Mutex<Option<String>>>;
+
+/// A lease this kcert holds on every control-plane node.
+pub struct Held {
+    nodes: Vec<(String, Arc<dyn Transport>)>,
+    /// The bytes last written on every node: what each renewal and the release expect.
+    current: Arc<Mutex<Vec<u8>>>,
+    renew: Option<tokio::task::JoinHandle<()>>,
+    pub stop: StopSignal,
+}
+
+/// How taking the lease should treat one a run left behind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Taking<'a> {
+    /// Take a stale lease (`--break-lease`).
+    pub break_stale: bool,
+    /// The run being carried on or undone: its own paused lease is its to take.
+    pub run_id: Option<&'a str>,
+}
+
+fn encode(l: &Lease) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(l).expect("leases serialize");
+    b.push(b'\n');
+    b
+}
+
+/// Takes the lease on every node in turn (all or none): where a node has none; where the
+/// holder was a process of this machine that is gone; a paused lease of the run being
+/// carried on or undone; a stale one with `--break-lease`. A live lease, or a stale one
+/// without `--break-lease`, refuses (exit 2), naming its holder; what was taken is given back.
+/// Returns the lease and what was said about leases it took over.
+pub async fn take(nodes: Vec<(String, Arc<dyn Transport>)>, run_id: &str, command: &str, how: Taking<'_>) -> Result<(Held, Vec<String>)> {
+    let t0 = now();
+    let mine = Lease {
+        run_id: run_id.to_string(),
+        command: command.to_string(),
+        user: std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into()),
+        host: this_host(),
+        pid: std::process::id(),
+        since: crate::text::rfc3339(t0),
+        heartbeat: t0,
+        paused: false,
+    };
+    let bytes = encode(&mine);
+    let mut taken: Vec<(String, Arc<dyn Transport>)> = Vec::new();
+    let mut said = Vec::new();
+    let mut refusal: Option<String> = None;
+    for (name, t) in &nodes {
+        let first = t.compare_and_swap(LEASE_PATH, None, Some(&bytes)).await;
+        let outcome = match first {
+            Ok(s) if s.swapped => Ok(()),
+            Ok(s) => {
+                let before = s.before.unwrap_or_default();
+                match serde_json::from_slice::<Lease>(&before) {
+                    Err(e) => Err(format!("{name}: {LEASE_PATH} is not a lease kcert can read ({e}); look at it, and remove it if no kcert runs"),),
+                    Ok(held) => {
+                        let why = if held.holder_dead_here() {
+                            Some(format!("{name}: took over the lease of {} (that kcert is not running any more)", held.describe(t0)))
+                        } else if held.paused && how.run_id == Some(held.run_id.as_str()) {
+                            Some(format!("{name}: took over its own paused lease"))
+                        } else if held.stale(t0) && how.break_stale {
+                            Some(format!("{name}: broke the stale lease of {}", held.describe(t0)))
+                        } else {
+                            None
+                        };
+                        match why {
+                            Some(w) => match t.compare_and_swap(LEASE_PATH, Some(&before), Some(&bytes)).await {
+                                Ok(s) if s.swapped => {
+                                    said.push(w);
+                                    Ok(())
+                                }
+                                Ok(_) => Err(format!("{name}: another kcert took the lease at the same moment; nothing was changed")),
+                                Err(e) => Err(format!("{name}: {e}")),
+                            },
+                            None if held.stale(t0) => Err(format!(
+                                "{name}: the cluster's lease is stale ({}: not renewed for over {} s): its kcert may be gone; make sure it is, then pass --break-lease",
+                                held.describe(t0),
+                                STALE_AFTER.as_secs()
+                            )),
+                            None => Err(format!("{name}: the cluster is leased to {}; wait for it to end (kcert runs -i), or stop it first", held.describe(t0))),
+                        }
+                    }
+                }
+            }
+            Err(e) => Err(format!("{name}: cannot take the lease: {e}")),
+        };
+        match outcome {
+            Ok(()) => taken.push((name.clone(), t.clone())),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(why) = refusal {
+        for (_, t) in &taken {
+            let _ = t.compare_and_swap(LEASE_PATH, Some(&bytes), None).await;
+        }
+        return Err(Error::input("the cluster's lease", format!("{why}; nothing was changed")));
+    }
+    let current = Arc::new(Mutex::new(bytes));
+    let stop: StopSignal = Arc::new(Mutex::new(None));
+    let renew = tokio::spawn(renew_loop(taken.clone(), mine, current.clone(), stop.clone()));
+    Ok((Held { nodes: taken, current, renew: Some(renew), stop }, said))
+}
+
+/// Renews the lease every `HEARTBEAT` on every node; a node where it no longer holds what
+/// this kcert wrote (another one broke it) sets the stop signal and ends the renewals. A node
+/// that cannot be reached this time is tried again next time.
+async fn renew_loop(nodes: Vec<(String, Arc<dyn Transport>)>, mut lease: Lease, current: Arc<Mutex<Vec<u8>>>, stop: StopSignal) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        lease.heartbeat = now();
+        let next = encode(&lease);
+        let prev = current.lock().expect("lease lock").clone();
+        let mut all = true;
+        for (name, t) in &nodes {
+            match t.compare_and_swap(LEASE_PATH, Some(&prev), Some(&next)).await {
+                Ok(s) if s.swapped => {}
+                Ok(s) if s.before.as_deref() == Some(&next[..]) => {}
+                Ok(s) => {
+                    let who = s.before.and_then(|b| serde_json::from_slice::<Lease>(&b).ok()).map(|l| l.describe(now())).unwrap_or_else(|| "nobody".into());
+                    *stop.lock().expect("stop lock") = Some(format!("{name}: this run's lease was taken away (it is now {who}): the run stopped as it stands"));
+                    return;
+                }
+                Err(_) => all = false,
+            }
+        }
+        if all {
+            *current.lock().expect("lease lock") = next;
+        }
+    }
+}
+
+impl Held {
+    async fn swap_to(&mut self, new: Option<Vec<u8>>) -> Vec<String> {
+        if let Some(h) = self.renew.take() {
+            h.abort();
+        }
+        let prev = self.current.lock().expect("lease lock").clone();
+        let mut failed = Vec::new();
+        for (name, t) in &self.nodes {
+            match t.compare_and_swap(LEASE_PATH, Some(&prev), new.as_deref()).await {
+                Ok(s) if s.swapped => {}
+                Ok(_) => failed.push(format!("{name}: the lease there is no longer this run's; left as it is")),
+                Err(e) => failed.push(format!("{name}: the lease could not be given back: {e}")),
+            }
+        }
+        failed
+    }
+
+    /// Gives the lease back on every node (the run finished, stopped or was undone); what
+    /// could not be given back is said.
+    pub async fn release(mut self) -> Vec<String> {
+        self.swap_to(None).await
+    }
+
+    /// Keeps the lease, marked paused: the run may be carried on or undone later (by this run
+    /// only), and no other run starts meanwhile.
+    pub async fn pause(mut self) -> Vec<String> {
+        let prev = self.current.lock().expect("lease lock").clone();
+        let Ok(mut l) = serde_json::from_slice::<Lease>(&prev) else { return vec!["the lease cannot be read back".into()] };
+        l.paused = true;
+        l.heartbeat = now();
+        self.swap_to(Some(encode(&l))).await
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(h) = self.renew.take() {
+            h.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reach::transport::LocalTransport;
+
+    fn node(root: &std::path::Path) -> Vec<(String, Arc<dyn Transport>)> {
+        vec![("cp1".to_string(), Arc::new(LocalTransport::new("cp1", Some(root.to_path_buf()))) as Arc<dyn Transport>)]
+    }
+
+    fn lease(root: &std::path::Path) -> Lease {
+        serde_json::from_slice(&std::fs::read(root.join("var/lib/kcert/lease.json")).unwrap()).unwrap()
+    }
+
+    fn put(root: &std::path::Path, l: &Lease) {
+        std::fs::write(root.join("var/lib/kcert/lease.json"), encode(l)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_run_holds_the_lease_and_a_stale_one_is_taken_only_when_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (held, said) = take(node(root), "run-a", "rotate-ca", Taking::default()).await.unwrap();
+        assert!(said.is_empty());
+        let l = lease(root);
+        assert_eq!((l.run_id.as_str(), l.pid, l.paused), ("run-a", std::process::id(), false));
+        // Another live holder (this process is alive): refused, naming the holder.
+        let err = take(node(root), "run-b", "renew", Taking { break_stale: true, run_id: None }).await.err().unwrap().to_string();
+        assert!(err.contains("leased to run run-a (rotate-ca)") && err.contains("nothing was changed"), "{err}");
+        // Paused: only that run takes it back.
+        assert!(held.pause().await.is_empty());
+        assert!(lease(root).paused);
+        assert!(take(node(root), "run-b", "renew", Taking::default()).await.is_err());
+        let (held, said) = take(node(root), "run-a", "resume", Taking { break_stale: false, run_id: Some("run-a") }).await.unwrap();
+        assert!(said[0].contains("its own paused lease"), "{said:?}");
+        assert!(held.release().await.is_empty());
+        assert!(!root.join("var/lib/kcert/lease.json").exists(), "released: gone");
+        // Another machine's lease whose heartbeat is old: stale; refused, then broken.
+        let old = Lease { run_id: "run-c".into(), command: "renew".into(), user: "ann".into(), host: "elsewhere".into(), pid: 1, since: "2026-01-01T00:00:00Z".into(), heartbeat: now() - 600, paused: false };
+        put(root, &old);
+        let err = take(node(root), "run-d", "renew", Taking::default()).await.err().unwrap().to_string();
+        assert!(err.contains("stale") && err.contains("--break-lease") && err.contains("ann@elsewhere"), "{err}");
+        assert_eq!(lease(root), old, "a refusal changes nothing");
+        let (held, said) = take(node(root), "run-d", "renew", Taking { break_stale: true, run_id: None }).await.unwrap();
+        assert!(said[0].contains("broke the stale lease of run run-c"), "{said:?}");
+        drop(held);
+        // A lease whose kcert was a process of this machine that is gone is taken without asking.
+        let gone = Lease { host: this_host(), pid: u32::MAX - 1, heartbeat: now(), ..old };
+        put(root, &gone);
+        let (_, said) = take(node(root), "run-e", "renew", Taking::default()).await.unwrap();
+        assert!(said[0].contains("not running any more"), "{said:?}");
+    }
+}
