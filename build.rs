@@ -21,6 +21,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("pki", 1),
     ("text", 0),
     ("error", 0),
+    ("fault", 0),
 ];
 
 /// Modules that do no I/O, and may use only one another.

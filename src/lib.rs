@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod fault;
 pub mod gather;
 pub mod ops;
 pub mod pki;

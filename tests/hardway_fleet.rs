@@ -203,18 +203,30 @@ fn killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_
         eprintln!("kcert rotate-ca said:\n{out}");
         std::panic::resume_unwind(e);
     }
-    let done = f.kcert(&["resume", "--yes", "--state-dir", sdir]).run();
+    // The operator's machine is gone: another one, with nothing but the inventory, carries the
+    // rotation on from the control plane's copy of the run (its journal, plan and keys).
+    let id = run_id(&sd);
+    let elsewhere = kcert_state(f, "kill-s4-elsewhere");
+    let done = f.kcert(&["resume", "--yes", "--state-dir", elsewhere.to_str().unwrap()]).run();
     let probes = probe(f, "stop");
     keep(f, "kill-s4-resume", &done);
-    finished_or_rolled_back(f, "resume after a kill inside S4", &done, &sd);
-    no_failed_handshake(probes, "while kcert was killed inside S4 and resumed");
+    finished_or_rolled_back(f, "resume after a kill inside S4, from another machine", &done, &elsewhere);
+    done.stderr_has(&format!("run {id}: this machine has no journal of it; took cp"));
+    no_failed_handshake(probes, "while kcert was killed inside S4 and resumed from another machine");
     assert_no_temp_files(f, "a kill inside S4 and a resume");
     verify_live_clean(f);
-    // The finished rotation rolled back: every file, mode and link on every node as it was.
-    let id = run_id(&sd);
-    let (rb, probes) = under_probes(f, || f.kcert(&["rollback", &id, "--yes", "--state-dir", sdir]).run());
+    // The cluster knows the run, kept on every control-plane node.
+    f.kcert(&["runs", "--state-dir", kcert_state(f, "a-third-machine").to_str().unwrap()]).run().status(0).stdout_has(&id).stdout_has("finished").stdout_has("cp1,cp2,cp3");
+    // The finished rotation rolled back from a third machine: every file, mode and link on
+    // every node as it was, every component it restarted restarted again.
+    let third = kcert_state(f, "rollback-elsewhere");
+    let (rb, probes) = under_probes(f, || f.kcert(&["rollback", &id, "--yes", "-o", "json", "--state-dir", third.to_str().unwrap()]).run());
     keep(f, "kill-s4-rollback", &rb);
-    rb.status(0).stdout_has("rolled back");
+    rb.status(0);
+    let report = rb.json();
+    let restarts: u64 = report["stages"].as_array().unwrap().iter().map(|s| s["restarts"].as_u64().unwrap()).sum();
+    assert!(restarts > 0, "the rollback's summary counts its restarts: {}", report["stages"]);
+    assert!(report["stages"].as_array().unwrap().iter().any(|s| s["status"] == "rolled back"), "{}", report["stages"]);
     assert_same_snapshot("a resumed rotation rolled back", &before, &pki_snapshot(f));
     assert_no_temp_files(f, "a rollback");
     no_failed_handshake(probes, "during the rollback");
@@ -228,10 +240,25 @@ fn rotate_ca_with_no_failed_handshake_keeps_the_service_account_key(f: &Fleet) {
     let sa_before = service_account_keys(f);
     assert!(sa_before.values().all(|k| *k == old_key), "the fixture's service-account key is the CA key: {sa_before:?}");
     let sd = kcert_state(f, "rotate");
-    let (run, probes) = under_probes(f, || f.kcert(&["rotate-ca", "--yes", "--state-dir", sd.to_str().unwrap()]).run());
+    // As the user ops, through sudo: ops's own ~/.kube/config is rotated too.
+    let sudo = f.state.join("inventory-sudo.yaml");
+    let rotate = || Test::new().args(["rotate-ca", "--yes", "--state-dir", sd.to_str().unwrap(), "-i"]).args([&sudo]).run();
+    let (run, probes) = under_probes(f, rotate);
     keep(f, "rotate-ca", &run);
     finished_or_rolled_back(f, "rotate-ca", &run, &sd);
     no_failed_handshake(probes, "during the rotation");
+    // The lease is given back; every kubeconfig off the flags' paths follows the new CA: ops's
+    // ~/.kube/config (kubectl as ops still works) and each kubelet's bootstrap kubeconfig.
+    for n in &f.nodes {
+        let c = &n.container;
+        assert_eq!(sh(c, "test -e /var/lib/kcert/lease.json && echo leased || echo free").trim(), "free", "{}: the lease was given back", n.name);
+        let new_ca = pem_certs(&sh(c, &format!("cat {LIB}/ca.pem")));
+        assert_eq!(kubeconfig_certs(&sh(c, "cat /var/lib/kubelet/bootstrap-kubeconfig")), new_ca, "{}: the bootstrap kubeconfig trusts the new CA alone", n.name);
+        if n.control_plane {
+            assert_eq!(kubeconfig_certs(&sh(c, "cat /home/ops/.kube/config"))[0], new_ca[0], "{}: ops's kubeconfig trusts the new CA", n.name);
+            sh(c, "su -s /bin/sh ops -c 'kubectl --request-timeout=5s get --raw /livez'");
+        }
+    }
     let new = pem_certs(&sh(cp1, &format!("cat {LIB}/ca.pem"))).remove(0);
     assert_ne!(new, old, "ca.pem is a new CA");
     assert_rotated(f, &old, &new);
@@ -276,6 +303,31 @@ fn renew_all_with_no_failed_handshake_moves_every_leaf(f: &Fleet) {
     assert_no_temp_files(f, "a renewal");
 }
 
+/// Two operators at once: while one kcert (renew) runs, another (rotate-ca, from another
+/// state dir) is refused with exit 2 naming the holder, and changes nothing; the first finishes.
+fn a_second_kcert_is_refused_while_the_cluster_is_leased(f: &Fleet) {
+    let logs = tempfile::tempdir().unwrap();
+    let first = kcert_state(f, "lease-first");
+    let mut renew = spawn(f, &["renew", "--yes", "--state-dir", first.to_str().unwrap()], logs.path(), "renew");
+    let cp1 = &f.node("cp1").container;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while sh(cp1, "test -e /var/lib/kcert/lease.json && echo leased || echo free").trim() != "leased" {
+        assert!(renew.try_wait().unwrap().is_none(), "renew ended before it took the lease:\n{}", spawned_output(logs.path(), "renew"));
+        assert!(std::time::Instant::now() < deadline, "renew never took the lease");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let holder: serde_json::Value = serde_json::from_str(&sh(cp1, "cat /var/lib/kcert/lease.json")).unwrap();
+    let before = pki_snapshot(f);
+    let second = f.kcert(&["rotate-ca", "--yes", "--state-dir", kcert_state(f, "lease-second").to_str().unwrap()]).run();
+    keep(f, "lease-second", &second);
+    second.status(2).stderr_has(&format!("leased to run {} (renew)", holder["run_id"].as_str().unwrap())).stderr_has("nothing was changed");
+    let status = renew.wait().unwrap();
+    assert!(status.success(), "the first kcert finished:\n{}", spawned_output(logs.path(), "renew"));
+    assert!(!second.stdout.contains("S1"), "the refused rotation ran nothing");
+    let _ = before;
+    assert_eq!(sh(cp1, "test -e /var/lib/kcert/lease.json && echo leased || echo free").trim(), "free", "the lease was given back");
+}
+
 fn main() {
     // Kill, resume and roll back first: it ends where the fleet began (the CA key still the
     // service-account key), so the full rotation after it splits that key off too.
@@ -283,6 +335,7 @@ fn main() {
         ("expiry_reads_every_certificate_from_the_units_and_detects_hardway", expiry_reads_every_certificate_from_the_units_and_detects_hardway),
         ("killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_for_byte", killed_inside_s4_then_resumed_with_no_failed_handshake_then_rolled_back_byte_for_byte),
         ("rotate_ca_with_no_failed_handshake_keeps_the_service_account_key", rotate_ca_with_no_failed_handshake_keeps_the_service_account_key),
+        ("a_second_kcert_is_refused_while_the_cluster_is_leased", a_second_kcert_is_refused_while_the_cluster_is_leased),
         ("renew_all_with_no_failed_handshake_moves_every_leaf", renew_all_with_no_failed_handshake_moves_every_leaf),
     ];
     harness_flavour(scenarios, "hardway", None);

@@ -68,8 +68,12 @@ fn the_offline_tier_lists_every_test_binary_but_the_fleet_ones() {
     for entry in std::fs::read_dir(repo.join("tests")).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(stem) = name.strip_suffix(".rs") else { continue };
-        // The fleet binaries bring Docker containers up: a custom harness each, in Cargo.toml.
-        let fleet = manifest.contains(&format!("name = \"{stem}\"\nharness = false"));
+        // The fleet binaries bring Docker containers up (`fleet`, `*_fleet`): a custom harness
+        // each, in Cargo.toml.
+        let fleet = stem == "fleet" || stem.ends_with("_fleet");
+        if fleet {
+            assert!(manifest.contains(&format!("name = \"{stem}\"\nharness = false")), "tests/{name}: a fleet test without its own harness in Cargo.toml");
+        }
         assert_eq!(listed.contains(&stem), !fleet, "tests/{name}: {} the offline tier", if fleet { "a fleet test in" } else { "missing from" });
     }
 }

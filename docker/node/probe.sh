@@ -42,9 +42,12 @@ etcd() {
   cacert=$1 cert=$2 key=$3; shift 3
   set -- --endpoints="$eps" --cacert "$cacert" --cert "$cert" --key "$key" \
     --dial-timeout=3s --command-timeout=5s "$@"
-  for _ in 1 2 3 4 5; do
+  # A fast refusal ("raft proposal dropped" while a leader is elected) waits a little more
+  # each time before the next try, so five tries span an election, not a blink.
+  for try in 1 2 3 4 5; do
     if err=$(ETCDCTL_API=3 etcdctl "$@" 2>&1 >/dev/null); then return 0; fi
     case $err in *x509*|*certificate*|*"tls:"*|*handshake*) break ;; esac
+    [ "$try" = 5 ] || sleep "$try"
   done
   printf '%s\n' "$err" >&2
   return 1

@@ -9,7 +9,9 @@
 #   * the CA key doubling as the service-account key (--service-account-key-file,
 #     --service-account-signing-key-file, --service-account-private-key-file = ca-key.pem);
 #   * kubeconfigs with embedded data as `kubectl config set-credentials --embed-certs` writes
-#     them; the kubelet's kubeconfig naming a TLS-bootstrapped client cert file instead;
+#     them; the kubelet's kubeconfig naming a TLS-bootstrapped client cert file instead, and
+#     its bootstrap kubeconfig (a token and the CA); a copy of the admin kubeconfig in the SSH
+#     user ops's ~/.kube/config;
 #   * a CA-signed kubelet serving cert /var/lib/kubelet/<node>.pem per node;
 #   * systemd units in /etc/systemd/system: the apiserver's flags in an EnvironmentFile
 #     (KUBE_APISERVER_OPTS, as the binary-install guides write /opt/kubernetes/cfg/*.conf), its
@@ -112,6 +114,10 @@ for spec in "${nodes[@]}"; do
     "certificate-authority: /var/lib/kubernetes/ca.pem" \
     "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem" \
     "client-key: /var/lib/kubelet/pki/kubelet-client-current.pem"
+  # The bootstrap kubeconfig TLS bootstrapping started from: a token and the CA, no client cert
+  # (the kubelet reads it again only when its own client cert is gone or expired).
+  write_kubeconfig "$kl/bootstrap-kubeconfig" kubernetes-the-hard-way default kubelet-bootstrap "$server" \
+    "certificate-authority-data: $(b64 "$ca_dir/ca.pem")" "token: 07401b.f395accd246ae52d" ""
   cat > "$kl/kubelet-config.yaml" <<CFG
 kind: KubeletConfiguration
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -138,6 +144,7 @@ ExecStart=/usr/local/bin/kubelet \\
   --config=/var/lib/kubelet/kubelet-config.yaml \\
   --container-runtime-endpoint=unix:///var/run/containerd/containerd.sock \\
   --kubeconfig=/var/lib/kubelet/kubeconfig \\
+  --bootstrap-kubeconfig=/var/lib/kubelet/bootstrap-kubeconfig \\
   --register-node=true \\
   --v=2
 UNIT
@@ -163,6 +170,10 @@ UNIT
   cp "$t/kubernetes.pem" "$root/etc/etcd/kubernetes.pem"
   cp -p "$t/kubernetes-key.pem" "$root/etc/etcd/kubernetes-key.pem"
   kubeconfig "$root/root/admin.kubeconfig" "$server" admin "$t/admin.pem" "$t/admin-key.pem"
+  # The SSH user ops keeps a copy of the admin kubeconfig as kubectl's default (its owner
+  # set by docker/fleet): kcert reads it when it logs in as ops.
+  mkdir -p "$root/home/ops/.kube"
+  kubeconfig "$root/home/ops/.kube/config" "$server" admin "$t/admin.pem" "$t/admin-key.pem"
   kubeconfig "$lib/kube-controller-manager.kubeconfig" "$server" system:kube-controller-manager "$t/cm.pem" "$t/cm-key.pem"
   kubeconfig "$lib/kube-scheduler.kubeconfig" "$server" system:kube-scheduler "$t/sched.pem" "$t/sched-key.pem"
 

@@ -186,13 +186,24 @@ fn reopen(state_dir: &Path, run_id: &str, reach: Reach<'_>, need_keys: bool) -> 
 pub async fn resume(run_id: Option<&str>, reach: Reach<'_>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
     let done = journal::done(&journal::read(&run.state_dir, &id)?);
-    if done.finished == Some(Finish::Ok) {
-        return Err(Error::input(format!("run {id}"), "it finished; there is nothing to resume"));
+    let refused = if done.finished == Some(Finish::Ok) {
+        Some("it finished; there is nothing to resume")
+    } else if !done.started {
+        Some("it stopped before its first stage: nothing was changed, and there is nothing to resume; start a new run")
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        tidy(&run.state_dir, &id, reach, run).await;
+        return Err(Error::input(format!("run {id}"), why));
     }
-    if !done.started {
-        return Err(Error::input(format!("run {id}"), "it stopped before its first stage: nothing was changed, and there is nothing to resume; start a new run"));
-    }
-    let r = reopen(&run.state_dir, &id, reach, true)?;
+    let r = match reopen(&run.state_dir, &id, reach, true) {
+        Ok(r) => r,
+        Err(e) => {
+            tidy(&run.state_dir, &id, reach, run).await;
+            return Err(e);
+        }
+    };
     let mut g = crate::gather::gather(&r.fleet, &[]).await?;
     super::holds_up(&mut g, &r.e.plan, &r.e.keys, &done).await?;
     (run.confirm)(&r.e.plan, &[])?;
@@ -208,13 +219,20 @@ pub async fn resume(run_id: Option<&str>, reach: Reach<'_>, run: &RunOptions<'_>
     super::under_lease(held, result).await
 }
 
+/// A run that will not be carried on here still leaves no temp file of a killed write behind
+/// (some hold private keys), on its nodes or in its copies: swept, best effort.
+async fn tidy(state_dir: &Path, id: &str, reach: Reach<'_>, run: &RunOptions<'_>) {
+    let Ok(r) = reopen(state_dir, id, reach, false) else { return };
+    let Ok(nodes) = connect(&r.fleet, &r.e.plan).await else { return };
+    let Ok(j) = Journal::reopen(state_dir, id) else { return };
+    let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer).keep_copies_on(r.fleet.control_plane());
+    let _ = runner.sweep_temps().await;
+}
+
 /// `kcert rollback [RUN] --to-stage SN`: undoes a run's stages from the last down to `to`
 /// (the first stage: everything), restoring each file byte for byte.
 pub async fn rollback(run_id: Option<&str>, to_stage: &str, reach: Reach<'_>, run: &RunOptions<'_>) -> Result<RunReport> {
     let (id, _) = pick(&run.state_dir, run_id)?;
-    if journal::done(&journal::read(&run.state_dir, &id)?).live_files == 0 {
-        return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
-    }
     let r = reopen(&run.state_dir, &id, reach, false)?;
     let stages: Vec<StageId> = r.e.plan.stages.iter().map(|s| s.id).collect();
     let wanted = StageId::parse(to_stage);
@@ -226,6 +244,12 @@ pub async fn rollback(run_id: Option<&str>, to_stage: &str, reach: Reach<'_>, ru
     let result = async {
         let j = Journal::reopen(&run.state_dir, &id)?;
         let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, crate::run::OnFailure::Pause, run.observer).keep_copies_on(r.fleet.control_plane());
+        // What a killed kcert changed after the last record this journal has, found on the nodes.
+        runner.recover_unrecorded().await.map_err(Error::Runtime)?;
+        if journal::done(&journal::read(&run.state_dir, &id)?).live_files == 0 {
+            let _ = runner.sweep_temps().await;
+            return Err(Error::input(format!("run {id}"), "nothing it wrote is left on the nodes (it changed nothing, or was rolled back already): there is nothing to undo"));
+        }
         if let Err(bad) = runner.undoable(to).await {
             return Err(Error::input(format!("run {id}"), format!("cannot be rolled back as it stands; nothing was changed:\n  {}", bad.join("\n  "))));
         }

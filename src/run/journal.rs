@@ -174,7 +174,9 @@ impl Journal {
     pub fn record(&mut self, rec: &Record) -> Result<()> {
         let mut line = serde_json::to_vec(rec).expect("records serialize");
         line.push(b'\n');
-        self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))
+        self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))?;
+        crate::fault::reached(crate::fault::Point::Record);
+        Ok(())
     }
 
     /// Appends a timestamped line to the run log (best effort: the journal is the record).

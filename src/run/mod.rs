@@ -292,7 +292,7 @@ impl<'a> Runner<'a> {
 
     /// The temporary files a kcert killed mid-write left beside the files this plan writes and
     /// in the run's backups (some hold private keys): removed before a run carries on or undoes.
-    async fn sweep_temps(&self) -> std::result::Result<(), String> {
+    pub async fn sweep_temps(&self) -> std::result::Result<(), String> {
         let mut dirs: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
         let run_id = self.run_id();
         for (_, _, node, f) in self.plan.file_ops() {
@@ -305,6 +305,12 @@ impl<'a> Runner<'a> {
                     d.insert(dir.to_string());
                 }
             }
+        }
+        // kcert's own files on the nodes: the run's copy and the lease.
+        for node in &self.copies {
+            let d = dirs.entry(node.as_str()).or_default();
+            d.insert(format!("{}/{run_id}", copies::NODE_RUNS));
+            d.insert(lease::LEASE_PATH.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default());
         }
         for (node, d) in dirs {
             let t = self.t(node)?;

@@ -28,6 +28,7 @@ impl Runner<'_> {
         let paths: Vec<String> = o.files.iter().map(|f| f.path.clone()).collect();
         let data = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
         let mut todo: Vec<(&FileOp, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+        let mut unrecorded: Vec<&FileOp> = Vec::new();
         for (f, d) in o.files.iter().zip(data) {
             let cur = match d {
                 FileData::Found(b) => Some(b),
@@ -36,6 +37,7 @@ impl Runner<'_> {
             };
             let cur_sha = cur.as_deref().map(sha256);
             if cur_sha == f.new_sha256 {
+                unrecorded.push(f);
                 continue;
             }
             if cur_sha != f.old_sha256 {
@@ -53,6 +55,7 @@ impl Runner<'_> {
             }
             todo.push((f, cur, new));
         }
+        self.recover_backups(stage, bi, node, &unrecorded).await?;
         if todo.is_empty() {
             return Ok(0);
         }
@@ -90,6 +93,44 @@ impl Runner<'_> {
         }
         self.count(node, |n| n.files += todo.len());
         Ok(todo.len())
+    }
+
+    /// Files that already hold the plan's new bytes (written by a kcert killed before its
+    /// journal said so, or whose records only the operator's lost machine had): their backups
+    /// went to the node before them, so each is journaled again from the backup found there
+    /// (or as created, when the plan made it), and a rollback still restores every byte.
+    async fn recover_backups(&self, stage: StageId, bi: usize, node: &str, files: &[&FileOp]) -> std::result::Result<(), String> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
+        let known: BTreeSet<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Backup { node: n, path, at, .. } if n == node && at.stage == stage => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<&&FileOp> = files.iter().filter(|f| !known.contains(f.path.as_str())).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let t = self.t(node)?;
+        let run_id = self.run_id();
+        let backups: Vec<String> = missing.iter().map(|f| backup_path(&run_id, stage, &f.path)).collect();
+        let data = t.read_files(&backups).await.map_err(|e| format!("{node}: {e}"))?;
+        for ((f, backup), d) in missing.iter().zip(backups).zip(data) {
+            let (sha, absent) = match (&f.old_sha256, d) {
+                (None, _) => (String::new(), true),
+                (Some(old), FileData::Found(b)) if sha256(&b) == *old => (old.clone(), false),
+                (Some(_), _) => {
+                    return Err(format!("{node}: {} already holds the plan's new bytes, but no journal records its change and its backup {backup} is not there: it could not be rolled back; look at it before going on", f.path));
+                }
+            };
+            self.note(node, format!("{}: written before the journal said so; its backup {} is journaled again", f.path, if absent { "(none: the plan created it)" } else { backup.as_str() }));
+            self.rec(&Record::Backup { node: node.into(), path: f.path.clone(), backup: if absent { String::new() } else { backup }, sha256: sha, at: At::step(stage, bi), absent })?;
+        }
+        Ok(())
     }
 
     /// The staging directories that removing these files may leave empty, deepest first.

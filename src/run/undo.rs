@@ -132,6 +132,55 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Journals what a killed kcert changed but this copy of its journal does not know (a
+    /// node's copy lags the operator's by the step it was cut off in): every backup the run's
+    /// deterministic backup paths hold with the old bytes of a change of the plan, and every
+    /// file the plan creates that is there (or that a later stage backed up). A backup is
+    /// written before its change, so each is journaled as taken, and a rollback restores it.
+    /// Returns how many it journaled.
+    pub async fn recover_unrecorded(&self) -> std::result::Result<usize, String> {
+        let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
+        let known: BTreeSet<(StageId, &str, &str)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Backup { node, path, at, .. } => Some((at.stage, node.as_str(), path.as_str())),
+                _ => None,
+            })
+            .collect();
+        let run_id = self.run_id();
+        let mut per_node: BTreeMap<&str, Vec<(StageId, usize, &crate::plan::schema::FileOp)>> = BTreeMap::new();
+        for (si, bi, node, f) in self.plan.file_ops() {
+            let stage = self.plan.stages[si].id;
+            if !known.contains(&(stage, node, f.path.as_str())) {
+                per_node.entry(node).or_default().push((stage, bi, f));
+            }
+        }
+        let mut found = 0;
+        for (node, ops) in per_node {
+            let t = self.t(node)?;
+            let backups: Vec<String> = ops.iter().map(|(stage, _, f)| super::node::backup_path(&run_id, *stage, &f.path)).collect();
+            let now: Vec<String> = ops.iter().map(|(_, _, f)| f.path.clone()).collect();
+            let held = t.read_files(&backups).await.map_err(|e| format!("{node}: {e}"))?;
+            let exists = t.exists(&now).await.map_err(|e| format!("{node}: {e}"))?;
+            let backed: Vec<bool> = ops.iter().zip(&held).map(|((_, _, f), d)| matches!(d, FileData::Found(b) if Some(sha256(b)) == f.old_sha256)).collect();
+            for (i, (stage, bi, f)) in ops.iter().enumerate() {
+                let rec = if f.old_sha256.is_some() {
+                    backed[i].then(|| Record::Backup { node: node.into(), path: f.path.clone(), backup: backups[i].clone(), sha256: f.old_sha256.clone().unwrap_or_default(), at: At::step(*stage, *bi), absent: false })
+                } else {
+                    // Created by the plan: it is there, or a later stage backed it up.
+                    let later = ops.iter().enumerate().any(|(j, (s, _, g))| j != i && s > stage && g.path == f.path && backed[j]) || known.iter().any(|(s, n, p)| s > stage && *n == node && *p == f.path);
+                    (exists[i] || later).then(|| Record::Backup { node: node.into(), path: f.path.clone(), backup: String::new(), sha256: String::new(), at: At::step(*stage, *bi), absent: true })
+                };
+                if let Some(r) = rec {
+                    self.note(node, format!("{}: changed in {stage} by a kcert whose journal was cut off; its backup is journaled again", f.path));
+                    self.rec(&r)?;
+                    found += 1;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Before `kcert rollback` changes anything: every file the stages from `to` on wrote
     /// must still hold what the run wrote there (or be back as it was). A file changed since
     /// (a newer run renewed it again, a person edited it) refuses the whole rollback, naming it.

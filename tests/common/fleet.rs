@@ -31,7 +31,7 @@ pub struct Fleet {
 /// snapshot covers and where kcert's temporary files could be left.
 pub fn pki_paths(flavour: &str) -> &'static [&'static str] {
     match flavour {
-        "hardway" => &["/var/lib/kubernetes", "/etc/etcd", "/var/lib/kubelet", "/var/lib/kube-proxy", "/opt/kubernetes/cfg", "/etc/systemd/system", "/etc/kubernetes", "/root/admin.kubeconfig"],
+        "hardway" => &["/var/lib/kubernetes", "/etc/etcd", "/var/lib/kubelet", "/var/lib/kube-proxy", "/opt/kubernetes/cfg", "/etc/systemd/system", "/etc/kubernetes", "/root/admin.kubeconfig", "/home/ops/.kube"],
         _ => &["/etc/kubernetes", "/var/lib/kubelet"],
     }
 }

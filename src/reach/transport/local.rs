@@ -258,6 +258,7 @@ impl Transport for LocalTransport {
                 }
             }
         }
+        crate::fault::reached(crate::fault::Point::Rename);
         for (i, (tmp, target)) in staged.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, target) {
                 cleanup(&staged[i..]);
@@ -359,6 +360,8 @@ impl Transport for LocalTransport {
         // The same lock file the SSH script takes with flock(1): one lock for both.
         let lock = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(".lock")).map_err(|e| fail(e.to_string()))?;
         lock.lock().map_err(|e| fail(format!("cannot lock {}: {e}", dir.join(".lock").display())))?;
+        // A swap a kill cut off left its temp file here; none is in flight while the lock is held.
+        self.remove_temps(&[path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()]).await?;
         let before = match std::fs::read(&target) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

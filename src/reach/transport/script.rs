@@ -39,7 +39,7 @@ pub fn compare_and_swap(path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let expect = expect.map(b64).unwrap_or_else(|| "-".into());
     let change = match new {
-        Some(b) => format!("t=\"$d/.kcert-swap.$$\"; (umask 077; printf '%s' {} | base64 -d > \"$t\") && sync \"$t\" && mv -f \"$t\" \"$p\" || {{ rm -f \"$t\"; exit 3; }}", quote(&b64(b))),
+        Some(b) => format!("t=\"$d/.kcert.swap.$$\"; (umask 077; printf '%s' {} | base64 -d > \"$t\") && sync \"$t\" && mv -f \"$t\" \"$p\" || {{ rm -f \"$t\"; exit 3; }}", quote(&b64(b))),
         None => "rm -f \"$p\" || exit 3".to_string(),
     };
     format!(
@@ -49,6 +49,7 @@ mkdir -p "$d" && chmod 700 "$d" || exit 3
 command -v flock >/dev/null || {{ echo "flock (util-linux) is not installed on this node: kcert's lease needs it" >&2; exit 3; }}
 exec 9>>"$d/.lock" || exit 3
 flock -w 10 9 || {{ echo "the lock $d/.lock stayed busy for 10 s" >&2; exit 3; }}
+rm -f "$d"/.kcert.swap.*
 if [ -e "$p" ]; then cur=$(base64 < "$p" | tr -d '
 '); else cur=-; fi
 echo "$cur"
