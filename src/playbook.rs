@@ -486,7 +486,7 @@ pub fn embedded() -> Vec<Playbook> {
 
 /// Parses and validates a playbook's text; `path` is the file it was read from, if any.
 pub fn parse(text: &str, origin: &str, path: Option<PathBuf>) -> Result<Playbook> {
-    let mut pb: Playbook = serde_saphyr::from_str(text).map_err(|e| {
+    let mut pb: Playbook = crate::pki::yaml::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         Error::InputAt {
             file: origin.into(),

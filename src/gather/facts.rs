@@ -245,7 +245,7 @@ pub fn flags_now(c: &Component, pki: &NodePki, get: &dyn Fn(&str) -> Option<Vec<
 /// Dotted fields of a YAML config (the kubelet's), as strings. Relative paths in a kubelet
 /// config are relative to the config's directory, as the kubelet resolves them.
 pub(super) fn config_fields(text: &str, c: &Component, config_path: &str) -> Result<BTreeMap<String, String>, String> {
-    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
+    let value: serde_json::Value = crate::pki::yaml::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let dir = config_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
     let get = |key: &str| -> Option<&serde_json::Value> {
         let mut v = &value;

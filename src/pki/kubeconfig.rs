@@ -110,7 +110,7 @@ pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
 
 pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
-    let raw: Raw = serde_saphyr::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let raw: Raw = super::yaml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let mut out = Kubeconfig::default();
     for (i, c) in raw.clusters.unwrap_or_default().into_iter().enumerate() {
         let owner = c.name.unwrap_or_else(|| i.to_string());
@@ -313,7 +313,7 @@ struct IdUser {
 /// no current context). Only for making handshakes; nothing here is ever printed.
 pub fn identity(bytes: &[u8]) -> Result<Identity, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
-    let raw: IdRaw = serde_saphyr::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let raw: IdRaw = super::yaml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let (contexts, clusters, users) = (raw.contexts.unwrap_or_default(), raw.clusters.unwrap_or_default(), raw.users.unwrap_or_default());
     let ctx = raw.current.as_ref().and_then(|c| contexts.iter().find(|x| x.name.as_ref() == Some(c))).and_then(|x| x.cluster.as_ref());
     let pick = |want: Option<&String>, n: usize, names: Vec<Option<&String>>| want.and_then(|w| names.iter().position(|x| *x == Some(w))).or((n > 0).then_some(0));
@@ -346,7 +346,7 @@ fn material(d: &Option<String>, p: &Option<String>) -> Result<Option<Material>, 
 /// The client key of the user named `user` (its own, whatever the current context says).
 pub fn user_key(bytes: &[u8], user: &str) -> Result<Option<Material>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
-    let raw: IdRaw = serde_saphyr::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let raw: IdRaw = super::yaml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let users = raw.users.unwrap_or_default();
     // Unnamed entries are named by their index, as `parse_kubeconfig` names their fields.
     let entry = users.iter().enumerate().find(|(i, u)| u.name.clone().unwrap_or_else(|| i.to_string()) == user).and_then(|(_, u)| u.cluster.as_ref());

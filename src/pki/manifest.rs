@@ -25,7 +25,7 @@ struct Container {
 
 /// `--flag=value` and `--flag value` from every container's command and args; first wins.
 pub fn manifest_flags(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let pod: Pod = serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
+    let pod: Pod = super::yaml::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let mut flags = BTreeMap::new();
     for c in pod.spec.map(|s| s.containers).unwrap_or_default() {
         let items: Vec<&String> = c.command.iter().chain(c.args.iter()).collect();

@@ -361,7 +361,7 @@ pub fn etcd_env(s: &Settings, env_files: &[(String, String)], flags: &mut BTreeM
 /// top-level keys are flag names, `client-transport-security` holds the client TLS settings
 /// and `peer-transport-security` the `--peer-*` ones (etcd's embed.Config YAML names).
 pub fn etcd_config(text: &str, path: &str) -> Result<BTreeMap<String, Flag>, String> {
-    let v: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
+    let v: serde_json::Value = super::yaml::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let mut out = BTreeMap::new();
     let Some(map) = v.as_object() else { return Ok(out) };
     let scalar = |v: &serde_json::Value| match v {

@@ -215,7 +215,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Inventory> {
 }
 
 pub fn parse(text: &str, path: &Path, opts: &LoadOptions) -> Result<Inventory> {
-    let raw: RawInventory = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let raw: RawInventory = crate::pki::yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
     let cx = Ctx { file: path, dir };
@@ -430,9 +430,15 @@ fn load_ssh_config(ssh: &RawSsh, cx: &Ctx) -> Result<Option<ssh2_config::SshConf
         }
     };
     let text = read_config(&path).map_err(|e| Error::input(path.display().to_string(), e))?;
+    parse_ssh_config(&text, &path).map(Some)
+}
+
+/// An ssh config's text (`path` names it in errors), as kcert reads it: `Match` blocks are
+/// refused, unknown and unsupported fields kept aside.
+pub fn parse_ssh_config(text: &str, path: &Path) -> Result<ssh2_config::SshConfig> {
     if let Some((i, _)) = text.lines().enumerate().find(|(_, l)| l.trim_start().to_ascii_lowercase().starts_with("match ")) {
         return Err(Error::InputAt {
-            file: path.clone(),
+            file: path.to_path_buf(),
             line: i as u64 + 1,
             column: 1,
             message: "Match: kcert does not evaluate Match blocks and will not guess; set the SSH fields in the inventory, or point ssh.config_file at a config without Match".into(),
@@ -441,12 +447,11 @@ fn load_ssh_config(ssh: &RawSsh, cx: &Ctx) -> Result<Option<ssh2_config::SshConf
     let rules = ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS;
     ssh2_config::SshConfig::default()
         .parse(&mut text.as_bytes(), rules)
-        .map(Some)
         .map_err(|e| Error::input(path.display().to_string(), format!("cannot parse ssh config: {e}")))
 }
 
 /// `[user@]host[:port]`, with `host` resolved through the ssh config like any other alias.
-fn parse_jump(spec: &str, default_user: &str, config: Option<&ssh2_config::SshConfig>) -> std::result::Result<JumpHost, String> {
+pub fn parse_jump(spec: &str, default_user: &str, config: Option<&ssh2_config::SshConfig>) -> std::result::Result<JumpHost, String> {
     let (user, rest) = match spec.split_once('@') {
         Some((u, r)) => (Some(u.to_string()), r),
         None => (None, spec),
