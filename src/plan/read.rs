@@ -14,6 +14,9 @@ use crate::pki::edit;
 pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
     let what = format!("plan {}", path.display());
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::InputAt { file: path.to_path_buf(), line: e.line() as u64, column: e.column() as u64, message: format!("not a kcert plan: {e}") })?;
+    if let Some(n) = oversized_string(&v) {
+        return Err(Error::input(what, format!("a string of {n} bytes, longer than any file kcert writes (at most {MAX_STRING_BYTES}): not a plan kcert made")));
+    }
     let field = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "missing".into());
     let kind = v.get("kind").and_then(|k| k.as_str());
     if !Kind::ALL.iter().any(|k| Some(k.as_str()) == kind) {
@@ -26,6 +29,29 @@ pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
     let plan: Plan = serde_json::from_value(v).map_err(|e| Error::input(what.clone(), format!("not a readable plan: {e}")))?;
     check(&plan).map_err(|m| Error::input(what, format!("{m}; nothing was changed (was it edited by hand? make the plan again)")))?;
     Ok(plan)
+}
+
+/// The longest string a plan kcert made holds: a file's new text or a kubeconfig's base64 of
+/// one, and a node's file is at most 1 MiB. serde_json already refuses nesting past 128 levels.
+const MAX_STRING_BYTES: usize = 8 * 1024 * 1024;
+
+/// The length of the first string (key or value) longer than `MAX_STRING_BYTES`, if any.
+fn oversized_string(v: &serde_json::Value) -> Option<usize> {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::String(s) if s.len() > MAX_STRING_BYTES => return Some(s.len()),
+            serde_json::Value::Array(a) => stack.extend(a),
+            serde_json::Value::Object(o) => {
+                if let Some(k) = o.keys().find(|k| k.len() > MAX_STRING_BYTES) {
+                    return Some(k.len());
+                }
+                stack.extend(o.values());
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn is_sha256(s: &str) -> bool {
