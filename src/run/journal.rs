@@ -108,6 +108,17 @@ pub enum Record {
     RolledBack { at: String, status: Finish, message: String },
 }
 
+impl Record {
+    /// The stage a record belongs to, when it belongs to one.
+    pub fn stage(&self) -> Option<StageId> {
+        match self {
+            Record::StageStarted { stage } | Record::StepDone { stage, .. } | Record::StageDone { stage } | Record::Skipped { stage, .. } | Record::Api { stage, .. } | Record::StageRolledBack { stage, .. } | Record::Paused { stage, .. } => Some(*stage),
+            Record::Backup { at, .. } | Record::Written { at, .. } | Record::Restarted { at, .. } | Record::Restored { at, .. } => Some(at.stage),
+            _ => None,
+        }
+    }
+}
+
 /// An id that sorts by time and does not collide: `<UTC stamp>-<what>-<6 hex>` (runs, plans).
 pub fn stamped_id(what: &str, now: i64) -> Result<String> {
     let stamp = time::OffsetDateTime::from_unix_timestamp(now)
@@ -175,7 +186,7 @@ impl Journal {
         let mut line = serde_json::to_vec(rec).expect("records serialize");
         line.push(b'\n');
         self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))?;
-        crate::fault::reached(crate::fault::Point::Record);
+        crate::fault::reached(crate::fault::Point::Record, rec.stage().map(|s| s.as_str()));
         Ok(())
     }
 

@@ -172,31 +172,45 @@ pub async fn take(nodes: Vec<(String, Arc<dyn Transport>)>, run_id: &str, comman
     Ok((Held { nodes: taken, current, renew: Some(renew), stop }, said))
 }
 
-/// Renews the lease every `HEARTBEAT` on every node; a node where it no longer holds what
-/// this kcert wrote (another one broke it) sets the stop signal and ends the renewals. A node
-/// that cannot be reached this time is tried again next time.
+/// Is `bytes` a lease this very holder wrote (any of its heartbeats)?
+fn ours(mine: &Lease, bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Lease>(bytes).is_ok_and(|l| l.run_id == mine.run_id && l.pid == mine.pid && l.host == mine.host && l.since == mine.since)
+}
+
+/// Replaces this holder's lease on one node, whichever of its heartbeats the node holds (a
+/// renewal that reached some nodes and not others leaves them apart). Err(who holds it) when
+/// it is not this holder's any more.
+async fn swap_ours(t: &dyn Transport, mine: &Lease, expect: &[u8], new: Option<&[u8]>) -> std::result::Result<Result<(), String>, String> {
+    let s = t.compare_and_swap(LEASE_PATH, Some(expect), new).await.map_err(|e| e.message)?;
+    if s.swapped || s.before.as_deref() == new {
+        return Ok(Ok(()));
+    }
+    match s.before {
+        Some(b) if ours(mine, &b) => {
+            let again = t.compare_and_swap(LEASE_PATH, Some(&b), new).await.map_err(|e| e.message)?;
+            Ok(if again.swapped { Ok(()) } else { Err("another kcert".into()) })
+        }
+        other => Ok(Err(other.and_then(|b| serde_json::from_slice::<Lease>(&b).ok()).map(|l| l.describe(now())).unwrap_or_else(|| "nobody".into()))),
+    }
+}
+
+/// Renews the lease every `HEARTBEAT` on every node; a node where it is no longer this
+/// holder's (another kcert broke it) sets the stop signal and ends the renewals. A node that
+/// cannot be reached this time is tried again next time.
 async fn renew_loop(nodes: Vec<(String, Arc<dyn Transport>)>, mut lease: Lease, current: Arc<Mutex<Vec<u8>>>, stop: StopSignal) {
+    let mine = lease.clone();
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         lease.heartbeat = now();
         let next = encode(&lease);
         let prev = current.lock().expect("lease lock").clone();
-        let mut all = true;
         for (name, t) in &nodes {
-            match t.compare_and_swap(LEASE_PATH, Some(&prev), Some(&next)).await {
-                Ok(s) if s.swapped => {}
-                Ok(s) if s.before.as_deref() == Some(&next[..]) => {}
-                Ok(s) => {
-                    let who = s.before.and_then(|b| serde_json::from_slice::<Lease>(&b).ok()).map(|l| l.describe(now())).unwrap_or_else(|| "nobody".into());
-                    *stop.lock().expect("stop lock") = Some(format!("{name}: this run's lease was taken away (it is now {who}): the run stopped as it stands"));
-                    return;
-                }
-                Err(_) => all = false,
+            if let Ok(Err(who)) = swap_ours(t.as_ref(), &mine, &prev, Some(&next)).await {
+                *stop.lock().expect("stop lock") = Some(format!("{name}: this run's lease was taken away (it is now {who}): the run stopped as it stands"));
+                return;
             }
         }
-        if all {
-            *current.lock().expect("lease lock") = next;
-        }
+        *current.lock().expect("lease lock") = next;
     }
 }
 
@@ -206,11 +220,12 @@ impl Held {
             h.abort();
         }
         let prev = self.current.lock().expect("lease lock").clone();
+        let Ok(mine) = serde_json::from_slice::<Lease>(&prev) else { return vec!["the lease cannot be read back".into()] };
         let mut failed = Vec::new();
         for (name, t) in &self.nodes {
-            match t.compare_and_swap(LEASE_PATH, Some(&prev), new.as_deref()).await {
-                Ok(s) if s.swapped => {}
-                Ok(_) => failed.push(format!("{name}: the lease there is no longer this run's; left as it is")),
+            match swap_ours(t.as_ref(), &mine, &prev, new.as_deref()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(who)) => failed.push(format!("{name}: the lease there is no longer this run's (it is {who}); left as it is")),
                 Err(e) => failed.push(format!("{name}: the lease could not be given back: {e}")),
             }
         }
@@ -276,6 +291,11 @@ mod tests {
         assert!(take(node(root), "run-b", "renew", Taking::default()).await.is_err());
         let (held, said) = take(node(root), "run-a", "resume", Taking { break_stale: false, run_id: Some("run-a") }).await.unwrap();
         assert!(said[0].contains("its own paused lease"), "{said:?}");
+        // A renewal that reached this node and not the others leaves another heartbeat of the
+        // same holder here: still its own, given back all the same.
+        let mut l = lease(root);
+        l.heartbeat += 10;
+        put(root, &l);
         assert!(held.release().await.is_empty());
         assert!(!root.join("var/lib/kcert/lease.json").exists(), "released: gone");
         // Another machine's lease whose heartbeat is old: stale; refused, then broken.

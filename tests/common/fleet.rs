@@ -298,9 +298,19 @@ pub fn walk_journal(state: &Path) -> PathBuf {
 
 /// Starts kcert in the background, its output kept in `dir`.
 pub fn spawn(f: &Fleet, args: &[&str], dir: &Path, name: &str) -> Child {
+    spawn_env(f, args, dir, name, &[])
+}
+
+/// `spawn` with environment variables set for kcert (`KCERT_FAULT`).
+pub fn spawn_env(f: &Fleet, args: &[&str], dir: &Path, name: &str, env: &[(&str, &str)]) -> Child {
     let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
     let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kcert")).args(args).args(["-i".as_ref(), f.inventory().as_os_str()]).env("NO_COLOR", "1").stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap()
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kcert"));
+    c.args(args).args(["-i".as_ref(), f.inventory().as_os_str()]).env("NO_COLOR", "1").env_remove("KCERT_FAULT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap()
 }
 
 /// What a kcert started by `spawn` as `name` printed: its stdout, then its stderr.

@@ -258,7 +258,7 @@ impl Transport for LocalTransport {
                 }
             }
         }
-        crate::fault::reached(crate::fault::Point::Rename);
+        crate::fault::reached(crate::fault::Point::Rename, None);
         for (i, (tmp, target)) in staged.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, target) {
                 cleanup(&staged[i..]);
