@@ -6,9 +6,12 @@
 
 use std::path::Path;
 
+/// What a target does with one input.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the fuzz target's, and its corpus directory's under `fuzz/corpus/`)
 /// and the function that feeds it one input.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("inventory", inventory),
     ("ssh_config", ssh_config),
     ("known_hosts", known_hosts),
@@ -70,9 +73,12 @@ pub fn known_hosts(data: &[u8]) {
     let _ = std::fs::remove_file(&path);
 }
 
-/// A PEM bundle: split into certificates, located block by block, its public keys read, and
+/// A PEM bundle (and the same bytes as one DER certificate): split into certificates, located block by block, its public keys read, and
 /// the edits renew and rotate-ca make to bundles applied to it.
 pub fn pem(data: &[u8]) {
+    // The input as DER too: what a PEM block's body decodes to, without base64 in the way.
+    let _ = kcert::pki::cert::parse_der(data);
+    let _ = kcert::pki::sign::cert_public_key(data);
     let _ = kcert::pki::cert::parse_pem(data);
     let _ = kcert::pki::sign::public_keys(data);
     let _ = kcert::pki::edit::has_private_key(data);
@@ -111,7 +117,13 @@ pub fn kubeconfig(data: &[u8]) {
         let field = e.field.display();
         let _ = kcert::pki::edit::kubeconfig_data(data, &field);
         let _ = kcert::pki::edit::edit_kubeconfig(data, &field, |old| Ok([old, b"\n".as_slice()].concat()));
-        let _ = kc::replace_data(data, &e.raw, b"-----BEGIN CERTIFICATE-----\n");
+        // What replace_data promises: the field now holds the new value, and the file still reads.
+        let pem = b"-----BEGIN CERTIFICATE-----\n";
+        if let Ok(new) = kc::replace_data(data, &e.raw, pem) {
+            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
+            let after = kc::parse_kubeconfig(&new).unwrap_or_else(|err| panic!("replace_data made a kubeconfig that does not parse: {err}"));
+            assert!(after.embedded.iter().any(|x| x.field.display() == field && x.raw.trim() == b64), "replace_data did not put the new value in {field}");
+        }
     }
 }
 
@@ -182,3 +194,4 @@ pub fn journal(data: &[u8]) {
         let _ = kcert::run::journal::live_backups(&records, stage);
     }
 }
+
