@@ -361,7 +361,8 @@ impl Playbook {
             if !names.insert(f.name.as_str()) {
                 return Err(bad(format!("file {:?} is listed twice", f.name)));
             }
-            if !f.path.starts_with('/') && !(f.path.starts_with("~/") && f.kind == FileKind::Kubeconfig) {
+            let home_kubeconfig = f.path.starts_with("~/") && f.kind == FileKind::Kubeconfig;
+            if !(f.path.starts_with('/') || home_kubeconfig) {
                 return Err(bad(format!("file {:?}: path {:?} is not absolute (~/, the login user's home, is for kubeconfigs)", f.name, f.path)));
             }
         }

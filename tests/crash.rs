@@ -138,15 +138,14 @@ fn try_point(base: &Path, before: &BTreeMap<String, String>, old: &[String], p: 
     };
     let scratch = w.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    let resume_end = match resumed.status.code() {
+    match resumed.status.code() {
         Some(0) => rotated(&a, old, &scratch).map_err(|e| format!("resumed, but {e}:\n{}", said(&resumed)))?,
         // Killed as it wrote that it finished: nothing is left to do, and the files show it.
         Some(2) if said(&resumed).contains("it finished") => rotated(&a, old, &scratch).map_err(|e| format!("said finished, but {e}"))?,
         // Killed before the run changed anything: nothing to carry on, and nothing changed.
         _ if nothing(&resumed) && snapshot(&a) == *before => {}
         _ => return Err(format!("resume failed ({:?}):\n{}", resumed.status.code(), said(&resumed))),
-    };
-    let _ = resume_end;
+    }
     let mut rollback = vec!["rollback".to_string()];
     rollback.extend(reach(&b, &rb));
     let undone = kcert(&rollback.iter().map(String::as_str).collect::<Vec<_>>(), None);

@@ -133,9 +133,9 @@ mod tests {
     #[test]
     fn the_longest_copy_wins_when_the_others_are_its_start_and_a_fork_is_refused() {
         let rec = |s| Record::StageStarted { stage: s };
-        let long = vec![rec(StageId::Preflight), rec(StageId::NewCa), rec(StageId::Trust)];
+        let long = [rec(StageId::Preflight), rec(StageId::NewCa), rec(StageId::Trust)];
         let short = long[..2].to_vec();
-        let fork = vec![rec(StageId::Preflight), rec(StageId::Resign)];
+        let fork = [rec(StageId::Preflight), rec(StageId::Resign)];
         let (at, got) = longest_consistent(&[("cp2", &short[..]), ("this machine", &long[..]), ("cp1", &short[..])]).unwrap();
         assert_eq!((at, got.len()), ("this machine", 3));
         let err = longest_consistent(&[("cp1", &long[..]), ("cp2", &fork[..])]).unwrap_err();

@@ -27,7 +27,9 @@ impl Runner<'_> {
         let run_id = self.run_id();
         let paths: Vec<String> = o.files.iter().map(|f| f.path.clone()).collect();
         let data = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
-        let mut todo: Vec<(&FileOp, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+        // (op, its bytes now, its bytes to be).
+        type Todo<'o> = (&'o FileOp, Option<Vec<u8>>, Option<Vec<u8>>);
+        let mut todo: Vec<Todo> = Vec::new();
         let mut unrecorded: Vec<&FileOp> = Vec::new();
         for (f, d) in o.files.iter().zip(data) {
             let cur = match d {
