@@ -305,6 +305,17 @@ fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
     let journal = std::fs::read_to_string(walk_journal(dir.path())).unwrap();
     assert!(journal.contains("\"event\":\"restored\",\"node\":\"cp1\""), "{journal}");
     assert!(!journal.contains("\"node\":\"cp2\""), "the run stopped at cp1:\n{journal}");
+
+    // The cluster remembers the stopped run: another renewal, from another machine (a
+    // fresh state dir), is refused until it is carried on or undone, and undoing it from
+    // there restores nothing it had not already restored.
+    let id = walk_journal(dir.path()).parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+    let other = tempfile::tempdir().unwrap();
+    let od = other.path().to_str().unwrap();
+    f.kcert(&["renew", "--yes", "--state-dir", od]).run().status(2).stderr_has(&id).stderr_has("unfinished").stderr_has("nothing was changed");
+    f.kcert(&["rollback", "--yes", "--state-dir", od, &id]).run().status(0);
+    assert_same_snapshot("the stopped run rolled back", &before, &pki_snapshot(f));
+    f.kcert(&["runs", "--state-dir", od]).run().status(0).stdout_has(&id).stdout_has("rolled back");
 }
 
 fn renew_everything_with_zero_probe_failures_then_roll_back(f: &Fleet) {

@@ -48,18 +48,21 @@ async fn control_plane(reach: Reach<'_>) -> Result<Vec<(String, Arc<dyn Transpor
     Ok(out)
 }
 
-/// Every node's copy of every run it keeps.
+/// Every node's copy of every run it keeps (`only`: of that run, with its plan; else the
+/// journals alone), the nodes read at once.
 async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>) -> Result<BTreeMap<String, Vec<NodeCopy>>> {
-    let mut out: BTreeMap<String, Vec<NodeCopy>> = BTreeMap::new();
-    for (name, t) in nodes {
+    let per_node = futures::future::join_all(nodes.iter().map(|(name, t)| async move {
         let ids = match only {
             Some(id) => vec![id.to_string()],
-            None => copies::node_runs(t.as_ref()).await.map_err(|e| Error::node(name.clone(), e))?,
+            None => copies::node_runs(t.as_ref()).await?,
         };
-        for id in ids {
-            if let Some(c) = copies::read_copy(name, t.as_ref(), &id).await.map_err(|e| Error::node(name.clone(), e))? {
-                out.entry(id).or_default().push(c);
-            }
+        copies::read_copies(name, t.as_ref(), &ids, only.is_some()).await
+    }))
+    .await;
+    let mut out: BTreeMap<String, Vec<NodeCopy>> = BTreeMap::new();
+    for ((name, _), got) in nodes.iter().zip(per_node) {
+        for (id, c) in got.map_err(|e| Error::node(name.clone(), e))? {
+            out.entry(id).or_default().push(c);
         }
     }
     Ok(out)

@@ -33,9 +33,14 @@ impl Runner<'_> {
             (j.dir.clone(), j.run_id.clone())
         };
         let journal = std::fs::read(dir.join("journal.jsonl")).map_err(|e| format!("cannot read the journal back to copy it to the nodes: {e}"))?;
-        let plan = std::fs::read(dir.join("plan.json")).map_err(|e| format!("cannot read the plan back to copy it to the nodes: {e}"))?;
         let (plan_path, journal_path) = run_paths(&run_id);
-        let files = [WriteFile { path: plan_path, bytes: plan, mode: 0o600, private: true }, WriteFile { path: journal_path, bytes: journal, mode: 0o600, private: true }];
+        let mut files = vec![WriteFile { path: journal_path, bytes: journal, mode: 0o600, private: true }];
+        // The plan does not change: copied once per process (a resume copies it again).
+        let plan_copied = self.plan_copied.load(std::sync::atomic::Ordering::SeqCst);
+        if !plan_copied {
+            let plan = std::fs::read(dir.join("plan.json")).map_err(|e| format!("cannot read the plan back to copy it to the nodes: {e}"))?;
+            files.insert(0, WriteFile { path: plan_path, bytes: plan, mode: 0o600, private: true });
+        }
         let results = join_all(self.copies.iter().map(|node| {
             let files = &files;
             async move {
@@ -45,7 +50,10 @@ impl Runner<'_> {
         }))
         .await;
         let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
-        if failed.is_empty() { Ok(()) } else { Err(format!("the run's copy could not be kept on every control-plane node: {}", failed.join("; "))) }
+        if failed.is_empty() {
+            self.plan_copied.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        } else { Err(format!("the run's copy could not be kept on every control-plane node: {}", failed.join("; "))) }
     }
 
     /// Records a step boundary and copies the journal to the nodes: the record is on the
@@ -86,22 +94,33 @@ pub async fn node_runs(t: &dyn Transport) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
-/// A node's copy of a run, if it has one.
-pub async fn read_copy(node: &str, t: &dyn Transport, run_id: &str) -> Result<Option<NodeCopy>, String> {
-    let (plan_path, journal_path) = run_paths(run_id);
-    let data = t.read_files(&[journal_path.clone(), plan_path]).await.map_err(|e| e.message)?;
-    let mut it = data.into_iter();
-    let journal = match it.next() {
-        Some(FileData::Found(b)) => b,
-        Some(FileData::Missing) | None => return Ok(None),
-        Some(other) => return Err(format!("{journal_path}: {other:?}")),
-    };
-    let plan = match it.next() {
-        Some(FileData::Found(b)) => Some(b),
-        _ => None,
-    };
-    let records = journal::parse(&journal).map_err(|e| format!("{journal_path}: {e}"))?;
-    Ok(Some(NodeCopy { node: node.to_string(), records, journal, plan }))
+/// A node's copies of these runs, those it has (`with_plan`: their plans too, else the
+/// journals alone), read in one round trip.
+pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with_plan: bool) -> Result<Vec<(String, NodeCopy)>, String> {
+    let per = if with_plan { 2 } else { 1 };
+    let wanted: Vec<String> = run_ids
+        .iter()
+        .flat_map(|id| {
+            let (plan, journal) = run_paths(id);
+            if with_plan { vec![journal, plan] } else { vec![journal] }
+        })
+        .collect();
+    let data = t.read_files(&wanted).await.map_err(|e| e.message)?;
+    let mut out = Vec::new();
+    for (id, chunk) in run_ids.iter().zip(data.chunks(per)) {
+        let journal = match &chunk[0] {
+            FileData::Found(b) => b.clone(),
+            FileData::Missing => continue,
+            other => return Err(format!("{}: {other:?}", run_paths(id).1)),
+        };
+        let plan = match chunk.get(1) {
+            Some(FileData::Found(b)) => Some(b.clone()),
+            _ => None,
+        };
+        let records = journal::parse(&journal).map_err(|e| format!("{}: {e}", run_paths(id).1))?;
+        out.push((id.clone(), NodeCopy { node: node.to_string(), records, journal, plan }));
+    }
+    Ok(out)
 }
 
 /// Which copy of a journal to carry a run on from: the longest, when every other copy is a

@@ -173,6 +173,8 @@ pub struct Runner<'a> {
     copies: Vec<String>,
     /// Set (with why) when the run must stop between steps: its lease was taken away.
     stop: Option<lease::StopSignal>,
+    /// The plan is on every node that keeps a copy (copied once per process).
+    plan_copied: std::sync::atomic::AtomicBool,
 }
 
 /// The sum of per-node counts, or every node's error.
@@ -204,7 +206,7 @@ impl<'a> Runner<'a> {
         on_failure: OnFailure,
         observer: &'a (dyn Fn(&Event) + Sync),
     ) -> Runner<'a> {
-        Runner { plan, playbook, nodes, overrides, keys, journal: Mutex::new(journal), patience, concurrency, on_failure, observer, tally: Mutex::new(BTreeMap::new()), copies: Vec::new(), stop: None }
+        Runner { plan, playbook, nodes, overrides, keys, journal: Mutex::new(journal), patience, concurrency, on_failure, observer, tally: Mutex::new(BTreeMap::new()), copies: Vec::new(), stop: None, plan_copied: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// The nodes that keep a copy of the run's plan and journal (the control plane; every
