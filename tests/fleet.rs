@@ -6,11 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, assert_written_once, certs_of, derived_inventory, first_run, harness, is, journal_lines, kcert_rows, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, run, sh, spawn, under_probes, wait_for, walk_journal, writes};
-use common::Test;
+use common::{Run, Test};
 
 fn expiry_matches_openssl_on_every_node(f: &Fleet) {
     let run = f.kcert(&["expiry", "-o", "json"]).run();
@@ -436,6 +436,78 @@ fn a_rotation_of_the_fleet_is_planned_and_proven(f: &Fleet) {
     }
 }
 
+/// The fleet's inventory as kubespray writes one (INI: `[all]` with addresses, the role
+/// groups, `k8s_cluster:children`, connection variables in `[all:vars]`), with kcert's own
+/// settings (distribution, components, ...) in `kcert.yaml` beside it: its nodes' SSH fields
+/// removed there, so they can only come from the Ansible variables.
+fn as_kubespray_ini(f: &Fleet, dir: &Path) -> PathBuf {
+    let d = dir.join(&f.name);
+    std::fs::create_dir_all(&d).unwrap();
+    let mut ini = String::from("# kubespray layout\n[all]\n");
+    for n in &f.nodes {
+        ini += &format!("{} ansible_host={}  # ip={}\n", n.name, n.ip, n.ip);
+    }
+    let group = |g: &str, cp: bool| format!("\n[{g}]\n{}", f.nodes.iter().filter(|n| n.control_plane == cp).map(|n| format!("{}\n", n.name)).collect::<String>());
+    ini += &group("kube_control_plane", true);
+    ini += &group("etcd", true);
+    ini += &group("kube_node", false);
+    ini += "\n[calico_rr]\n\n[k8s_cluster:children]\nkube_control_plane\nkube_node\ncalico_rr\n\n[all:vars]\nansible_user=root\n";
+    ini += &format!("ansible_ssh_private_key_file={}\n", f.state.join("id_ed25519").display());
+    ini += &format!("ansible_ssh_common_args='-o UserKnownHostsFile={} -o StrictHostKeyChecking=no'\n", f.state.join("known_hosts").display());
+    let path = d.join("inventory.ini");
+    std::fs::write(&path, ini).unwrap();
+    // kcert's settings: the YAML inventory without its nodes or its SSH user, key and known_hosts.
+    let yaml = std::fs::read_to_string(f.inventory()).unwrap();
+    let mut side = String::new();
+    let mut in_nodes = false;
+    for l in yaml.lines() {
+        if !l.starts_with([' ', '#']) {
+            in_nodes = l.starts_with("nodes:");
+        }
+        let ssh_field = ["  user:", "  port:", "  identity_file:", "  known_hosts:"].iter().any(|k| l.starts_with(k));
+        if !in_nodes && !ssh_field {
+            side += l;
+            side += "\n";
+        }
+    }
+    assert!(!side.contains("identity_file") && !side.contains("nodes:") && side.contains("components:"), "{side}");
+    std::fs::write(d.join("kcert.yaml"), side).unwrap();
+    path
+}
+
+/// What a rotation plan does, without its fresh keys and times: per stage, per step, its
+/// kind, nodes and restarts; the proof's edge count.
+fn plan_shape(p: &serde_json::Value) -> Vec<String> {
+    let mut out = vec![format!("cas {} edges {}", p["cas"].as_array().unwrap().len(), p["proof"]["edges"])];
+    for s in p["stages"].as_array().unwrap() {
+        for x in s["steps"].as_array().unwrap() {
+            let restarts: Vec<String> = x["ops"].as_array().map(|ops| ops.iter().map(|o| format!("{}", o["restarts"])).collect()).unwrap_or_default();
+            out.push(format!("{} {} {} {}", s["id"], x["kind"], x["nodes"], restarts.join(";")));
+        }
+    }
+    out
+}
+
+fn a_kubespray_inventory_drives_kcert_as_the_yaml_one_does(f: &Fleet) {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = as_kubespray_ini(f, dir.path());
+    let via = |inv: &Path, args: &[&str]| Test::new().args(args.iter().copied()).args(["-i".as_ref(), inv.as_os_str()]).run();
+    let (yaml_expiry, ini_expiry) = (via(&f.inventory(), &["expiry", "-o", "json"]), via(&ini, &["expiry", "-o", "json"]));
+    yaml_expiry.status(0);
+    ini_expiry.status(0);
+    let certs = |r: &Run| r.json()["certificates"].clone();
+    assert!(certs(&yaml_expiry).as_array().unwrap().len() > 40);
+    assert_eq!(certs(&ini_expiry), certs(&yaml_expiry), "expiry through the INI inventory");
+    let (yaml_plan, ini_plan) = (via(&f.inventory(), &["rotate-ca", "--dry-run", "-o", "json"]), via(&ini, &["rotate-ca", "--dry-run", "-o", "json"]));
+    yaml_plan.status(0);
+    ini_plan.status(0);
+    assert_eq!(plan_shape(&ini_plan.json()), plan_shape(&yaml_plan.json()), "rotate-ca --dry-run through the INI inventory");
+    // A bad line names the file and the line, and nothing is reached.
+    let text = std::fs::read_to_string(&ini).unwrap().replace("ansible_user=root", "ansible_user=root\nansible_port=ssh");
+    std::fs::write(&ini, text).unwrap();
+    via(&ini, &["expiry"]).status(2).stderr_has("inventory.ini:").stderr_has("ansible_port of cp1").stderr_has("not a port");
+}
+
 fn main() {
     let scenarios: Vec<(&'static str, Scenario)> = vec![
         ("expiry_matches_openssl_on_every_node", expiry_matches_openssl_on_every_node),
@@ -451,6 +523,7 @@ fn main() {
         ("a_jump_host_reaches_the_node_behind_it", a_jump_host_reaches_the_node_behind_it),
         ("the_ssh_agent_authenticates_when_no_key_file_is_given", the_ssh_agent_authenticates_when_no_key_file_is_given),
         ("a_rotation_of_the_fleet_is_planned_and_proven", a_rotation_of_the_fleet_is_planned_and_proven),
+        ("a_kubespray_inventory_drives_kcert_as_the_yaml_one_does", a_kubespray_inventory_drives_kcert_as_the_yaml_one_does),
         ("renew_dry_run_changes_nothing", renew_dry_run_changes_nothing),
         ("bad_input_is_refused_and_changes_nothing_on_any_node", bad_input_is_refused_and_changes_nothing_on_any_node),
         ("a_failing_gate_restores_the_node_and_stops", a_failing_gate_restores_the_node_and_stops),

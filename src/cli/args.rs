@@ -30,7 +30,8 @@ pub const TABLE_JSON_YAML: &[Format] = &[Format::Table, Format::Json, Format::Ya
 /// Which nodes to work on: an inventory over SSH, or this machine / a directory tree.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// Inventory of nodes to reach over SSH.
+    /// Inventory of nodes to reach over SSH: kcert's YAML, or an Ansible/kubespray inventory
+    /// (INI or YAML, settings Ansible has no word for in a `kcert.yaml` beside it).
     #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "local", required_unless_present = "local")]
     pub inventory: Option<PathBuf>,
     /// Work on this machine instead of an inventory.

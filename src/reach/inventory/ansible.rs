@@ -1,0 +1,467 @@
+//! Owns: reading an Ansible inventory, INI or YAML, as Ansible's own inventory plugins do
+//! (`ansible/plugins/inventory/ini.py`, `yaml.py`): groups with hosts, `:children` and
+//! `:vars`, host ranges (`node[01:10]`, `[a:f]`, a stride), `host:port`, quoted values,
+//! comments; and telling those formats apart from kcert's own by content.
+//! Must not: decide what a group or a variable means to kcert (`ansible_vars` does).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Kcert,
+    AnsibleIni,
+    AnsibleYaml,
+}
+
+/// Which format an inventory's text is in. kcert's own has top-level `cluster:` or `nodes:`;
+/// Ansible's YAML has groups (`all:`) whose values hold `hosts`, `children` or `vars`; INI
+/// has `[group]` lines. Anything else is read as kcert's, whose errors then say what is wrong.
+pub fn detect(text: &str) -> Format {
+    let significant: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && !l.trim_start().starts_with(';')).collect();
+    if significant.first().is_some_and(|l| section(l.trim()).is_some()) {
+        return Format::AnsibleIni;
+    }
+    let top_keys: Vec<&str> = significant.iter().filter(|l| !l.starts_with([' ', '\t', '-'])).filter_map(|l| l.split_once(':').map(|(k, _)| k.trim())).collect();
+    if top_keys.iter().any(|k| *k == "cluster" || *k == "nodes") {
+        return Format::Kcert;
+    }
+    let second_level = significant.iter().filter(|l| l.starts_with([' ', '\t'])).filter_map(|l| l.trim().split_once(':').map(|(k, _)| k.trim()));
+    if top_keys.contains(&"all") || second_level.into_iter().any(|k| k == "hosts" || k == "children") {
+        return Format::AnsibleYaml;
+    }
+    Format::Kcert
+}
+
+/// A variable's value as written, and where. Values are kept as text the way Ansible reads
+/// them (quotes removed; YAML booleans and numbers as `true`, `22`); lists and maps are not
+/// scalars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Var {
+    pub value: String,
+    pub scalar: bool,
+    pub line: u64,
+    pub column: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Group {
+    pub hosts: Vec<String>,
+    pub children: Vec<String>,
+    pub vars: BTreeMap<String, Var>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub name: String,
+    /// Where the host was first named.
+    pub line: u64,
+    pub vars: BTreeMap<String, Var>,
+}
+
+/// An Ansible inventory: its groups by name, its hosts in the order first named.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    pub groups: BTreeMap<String, Group>,
+    pub hosts: Vec<Host>,
+}
+
+impl Parsed {
+    fn group(&mut self, name: &str) -> &mut Group {
+        self.groups.entry(name.to_string()).or_default()
+    }
+
+    fn add_host(&mut self, group: &str, name: &str, line: u64, vars: BTreeMap<String, Var>) {
+        let g = self.group(group);
+        if !g.hosts.iter().any(|h| h == name) {
+            g.hosts.push(name.to_string());
+        }
+        match self.hosts.iter_mut().find(|h| h.name == name) {
+            Some(h) => h.vars.extend(vars),
+            None => self.hosts.push(Host { name: name.to_string(), line, vars }),
+        }
+    }
+}
+
+enum Section {
+    Hosts(String),
+    Vars(String),
+    Children(String),
+}
+
+/// `[name]`, `[name:vars]`, `[name:children]`, `[name:hosts]`, an optional comment after.
+fn section(line: &str) -> Option<std::result::Result<Section, String>> {
+    let rest = line.strip_prefix('[')?;
+    let (inner, after) = rest.split_once(']')?;
+    let after = after.trim();
+    if !(after.is_empty() || after.starts_with('#') || after.starts_with(';')) {
+        return None;
+    }
+    let (name, kind) = inner.split_once(':').unwrap_or((inner, "hosts"));
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Some(Err(format!("[{inner}]: not a group name")));
+    }
+    Some(match kind {
+        "hosts" => Ok(Section::Hosts(name.into())),
+        "vars" => Ok(Section::Vars(name.into())),
+        "children" => Ok(Section::Children(name.into())),
+        other => Err(format!("[{inner}]: unknown section kind {other:?} (Ansible knows :vars, :children, :hosts)")),
+    })
+}
+
+/// An INI inventory.
+pub fn parse_ini(text: &str, path: &Path) -> Result<Parsed> {
+    let err = |line: usize, column: usize, message: String| Error::InputAt { file: path.to_path_buf(), line: line as u64 + 1, column: column as u64 + 1, message };
+    let mut out = Parsed::default();
+    out.group("all");
+    let mut current = Section::Hosts("ungrouped".into());
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let indent = raw.len() - raw.trim_start().len();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = section(line) {
+            current = s.map_err(|m| err(i, indent, m))?;
+            let (Section::Hosts(g) | Section::Vars(g) | Section::Children(g)) = &current;
+            out.group(g);
+            continue;
+        }
+        match &current {
+            Section::Hosts(g) => {
+                let tokens = split_words(line).map_err(|m| err(i, indent, m))?;
+                let Some((pattern, rest)) = tokens.split_first() else { continue };
+                let mut vars = BTreeMap::new();
+                for t in rest {
+                    let Some((k, v)) = t.split_once('=') else {
+                        return Err(err(i, indent + raw.trim_start().find(t.as_str()).unwrap_or(0), format!("expected key=value host variable assignment, got {t:?}")));
+                    };
+                    let column = raw.find(&format!("{k}=")).unwrap_or(indent) as u64 + 1;
+                    vars.insert(k.to_string(), Var { value: literal(v), scalar: true, line: i as u64 + 1, column });
+                }
+                let (names, port) = host_pattern(pattern).map_err(|m| err(i, indent, m))?;
+                if let Some(p) = port {
+                    vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: i as u64 + 1, column: indent as u64 + 1 });
+                }
+                for name in names {
+                    out.add_host(g, &name, i as u64 + 1, vars.clone());
+                }
+            }
+            Section::Vars(g) => {
+                let Some((k, v)) = line.split_once('=') else {
+                    return Err(err(i, indent, format!("expected key=value, got {line:?}")));
+                };
+                let var = Var { value: literal(v.trim()), scalar: true, line: i as u64 + 1, column: indent as u64 + 1 };
+                out.group(g).vars.insert(k.trim().to_string(), var);
+            }
+            Section::Children(g) => {
+                let child = line.split([' ', '\t', '#', ';']).next().unwrap_or(line);
+                let g = g.clone();
+                out.group(child);
+                let parent = out.group(&g);
+                if !parent.children.iter().any(|c| c == child) {
+                    parent.children.push(child.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A value as Ansible's INI reader leaves it: one pair of matching quotes removed.
+fn literal(v: &str) -> String {
+    for q in ['\'', '"'] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return v[1..v.len() - 1].to_string();
+        }
+    }
+    v.to_string()
+}
+
+/// A host line's words as POSIX shell splits them (Ansible uses `shlex.split(line,
+/// comments=True)`): quotes group, a backslash escapes, `#` at a word's start ends the line.
+pub(super) fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                words.extend(word.take());
+            }
+            '#' if word.is_none() => break,
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err("a quote (') is not closed".into()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err("a quote (\") is not closed".into()),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err("a quote (\") is not closed".into()),
+                    }
+                }
+            }
+            '\\' => {
+                if let Some(c) = chars.next() {
+                    word.get_or_insert_with(String::new).push(c);
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+/// A host pattern's names (ranges expanded) and port, if it names one (`web[1:3]:2222`).
+pub fn host_pattern(pattern: &str) -> std::result::Result<(Vec<String>, Option<String>), String> {
+    // A colon outside the range brackets starts a port; `[ipv6]:port` is bracketed whole.
+    let outside: String = pattern.split('[').map(|part| part.split_once(']').map_or(part, |(_, after)| after)).collect();
+    let (name, port) = match pattern.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && outside.matches(':').count() == 1 => {
+            let v6 = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).filter(|x| x.parse::<std::net::Ipv6Addr>().is_ok());
+            (v6.unwrap_or(h), Some(p.to_string()))
+        }
+        _ => (pattern, None),
+    };
+    if let Some(p) = &port {
+        p.parse::<u16>().map_err(|_| format!("{pattern}: port {p} is out of range"))?;
+    }
+    Ok((expand(name)?, port))
+}
+
+/// `prefix[beg:end(:step)]suffix`, numeric (leading zeros kept) or single letters, ranges in
+/// the suffix expanded too (Ansible's `expand_hostname_range`).
+fn expand(pattern: &str) -> std::result::Result<Vec<String>, String> {
+    let (Some(open), Some(close)) = (pattern.find('['), pattern.find(']')) else {
+        return Ok(vec![pattern.to_string()]);
+    };
+    if close < open {
+        return Err(format!("{pattern}: not a host range"));
+    }
+    let (head, range, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let parts: Vec<&str> = range.split(':').collect();
+    let (beg, end, step) = match parts.as_slice() {
+        [b, e] => (*b, *e, 1usize),
+        [b, e, s] => (*b, *e, s.parse::<usize>().ok().filter(|s| *s > 0).ok_or_else(|| format!("{pattern}: bad range step {s:?}"))?),
+        _ => return Err(format!("{pattern}: a host range is [begin:end] or [begin:end:step]")),
+    };
+    let mut names = Vec::new();
+    if let (Ok(b), Ok(e)) = (beg.parse::<u64>(), end.parse::<u64>()) {
+        let width = if beg.len() > 1 && beg.starts_with('0') {
+            if beg.len() != end.len() {
+                return Err(format!("{pattern}: a zero-padded range needs begin and end of the same width"));
+            }
+            beg.len()
+        } else {
+            0
+        };
+        if b > e {
+            return Err(format!("{pattern}: the range begins after it ends"));
+        }
+        if (e - b) / step as u64 > 100_000 {
+            return Err(format!("{pattern}: more than 100000 hosts in one range"));
+        }
+        for n in (b..=e).step_by(step) {
+            names.push(format!("{head}{n:0width$}"));
+        }
+    } else {
+        let letter = |s: &str| {
+            let mut c = s.chars();
+            match (c.next(), c.next()) {
+                (Some(ch), None) if ch.is_ascii_alphabetic() => Ok(ch),
+                _ => Err(format!("{pattern}: a range is of numbers or of single letters")),
+            }
+        };
+        let (b, e) = (letter(beg)?, letter(end)?);
+        if b > e {
+            return Err(format!("{pattern}: the range begins after it ends"));
+        }
+        for c in (b..=e).step_by(step) {
+            names.push(format!("{head}{c}"));
+        }
+    }
+    let mut out = Vec::new();
+    for n in names {
+        for t in expand(tail)? {
+            out.push(format!("{n}{t}"));
+        }
+    }
+    Ok(out)
+}
+
+/// A YAML map read in file order.
+struct Ordered<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = m.next_entry::<String, V>()? {
+                    v.push((k, val));
+                }
+                Ok(Ordered(v))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Ordered(Vec::new()))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YamlGroup {
+    #[serde(default)]
+    hosts: Option<Ordered<Option<Ordered<Spanned<serde_json::Value>>>>>,
+    #[serde(default)]
+    children: Option<Ordered<Option<YamlGroup>>>,
+    #[serde(default)]
+    vars: Option<Ordered<Spanned<serde_json::Value>>>,
+}
+
+fn yaml_var(v: Spanned<serde_json::Value>) -> Var {
+    let (value, scalar) = match v.value {
+        serde_json::Value::String(s) => (s, true),
+        serde_json::Value::Null => (String::new(), true),
+        v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => (v.to_string(), true),
+        v => (v.to_string(), false),
+    };
+    Var { value, scalar, line: v.referenced.line(), column: v.referenced.column() }
+}
+
+/// A YAML inventory.
+pub fn parse_yaml(text: &str, path: &Path) -> Result<Parsed> {
+    let root: Ordered<Option<YamlGroup>> = crate::pki::yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let message = e.to_string().lines().next().unwrap_or("").trim().to_string();
+        Error::InputAt { file: path.to_path_buf(), line, column, message: format!("Ansible YAML inventory: {message}") }
+    })?;
+    let mut out = Parsed::default();
+    out.group("all");
+    let mut line_of_host = 0;
+    fn walk(out: &mut Parsed, name: &str, g: Option<YamlGroup>, last_line: &mut u64) -> std::result::Result<(), String> {
+        out.group(name);
+        let Some(g) = g else { return Ok(()) };
+        for (k, v) in g.vars.map(|v| v.0).unwrap_or_default() {
+            out.group(name).vars.insert(k, yaml_var(v));
+        }
+        for (pattern, vars) in g.hosts.map(|h| h.0).unwrap_or_default() {
+            let vars: BTreeMap<String, Var> = vars.map(|v| v.0).unwrap_or_default().into_iter().map(|(k, v)| (k, yaml_var(v))).collect();
+            if let Some(l) = vars.values().map(|v| v.line).min() {
+                *last_line = l;
+            }
+            let (names, port) = host_pattern(&pattern)?;
+            let mut vars = vars;
+            if let Some(p) = port {
+                vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: *last_line, column: 1 });
+            }
+            for n in names {
+                out.add_host(name, &n, *last_line, vars.clone());
+            }
+        }
+        for (child, cg) in g.children.map(|c| c.0).unwrap_or_default() {
+            let parent = out.group(name);
+            if !parent.children.contains(&child) {
+                parent.children.push(child.clone());
+            }
+            walk(out, &child, cg, last_line)?;
+        }
+        Ok(())
+    }
+    for (name, g) in root.0 {
+        walk(&mut out, &name, g, &mut line_of_host).map_err(|m| Error::input(path.display().to_string(), m))?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_apart_by_content() {
+        assert_eq!(detect("# hosts\n[kube_control_plane]\nnode1\n"), Format::AnsibleIni);
+        assert_eq!(detect("all:\n  hosts:\n    node1:\n"), Format::AnsibleYaml);
+        assert_eq!(detect("k8s:\n  children:\n    etcd:\n"), Format::AnsibleYaml);
+        assert_eq!(detect("cluster: c\nnodes:\n  - name: a\n"), Format::Kcert);
+        assert_eq!(detect("nodes: [\n"), Format::Kcert);
+    }
+
+    #[test]
+    fn ranges_expand_as_ansible_does() {
+        assert_eq!(expand("node[01:03]").unwrap(), ["node01", "node02", "node03"]);
+        assert_eq!(expand("n[1:5:2].x").unwrap(), ["n1.x", "n3.x", "n5.x"]);
+        assert_eq!(expand("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
+        assert_eq!(expand("r[1:2]-[a:b]").unwrap(), ["r1-a", "r1-b", "r2-a", "r2-b"]);
+        assert!(expand("n[01:100]").unwrap_err().contains("same width"));
+        assert!(expand("n[5:1]").unwrap_err().contains("begins after"));
+        assert_eq!(host_pattern("web[1:2]:2222").unwrap(), (vec!["web1".to_string(), "web2".to_string()], Some("2222".to_string())));
+        assert_eq!(host_pattern("[::1]:2200").unwrap(), (vec!["::1".to_string()], Some("2200".to_string())));
+        assert_eq!(host_pattern("fe80::1").unwrap().1, None);
+    }
+
+    #[test]
+    fn host_lines_split_like_shlex_with_comments() {
+        let w = split_words(r#"node1 ansible_host=10.0.0.1 ansible_ssh_common_args='-o ProxyJump=b' x="a \"q\"" # ip=10.3.0.1"#).unwrap();
+        assert_eq!(w, ["node1", "ansible_host=10.0.0.1", "ansible_ssh_common_args=-o ProxyJump=b", "x=a \"q\""]);
+        assert!(split_words("n a='x").is_err());
+    }
+
+    #[test]
+    fn ini_groups_children_vars_and_bad_lines() {
+        let text = "[all]\nnode1 ansible_host=10.0.0.1\nnode2 ansible_host=10.0.0.2 ansible_port=2222\n\n[kube_control_plane]\nnode1\n\n[kube_node]\nnode[2:3]\n\n[k8s_cluster:children]\nkube_control_plane\nkube_node\n\n[all:vars]\nansible_user = 'ops'\n";
+        let p = parse_ini(text, Path::new("hosts.ini")).unwrap();
+        assert_eq!(p.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["node1", "node2", "node3"]);
+        assert_eq!(p.groups["kube_node"].hosts, ["node2", "node3"]);
+        assert_eq!(p.groups["k8s_cluster"].children, ["kube_control_plane", "kube_node"]);
+        assert_eq!(p.groups["all"].vars["ansible_user"].value, "ops");
+        assert_eq!(p.hosts[1].vars["ansible_port"].line, 3);
+        let e = parse_ini("[kube_node]\nnode1 ansible_host\n", Path::new("hosts.ini")).unwrap_err().to_string();
+        assert!(e.starts_with("hosts.ini:2:") && e.contains("key=value"), "{e}");
+        let e = parse_ini("[k:weird]\n", Path::new("hosts.ini")).unwrap_err().to_string();
+        assert!(e.starts_with("hosts.ini:1:") && e.contains("weird"), "{e}");
+    }
+
+    #[test]
+    fn yaml_groups_children_vars_in_file_order() {
+        let text = "all:\n  hosts:\n    node2:\n      ansible_host: 10.0.0.2\n    node1:\n      ansible_host: 10.0.0.1\n      ansible_port: 2222\n  children:\n    kube_control_plane:\n      hosts:\n        node2:\n    kube_node:\n      hosts:\n        node1:\n  vars:\n    ansible_become: true\n";
+        let p = parse_yaml(text, Path::new("hosts.yaml")).unwrap();
+        assert_eq!(p.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["node2", "node1"]);
+        assert_eq!(p.hosts[1].vars["ansible_port"].value, "2222");
+        assert_eq!(p.hosts[1].vars["ansible_port"].line, 7);
+        assert_eq!(p.groups["all"].children, ["kube_control_plane", "kube_node"]);
+        assert_eq!(p.groups["all"].vars["ansible_become"].value, "true");
+        let e = parse_yaml("all:\n  hostz:\n    a:\n", Path::new("hosts.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("hosts.yaml:2:") && e.contains("hostz"), "{e}");
+    }
+}
