@@ -296,11 +296,13 @@ fn a_failing_gate_restores_the_node_and_stops(f: &Fleet) {
         t.replace("restart: supervisorctl signal HUP kube-apiserver", "restart: supervisorctl stop kube-apiserver")
     });
     let before = pki_snapshot(f);
-    let run = Test::new().args(["renew", "--yes", "--gate-timeout", "3s", "--state-dir"]).args([dir.path()]).args(["-i"]).args([&inv]).run();
+    let run = Test::new().args(["renew", "--yes", "--gate-timeout", "8s", "--state-dir"]).args([dir.path()]).args(["-i"]).args([&inv]).run();
     let cp1 = &f.node("cp1").container;
     sh(cp1, "supervisorctl start kube-apiserver >/dev/null");
     wait_for(cp1, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /healthz");
     run.status(1).stdout_has("STOPPED: R1").stdout_has("cp1: health gate failed").stdout_has("kube-apiserver").stdout_has("edge").stdout_has("restored");
+    // Progress said, while it waited, which edge it was waiting for.
+    run.stderr_has("R1 step 1/").stderr_has("cp1: restarting kube-apiserver").stderr_has("waiting for edge");
     assert_same_snapshot("a failed gate", &before, &pki_snapshot(f));
     let journal = std::fs::read_to_string(walk_journal(dir.path())).unwrap();
     assert!(journal.contains("\"event\":\"restored\",\"node\":\"cp1\""), "{journal}");

@@ -337,6 +337,18 @@ fn verify_agrees_with_openssl_on_every_kubeadm_set_before_and_after_renewal() {
 }
 
 #[test]
+fn without_a_terminal_progress_is_plain_lines_naming_stage_step_and_node() {
+    let (_d, root) = copy_set(SETS[0]);
+    let state = tempfile::tempdir().unwrap();
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--yes", "--state-dir"]).args([state.path()]).run();
+    run.status(0);
+    // One line per event, each stamped with the time since the run began.
+    for want in ["] R1 re-sign leaves", "] R1 step 1/1: local", "]   local: backing up 11 files", "]   local: writing 11 files"] {
+        assert!(run.stderr.lines().any(|l| l.starts_with("kcert [") && l.contains(want)), "{want:?} not in:\n{}", run.stderr);
+    }
+}
+
+#[test]
 fn unknown_certificate_names_and_formats_are_usage_errors() {
     let set = real_world().join("kubeadm-sijong09-k8s");
     Test::new().args(["renew", "--local", "--root"]).args([&set]).args(["--certs", "apiserverr", "--dry-run"]).run().status(2).stderr_has("apiserverr").stderr_has("kubelet-serving");

@@ -95,6 +95,15 @@ const PER_NODE: usize = 4;
 /// Runs checks (each from its client's node), retrying each until it passes or `patience`
 /// runs out: a component that was just restarted needs a moment to come back.
 pub async fn run(nodes: &Connected, checks: &[Check], patience: Duration) -> Vec<CheckResult> {
+    run_watched(nodes, checks, patience, &|_, _| {}).await
+}
+
+/// How long a check may keep failing before `waiting` is told what it waits for (and again
+/// after each such interval).
+const SAY_WAITING_EVERY: Duration = Duration::from_secs(5);
+
+/// `run`, telling `waiting` (with the client node's name) which edge a long wait is for.
+pub async fn run_watched(nodes: &Connected, checks: &[Check], patience: Duration, waiting: &(dyn Fn(&str, String) + Sync)) -> Vec<CheckResult> {
     // A few exchanges at a time per node: dozens of channels opened at once on one SSH
     // connection make some wait past their timeout.
     let permits: BTreeMap<&str, tokio::sync::Semaphore> = nodes.names().map(|n| (n, tokio::sync::Semaphore::new(PER_NODE))).collect();
@@ -106,13 +115,20 @@ pub async fn run(nodes: &Connected, checks: &[Check], patience: Duration) -> Vec
                 Some(p) => Some(p.acquire().await.expect("never closed")),
                 None => None,
             };
-            let deadline = Instant::now() + patience;
+            let start = Instant::now();
+            let deadline = start + patience;
+            let mut said = start;
             let result = match node {
                 None => Err(format!("node {} is not part of this run", c.from)),
                 Some(n) => loop {
                     let r = run_once(n.as_ref(), c, Duration::from_secs(5)).await;
                     if r.is_ok() || Instant::now() >= deadline {
                         break r;
+                    }
+                    if said.elapsed() >= SAY_WAITING_EVERY {
+                        said = Instant::now();
+                        let last = r.as_ref().err().map(String::as_str).unwrap_or_default();
+                        waiting(&c.from, format!("waiting for edge {} ({} -> {} at {}:{}), {}s of {}s: {last}", c.edge, c.from, c.to, c.host, c.port, start.elapsed().as_secs(), patience.as_secs()));
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 },

@@ -116,7 +116,7 @@ impl Runner<'_> {
             return Ok(0);
         }
         self.note(&b.nodes.join(","), format!("health gate: {} checks", b.gates.len()));
-        let results = gate::run(&self.nodes, &b.gates, self.patience).await;
+        let results = gate::run_watched(&self.nodes, &b.gates, self.patience, &|node, what| self.note(node, what)).await;
         for r in &results {
             self.rec(&Record::Gate { from: r.from.clone(), check: format!("{} {} -> {}", r.edge, r.from, r.to), ok: r.ok, detail: r.detail.clone() })?;
         }
