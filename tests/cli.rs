@@ -205,3 +205,37 @@ fn a_node_without_a_distribution_or_pki_is_a_failed_row_not_an_empty_report() {
     let run = Test::new().args(["expiry", "--local", "--root", e, "--distribution", "kubeadm"]).run();
     run.status(1).stdout_has("none where the kubeadm playbook looks");
 }
+
+/// `--inventory-from-ansible` runs `ansible-inventory -i FILE --list`. Ansible is not
+/// installed here: a STAND-IN script prints what the real one prints for a dynamic inventory
+/// (the `--list` JSON shape of ansible/cli/inventory.py: groups with hosts/children/vars,
+/// `_meta.hostvars`). The nodes it names are unreachable ports, so the rows show what kcert
+/// took from it: names, addresses, ports.
+#[test]
+fn a_dynamic_inventory_is_read_through_ansible_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let script = bin.join("ansible-inventory");
+    std::fs::write(&script, "#!/bin/sh\n# STAND-IN for ansible-inventory (see the test's comment)\n[ \"$1\" = -i ] && [ \"$3\" = --list ] || { echo \"unexpected arguments: $*\" >&2; exit 5; }\nexec cat \"$2.json\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cloud = dir.path().join("eu-cloud");
+    std::fs::create_dir(&cloud).unwrap();
+    let inv = cloud.join("aws_ec2.yaml");
+    std::fs::write(&inv, "plugin: amazon.aws.aws_ec2\nregions: [eu-west-1]\n").unwrap();
+    std::fs::write(
+        cloud.join("aws_ec2.yaml.json"),
+        r#"{"_meta": {"hostvars": {"cp-a": {"ansible_host": "127.0.0.1", "ansible_port": 1}, "wk-b": {"ansible_host": "127.0.0.1", "ansible_port": 9}}},
+            "all": {"children": ["ungrouped", "kube_control_plane", "kube_node"]},
+            "kube_control_plane": {"hosts": ["cp-a"]}, "kube_node": {"hosts": ["wk-b"]}}"#,
+    )
+    .unwrap();
+    std::fs::write(cloud.join("kcert.yaml"), "ssh:\n  config_file: none\n  user: ops\n").unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let run = Test::new().args(["expiry", "--inventory-from-ansible", "--connect-timeout", "2s", "-i"]).args([&inv]).env("PATH", &path).run();
+    run.status(1).stdout_has("cp-a").stdout_has("wk-b").stdout_has("cp-a: cannot connect to [127.0.0.1]:1").stdout_has("wk-b: cannot connect to [127.0.0.1]:9");
+    // Without the flag, the plugin config is no inventory kcert can read itself: said plainly.
+    Test::new().args(["expiry", "-i"]).args([&inv]).env("PATH", &path).run().status(2).stderr_has("aws_ec2.yaml").stderr_has("--inventory-from-ansible");
+    // Without ansible-inventory on PATH: said, with what to do.
+    Test::new().args(["expiry", "--inventory-from-ansible", "-i"]).args([&inv]).env("PATH", "/nonexistent").run().status(2).stderr_has("ansible-inventory is not installed");
+}

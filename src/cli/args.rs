@@ -34,6 +34,10 @@ pub struct TargetArgs {
     /// (INI or YAML, settings Ansible has no word for in a `kcert.yaml` beside it).
     #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "local", required_unless_present = "local")]
     pub inventory: Option<PathBuf>,
+    /// Read the inventory through `ansible-inventory -i FILE --list` (dynamic inventories,
+    /// inventory plugins): Ansible resolves it, kcert reads what it prints.
+    #[arg(long, requires = "inventory")]
+    pub inventory_from_ansible: bool,
     /// Work on this machine instead of an inventory.
     #[arg(long)]
     pub local: bool,
@@ -68,7 +72,12 @@ impl TargetArgs {
         if let Some(path) = &self.inventory {
             let inv = inventory::load(
                 path,
-                &LoadOptions { accept_new_host_keys: self.accept_new_host_keys, connect_timeout: self.connect_timeout, command_timeout: self.command_timeout },
+                &LoadOptions {
+                    accept_new_host_keys: self.accept_new_host_keys,
+                    connect_timeout: self.connect_timeout,
+                    command_timeout: self.command_timeout,
+                    from_ansible: self.inventory_from_ansible,
+                },
             )?;
             return Fleet::from_inventory(&inv, &self.nodes, self.concurrency.map(|c| c as usize));
         }

@@ -17,6 +17,9 @@ pub enum Format {
     Kcert,
     AnsibleIni,
     AnsibleYaml,
+    /// An inventory plugin's configuration (`plugin: amazon.aws.aws_ec2`): only Ansible can
+    /// turn it into hosts.
+    AnsiblePlugin,
 }
 
 /// Which format an inventory's text is in. kcert's own has top-level `cluster:` or `nodes:`;
@@ -30,6 +33,9 @@ pub fn detect(text: &str) -> Format {
     let top_keys: Vec<&str> = significant.iter().filter(|l| !l.starts_with([' ', '\t', '-'])).filter_map(|l| l.split_once(':').map(|(k, _)| k.trim())).collect();
     if top_keys.iter().any(|k| *k == "cluster" || *k == "nodes") {
         return Format::Kcert;
+    }
+    if top_keys.contains(&"plugin") {
+        return Format::AnsiblePlugin;
     }
     let second_level = significant.iter().filter(|l| l.starts_with([' ', '\t'])).filter_map(|l| l.trim().split_once(':').map(|(k, _)| k.trim()));
     if top_keys.contains(&"all") || second_level.into_iter().any(|k| k == "hosts" || k == "children") {
@@ -404,6 +410,63 @@ pub fn parse_yaml(text: &str, path: &Path) -> Result<Parsed> {
     Ok(out)
 }
 
+/// The JSON `ansible-inventory --list` prints: groups with `hosts`, `children` and `vars`,
+/// and every host's variables (already merged by Ansible) under `_meta.hostvars`. No lines:
+/// variables are placed at line 0, which errors show as "no line".
+pub fn parse_list_json(json: &[u8], shown: &Path) -> Result<Parsed> {
+    #[derive(Deserialize)]
+    struct JsonGroup {
+        #[serde(default)]
+        hosts: Vec<String>,
+        #[serde(default)]
+        children: Vec<String>,
+        #[serde(default)]
+        vars: BTreeMap<String, serde_json::Value>,
+    }
+    let bad = |e: String| Error::input(shown.display().to_string(), format!("ansible-inventory --list printed what kcert cannot read: {e}"));
+    let mut root: BTreeMap<String, serde_json::Value> = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let meta = root.remove("_meta");
+    let var = |v: serde_json::Value| {
+        let (value, scalar) = match v {
+            serde_json::Value::String(s) => (s, true),
+            v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_) | serde_json::Value::Null) => (if v.is_null() { String::new() } else { v.to_string() }, true),
+            v => (v.to_string(), false),
+        };
+        Var { value, scalar, line: 0, column: 0 }
+    };
+    let mut hostvars: BTreeMap<String, BTreeMap<String, serde_json::Value>> = match meta.and_then(|m| m.get("hostvars").cloned()) {
+        Some(h) => serde_json::from_value(h).map_err(|e| bad(format!("_meta.hostvars: {e}")))?,
+        None => BTreeMap::new(),
+    };
+    let mut out = Parsed::default();
+    out.group("all");
+    // `all` first, then the groups in the order it names them, so hosts keep Ansible's order.
+    let mut order: Vec<String> = vec!["all".into()];
+    let mut i = 0;
+    while i < order.len() {
+        if let Some(g) = root.get(&order[i]).and_then(|g| g.get("children")).and_then(|c| c.as_array()) {
+            for c in g.iter().filter_map(|c| c.as_str()) {
+                if !order.iter().any(|o| o == c) {
+                    order.push(c.to_string());
+                }
+            }
+        }
+        i += 1;
+    }
+    order.extend(root.keys().filter(|k| !order.contains(k)).cloned().collect::<Vec<_>>());
+    for name in order {
+        let Some(g) = root.remove(&name) else { continue };
+        let g: JsonGroup = serde_json::from_value(g).map_err(|e| bad(format!("group {name}: {e}")))?;
+        out.group(&name).vars = g.vars.into_iter().map(|(k, v)| (k, var(v))).collect();
+        out.group(&name).children = g.children;
+        for h in g.hosts {
+            let vars = hostvars.remove(&h).unwrap_or_default().into_iter().map(|(k, v)| (k, var(v))).collect();
+            out.add_host(&name, &h, 0, vars);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +478,7 @@ mod tests {
         assert_eq!(detect("k8s:\n  children:\n    etcd:\n"), Format::AnsibleYaml);
         assert_eq!(detect("cluster: c\nnodes:\n  - name: a\n"), Format::Kcert);
         assert_eq!(detect("nodes: [\n"), Format::Kcert);
+        assert_eq!(detect("plugin: amazon.aws.aws_ec2\nregions: [eu-west-1]\n"), Format::AnsiblePlugin);
     }
 
     #[test]
@@ -463,5 +527,22 @@ mod tests {
         assert_eq!(p.groups["all"].vars["ansible_become"].value, "true");
         let e = parse_yaml("all:\n  hostz:\n    a:\n", Path::new("hosts.yaml")).unwrap_err().to_string();
         assert!(e.starts_with("hosts.yaml:2:") && e.contains("hostz"), "{e}");
+    }
+
+    #[test]
+    fn ansible_inventory_list_json_reads_as_the_same_groups() {
+        // The shape `ansible-inventory --list` prints (ansible/cli/inventory.py, json_inventory).
+        let json = br#"{"_meta": {"hostvars": {"node1": {"ansible_host": "10.0.0.11", "ansible_port": 2222}, "node2": {}}},
+            "all": {"children": ["ungrouped", "k8s_cluster"]},
+            "k8s_cluster": {"children": ["kube_control_plane", "kube_node"]},
+            "kube_control_plane": {"hosts": ["node1"]},
+            "kube_node": {"hosts": ["node2"], "vars": {"ansible_user": "ops"}}}"#;
+        let p = parse_list_json(json, Path::new("aws_ec2.yaml")).unwrap();
+        assert_eq!(p.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["node1", "node2"]);
+        assert_eq!(p.hosts[0].vars["ansible_port"].value, "2222");
+        assert_eq!(p.groups["kube_node"].vars["ansible_user"].value, "ops");
+        assert_eq!(p.groups["k8s_cluster"].children, ["kube_control_plane", "kube_node"]);
+        let e = parse_list_json(b"{not json", Path::new("aws_ec2.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("aws_ec2.yaml: ansible-inventory --list printed"), "{e}");
     }
 }

@@ -31,14 +31,38 @@ pub(super) fn spec(text: &str, path: &Path, format: Format) -> Result<Spec> {
         Format::AnsibleYaml => ansible::parse_yaml(text, path)?,
         _ => ansible::parse_ini(text, path)?,
     };
-    let side_path = path.parent().map(|d| d.join(SIDE_FILE)).unwrap_or_else(|| PathBuf::from(SIDE_FILE));
-    let side = if side_path.is_file() {
-        let text = read_config(&side_path).map_err(|e| Error::input(side_path.display().to_string(), e))?;
-        side_settings(&text, &side_path)?
-    } else {
-        SideSettings::default()
-    };
-    from_parsed(&parsed, path, side)
+    from_parsed(&parsed, path, side(path)?)
+}
+
+/// kcert's settings beside an Ansible inventory (inside it, when the inventory is a
+/// directory, as Ansible allows), if there are any.
+fn side(path: &Path) -> Result<SideSettings> {
+    let dir = if path.is_dir() { Some(path) } else { path.parent() };
+    let side_path = dir.map(|d| d.join(SIDE_FILE)).unwrap_or_else(|| PathBuf::from(SIDE_FILE));
+    if !side_path.is_file() {
+        return Ok(SideSettings::default());
+    }
+    let text = read_config(&side_path).map_err(|e| Error::input(side_path.display().to_string(), e))?;
+    side_settings(&text, &side_path)
+}
+
+/// An inventory of any kind Ansible reads (a dynamic inventory script or plugin config
+/// too), through `ansible-inventory -i PATH --list`.
+pub(super) fn spec_via_ansible(path: &Path) -> Result<Spec> {
+    let what = path.display().to_string();
+    let out = std::process::Command::new("ansible-inventory").arg("-i").arg(path).arg("--list").stdin(std::process::Stdio::null()).output().map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::NotFound { "ansible-inventory is not installed (or not on PATH)".to_string() } else { format!("cannot run ansible-inventory: {e}") };
+        Error::input(what.clone(), format!("{why}; --inventory-from-ansible runs `ansible-inventory -i {what} --list` (without the flag, kcert reads INI and YAML inventories itself)"))
+    })?;
+    if !out.status.success() {
+        let said: String = String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.trim().is_empty()).take(5).collect::<Vec<_>>().join(" / ");
+        return Err(Error::input(what, format!("`ansible-inventory --list` failed ({}): {said}", out.status)));
+    }
+    let shown = PathBuf::from(format!("{what} (through ansible-inventory --list)"));
+    let parsed = ansible::parse_list_json(&out.stdout, &shown)?;
+    let mut spec = from_parsed(&parsed, &shown, side(path)?)?;
+    spec.path = path.to_path_buf();
+    Ok(spec)
 }
 
 /// Each group's depth below `all` (a group no other names as a child is `all`'s child), the

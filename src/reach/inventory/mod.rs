@@ -66,6 +66,8 @@ pub struct LoadOptions {
     pub accept_new_host_keys: bool,
     pub connect_timeout: Option<Duration>,
     pub command_timeout: Option<Duration>,
+    /// Read the inventory through `ansible-inventory -i FILE --list` (dynamic inventories).
+    pub from_ansible: bool,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,6 +86,10 @@ pub(crate) struct At<T> {
 
 impl<T> At<T> {
     pub fn error(&self, message: impl std::fmt::Display) -> Error {
+        if self.line == 0 {
+            // No line to name (what `ansible-inventory --list` printed).
+            return Error::input(self.file.display().to_string(), format!("{}: {message}", self.field));
+        }
         Error::InputAt { file: self.file.clone(), line: self.line, column: self.column, message: format!("{}: {message}", self.field) }
     }
 
@@ -204,9 +210,16 @@ pub fn load_playbook(name_or_path: &str) -> Result<Playbook> {
 /// Reads an inventory: kcert's own YAML, or an Ansible inventory (INI or YAML, told apart by
 /// content) with kcert's own settings from an optional `kcert.yaml` beside it.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Inventory> {
+    if opts.from_ansible {
+        return resolve(ansible_vars::spec_via_ansible(path)?, opts);
+    }
     let text = read_config(path).map_err(|e| Error::input(path.display().to_string(), format!("cannot read inventory: {e}")))?;
     match ansible::detect(&text) {
         ansible::Format::Kcert => parse(&text, path, opts),
+        ansible::Format::AnsiblePlugin => Err(Error::input(
+            path.display().to_string(),
+            "this is an Ansible inventory plugin's configuration (`plugin:`): only Ansible can list its hosts; add --inventory-from-ansible to read it through `ansible-inventory --list`",
+        )),
         format => resolve(ansible_vars::spec(&text, path, format)?, opts),
     }
 }
