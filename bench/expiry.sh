@@ -5,8 +5,10 @@
 # the same kubeadm control-plane PKI made with openssl. For N = 5, 20, 50 it times
 #   kcert:    kcert expiry -i <N-node inventory> -o json
 #   openssh:  xargs -P <concurrency> ssh -p PORT root@127.0.0.1 'openssl x509 -enddate ... each file'
-# (one ssh per node reading every cert file, the same files kcert reports), and prints the
-# median of RUNS runs of each, their ratio, and kcert's peak RSS (GNU time).
+# (one ssh per node reading every cert file, the same files kcert reports), and
+#   floor:    xargs -P <concurrency> ssh -o KexAlgorithms=curve25519-sha256 -p PORT root@127.0.0.1 true
+# (the SSH handshake alone, the least any tool reaching the nodes can take), and prints the
+# median of RUNS runs of each, the ratios, and kcert's peak RSS (GNU time).
 #
 # usage: bench/expiry.sh [N...]      env: RUNS (default 5), CONCURRENCY (default 10)
 set -euo pipefail
@@ -46,7 +48,7 @@ files=$(docker exec "$name" sh -c 'find -L /etc/kubernetes/pki /var/lib/kubelet/
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
 now() { date +%s.%N; }
 
-printf '%-6s %-12s %-12s %-8s %s\n' NODES KCERT_S OPENSSH_S RATIO KCERT_PEAK_RSS
+printf '%-6s %-9s %-10s %-9s %-13s %-14s %s\n' NODES KCERT_S OPENSSH_S FLOOR_S KCERT/OPENSSH KCERT/FLOOR KCERT_PEAK_RSS
 for n in "${sizes[@]}"; do
   inv="$work/inv-$n.yaml"
   {
@@ -54,7 +56,7 @@ for n in "${sizes[@]}"; do
     for i in $(seq 0 $((n - 1))); do printf '  - name: n%s\n    host: 127.0.0.1\n    port: %s\n    roles: [control-plane, etcd]\n' "$i" $((base + i)); done
   } > "$inv"
   ports=$(seq $base $((base + n - 1)))
-  ktimes=(); otimes=(); rss=0
+  ktimes=(); otimes=(); ftimes=(); rss=0
   for _ in $(seq "$runs"); do
     t0=$(now)
     /usr/bin/time -f %M -o "$work/rss" "$kcert" expiry -i "$inv" -o json > "$work/out.json" || [ $? -eq 3 ]
@@ -66,9 +68,14 @@ for n in "${sizes[@]}"; do
       -o StrictHostKeyChecking=yes -o BatchMode=yes root@127.0.0.1 "for f in $files; do openssl x509 -enddate -noout -in \$f; done" > "$work/openssh.out"
     t1=$(now)
     otimes+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now)
+    echo "$ports" | xargs -P "$conc" -I{} ssh -q -p {} -i "$work/id_ed25519" -o UserKnownHostsFile="$work/known_hosts" \
+      -o StrictHostKeyChecking=yes -o BatchMode=yes -o KexAlgorithms=curve25519-sha256 root@127.0.0.1 true
+    t1=$(now)
+    ftimes+=("$(echo "$t1 - $t0" | bc)")
   done
   certs=$(python3 -c "import json; print(len(json.load(open('$work/out.json'))['certificates']))")
-  k=$(printf '%s\n' "${ktimes[@]}" | median); o=$(printf '%s\n' "${otimes[@]}" | median)
-  printf '%-6s %-12s %-12s %-8s %s MiB   (%s certs reported by kcert, %s lines by openssl)\n' "$n" "$k" "$o" \
-    "$(echo "scale=2; $k / $o" | bc)" "$(echo "scale=1; $rss / 1024" | bc)" "$certs" "$(wc -l < "$work/openssh.out")"
+  k=$(printf '%s\n' "${ktimes[@]}" | median); o=$(printf '%s\n' "${otimes[@]}" | median); f=$(printf '%s\n' "${ftimes[@]}" | median)
+  printf '%-6s %-9s %-10s %-9s %-13s %-14s %s MiB   (%s certs reported by kcert, %s lines by openssl)\n' "$n" "$k" "$o" "$f" \
+    "$(echo "scale=2; $k / $o" | bc)" "$(echo "scale=2; $k / $f" | bc)" "$(echo "scale=1; $rss / 1024" | bc)" "$certs" "$(wc -l < "$work/openssh.out")"
 done
