@@ -53,6 +53,8 @@ pub struct Var {
     pub scalar: bool,
     pub line: u64,
     pub column: u64,
+    /// The file it was set in, when not the inventory (`group_vars/`, `host_vars/`).
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -148,11 +150,11 @@ pub fn parse_ini(text: &str, path: &Path) -> Result<Parsed> {
                         return Err(err(i, indent + raw.trim_start().find(t.as_str()).unwrap_or(0), format!("expected key=value host variable assignment, got {t:?}")));
                     };
                     let column = raw.find(&format!("{k}=")).unwrap_or(indent) as u64 + 1;
-                    vars.insert(k.to_string(), Var { value: literal(v), scalar: true, line: i as u64 + 1, column });
+                    vars.insert(k.to_string(), Var { value: literal(v), scalar: true, line: i as u64 + 1, column, file: None });
                 }
                 let (names, port) = host_pattern(pattern).map_err(|m| err(i, indent, m))?;
                 if let Some(p) = port {
-                    vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: i as u64 + 1, column: indent as u64 + 1 });
+                    vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: i as u64 + 1, column: indent as u64 + 1, file: None });
                 }
                 for name in names {
                     out.add_host(g, &name, i as u64 + 1, vars.clone());
@@ -162,7 +164,7 @@ pub fn parse_ini(text: &str, path: &Path) -> Result<Parsed> {
                 let Some((k, v)) = line.split_once('=') else {
                     return Err(err(i, indent, format!("expected key=value, got {line:?}")));
                 };
-                let var = Var { value: literal(v.trim()), scalar: true, line: i as u64 + 1, column: indent as u64 + 1 };
+                let var = Var { value: literal(v.trim()), scalar: true, line: i as u64 + 1, column: indent as u64 + 1, file: None };
                 out.group(g).vars.insert(k.trim().to_string(), var);
             }
             Section::Children(g) => {
@@ -362,7 +364,7 @@ fn yaml_var(v: Spanned<serde_json::Value>) -> Var {
         v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => (v.to_string(), true),
         v => (v.to_string(), false),
     };
-    Var { value, scalar, line: v.referenced.line(), column: v.referenced.column() }
+    Var { value, scalar, line: v.referenced.line(), column: v.referenced.column(), file: None }
 }
 
 /// A YAML inventory.
@@ -389,7 +391,7 @@ pub fn parse_yaml(text: &str, path: &Path) -> Result<Parsed> {
             let (names, port) = host_pattern(&pattern)?;
             let mut vars = vars;
             if let Some(p) = port {
-                vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: *last_line, column: 1 });
+                vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: *last_line, column: 1, file: None });
             }
             for n in names {
                 out.add_host(name, &n, *last_line, vars.clone());
@@ -432,7 +434,7 @@ pub fn parse_list_json(json: &[u8], shown: &Path) -> Result<Parsed> {
             v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_) | serde_json::Value::Null) => (if v.is_null() { String::new() } else { v.to_string() }, true),
             v => (v.to_string(), false),
         };
-        Var { value, scalar, line: 0, column: 0 }
+        Var { value, scalar, line: 0, column: 0, file: None }
     };
     let mut hostvars: BTreeMap<String, BTreeMap<String, serde_json::Value>> = match meta.and_then(|m| m.get("hostvars").cloned()) {
         Some(h) => serde_json::from_value(h).map_err(|e| bad(format!("_meta.hostvars: {e}")))?,
@@ -465,6 +467,17 @@ pub fn parse_list_json(json: &[u8], shown: &Path) -> Result<Parsed> {
         }
     }
     Ok(out)
+}
+
+/// A `group_vars/` or `host_vars/` file (YAML, or JSON which is YAML): its top-level
+/// variables, each naming this file.
+pub fn parse_var_file(text: &str, path: &Path) -> Result<BTreeMap<String, Var>> {
+    let vars: Ordered<Spanned<serde_json::Value>> = crate::pki::yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let message = e.to_string().lines().next().unwrap_or("").trim().to_string();
+        Error::InputAt { file: path.to_path_buf(), line, column, message: format!("Ansible variables file: {message}") }
+    })?;
+    Ok(vars.0.into_iter().map(|(k, v)| (k, Var { file: Some(path.to_path_buf()), ..yaml_var(v) })).collect())
 }
 
 #[cfg(test)]

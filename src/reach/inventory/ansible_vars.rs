@@ -27,11 +27,61 @@ pub const SIDE_FILE: &str = "kcert.yaml";
 
 /// An Ansible inventory's text as the spec every inventory becomes.
 pub(super) fn spec(text: &str, path: &Path, format: Format) -> Result<Spec> {
-    let parsed = match format {
+    let mut parsed = match format {
         Format::AnsibleYaml => ansible::parse_yaml(text, path)?,
         _ => ansible::parse_ini(text, path)?,
     };
+    if let Some(dir) = path.parent() {
+        read_var_dirs(&mut parsed, if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?;
+    }
     from_parsed(&parsed, path, side(path)?)
+}
+
+/// Ansible reads `group_vars/<group>` and `host_vars/<host>` beside the inventory (a file
+/// `<name>`, `<name>.yml`, `.yaml` or `.json`, or a directory `<name>/` of such files, in name
+/// order); what they set overrides the inventory's own variables of that group or host. Only
+/// files that set a connection variable (a line starting `ansible_`, or `"ansible_` in JSON)
+/// are parsed: kubespray's many other settings are none of kcert's business.
+fn read_var_dirs(p: &mut Parsed, dir: &Path) -> Result<()> {
+    let groups: Vec<String> = p.groups.keys().cloned().collect();
+    let hosts: Vec<String> = p.hosts.iter().map(|h| h.name.clone()).collect();
+    for (kind, names) in [("group_vars", groups), ("host_vars", hosts)] {
+        let base = dir.join(kind);
+        if !base.is_dir() {
+            continue;
+        }
+        for name in names {
+            for file in var_files(&base, &name) {
+                let text = read_config(&file).map_err(|e| Error::input(file.display().to_string(), e))?;
+                if !text.lines().any(|l| l.starts_with("ansible_") || l.contains("\"ansible_")) {
+                    continue;
+                }
+                let vars = ansible::parse_var_file(&text, &file)?;
+                if kind == "group_vars" {
+                    p.groups.entry(name.clone()).or_default().vars.extend(vars);
+                } else if let Some(h) = p.hosts.iter_mut().find(|h| h.name == name) {
+                    h.vars.extend(vars);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The variables files Ansible's `host_group_vars` plugin reads for one group or host.
+fn var_files(base: &Path, name: &str) -> Vec<PathBuf> {
+    let wanted = |p: &Path| {
+        let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        !file.starts_with('.') && matches!(p.extension().and_then(|e| e.to_str()), None | Some("yml" | "yaml" | "json"))
+    };
+    let mut out: Vec<PathBuf> = ["", ".yml", ".yaml", ".json"].iter().map(|ext| base.join(format!("{name}{ext}"))).filter(|f| f.is_file()).collect();
+    let d = base.join(name);
+    if d.is_dir() {
+        let mut inner: Vec<PathBuf> = std::fs::read_dir(&d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file() && wanted(p)).collect();
+        inner.sort();
+        out.extend(inner);
+    }
+    out
 }
 
 /// kcert's settings beside an Ansible inventory (inside it, when the inventory is a
@@ -128,7 +178,8 @@ impl HostVars<'_> {
     /// The first of these variables the host has, as text kcert can use.
     fn text(&self, names: &[&str]) -> Result<Option<At<String>>> {
         let Some((name, v)) = names.iter().find_map(|n| self.vars.get(n).map(|v| (*n, *v))) else { return Ok(None) };
-        let at = At { value: v.value.trim().to_string(), file: self.file.to_path_buf(), line: v.line, column: v.column, field: format!("{name} of {}", self.host) };
+        let file = v.file.clone().unwrap_or_else(|| self.file.to_path_buf());
+        let at = At { value: v.value.trim().to_string(), file, line: v.line, column: v.column, field: format!("{name} of {}", self.host) };
         if !v.scalar {
             return Err(at.error("is a list or a map; kcert needs one value"));
         }
@@ -444,6 +495,29 @@ ansible_port=2222
         refused("[kube_node]\nw1 ansible_host\n", SIDE, &["hosts.ini:2:", "key=value"]);
         refused("[kube_node]\nw1\n", "ssh:\n  config_file: none\nnodes: []\n", &["kcert.yaml:3:", "nodes"]);
         refused("[kube_node]\nw1\n", "ssh:\n  config_file: none\nbatch_size: 0\n", &["kcert.yaml:3:", "batch_size"]);
+    }
+
+    #[test]
+    fn group_vars_and_host_vars_beside_it_override_the_inventory() {
+        let (d, _) = load_in("hosts.ini", "", SIDE);
+        let dir = d.path().join("prod-eu1");
+        std::fs::create_dir_all(dir.join("group_vars/all")).unwrap();
+        std::fs::create_dir_all(dir.join("host_vars")).unwrap();
+        // kubespray's own settings (templates and all) are not parsed: no connection variable.
+        std::fs::write(dir.join("group_vars/all/all.yml"), "kube_version: \"{{ k8s }}\"\nbad: [unclosed\n").unwrap();
+        std::fs::write(dir.join("group_vars/all/ssh.yml"), "---\nansible_user: fromvars\nansible_port: 2200\n").unwrap();
+        std::fs::write(dir.join("group_vars/kube_node.yaml"), "ansible_port: 2300\n").unwrap();
+        std::fs::write(dir.join("host_vars/w2.json"), "{\"ansible_host\": \"10.0.0.99\"}").unwrap();
+        std::fs::write(dir.join("host_vars/w1.yml"), "ansible_port: not-a-port\n").unwrap();
+        let ini = dir.join("hosts.ini");
+        std::fs::write(&ini, "[kube_control_plane]\ncp1 ansible_port=2222\n[kube_node]\nw2\n[all:vars]\nansible_user=frominventory\n").unwrap();
+        let inv = load(&ini, &LoadOptions::default()).unwrap();
+        let show: Vec<String> = inv.nodes.iter().map(|n| format!("{}@{}:{}", n.ssh.user, n.ssh.host, n.ssh.port)).collect();
+        assert_eq!(show, ["fromvars@cp1:2222", "fromvars@10.0.0.99:2300"]);
+        // A bad value there is named at its own file and line.
+        std::fs::write(&ini, "[kube_node]\nw1\n").unwrap();
+        let e = load(&ini, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("host_vars/w1.yml:1:") && e.contains("ansible_port of w1") && e.contains("not a port"), "{e}");
     }
 
     #[test]
