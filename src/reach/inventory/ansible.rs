@@ -4,7 +4,7 @@
 //! comments; and telling those formats apart from kcert's own by content.
 //! Must not: decide what a group or a variable means to kcert (`ansible_vars` does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -77,21 +77,38 @@ pub struct Host {
 pub struct Parsed {
     pub groups: BTreeMap<String, Group>,
     pub hosts: Vec<Host>,
+    /// Where each host is in `hosts`, and which (group, host) pairs exist: lookups stay fast
+    /// however many hosts a range makes.
+    index: HashMap<String, usize>,
+    members: HashSet<(String, String)>,
 }
 
+/// More hosts than any cluster has: a range or a file that makes more is refused.
+const MAX_HOSTS: usize = 100_000;
+
 impl Parsed {
-    fn group(&mut self, name: &str) -> &mut Group {
+    pub(super) fn group(&mut self, name: &str) -> &mut Group {
         self.groups.entry(name.to_string()).or_default()
     }
 
+    pub fn in_group(&self, group: &str, host: &str) -> bool {
+        self.members.contains(&(group.to_string(), host.to_string()))
+    }
+
+    pub(super) fn host_mut(&mut self, name: &str) -> Option<&mut Host> {
+        self.index.get(name).map(|i| &mut self.hosts[*i])
+    }
+
     fn add_host(&mut self, group: &str, name: &str, line: u64, vars: BTreeMap<String, Var>) {
-        let g = self.group(group);
-        if !g.hosts.iter().any(|h| h == name) {
-            g.hosts.push(name.to_string());
+        if self.members.insert((group.to_string(), name.to_string())) {
+            self.group(group).hosts.push(name.to_string());
         }
-        match self.hosts.iter_mut().find(|h| h.name == name) {
-            Some(h) => h.vars.extend(vars),
-            None => self.hosts.push(Host { name: name.to_string(), line, vars }),
+        match self.index.get(name) {
+            Some(i) => self.hosts[*i].vars.extend(vars),
+            None => {
+                self.index.insert(name.to_string(), self.hosts.len());
+                self.hosts.push(Host { name: name.to_string(), line, vars });
+            }
         }
     }
 }
@@ -155,6 +172,9 @@ pub fn parse_ini(text: &str, path: &Path) -> Result<Parsed> {
                 let (names, port) = host_pattern(pattern).map_err(|m| err(i, indent, m))?;
                 if let Some(p) = port {
                     vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: i as u64 + 1, column: indent as u64 + 1, file: None });
+                }
+                if out.hosts.len() + names.len() > MAX_HOSTS {
+                    return Err(err(i, indent, format!("more than {MAX_HOSTS} hosts in the inventory")));
                 }
                 for name in names {
                     out.add_host(g, &name, i as u64 + 1, vars.clone());
@@ -289,8 +309,8 @@ fn expand(pattern: &str) -> std::result::Result<Vec<String>, String> {
         if b > e {
             return Err(format!("{pattern}: the range begins after it ends"));
         }
-        if (e - b) / step as u64 > 100_000 {
-            return Err(format!("{pattern}: more than 100000 hosts in one range"));
+        if (e - b) / step as u64 >= MAX_HOSTS as u64 {
+            return Err(format!("{pattern}: more than {MAX_HOSTS} hosts"));
         }
         for n in (b..=e).step_by(step) {
             names.push(format!("{head}{n:0width$}"));
@@ -311,13 +331,11 @@ fn expand(pattern: &str) -> std::result::Result<Vec<String>, String> {
             names.push(format!("{head}{c}"));
         }
     }
-    let mut out = Vec::new();
-    for n in names {
-        for t in expand(tail)? {
-            out.push(format!("{n}{t}"));
-        }
+    let tails = expand(tail)?;
+    if names.len().saturating_mul(tails.len()) > MAX_HOSTS {
+        return Err(format!("{pattern}: more than {MAX_HOSTS} hosts"));
     }
-    Ok(out)
+    Ok(names.iter().flat_map(|n| tails.iter().map(move |t| format!("{n}{t}"))).collect())
 }
 
 /// A YAML map read in file order.
@@ -392,6 +410,9 @@ pub fn parse_yaml(text: &str, path: &Path) -> Result<Parsed> {
             let mut vars = vars;
             if let Some(p) = port {
                 vars.insert("ansible_port".into(), Var { value: p, scalar: true, line: *last_line, column: 1, file: None });
+            }
+            if out.hosts.len() + names.len() > MAX_HOSTS {
+                return Err(format!("more than {MAX_HOSTS} hosts in the inventory"));
             }
             for n in names {
                 out.add_host(name, &n, *last_line, vars.clone());
@@ -502,6 +523,9 @@ mod tests {
         assert_eq!(expand("r[1:2]-[a:b]").unwrap(), ["r1-a", "r1-b", "r2-a", "r2-b"]);
         assert!(expand("n[01:100]").unwrap_err().contains("same width"));
         assert!(expand("n[5:1]").unwrap_err().contains("begins after"));
+        // Hostile ranges are refused before they are made, nested ones too.
+        assert!(expand("n[1:99999999]").unwrap_err().contains("more than 100000 hosts"));
+        assert!(expand("a[1:1000]b[1:1000]").unwrap_err().contains("more than 100000 hosts"));
         assert_eq!(host_pattern("web[1:2]:2222").unwrap(), (vec!["web1".to_string(), "web2".to_string()], Some("2222".to_string())));
         assert_eq!(host_pattern("[::1]:2200").unwrap(), (vec!["::1".to_string()], Some("2200".to_string())));
         assert_eq!(host_pattern("fe80::1").unwrap().1, None);

@@ -59,7 +59,7 @@ fn read_var_dirs(p: &mut Parsed, dir: &Path) -> Result<()> {
                 let vars = ansible::parse_var_file(&text, &file)?;
                 if kind == "group_vars" {
                     p.groups.entry(name.clone()).or_default().vars.extend(vars);
-                } else if let Some(h) = p.hosts.iter_mut().find(|h| h.name == name) {
+                } else if let Some(h) = p.host_mut(&name) {
                     h.vars.extend(vars);
                 }
             }
@@ -144,7 +144,7 @@ fn depths(p: &Parsed) -> BTreeMap<&str, usize> {
 
 /// The groups a host is in: those naming it, their parents, up to `all`.
 fn groups_of<'a>(p: &'a Parsed, host: &str) -> BTreeSet<&'a str> {
-    let mut set: BTreeSet<&str> = p.groups.iter().filter(|(_, g)| g.hosts.iter().any(|h| h == host)).map(|(n, _)| n.as_str()).collect();
+    let mut set: BTreeSet<&str> = p.groups.keys().filter(|g| p.in_group(g, host)).map(String::as_str).collect();
     set.insert("all");
     loop {
         let parents: Vec<&str> = p.groups.iter().filter(|(n, g)| !set.contains(n.as_str()) && g.children.iter().any(|c| set.contains(c.as_str()))).map(|(n, _)| n.as_str()).collect();
