@@ -108,6 +108,9 @@ fn parse_sites() -> Vec<Site> {
         ("inventory", "cluster: @@\nssh: {config_file: none, user: ops}\nnodes: [{name: a, host: h, roles: [worker]}]\n", |t| {
             kcert::reach::inventory::parse(t, Path::new("/nonexistent/inv.yaml"), &Default::default()).err().map(|e| e.to_string())
         }),
+        ("ansible yaml inventory", "all:\n  hosts:\n    n1:\n      ansible_user: @@\n  children:\n    kube_node:\n      hosts:\n        n1:\n", |t| {
+            kcert::reach::inventory::parse_any(t, Path::new("/nonexistent/hosts.yaml"), &Default::default()).err().map(|e| e.to_string())
+        }),
         ("playbook", "name: @@\ndescription: d\ndetect: [/x]\npki_dir: /x\nscan: [/x]\nfiles: []\ncomponents: []\n", |t| kcert::playbook::parse(t, "pb.yaml", None).err().map(|e| e.to_string())),
         ("kubeconfig", "apiVersion: v1\nclusters:\n- name: c\n  cluster: {server: https://x, certificate-authority: @@}\n", |t| kcert::pki::kubeconfig::parse_kubeconfig(t.as_bytes()).err()),
         ("kubeconfig identity", "clusters:\n- name: c\n  cluster: {server: @@}\n", |t| kcert::pki::kubeconfig::identity(t.as_bytes()).err()),

@@ -29,7 +29,8 @@ pub const TARGETS: &[(&str, Target)] = &[
 pub fn inventory(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let opts = kcert::reach::inventory::LoadOptions::default();
-    let _ = kcert::reach::inventory::parse(text, Path::new("/nonexistent-kcert-fuzz/inventory.yaml"), &opts);
+    // Every format `-i` reads: kcert's YAML, Ansible's INI and YAML (told apart by content).
+    let _ = kcert::reach::inventory::parse_any(text, Path::new("/nonexistent-kcert-fuzz/inventory.yaml"), &opts);
 }
 
 /// An `~/.ssh/config`: kcert's reading of it, every `Host` alias it names looked up as a node

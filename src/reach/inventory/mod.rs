@@ -214,13 +214,19 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Inventory> {
         return resolve(ansible_vars::spec_via_ansible(path)?, opts);
     }
     let text = read_config(path).map_err(|e| Error::input(path.display().to_string(), format!("cannot read inventory: {e}")))?;
-    match ansible::detect(&text) {
-        ansible::Format::Kcert => parse(&text, path, opts),
+    parse_any(&text, path, opts)
+}
+
+/// An inventory's text in any format kcert reads (`path` names it in errors, and is where
+/// `kcert.yaml`, `group_vars/` and `host_vars/` beside an Ansible inventory are looked for).
+pub fn parse_any(text: &str, path: &Path, opts: &LoadOptions) -> Result<Inventory> {
+    match ansible::detect(text) {
+        ansible::Format::Kcert => parse(text, path, opts),
         ansible::Format::AnsiblePlugin => Err(Error::input(
             path.display().to_string(),
             "this is an Ansible inventory plugin's configuration (`plugin:`): only Ansible can list its hosts; add --inventory-from-ansible to read it through `ansible-inventory --list`",
         )),
-        format => resolve(ansible_vars::spec(&text, path, format)?, opts),
+        format => resolve(ansible_vars::spec(text, path, format)?, opts),
     }
 }
 
