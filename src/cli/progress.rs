@@ -100,6 +100,13 @@ impl Steps {
         line.set_message(what.to_string());
     }
 
+    /// The per-node lines of a step that ended.
+    fn clear_nodes(&self) {
+        for (_, l) in std::mem::take(&mut *self.nodes.lock().expect("progress lock")) {
+            l.finish_and_clear();
+        }
+    }
+
     pub fn observe(&self, e: &Event) {
         match e {
             Event::Begin { steps } => {
@@ -126,9 +133,7 @@ impl Steps {
             }
             Event::StepDone { stage, index, ok } => {
                 tracing::info!(stage = stage.as_str(), step = index + 1, ok, "step done");
-                for (_, l) in std::mem::take(&mut *self.nodes.lock().expect("progress lock")) {
-                    l.finish_and_clear();
-                }
+                self.clear_nodes();
                 self.with(|b| b.inc(1));
                 if !ok {
                     self.line(&format!("{stage} step {} FAILED", index + 1));
@@ -150,9 +155,7 @@ impl Steps {
 
 impl Drop for Steps {
     fn drop(&mut self) {
-        for (_, l) in std::mem::take(&mut *self.nodes.lock().expect("progress lock")) {
-            l.finish_and_clear();
-        }
+        self.clear_nodes();
         self.with(|b| b.finish_and_clear());
     }
 }

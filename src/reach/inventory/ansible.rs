@@ -27,7 +27,8 @@ pub enum Format {
 /// has `[group]` lines. Anything else is read as kcert's, whose errors then say what is wrong.
 pub fn detect(text: &str) -> Format {
     let significant: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && !l.trim_start().starts_with(';')).collect();
-    if significant.first().is_some_and(|l| section(l.trim()).is_some()) {
+    // `[group]` first (or a broken `[group` header: INI all the same, whose reader says so).
+    if significant.first().is_some_and(|l| section(l.trim()).is_some() || l.starts_with('[') && !l.contains(',') && !l.trim_end().ends_with(']')) {
         return Format::AnsibleIni;
     }
     let top_keys: Vec<&str> = significant.iter().filter(|l| !l.starts_with([' ', '\t', '-'])).filter_map(|l| l.split_once(':').map(|(k, _)| k.trim())).collect();
@@ -95,6 +96,10 @@ impl Parsed {
         self.members.contains(&(group.to_string(), host.to_string()))
     }
 
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.index.get(name).map(|i| &self.hosts[*i])
+    }
+
     pub(super) fn host_mut(&mut self, name: &str) -> Option<&mut Host> {
         self.index.get(name).map(|i| &mut self.hosts[*i])
     }
@@ -150,6 +155,9 @@ pub fn parse_ini(text: &str, path: &Path) -> Result<Parsed> {
         let indent = raw.len() - raw.trim_start().len();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
+        }
+        if line.starts_with('[') && section(line).is_none() && !matches!(current, Section::Vars(_)) {
+            return Err(err(i, indent, format!("{line:?}: not a section header ([group], [group:vars], [group:children])")));
         }
         if let Some(s) = section(line) {
             current = s.map_err(|m| err(i, indent, m))?;
@@ -375,23 +383,36 @@ struct YamlGroup {
     vars: Option<Ordered<Spanned<serde_json::Value>>>,
 }
 
-fn yaml_var(v: Spanned<serde_json::Value>) -> Var {
-    let (value, scalar) = match v.value {
+/// A YAML or JSON value as text the way Ansible uses it, and whether it is a scalar.
+fn text_of(v: serde_json::Value) -> (String, bool) {
+    match v {
         serde_json::Value::String(s) => (s, true),
         serde_json::Value::Null => (String::new(), true),
         v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => (v.to_string(), true),
         v => (v.to_string(), false),
-    };
+    }
+}
+
+fn yaml_var(v: Spanned<serde_json::Value>) -> Var {
+    let (value, scalar) = text_of(v.value);
     Var { value, scalar, line: v.referenced.line(), column: v.referenced.column(), file: None }
+}
+
+/// Ansible's YAML (an inventory, a variables file) with kcert's YAML limits, errors at
+/// file:line:column saying which kind of file it is.
+fn from_yaml<T: for<'de> Deserialize<'de>>(text: &str, path: &Path, kind: &str) -> Result<T> {
+    crate::pki::yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        // serde-saphyr's first line is `error: line L column C: what`; the location is ours to say.
+        let first = e.to_string().lines().next().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+        let message = first.strip_prefix(&format!("line {line} column {column}: ")).map(str::to_string).unwrap_or(first);
+        Error::InputAt { file: path.to_path_buf(), line, column, message: format!("{kind}: {message}") }
+    })
 }
 
 /// A YAML inventory.
 pub fn parse_yaml(text: &str, path: &Path) -> Result<Parsed> {
-    let root: Ordered<Option<YamlGroup>> = crate::pki::yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        let message = e.to_string().lines().next().unwrap_or("").trim().to_string();
-        Error::InputAt { file: path.to_path_buf(), line, column, message: format!("Ansible YAML inventory: {message}") }
-    })?;
+    let root: Ordered<Option<YamlGroup>> = from_yaml(text, path, "Ansible YAML inventory")?;
     let mut out = Parsed::default();
     out.group("all");
     let mut line_of_host = 0;
@@ -450,11 +471,7 @@ pub fn parse_list_json(json: &[u8], shown: &Path) -> Result<Parsed> {
     let mut root: BTreeMap<String, serde_json::Value> = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
     let meta = root.remove("_meta");
     let var = |v: serde_json::Value| {
-        let (value, scalar) = match v {
-            serde_json::Value::String(s) => (s, true),
-            v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_) | serde_json::Value::Null) => (if v.is_null() { String::new() } else { v.to_string() }, true),
-            v => (v.to_string(), false),
-        };
+        let (value, scalar) = text_of(v);
         Var { value, scalar, line: 0, column: 0, file: None }
     };
     let mut hostvars: BTreeMap<String, BTreeMap<String, serde_json::Value>> = match meta.and_then(|m| m.get("hostvars").cloned()) {
@@ -493,11 +510,7 @@ pub fn parse_list_json(json: &[u8], shown: &Path) -> Result<Parsed> {
 /// A `group_vars/` or `host_vars/` file (YAML, or JSON which is YAML): its top-level
 /// variables, each naming this file.
 pub fn parse_var_file(text: &str, path: &Path) -> Result<BTreeMap<String, Var>> {
-    let vars: Ordered<Spanned<serde_json::Value>> = crate::pki::yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        let message = e.to_string().lines().next().unwrap_or("").trim().to_string();
-        Error::InputAt { file: path.to_path_buf(), line, column, message: format!("Ansible variables file: {message}") }
-    })?;
+    let vars: Ordered<Spanned<serde_json::Value>> = from_yaml(text, path, "Ansible variables file")?;
     Ok(vars.0.into_iter().map(|(k, v)| (k, Var { file: Some(path.to_path_buf()), ..yaml_var(v) })).collect())
 }
 
@@ -549,6 +562,11 @@ mod tests {
         assert_eq!(p.hosts[1].vars["ansible_port"].line, 3);
         let e = parse_ini("[kube_node]\nnode1 ansible_host\n", Path::new("hosts.ini")).unwrap_err().to_string();
         assert!(e.starts_with("hosts.ini:2:") && e.contains("key=value"), "{e}");
+        assert_eq!(detect("[kube_node\nw1\n"), Format::AnsibleIni);
+        let e = parse_ini("[kube_node\nw1\n", Path::new("hosts.ini")).unwrap_err().to_string();
+        assert!(e.starts_with("hosts.ini:1:") && e.contains("not a section header"), "{e}");
+        let e = parse_yaml("all:\n  hosts:\n    w1: [1\n", Path::new("hosts.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("hosts.yaml:3:") && !e.contains("error: line"), "{e}");
         let e = parse_ini("[k:weird]\n", Path::new("hosts.ini")).unwrap_err().to_string();
         assert!(e.starts_with("hosts.ini:1:") && e.contains("weird"), "{e}");
     }

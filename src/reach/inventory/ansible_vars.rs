@@ -157,8 +157,8 @@ fn groups_of<'a>(p: &'a Parsed, host: &str) -> BTreeSet<&'a str> {
 
 /// A host's variables as Ansible resolves them: `all`, the groups shallow to deep (by name
 /// at one depth), the host's own last.
-fn vars_of<'a>(p: &'a Parsed, host: &'a ansible::Host, depth: &BTreeMap<&str, usize>) -> BTreeMap<&'a str, &'a Var> {
-    let mut groups: Vec<&str> = groups_of(p, &host.name).into_iter().collect();
+fn vars_of<'a>(p: &'a Parsed, host: &'a ansible::Host, groups: &BTreeSet<&'a str>, depth: &BTreeMap<&str, usize>) -> BTreeMap<&'a str, &'a Var> {
+    let mut groups: Vec<&str> = groups.iter().copied().collect();
     groups.sort_by_key(|g| (depth.get(g).copied().unwrap_or(1), *g));
     let mut out = BTreeMap::new();
     for g in groups {
@@ -224,7 +224,7 @@ pub(super) fn from_parsed(p: &Parsed, path: &Path, side: SideSettings) -> Result
         if roles.is_empty() {
             continue; // a bastion, a route reflector: not a node of the cluster
         }
-        let hv = HostVars { file: path, host: &host.name, vars: vars_of(p, host, &depth) };
+        let hv = HostVars { file: path, host: &host.name, vars: vars_of(p, host, &groups, &depth) };
         if let Some(c) = hv.text(&["ansible_connection"])?
             && !matches!(c.value.as_str(), "ssh" | "smart" | "paramiko" | "ansible.builtin.ssh" | "ansible.builtin.paramiko_ssh")
         {
@@ -289,8 +289,8 @@ pub(super) fn from_parsed(p: &Parsed, path: &Path, side: SideSettings) -> Result
 /// kubespray's `bastion` group: every other host is reached through its (first) host.
 fn bastion_jump(p: &Parsed, path: &Path, depth: &BTreeMap<&str, usize>) -> Result<Option<At<String>>> {
     let Some(name) = p.groups.get("bastion").and_then(|g| g.hosts.first()) else { return Ok(None) };
-    let Some(host) = p.hosts.iter().find(|h| &h.name == name) else { return Ok(None) };
-    let hv = HostVars { file: path, host: name, vars: vars_of(p, host, depth) };
+    let Some(host) = p.host(name) else { return Ok(None) };
+    let hv = HostVars { file: path, host: name, vars: vars_of(p, host, &groups_of(p, name), depth) };
     let addr = hv.text(&["ansible_host", "ansible_ssh_host"])?.map(|a| a.value).unwrap_or_else(|| name.clone());
     let user = hv.text(&["ansible_user", "ansible_ssh_user"])?.map(|u| format!("{}@", u.value)).unwrap_or_default();
     let port = hv.port(&["ansible_port", "ansible_ssh_port"])?.map(|p| format!(":{}", p.value)).unwrap_or_default();
