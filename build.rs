@@ -22,10 +22,11 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("text", 0),
     ("error", 0),
     ("fault", 0),
+    ("par", 0),
 ];
 
 /// Modules that do no I/O, and may use only one another.
-pub const PURE: &[&str] = &["pki", "playbook", "plan", "gather::facts", "text", "error"];
+pub const PURE: &[&str] = &["pki", "playbook", "plan", "gather::facts", "text", "error", "par"];
 
 /// What a pure module must not name: crates and std modules that reach outside the process.
 pub const IO: &[&str] = &["tokio::", "russh", "futures::", "std::fs", "std::process", "std::net::Tcp", "std::net::Udp", "async fn", ".await"];

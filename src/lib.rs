@@ -12,6 +12,7 @@ pub mod fault;
 pub mod gather;
 pub mod ops;
 pub mod pki;
+pub mod par;
 pub mod plan;
 pub mod playbook;
 pub mod reach;

@@ -4,7 +4,9 @@
 
 mod common;
 
-use kcert::plan::schema::Options;
+use std::path::Path;
+
+use kcert::plan::schema::{Options, Recipe};
 use kcert::plan::{build, prove};
 use kcert::reach::fleet::Fleet;
 
@@ -35,6 +37,59 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
                 assert!(!text.contains(line), "{set}: a new CA key's bytes are in the plan");
             }
         }
+        // Saved, each text is stored once and the plan reads back as it was: the same recipes,
+        // so the same bytes applied; a plan of the previous format (texts inline) is refused.
+        let saved = kcert::plan::stored::to_json(&p);
+        let back = kcert::plan::read::read(&saved, Path::new("plan.json")).unwrap_or_else(|e| panic!("{set}: {e}"));
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&p).unwrap(), "{set}: the saved plan reads back changed");
+        let v: serde_json::Value = serde_json::from_slice(&saved).unwrap();
+        let stored = v["texts"].as_object().unwrap().len();
+        let mut distinct = std::collections::BTreeSet::new();
+        let mut uses = 0;
+        for f in p.stages.iter().flat_map(|s| &s.steps).filter_map(|st| match st { kcert::plan::schema::StepPlan::Batch(b) => Some(b), _ => None }).flat_map(|b| &b.ops).flat_map(|o| &o.files) {
+            let texts: Vec<&String> = match &f.recipe {
+                Recipe::Text { text } => vec![text],
+                Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter().collect(),
+                Recipe::Kubeconfig { fields } => fields.iter().map(|x| &x.pem).collect(),
+                _ => Vec::new(),
+            };
+            uses += texts.len();
+            distinct.extend(texts);
+        }
+        assert_eq!(stored, distinct.len(), "{set}: each distinct recipe text is stored once");
+        assert_eq!(String::from_utf8_lossy(&saved).matches("\"sha256:").count(), uses, "{set}: every recipe text is a reference");
+        assert!(!String::from_utf8_lossy(&saved).contains("\"text\": \"-----BEGIN"), "{set}: a recipe's text is inline");
+        // Carried out on a copy of the files, step by step, the saved plan's recipes make
+        // exactly the bytes the plan promises (keys aside: they come from the key store).
+        let mut files: std::collections::BTreeMap<(String, String), Option<Vec<u8>>> = Default::default();
+        let mut rebuilt = 0;
+        for op in back.stages.iter().flat_map(|s| &s.steps).filter_map(|st| match st { kcert::plan::schema::StepPlan::Batch(b) => Some(b), _ => None }).flat_map(|b| &b.ops) {
+            let node = g.nodes.iter().find(|n| n.name == op.node).unwrap();
+            for f in &op.files {
+                let key = (op.node.clone(), f.path.clone());
+                let old = files.entry(key.clone()).or_insert_with(|| node.files.get(&f.path).cloned()).clone();
+                if f.private {
+                    files.remove(&key);
+                    continue;
+                }
+                assert_eq!(old.as_deref().map(kcert::pki::sha256), f.old_sha256, "{set}: {}:{}", op.node, f.path);
+                let new = f.recipe.apply(old.as_deref(), &|_: &str| None).unwrap_or_else(|e| panic!("{set}: {}:{}: {e}", op.node, f.path));
+                assert_eq!(new.as_deref().map(kcert::pki::sha256), f.new_sha256, "{set}: {}:{} rebuilds other bytes from the saved plan", op.node, f.path);
+                files.insert(key, new);
+                rebuilt += 1;
+            }
+        }
+        assert!(rebuilt > 10, "{set}: only {rebuilt} file ops rebuilt");
+        // A stored text changed by hand: refused, naming its entry.
+        let mut bad = v.clone();
+        let (sha, _) = v["texts"].as_object().unwrap().iter().next().unwrap();
+        bad["texts"][sha] = "-----BEGIN CERTIFICATE-----\nedited\n".into();
+        let err = kcert::plan::read::read(&serde_json::to_vec(&bad).unwrap(), Path::new("edited.json")).unwrap_err().to_string();
+        assert!(err.contains(&format!("texts.{sha}: its text's sha256 is")) && err.contains("nothing was changed"), "{set}: {err}");
+        let mut v2 = serde_json::to_value(&p).unwrap();
+        v2["version"] = 2.into();
+        let err = kcert::plan::read::read(&serde_json::to_vec(&v2).unwrap(), Path::new("old.json")).unwrap_err().to_string();
+        assert!(err.contains("plan format version 2 (an older kcert's format)") && err.contains("make the plan again"), "{set}: {err}");
         // The plan's own effect on the model, re-signing before trusting: refused, naming S4 and an edge.
         let m = build::model(&g.playbook, &g.nodes);
         let effects = p.effects();

@@ -147,7 +147,7 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, node
     };
     let stop = held.stop.clone();
     let result = async {
-        let json = serde_json::to_vec_pretty(plan).expect("plans serialize");
+        let json = crate::plan::stored::to_json(plan);
         keys::write_private(&j.dir.join("plan.json"), &json)?;
         if !keys.is_empty() {
             keys::save_keys(&j.dir.join("keys"), keys)?;

@@ -30,7 +30,7 @@ pub fn save(plan: &Plan, keys: &BTreeMap<String, String>, path: &Path, state_dir
         keys::save_keys(&dir, keys)?;
         Some(dir)
     };
-    let json = serde_json::to_vec_pretty(plan).expect("plans serialize");
+    let json = crate::plan::stored::to_json(plan);
     keys::write_public(path, &json)?;
     Ok(Saved { path: path.to_path_buf(), keys: keys_dir })
 }

@@ -216,16 +216,55 @@ pub fn first_cert(bytes: &[u8]) -> Result<CertInfo, String> {
 
 /// The CA among `cas` whose key signed `cert`: matched by key identifier first, then by
 /// signature, never by name alone (a front-proxy CA may share the cluster CA's subject).
+/// As openssl's `X509_check_issued`, a CA whose subject is not the cert's issuer name, or
+/// whose SKI differs from the cert's AKI, is passed over before any signature is checked;
+/// each (cert, CA) verdict is remembered, so a planner asking again pays nothing.
 pub fn find_issuer<'a>(cert: &CertInfo, cas: &'a [&'a CertInfo]) -> Option<&'a CertInfo> {
-    let Ok((_, parsed)) = X509Certificate::from_der(&cert.der) else { return None };
-    let signed_by = |ca: &CertInfo| -> bool {
-        let Ok((_, ca_parsed)) = X509Certificate::from_der(&ca.der) else { return false };
-        parsed.verify_signature(Some(ca_parsed.public_key())).is_ok()
-    };
-    let mut candidates: Vec<&&CertInfo> = cas.iter().filter(|ca| ca.der != cert.der || cert.self_issued).collect();
+    let issuer = name_key(&cert.issuer);
+    let mut candidates: Vec<&&CertInfo> = cas
+        .iter()
+        .filter(|ca| ca.der != cert.der || cert.self_issued)
+        .filter(|ca| !matches!((&cert.aki, &ca.ski), (Some(aki), Some(ski)) if aki != ski))
+        .filter(|ca| name_key(&ca.subject) == issuer)
+        .collect();
     // Key-identifier matches first: cheap, and usually right.
     candidates.sort_by_key(|ca| !(cert.aki.is_some() && ca.ski == cert.aki));
-    candidates.into_iter().find(|ca| signed_by(ca)).copied()
+    let mut parsed = None;
+    candidates.into_iter().find(|ca| signed_by(cert, ca, &mut parsed)).copied()
+}
+
+/// A distinguished name as openssl compares them: case and runs of white space aside.
+fn name_key(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// Verdicts of "`ca`'s key signed `cert`", by the two certificates' sha256 (128 bits each).
+/// Bounded: cleared when full, so a long run's memory stays flat.
+static SIGNED_BY: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(u128, u128), bool>>> = std::sync::LazyLock::new(Default::default);
+const SIGNED_BY_MAX: usize = 200_000;
+
+fn sha_key(c: &CertInfo) -> Option<u128> {
+    c.sha256.get(..32).and_then(|h| u128::from_str_radix(h, 16).ok())
+}
+
+fn signed_by<'c>(cert: &'c CertInfo, ca: &CertInfo, parsed: &mut Option<Option<X509Certificate<'c>>>) -> bool {
+    let key = sha_key(cert).zip(sha_key(ca));
+    if let Some(k) = key
+        && let Some(v) = SIGNED_BY.lock().ok().and_then(|m| m.get(&k).copied())
+    {
+        return v;
+    }
+    let Some(x) = parsed.get_or_insert_with(|| X509Certificate::from_der(&cert.der).ok().map(|(_, x)| x)) else { return false };
+    let verdict = X509Certificate::from_der(&ca.der).is_ok_and(|(_, ca_parsed)| x.verify_signature(Some(ca_parsed.public_key())).is_ok());
+    if let Some(k) = key
+        && let Ok(mut m) = SIGNED_BY.lock()
+    {
+        if m.len() >= SIGNED_BY_MAX {
+            m.clear();
+        }
+        m.insert(k, verdict);
+    }
+    verdict
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod replay;
 pub mod renew;
 pub mod rotation;
 pub mod schema;
+pub mod stored;
 pub mod tokens;
 
 pub use schema::{Kind, Plan, StageId};

@@ -23,9 +23,17 @@ pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         return Err(Error::input(what, format!("not a kcert plan of a known kind ({}): its kind is {}", known.join(" or "), field("kind"))));
     }
-    if v.get("version").and_then(|k| k.as_u64()) != Some(u64::from(PLAN_VERSION)) {
-        return Err(Error::input(what, format!("plan format version {}; this kcert reads version {PLAN_VERSION}: make the plan again", field("version"))));
+    let version = v.get("version").and_then(|k| k.as_u64());
+    if version != Some(u64::from(PLAN_VERSION)) {
+        let whose = match version {
+            Some(n) if n < u64::from(PLAN_VERSION) => " (an older kcert's format)",
+            Some(_) => " (a newer kcert's format)",
+            None => "",
+        };
+        return Err(Error::input(what, format!("plan format version {}{whose}; this kcert reads version {PLAN_VERSION}: nothing was changed; make the plan again with this kcert", field("version"))));
     }
+    let mut v = v;
+    super::stored::expand(&mut v).map_err(|m| Error::input(what.clone(), format!("{m}; nothing was changed (was it edited by hand? make the plan again)")))?;
     let plan: Plan = serde_json::from_value(v).map_err(|e| Error::input(what.clone(), format!("not a readable plan: {e}")))?;
     check(&plan).map_err(|m| Error::input(what, format!("{m}; nothing was changed (was it edited by hand? make the plan again)")))?;
     Ok(plan)

@@ -14,8 +14,9 @@ use super::model::{CaId, Content, Effect, Effects};
 use crate::pki::edit;
 use crate::pki::sign::KeyType;
 
-/// The version of the plan format; a saved plan of another version is refused.
-pub const PLAN_VERSION: u32 = 2;
+/// The version of the plan format; a saved plan of another version is refused. 3: recipe
+/// texts stored once in a table by sha256 (`stored`).
+pub const PLAN_VERSION: u32 = 3;
 
 /// What a plan does: which command made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,7 +85,8 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         staged: BTreeMap::new(),
         private: BTreeMap::new(),
         problems: Vec::new(),
-        capped: std::cell::Cell::new(0),
+        capped: Default::default(),
+        presigned: Default::default(),
         index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
         holders: Vec::new(),
         tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
@@ -153,17 +154,27 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     let prune: StageFn = Planner::prune;
     for (id, f) in [(StageId::Trust, trust), (StageId::Resign, sign), (StageId::Prune, prune)] {
         let mut steps = Vec::new();
+        if id == StageId::Resign {
+            planner.presign(&node_batches.concat());
+        }
         for nodes in &node_batches {
             let mut batch = Batch { nodes: nodes.clone(), ops: Vec::new(), gates: Vec::new() };
+            // Each node's changes in turn (the planner's state is one); their file ops, which
+            // read only their own node's files, on every core.
+            let mut pending = Vec::new();
             for node in nodes {
                 let mut p = Pending::default();
                 f(&mut planner, node, &mut p);
-                let files = planner.ops(node, &p);
-                let changed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-                let model_changed: BTreeSet<String> = p.model.keys().cloned().collect();
                 for (path, content) in &p.model {
                     planner.state.insert(FileId::new(node, path), content.clone());
                 }
+                pending.push((node, p));
+            }
+            let made = crate::par::map(&pending, |(node, p)| planner.ops_of(node, p));
+            for ((node, p), (files, problems)) in pending.into_iter().zip(made) {
+                planner.problems.extend(problems);
+                let changed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+                let model_changed: BTreeSet<String> = p.model.keys().cloned().collect();
                 let model = p.model.into_iter().map(|(path, content)| ModelWrite { path, content }).collect();
                 let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), &readers, &changed, &model_changed) };
                 batch.ops.push(NodeOps { node: node.clone(), files, restarts, model });
@@ -240,11 +251,11 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         })
         .collect();
     notes.extend(default_notes(pb, &planner));
-    if planner.capped.get() > 0 {
+    if planner.capped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         let ends = planner.rots.iter().map(|r| format!("{} {}", r.old.alias, rfc3339(r.new_cert.not_after))).collect::<Vec<_>>().join(", ");
         notes.push(format!(
             "{} re-signed certificates expire with their new CA ({ends}), sooner than --days {} asked: --ca-days is shorter",
-            planner.capped.get(),
+            planner.capped.load(std::sync::atomic::Ordering::Relaxed),
             input.opts.leaf_days
         ));
     }

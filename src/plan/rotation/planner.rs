@@ -15,6 +15,9 @@ use crate::plan::model::{CaId, Content, FileId};
 use crate::plan::parts;
 use crate::plan::schema::{FileOp, StageId, old_key_id};
 
+/// Signatures made ahead, by (leaf sha256, rotation index, extra SANs).
+pub(super) type Presigned = std::collections::HashMap<(String, usize, Vec<String>), Vec<crate::pki::sign::Renewed>>;
+
 /// What the planner keeps per rotated CA.
 pub(super) struct Rot {
     pub(super) old: OldCa,
@@ -85,7 +88,10 @@ pub(super) struct Planner<'a> {
     pub(super) private: BTreeMap<(String, String), String>,
     pub(super) problems: Vec<String>,
     /// Leaves re-signed to expire with their new CA, sooner than `--days` asked.
-    pub(super) capped: std::cell::Cell<usize>,
+    pub(super) capped: std::sync::atomic::AtomicUsize,
+    /// Signatures made ahead by `presign`, by (leaf sha256, rotation, extra SANs): each
+    /// taken once, so two files holding one leaf still get a certificate each.
+    pub(super) presigned: std::sync::Mutex<Presigned>,
     /// Node name -> its index in the input; per rotation, the nodes holding its key
     /// (node, cert path, key path): looked up for every node, so made once.
     pub(super) index: BTreeMap<String, usize>,
@@ -219,9 +225,13 @@ impl<'a> Planner<'a> {
         let pems = edit::cert_pems(bytes)?;
         let parsed = parse_pem(bytes).map_err(|e| e.to_string())?.certs;
         let leaf = parsed.first().ok_or("no certificate in it")?;
-        let renewed = r.signer.resign(leaf, self.v, extra_sans).map_err(|e| e.to_string())?;
+        let ahead = self.presigned.lock().ok().and_then(|mut m| m.get_mut(&(leaf.sha256.clone(), ri, extra_sans.to_vec())).and_then(Vec::pop));
+        let renewed = match ahead {
+            Some(r) => r,
+            None => r.signer.resign(leaf, self.v, extra_sans).map_err(|e| e.to_string())?,
+        };
         if renewed.capped {
-            self.capped.set(self.capped.get() + 1);
+            self.capped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = vec![renewed.pem];
         for (pem, c) in pems.iter().zip(&parsed).skip(1) {
@@ -243,7 +253,16 @@ impl<'a> Planner<'a> {
 
     /// A node's changes in one step, as file ops.
     pub(super) fn ops(&mut self, node: &str, p: &Pending) -> Vec<FileOp> {
+        let (ops, problems) = self.ops_of(node, p);
+        self.problems.extend(problems);
+        ops
+    }
+
+    /// A node's changes in one step, as file ops, and what stops one being made; reads only
+    /// that node's files, so the nodes of a batch are made on every core.
+    pub(super) fn ops_of(&self, node: &str, p: &Pending) -> (Vec<FileOp>, Vec<String>) {
         let mut out = Vec::new();
+        let mut problems = Vec::new();
         for path in &p.touched {
             let old = p.before.get(path).cloned().flatten();
             let new = self.vfs.get(node, path);
@@ -255,10 +274,10 @@ impl<'a> Planner<'a> {
             let changes = self.describe(old.as_deref(), new.as_deref(), private);
             match parts::file_op(path, old.as_deref(), new.as_deref(), p.private.get(path).cloned(), private, &keys, changes, Vec::new()) {
                 Ok(op) => out.push(op),
-                Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
+                Err(e) => problems.push(format!("{node}: {path}: {e}")),
             }
         }
-        out
+        (out, problems)
     }
 
     /// Writes rotation `ri`'s new CA key at `path`; in a file that holds the CA's certificate

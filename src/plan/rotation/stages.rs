@@ -9,6 +9,24 @@ use super::planner::{Pending, Planner};
 use crate::pki::{edit, find_issuer, kubeconfig};
 use crate::plan::model::{CaId, Content};
 
+/// One model file S4 re-signs on a node.
+pub(super) struct S4Job {
+    pub path: String,
+    pub ri: usize,
+    pub what: Resign,
+    pub model: Content,
+}
+
+/// Which certificates of the file S4 re-signs.
+pub(super) enum Resign {
+    /// The file's first certificate (with the node's SANs added, for a re-homed leaf).
+    File { extra: Vec<String>, rehome: bool },
+    /// These embedded client-certificate-data fields of a kubeconfig.
+    Fields(Vec<String>),
+    /// The client certificate file a kubeconfig references.
+    Reference(String),
+}
+
 impl Planner<'_> {
     /// Every embedded `certificate-authority-data` field of a kubeconfig that holds `sha`.
     fn ca_fields(bytes: &[u8], sha: &str) -> Vec<String> {
@@ -146,6 +164,45 @@ impl Planner<'_> {
     /// by its successor (keeping subject, SANs, usages and key); self-signed leaves the
     /// playbook re-homes move onto the new CA; the signing pair switches to the new CA.
     pub(super) fn resign_all(&mut self, node: &str, p: &mut Pending) {
+        for job in self.s4_jobs(node) {
+            let ri = job.ri;
+            match &job.what {
+                Resign::File { extra, rehome } => {
+                    if let Some(bytes) = self.vfs.get(node, &job.path) {
+                        match self.resign_text(&bytes, ri, extra, *rehome) {
+                            Ok(new) => self.touch(p, node, &job.path, Some(new)),
+                            Err(e) => self.problems.push(format!("{node}: {}: {e}", job.path)),
+                        }
+                    }
+                }
+                Resign::Fields(fields) => {
+                    let bytes = self.vfs.get(node, &job.path).unwrap_or_default();
+                    for field in fields {
+                        let new = edit::kubeconfig_data(&bytes, field).and_then(|pem| self.resign_text(&pem, ri, &[], false));
+                        match new {
+                            Ok(pem) => self.edit(p, node, &job.path, |b| edit::edit_kubeconfig(b, field, |_| Ok(pem))),
+                            Err(e) => self.problems.push(format!("{node}: {}: {field}: {e}", job.path)),
+                        }
+                    }
+                }
+                Resign::Reference(target) => {
+                    if let Some(tb) = self.vfs.get(node, target) {
+                        match self.resign_text(&tb, ri, &[], false) {
+                            Ok(new) => self.touch(p, node, target, Some(new)),
+                            Err(e) => self.problems.push(format!("{node}: {target} (the client certificate of {}): {e}", job.path)),
+                        }
+                    }
+                }
+            }
+            p.model.insert(job.path, job.model);
+        }
+        self.switch_signing_pairs(node, p);
+    }
+
+    /// What S4 re-signs on one node, as the files stand before it: per model file, which
+    /// rotation signs it, the PEM texts whose first certificate it re-signs, and the file's
+    /// model afterwards. `resign_all` carries it out; `presign` signs it all ahead, in parallel.
+    pub(super) fn s4_jobs(&self, node: &str) -> Vec<S4Job> {
         let pb = self.input.playbook;
         let rehome_paths: BTreeMap<String, usize> = pb
             .rotation
@@ -161,6 +218,7 @@ impl Planner<'_> {
             })
             .collect();
         let sans = self.node(node).node_sans();
+        let mut jobs = Vec::new();
         for (path, content) in self.model_files(node) {
             match &content {
                 Content::Leaf { signer } => {
@@ -169,53 +227,63 @@ impl Planner<'_> {
                         (None, Some(&ri)) if *signer != self.rots[ri].new_id => (ri, true),
                         _ => continue,
                     };
-                    let extra = if rehome_paths.contains_key(&path) { sans.clone() } else { Vec::new() };
-                    let Some(bytes) = self.vfs.get(node, &path) else {
+                    if self.vfs.get(node, &path).is_none() {
                         continue;
-                    };
-                    match self.resign_text(&bytes, ri, &extra, rehome) {
-                        Ok(new) => self.touch(p, node, &path, Some(new)),
-                        Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
                     }
-                    p.model.insert(path, Content::Leaf { signer: self.rots[ri].new_id.clone() });
+                    let extra = if rehome_paths.contains_key(&path) { sans.clone() } else { Vec::new() };
+                    let model = Content::Leaf { signer: self.rots[ri].new_id.clone() };
+                    jobs.push(S4Job { path, ri, what: Resign::File { extra, rehome }, model });
                 }
                 Content::Kubeconfig { client_signer: Some(s), trusts } => {
                     let Some(ri) = self.rot_of_old(s) else {
                         continue;
                     };
-                    let Some(bytes) = self.vfs.get(node, &path) else {
-                        continue;
-                    };
-                    let Ok(kc) = kubeconfig::parse_kubeconfig(&bytes) else {
+                    let model = Content::Kubeconfig { client_signer: Some(self.rots[ri].new_id.clone()), trusts: trusts.clone() };
+                    let Some(kc) = self.vfs.get(node, &path).and_then(|b| kubeconfig::parse_kubeconfig(&b).ok()) else {
                         continue;
                     };
                     let signed_by_old = |c: &crate::pki::PemContent| c.certs.first().is_some_and(|l| find_issuer(l, &[&self.rots[ri].old.cert]).is_some());
                     let fields: Vec<String> =
                         kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data" && e.content.as_ref().is_ok_and(signed_by_old)).map(|e| e.field.display()).collect();
-                    for field in &fields {
-                        let new = edit::kubeconfig_data(&bytes, field).and_then(|pem| self.resign_text(&pem, ri, &[], false));
-                        match new {
-                            Ok(pem) => self.edit(p, node, &path, |b| edit::edit_kubeconfig(b, field, |_| Ok(pem))),
-                            Err(e) => self.problems.push(format!("{node}: {path}: {field}: {e}")),
-                        }
-                    }
-                    if fields.is_empty()
-                        && let Some(r) = kc.references.iter().find(|r| r.field.key == "client-certificate")
-                    {
-                        let target = kubeconfig::resolve_reference(&path, &r.path);
-                        if let Some(tb) = self.vfs.get(node, &target) {
-                            match self.resign_text(&tb, ri, &[], false) {
-                                Ok(new) => self.touch(p, node, &target, Some(new)),
-                                Err(e) => self.problems.push(format!("{node}: {target} (the client certificate of {path}): {e}")),
-                            }
-                        }
-                    }
-                    p.model.insert(path, Content::Kubeconfig { client_signer: Some(self.rots[ri].new_id.clone()), trusts: trusts.clone() });
+                    let what = match kc.references.iter().find(|r| r.field.key == "client-certificate") {
+                        Some(r) if fields.is_empty() => Resign::Reference(kubeconfig::resolve_reference(&path, &r.path)),
+                        _ => Resign::Fields(fields),
+                    };
+                    jobs.push(S4Job { path, ri, what, model });
                 }
                 _ => {}
             }
         }
-        self.switch_signing_pairs(node, p);
+        jobs
+    }
+
+    /// Signs ahead, on every core, every leaf S4 will re-sign on `nodes`; `resign_text` then
+    /// takes each signature from the store instead of signing in turn.
+    pub(super) fn presign(&mut self, nodes: &[String]) {
+        let mut wanted: Vec<(crate::pki::CertInfo, usize, Vec<String>)> = Vec::new();
+        for node in nodes {
+            for job in self.s4_jobs(node) {
+                let texts: Vec<(Vec<u8>, Vec<String>)> = match &job.what {
+                    Resign::File { extra, .. } => self.vfs.get(node, &job.path).map(|b| (b, extra.clone())).into_iter().collect(),
+                    Resign::Fields(fields) => self.vfs.get(node, &job.path).map(|b| fields.iter().filter_map(|f| edit::kubeconfig_data(&b, f).ok()).map(|pem| (pem, Vec::new())).collect()).unwrap_or_default(),
+                    Resign::Reference(target) => self.vfs.get(node, target).map(|b| (b, Vec::new())).into_iter().collect(),
+                };
+                for (text, extra) in texts {
+                    if let Ok(leaf) = crate::pki::first_cert(&text) {
+                        wanted.push((leaf, job.ri, extra));
+                    }
+                }
+            }
+        }
+        let v = self.v;
+        let rots = &self.rots;
+        let signed = crate::par::map(&wanted, |(leaf, ri, extra)| rots[*ri].signer.resign(leaf, v, extra).ok());
+        let mut store = self.presigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((leaf, ri, extra), renewed) in wanted.into_iter().zip(signed) {
+            if let Some(r) = renewed {
+                store.entry((leaf.sha256, ri, extra)).or_default().push(r);
+            }
+        }
     }
 
     fn switch_signing_pairs(&mut self, node: &str, p: &mut Pending) {
