@@ -50,6 +50,13 @@ pub enum PkiError {
 /// Splits PEM text into its certificates. Blocks with other labels (keys, CSRs, parameters)
 /// are counted by label and never decoded, so key material is never held in a parsed form.
 pub fn parse_pem(bytes: &[u8]) -> Result<PemContent, PkiError> {
+    PARSED.get_or(bytes, || parse_uncached(bytes))
+}
+
+/// PEM texts parsed so far (up to 16 MiB of texts): the planner reads each many times.
+static PARSED: super::memo::Memo<Result<PemContent, PkiError>> = super::memo::Memo::new(16 << 20);
+
+fn parse_uncached(bytes: &[u8]) -> Result<PemContent, PkiError> {
     let text = String::from_utf8_lossy(bytes);
     let mut content = PemContent::default();
     let mut lines = text.lines();

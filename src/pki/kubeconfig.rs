@@ -108,7 +108,15 @@ pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
     (has("clusters:") || has("users:")) && (has("apiVersion:") || has("kind: Config") || has("contexts:"))
 }
 
+/// Kubeconfigs parsed so far (the planner reads each many times; up to 16 MiB of texts).
+static PARSED: super::memo::Memo<Result<Kubeconfig, String>> = super::memo::Memo::new(16 << 20);
+
+/// A kubeconfig's clusters and users: embedded data parsed, file references resolved later.
 pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
+    PARSED.get_or(bytes, || parse_uncached(bytes))
+}
+
+fn parse_uncached(bytes: &[u8]) -> Result<Kubeconfig, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
     let raw: Raw = super::yaml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let mut out = Kubeconfig::default();

@@ -23,8 +23,15 @@ struct Container {
     args: Vec<String>,
 }
 
+/// Manifests read so far (the planner compares each one's flags many times; up to 8 MiB).
+static FLAGS: super::memo::Memo<Result<BTreeMap<String, String>, String>> = super::memo::Memo::new(8 << 20);
+
 /// `--flag=value` and `--flag value` from every container's command and args; first wins.
 pub fn manifest_flags(text: &str) -> Result<BTreeMap<String, String>, String> {
+    FLAGS.get_or(text.as_bytes(), || flags_uncached(text))
+}
+
+fn flags_uncached(text: &str) -> Result<BTreeMap<String, String>, String> {
     let pod: Pod = super::yaml::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let mut flags = BTreeMap::new();
     for c in pod.spec.map(|s| s.containers).unwrap_or_default() {

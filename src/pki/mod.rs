@@ -7,6 +7,7 @@ pub mod cert;
 pub mod edit;
 pub mod kubeconfig;
 pub mod manifest;
+pub mod memo;
 pub mod sign;
 pub mod unit;
 pub mod yaml;
