@@ -236,6 +236,15 @@ fn a_dynamic_inventory_is_read_through_ansible_inventory() {
     run.status(1).stdout_has("cp-a").stdout_has("wk-b").stdout_has("cp-a: cannot connect to [127.0.0.1]:1").stdout_has("wk-b: cannot connect to [127.0.0.1]:9");
     // Without the flag, the plugin config is no inventory kcert can read itself: said plainly.
     Test::new().args(["expiry", "-i"]).args([&inv]).env("PATH", &path).run().status(2).stderr_has("aws_ec2.yaml").stderr_has("--inventory-from-ansible");
+    // `runs`, `resume` and `rollback` read it through Ansible too: they try cp-a (the one
+    // control-plane node, refused at its port) for the cluster's runs; without the flag, the
+    // plugin config is refused as above, nothing reached.
+    let state = dir.path().join("state");
+    for cmd in [&["runs"][..], &["resume", "--yes"], &["rollback", "--yes"]] {
+        let run = Test::new().args(cmd).args(["--state-dir"]).args([&state]).args(["--inventory-from-ansible", "-i"]).args([&inv]).env("PATH", &path).run();
+        run.status(1).stderr_has("no control-plane node answers").stderr_has("cp-a: cannot connect to [127.0.0.1]:1");
+        Test::new().args(cmd).args(["--state-dir"]).args([&state]).args(["-i"]).args([&inv]).env("PATH", &path).run().status(2).stderr_has("--inventory-from-ansible");
+    }
     // Without ansible-inventory on PATH: said, with what to do.
     Test::new().args(["expiry", "--inventory-from-ansible", "-i"]).args([&inv]).env("PATH", "/nonexistent").run().status(2).stderr_has("ansible-inventory is not installed");
 }

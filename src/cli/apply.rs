@@ -19,6 +19,9 @@ pub struct ApplyArgs {
     /// Reach the nodes through this inventory instead of the one the plan was made with.
     #[arg(short = 'i', long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// Read that inventory through `ansible-inventory -i FILE --list` (dynamic inventories).
+    #[arg(long, requires = "inventory")]
+    pub inventory_from_ansible: bool,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -35,7 +38,7 @@ pub async fn run(args: ApplyArgs) -> Result<Outcome> {
         format!("Apply plan {} ({}): {files} file changes and {restarts} restarts on {nodes} nodes?", p.id, p.kind)
     });
     let run = RunOptions { state_dir: args.run.state.dir()?, patience: args.run.gate_timeout, break_lease: args.run.break_lease, on_failure: args.failure.on_failure.into(), confirm: &confirm, observer: &|e| progress.observe(e) };
-    let report = crate::ops::apply(&args.plan, args.inventory.as_deref(), &run).await;
+    let report = crate::ops::apply(&args.plan, args.inventory.as_deref(), args.inventory_from_ansible, &run).await;
     drop(progress);
     let report = report?;
     print(|out| render::run_report(&report, args.output, out))?;

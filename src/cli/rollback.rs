@@ -25,6 +25,9 @@ pub struct RollbackArgs {
     /// wins), so any machine can undo it.
     #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "root")]
     pub inventory: Option<PathBuf>,
+    /// Read that inventory through `ansible-inventory -i FILE --list` (dynamic inventories).
+    #[arg(long, requires = "inventory")]
+    pub inventory_from_ansible: bool,
     /// Work on this directory tree laid out like a node (offline), instead of the one the run
     /// used; the run's journal and plan are then read from its copy there too.
     #[arg(long, value_name = "DIR")]
@@ -38,7 +41,7 @@ pub struct RollbackArgs {
 
 pub async fn run(args: RollbackArgs) -> Result<Outcome> {
     let state_dir = args.run.state.dir()?;
-    let reach = crate::ops::runs::Reach { inventory: args.inventory.as_deref(), root: args.root.as_deref() };
+    let reach = crate::ops::runs::Reach { inventory: args.inventory.as_deref(), root: args.root.as_deref(), from_ansible: args.inventory_from_ansible };
     let run_id = super::from_cluster(reach, &state_dir, args.run_id.as_deref()).await?;
     let run_id = run_id.as_deref();
     let (which, kind, at, nodes) = crate::ops::runs::describe(&state_dir, run_id)?;

@@ -17,6 +17,9 @@ pub struct RunsArgs {
     /// of those in this machine's state dir.
     #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "root")]
     pub inventory: Option<std::path::PathBuf>,
+    /// Read that inventory through `ansible-inventory -i FILE --list` (dynamic inventories).
+    #[arg(long, requires = "inventory")]
+    pub inventory_from_ansible: bool,
     /// The runs this directory tree (laid out like a node) keeps a copy of.
     #[arg(long, value_name = "DIR")]
     pub root: Option<std::path::PathBuf>,
@@ -28,7 +31,7 @@ pub struct RunsArgs {
 pub async fn run(args: RunsArgs) -> Result<Outcome> {
     let list = match (&args.inventory, &args.root) {
         (None, None) => crate::ops::runs::list(&args.state.dir()?),
-        (inventory, root) => crate::ops::fetch::cluster_runs(crate::ops::runs::Reach { inventory: inventory.as_deref(), root: root.as_deref() }, &args.state.dir()?).await?,
+        (inventory, root) => crate::ops::fetch::cluster_runs(crate::ops::runs::Reach { inventory: inventory.as_deref(), root: root.as_deref(), from_ansible: args.inventory_from_ansible }, &args.state.dir()?).await?,
     };
     print(|out| render::runs(&list, args.output, out))?;
     Ok(Outcome::Clean)

@@ -27,7 +27,7 @@ use crate::run::keys;
 async fn control_plane(reach: Reach<'_>) -> Result<Vec<(String, Arc<dyn Transport>)>> {
     let fleet = match (reach.inventory, reach.root) {
         (Some(path), _) => {
-            let inv = inventory::load(path, &LoadOptions::default())?;
+            let inv = inventory::load(path, &LoadOptions { from_ansible: reach.from_ansible, ..LoadOptions::default() })?;
             let all = Fleet::from_inventory(&inv, &[], None)?;
             Fleet::from_inventory(&inv, &all.control_plane(), None)?
         }

@@ -89,7 +89,7 @@ pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptio
 /// One changing run per cluster: another one's changes still on the nodes refuse a new run
 /// before anything is read (a plan made now would start from its half-way state).
 fn refuse_beside_unfinished(fleet: &Fleet, mode: &Mode, run: &RunOptions<'_>) -> Result<()> {
-    let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() };
+    let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible };
     match (mode, runs::unfinished(&run.state_dir, &target)) {
         (Mode::Run, Some(u)) => Err(Error::input(format!("cluster {}", fleet.cluster), format!("{u}; nothing was changed"))),
         _ => Ok(()),
@@ -152,7 +152,7 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, node
         if !keys.is_empty() {
             keys::save_keys(&j.dir.join("keys"), keys)?;
         }
-        let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), nodes: plan.nodes().into_iter().map(str::to_string).collect() };
+        let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), from_ansible: plan.target.from_ansible, nodes: plan.nodes().into_iter().map(str::to_string).collect() };
         j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
         j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&json) })?;
         let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop);
@@ -242,11 +242,16 @@ async fn holds_up(g: &mut Gathered, plan: &Plan, keys: &BTreeMap<String, String>
 }
 
 /// `kcert apply FILE`: a saved plan, only while every fact it was made from still holds and
-/// its playbook is the one it was made with; `inventory` reaches the nodes another way.
-pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) -> Result<RunReport> {
+/// its playbook is the one it was made with; `inventory` (read through `ansible-inventory`
+/// with `from_ansible`) reaches the nodes another way.
+pub async fn apply(path: &Path, inventory: Option<&Path>, from_ansible: bool, run: &RunOptions<'_>) -> Result<RunReport> {
     let plan = load_plan(path)?;
     let pb = saved::playbook_of(&plan)?;
-    let fleet = fleet_of(inventory.or(plan.target.inventory.as_deref()), plan.target.root.as_deref(), &pb)?;
+    let reach = match inventory {
+        Some(_) => runs::Reach { inventory, root: None, from_ansible },
+        None => runs::Reach { inventory: plan.target.inventory.as_deref(), root: plan.target.root.as_deref(), from_ansible: plan.target.from_ansible },
+    };
+    let fleet = fleet_of(reach, &pb)?;
     let mut g = crate::gather::gather(&fleet, &[]).await?;
     let moved = facts_moved(&plan, &g);
     if !moved.is_empty() {
@@ -273,10 +278,10 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, run: &RunOptions<'_>) 
 
 /// The fleet a saved plan or a run reaches: an inventory, else the root directory (or this
 /// machine) it was made on; either way with the plan's own playbook.
-pub fn fleet_of(inventory: Option<&Path>, root: Option<&Path>, pb: &Playbook) -> Result<Fleet> {
-    let mut fleet = match inventory {
-        Some(inv) => Fleet::from_inventory(&inventory::load(inv, &LoadOptions::default())?, &[], None)?,
-        None => Fleet::local(root.map(Path::to_path_buf), None)?,
+pub fn fleet_of(reach: runs::Reach<'_>, pb: &Playbook) -> Result<Fleet> {
+    let mut fleet = match reach.inventory {
+        Some(inv) => Fleet::from_inventory(&inventory::load(inv, &LoadOptions { from_ansible: reach.from_ansible, ..LoadOptions::default() })?, &[], None)?,
+        None => Fleet::local(reach.root.map(Path::to_path_buf), None)?,
     };
     fleet.playbook = Some(pb.clone());
     Ok(fleet)

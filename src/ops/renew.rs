@@ -28,7 +28,7 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions)
         playbook: &gathered.playbook,
         nodes: &gathered.nodes,
         checks: if gathered.offline() { Vec::new() } else { gates::checks(&gathered.playbook, &gathered.nodes) },
-        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() },
+        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible },
         certs: opts.certs.clone(),
         days: opts.days,
         batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1),

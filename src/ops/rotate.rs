@@ -96,7 +96,7 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
     let offline = gathered.offline();
     let input = Input {
         playbook: pb,
-        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root() },
+        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible },
         nodes: &gathered.nodes,
         checks: if offline { Vec::new() } else { gates::checks(pb, &gathered.nodes) },
         opts: Options {

@@ -169,14 +169,16 @@ struct Reopened {
 pub struct Reach<'a> {
     pub inventory: Option<&'a Path>,
     pub root: Option<&'a Path>,
+    /// Read `inventory` through `ansible-inventory --list`.
+    pub from_ansible: bool,
 }
 
 fn reopen(state_dir: &Path, run_id: &str, reach: Reach<'_>, need_keys: bool) -> Result<Reopened> {
     let e = existing(state_dir, run_id, need_keys)?;
     let pb = saved::playbook_of(&e.plan)?;
     let fleet = match (reach.inventory, reach.root) {
-        (None, None) => fleet_of(e.target.inventory.as_deref(), e.target.root.as_deref(), &pb)?,
-        (inv, root) => fleet_of(inv, root, &pb)?,
+        (None, None) => fleet_of(Reach { inventory: e.target.inventory.as_deref(), root: e.target.root.as_deref(), from_ansible: e.target.from_ansible }, &pb)?,
+        _ => fleet_of(reach, &pb)?,
     };
     Ok(Reopened { e, pb, fleet })
 }

@@ -144,6 +144,9 @@ pub struct PlanTarget {
     pub inventory: Option<std::path::PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<std::path::PathBuf>,
+    /// The inventory is read through `ansible-inventory --list` (`--inventory-from-ansible`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_ansible: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -37,6 +37,8 @@ pub struct Fleet {
     pub overrides: BTreeMap<String, ComponentOverride>,
     /// The inventory this fleet came from (journaled, so rollback can reach the nodes again).
     pub inventory: Option<PathBuf>,
+    /// The inventory was read through `ansible-inventory --list`.
+    pub from_ansible: bool,
     pub kubernetes_api: bool,
     /// Workers changed together in a changing command's batches.
     pub batch_size: usize,
@@ -119,6 +121,7 @@ impl Fleet {
             concurrency: concurrency.unwrap_or(inv.concurrency).max(1),
             overrides: inv.components.clone(),
             inventory: Some(std::path::absolute(&inv.path).unwrap_or_else(|_| inv.path.clone())),
+            from_ansible: inv.from_ansible,
             kubernetes_api: inv.kubernetes_api,
             batch_size: inv.batch_size.max(1),
             cluster: inv.cluster.clone(),
@@ -144,6 +147,7 @@ impl Fleet {
             concurrency: 1,
             overrides: BTreeMap::new(),
             inventory: None,
+            from_ansible: false,
             kubernetes_api: false,
             batch_size: 1,
             cluster: "local".into(),

@@ -20,6 +20,9 @@ pub struct TargetRecord {
     pub inventory: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
+    /// The inventory is read through `ansible-inventory --list`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_ansible: bool,
     pub nodes: Vec<String>,
 }
 

@@ -58,6 +58,9 @@ pub struct Inventory {
     pub kubernetes_api: bool,
     pub nodes: Vec<Node>,
     pub components: BTreeMap<String, ComponentOverride>,
+    /// Read through `ansible-inventory --list`: plans and runs record it, to reach the nodes
+    /// the same way again.
+    pub from_ansible: bool,
 }
 
 /// Settings that come from the command line rather than the file.
@@ -371,7 +374,7 @@ pub(crate) fn resolve(spec: Spec, opts: &LoadOptions) -> Result<Inventory> {
         components.insert(name, c.value);
     }
 
-    Ok(Inventory { path: spec.path, cluster: spec.cluster.value, playbook, concurrency, batch_size, kubernetes_api: spec.kubernetes_api.unwrap_or(true), nodes, components })
+    Ok(Inventory { path: spec.path, cluster: spec.cluster.value, playbook, concurrency, batch_size, kubernetes_api: spec.kubernetes_api.unwrap_or(true), nodes, components, from_ansible: opts.from_ansible })
 }
 
 fn local_user() -> String {
