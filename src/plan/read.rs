@@ -33,8 +33,10 @@ pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
         return Err(Error::input(what, format!("plan format version {}{whose}; this kcert reads version {PLAN_VERSION}: nothing was changed; make the plan again with this kcert", field("version"))));
     }
     let mut v = v;
-    super::stored::expand(&mut v).map_err(|m| Error::input(what.clone(), format!("{m}; nothing was changed (was it edited by hand? make the plan again)")))?;
-    let plan: Plan = serde_json::from_value(v).map_err(|e| Error::input(what.clone(), format!("not a readable plan: {e}")))?;
+    let stored = |m: String| Error::input(what.clone(), format!("{m}; nothing was changed (was it edited by hand? make the plan again)"));
+    let texts = super::stored::take_texts(&mut v).map_err(stored)?;
+    let mut plan: Plan = serde_json::from_value(v).map_err(|e| Error::input(what.clone(), format!("not a readable plan: {e}")))?;
+    super::stored::expand(&mut plan, &texts).map_err(stored)?;
     check(&plan).map_err(|m| Error::input(what, format!("{m}; nothing was changed (was it edited by hand? make the plan again)")))?;
     Ok(plan)
 }

@@ -362,6 +362,16 @@ impl Recipe {
         })
     }
 
+    /// Every text the recipe carries, to be stored once in a saved plan (`stored`).
+    pub fn texts_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Recipe::Text { text } => vec![text],
+            Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter_mut().collect(),
+            Recipe::Kubeconfig { fields } => fields.iter_mut().map(|f| &mut f.pem).collect(),
+            Recipe::OldCaKey { .. } | Recipe::Remove => Vec::new(),
+        }
+    }
+
     /// The public text the recipe carries (what must never hold a key).
     pub fn carried_text(&self) -> String {
         match self {
