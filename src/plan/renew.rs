@@ -314,7 +314,17 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
     let v = Validity { now: input.now, days: input.days };
     let mut problems = Vec::new();
     problems.extend(parts::unreadable_kubeconfigs(pb, input.nodes).into_iter().map(Problem::File));
-    let planned: Vec<NodeChanges> = input.nodes.iter().map(|n| plan_node(pb, n, &signers, &selected, v, &mut problems)).collect();
+    // Each node's renewal on its own (signing is most of it), on every core; problems in node order.
+    let made = crate::par::map(input.nodes, |n| {
+        let mut found = Vec::new();
+        let changes = plan_node(pb, n, &signers, &selected, v, &mut found);
+        (changes, found)
+    });
+    let mut planned: Vec<NodeChanges> = Vec::with_capacity(made.len());
+    for (changes, found) in made {
+        planned.push(changes);
+        problems.extend(found);
+    }
     refuse_if(problems)?;
 
     // The model before, and after every node's new files: their difference is what the proof simulates.
