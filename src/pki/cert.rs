@@ -245,33 +245,15 @@ fn name_key(name: &str) -> String {
     name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// Verdicts of "`ca`'s key signed `cert`", by the two certificates' sha256 (128 bits each).
-/// Bounded: cleared when full, so a long run's memory stays flat.
-static SIGNED_BY: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(u128, u128), bool>>> = std::sync::LazyLock::new(Default::default);
-const SIGNED_BY_MAX: usize = 200_000;
-
-fn sha_key(c: &CertInfo) -> Option<u128> {
-    c.sha256.get(..32).and_then(|h| u128::from_str_radix(h, 16).ok())
-}
+/// Verdicts of "`ca`'s key signed `cert`", by the two certificates' sha256s (bounded).
+static SIGNED_BY: super::memo::Memo<bool> = super::memo::Memo::new(16 << 20);
 
 fn signed_by<'c>(cert: &'c CertInfo, ca: &CertInfo, parsed: &mut Option<Option<X509Certificate<'c>>>) -> bool {
-    let key = sha_key(cert).zip(sha_key(ca));
-    if let Some(k) = key
-        && let Some(v) = SIGNED_BY.lock().ok().and_then(|m| m.get(&k).copied())
-    {
-        return v;
-    }
-    let Some(x) = parsed.get_or_insert_with(|| X509Certificate::from_der(&cert.der).ok().map(|(_, x)| x)) else { return false };
-    let verdict = X509Certificate::from_der(&ca.der).is_ok_and(|(_, ca_parsed)| x.verify_signature(Some(ca_parsed.public_key())).is_ok());
-    if let Some(k) = key
-        && let Ok(mut m) = SIGNED_BY.lock()
-    {
-        if m.len() >= SIGNED_BY_MAX {
-            m.clear();
-        }
-        m.insert(k, verdict);
-    }
-    verdict
+    let key = [cert.sha256.as_bytes(), ca.sha256.as_bytes()].concat();
+    SIGNED_BY.get_or(&key, || {
+        let Some(x) = parsed.get_or_insert_with(|| X509Certificate::from_der(&cert.der).ok().map(|(_, x)| x)) else { return false };
+        X509Certificate::from_der(&ca.der).is_ok_and(|(_, ca_parsed)| x.verify_signature(Some(ca_parsed.public_key())).is_ok())
+    })
 }
 
 #[cfg(test)]

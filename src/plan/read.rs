@@ -37,7 +37,7 @@ pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
     let texts = super::stored::take_texts(&mut v).map_err(stored)?;
     let mut plan: Plan = serde_json::from_value(v).map_err(|e| Error::input(what.clone(), format!("not a readable plan: {e}")))?;
     super::stored::expand(&mut plan, &texts).map_err(stored)?;
-    check(&plan).map_err(|m| Error::input(what, format!("{m}; nothing was changed (was it edited by hand? make the plan again)")))?;
+    check(&plan).map_err(stored)?;
     Ok(plan)
 }
 
