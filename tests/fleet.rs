@@ -13,8 +13,14 @@ use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_th
 use common::{Run, Test};
 
 fn expiry_matches_openssl_on_every_node(f: &Fleet) {
-    let run = f.kcert(&["expiry", "-o", "json"]).run();
+    // The transport logs how many commands each connection ran when it closes.
+    let run = f.kcert(&["expiry", "-o", "json"]).env("RUST_LOG", "kcert::reach::transport::ssh=debug").run();
     run.status(0);
+    for n in &f.nodes {
+        let closed: Vec<&str> = run.stderr.lines().filter(|l| l.contains("connection closed") && l.contains(&format!("node={} ", n.name))).collect();
+        assert_eq!(closed.len(), 1, "{}: one connection\n{}", n.name, run.stderr);
+        assert!(closed[0].ends_with("execs=1"), "{}: discovery is one command (one exec channel) per node: {}", n.name, closed[0]);
+    }
     let json = run.json();
     assert_eq!(json["errors"].as_array().unwrap().len(), 0, "{}", run.stdout);
     for n in &f.nodes {

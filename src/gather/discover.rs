@@ -9,7 +9,52 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs};
 use super::units::{unit_candidates, unit_files, unit_keys};
 use crate::playbook::{FileKind, Playbook};
-use crate::reach::transport::{FileData, NodeResult, Transport};
+use crate::reach::transport::{FileData, NodeResult, Prefetched, Survey, Transport};
+
+/// The script that names the node as it names itself.
+pub const HOSTNAME_SCRIPT: &str = "hostname\n";
+
+/// What `detect` and `discover` with any of these playbooks ask first (and the node's
+/// hostname), asked in one round trip: the files every component reads its flags from, the
+/// playbook's files, its scanned directories with every file in them but keys, and the units
+/// with their drop-ins. Only what these files name beyond that is asked afterwards.
+pub async fn surveyed<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String]) -> NodeResult<Prefetched<'a>> {
+    if t.offline() {
+        return Ok(Prefetched::new(t, Default::default()));
+    }
+    Prefetched::survey(t, &survey_request(playbooks, extra_paths, &t.user())).await
+}
+
+/// The questions `surveyed` asks of a node reached as `user`.
+pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &str) -> Survey {
+    let home = if user == "root" { Some("/root".to_string()) } else { None };
+    let mut req = Survey { skip: vec!["*.key".into(), "*-key.pem".into()], run: vec![HOSTNAME_SCRIPT.into()], ..Default::default() };
+    if playbooks.iter().any(|p| p.files.iter().any(|f| f.path.starts_with("~/")))
+        && let Some(s) = home_script(user)
+    {
+        req.run.push(s);
+    }
+    req.list_read.extend(extra_paths.iter().cloned());
+    req.list.push(super::units::ADMIN_DIR.to_string());
+    for pb in playbooks {
+        req.exists.extend(pb.detect.iter().chain(&pb.detect_unless).cloned());
+        req.read.extend(pb.components.iter().filter_map(|c| c.source().map(str::to_string)));
+        for c in pb.components.iter().filter_map(|c| c.unit.as_deref()) {
+            let (units, dropins) = unit_candidates(c);
+            req.read.extend(units);
+            req.list_read.extend(dropins);
+        }
+        req.list_read.extend(pb.scan.iter().cloned());
+        for (f, path) in file_paths(pb, home.as_deref()) {
+            if f.kind.holds_certs() {
+                req.read.push(path)
+            } else {
+                req.exists.push(path)
+            }
+        }
+    }
+    req
+}
 
 /// The first embedded playbook one of whose `detect` paths exists on the node and none of
 /// whose `detect_unless` paths does, if any.
@@ -306,12 +351,15 @@ async fn login_home(t: &dyn Transport) -> Option<String> {
     if user == "root" {
         return Some("/root".into());
     }
-    if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return None;
-    }
-    let out = t.run(&format!("getent passwd {user} | cut -d: -f6\n")).await.ok()?;
+    let out = t.run(&home_script(&user)?).await.ok()?;
     let home = out.stdout_text().trim().to_string();
     (out.success() && home.starts_with('/') && home != "/").then_some(home)
+}
+
+/// The script that prints a login user's home directory; none for a name kcert would not
+/// put in a script.
+fn home_script(user: &str) -> Option<String> {
+    (!user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))).then(|| format!("getent passwd {user} | cut -d: -f6\n"))
 }
 
 #[cfg(test)]

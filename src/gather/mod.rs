@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::pki::kubeconfig;
 use crate::playbook::Playbook;
 use crate::reach::fleet::{Connected, Fleet};
-use crate::reach::transport::{FileData, NodeFailure};
+use crate::reach::transport::{FileData, NodeFailure, Transport};
 pub use facts::NodeFacts;
 use facts::Source;
 
@@ -40,14 +40,21 @@ pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
         .run(&|_| {}, |t, target| {
             let embedded = &embedded;
             async move {
+                let candidates: Vec<&Playbook> = match &fleet.playbook {
+                    Some(p) => vec![p],
+                    None => embedded.iter().collect(),
+                };
+                let (pb, facts) = {
+                let t = discover::surveyed(t.as_ref(), &candidates, extra_paths).await?;
+                let t = &t;
                 let pb = match &fleet.playbook {
                     Some(p) => p.clone(),
                     None => {
-                        let name = discover::detect(t.as_ref(), embedded).await?;
+                        let name = discover::detect(t, embedded).await?;
                         embedded.iter().find(|p| Some(&p.name) == name.as_ref()).cloned().ok_or_else(|| NodeFailure::command("no known distribution found (pass --distribution)"))?
                     }
                 };
-                let pki = discover::discover(t.as_ref(), Some(&pb), extra_paths).await?;
+                let pki = discover::discover(t, Some(&pb), extra_paths).await?;
                 if pki.certs.is_empty() && pki.errors.is_empty() {
                     return Err(NodeFailure::command(format!("no PKI files found (looked where the {} playbook says, and in {})", pb.name, pb.scan.join(", "))));
                 }
@@ -86,8 +93,9 @@ pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
                     }
                 }
                 files.extend(found(&refs, t.read_files(&refs).await?));
-                let hostname = if t.offline() { None } else { t.run("hostname").await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
-                let facts = NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname };
+                let hostname = if t.offline() { None } else { t.run(discover::HOSTNAME_SCRIPT).await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
+                (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname })
+                };
                 Ok((pb, t, facts))
             }
         })

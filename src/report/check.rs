@@ -111,6 +111,8 @@ async fn check_node(t: &dyn Transport, target: &Target, playbook: Option<&Playbo
         }
     }
     let result: NodeResult<()> = async {
+        let surveyed = discover::surveyed(t, &embedded.iter().collect::<Vec<_>>(), extra_paths).await?;
+        let t = &surveyed;
         let detected = discover::detect(t, embedded).await?;
         row.distribution = detected.clone();
         let pb = playbook.or_else(|| detected.as_ref().and_then(|n| embedded.iter().find(|p| &p.name == n)));

@@ -131,6 +131,12 @@ pub async fn run(fleet: &Fleet, opts: &ExpiryOptions, observer: Observer<'_>) ->
 }
 
 async fn scan_node(t: &dyn Transport, playbook: Option<&Playbook>, embedded: &[Playbook], opts: &ExpiryOptions) -> NodeResult<NodeFindings> {
+    let candidates: Vec<&Playbook> = match playbook {
+        Some(p) => vec![p],
+        None => embedded.iter().collect(),
+    };
+    let surveyed = discover::surveyed(t, &candidates, &opts.extra_paths).await?;
+    let t = &surveyed;
     let detected;
     let playbook = match playbook {
         Some(p) => Some(p),

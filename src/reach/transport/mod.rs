@@ -5,6 +5,8 @@
 pub mod local;
 pub mod script;
 pub mod ssh;
+pub mod survey;
+pub mod prefetched;
 
 use std::fmt;
 
@@ -12,7 +14,9 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use local::LocalTransport;
+pub use prefetched::Prefetched;
 pub use ssh::{SshOptions, SshTransport};
+pub use survey::{Snapshot, Survey};
 
 /// Files larger than this are not certificates or kubeconfigs; they are not read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -144,6 +148,11 @@ pub trait Transport: Send + Sync {
     /// compare and the rename under one lock on the node, so two kcerts never both win.
     /// Returns what the file held before (None: absent) and whether it was swapped.
     async fn compare_and_swap(&self, path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> NodeResult<Swapped>;
+    /// Asks many questions at once (see `survey`), in one round trip where the transport
+    /// allows; the answers it cannot give are left out (by default, all of them).
+    async fn survey(&self, _req: &Survey) -> NodeResult<Snapshot> {
+        Ok(Snapshot::default())
+    }
     /// A TCP connection to `host:port` as seen from the node.
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>>;
 }

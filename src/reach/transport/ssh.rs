@@ -15,7 +15,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertific
 use russh::{ChannelMsg, Preferred};
 use tokio::sync::Semaphore;
 
-use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Stream, Transport, WriteFile, script};
+use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Snapshot, Stream, Survey, Transport, WriteFile, script, survey};
 
 /// sshd's default MaxSessions is 10; stay under it.
 const MAX_CHANNELS: usize = 8;
@@ -53,6 +53,15 @@ pub struct SshTransport {
     // Held so the tunnel through the jump host stays open.
     _jump: Option<Handle<HostKeyCheck>>,
     channels: Semaphore,
+    /// Commands run over this connection (each its own channel), logged when it closes.
+    execs: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for SshTransport {
+    fn drop(&mut self) {
+        let execs = self.execs.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(node = %self.name, execs, "connection closed");
+    }
 }
 
 struct HostKeyCheck {
@@ -291,7 +300,7 @@ impl SshTransport {
             }
         };
         authenticate(&mut handle, &opts.user, &opts.host, &opts.identity_files).await?;
-        Ok(SshTransport { name: name.to_string(), opts, handle, _jump: jump, channels: Semaphore::new(MAX_CHANNELS) })
+        Ok(SshTransport { name: name.to_string(), opts, handle, _jump: jump, channels: Semaphore::new(MAX_CHANNELS), execs: Default::default() })
     }
 
     fn uses_sudo(&self) -> bool {
@@ -300,6 +309,7 @@ impl SshTransport {
 
     async fn exec(&self, command: &str, stdin: &[u8]) -> NodeResult<CmdOutput> {
         let _permit = self.channels.acquire().await.expect("semaphore is never closed");
+        self.execs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fail = |e: russh::Error| NodeFailure::command(format!("SSH channel to {}: {e}", self.opts.host));
         let work = async {
             let mut ch = self.handle.channel_open_session().await.map_err(fail)?;
@@ -448,6 +458,16 @@ impl Transport for SshTransport {
             return Err(NodeFailure::command(format!("{path}: {}", out.stderr_text())));
         }
         script::parse_compare_and_swap(&out.stdout).map_err(NodeFailure::command)
+    }
+
+    async fn survey(&self, req: &Survey) -> NodeResult<Snapshot> {
+        let out = self.run(&survey::script(req, "")).await?;
+        // An answer kcert cannot use (a node without GNU find, a file changing while read)
+        // only costs the round trips the survey would have saved.
+        Ok(survey::parse(&out.stdout, req, "").unwrap_or_else(|e| {
+            tracing::debug!(node = %self.name, error = %e, "survey unusable; asking file by file");
+            Snapshot::default()
+        }))
     }
 
     async fn dial(&self, host: &str, port: u16) -> NodeResult<Box<dyn Stream>> {

@@ -1,0 +1,103 @@
+//! Discovery's one round trip: the survey script, run in a real shell against node trees
+//! (the real-world sets in place, and kubeadm and hard-way trees made with openssl), gives
+//! the same facts as discovery asking file by file, and for a kubeadm node answers every
+//! question discovery asks.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kcert::gather::discover;
+use kcert::playbook::Playbook;
+use kcert::reach::transport::{LocalTransport, Prefetched, Transport, survey};
+
+/// What discovery finds on the tree, file by file and through the survey, and how many
+/// questions the survey left to ask.
+fn both_ways(root: &Path) -> (String, String, usize) {
+    let embedded = kcert::playbook::embedded();
+    let all: Vec<&Playbook> = embedded.iter().collect();
+    let root_s = root.to_string_lossy().into_owned();
+    let req = discover::survey_request(&all, &[], "root");
+    let out = Command::new("sh").arg("-c").arg(survey::script(&req, &root_s)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snap = survey::parse(&out.stdout, &req, &root_s).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let local = LocalTransport::new("n", Some(root.to_path_buf()));
+        let surveyed = Prefetched::new(&local, snap);
+        let each = facts(&local, &embedded).await;
+        let once = facts(&surveyed, &embedded).await;
+        (each, once, surveyed.asks())
+    })
+}
+
+async fn facts(t: &dyn Transport, embedded: &[Playbook]) -> String {
+    let name = discover::detect(t, embedded).await.unwrap();
+    let pb = name.as_ref().and_then(|n| embedded.iter().find(|p| &p.name == n));
+    let pki = discover::discover(t, pb, &[]).await.unwrap();
+    format!("{name:?} {pki:#?}")
+}
+
+/// Absolute links made relative, so the tree reads the same from a shell outside it.
+fn relative_links(dir: &Path, root: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            relative_links(&p, root);
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&p).unwrap();
+            if target.is_absolute() {
+                let depth = p.strip_prefix(root).unwrap().components().count() - 1;
+                let rel: PathBuf = std::iter::repeat_n(Path::new(".."), depth).collect::<PathBuf>().join(target.strip_prefix("/").unwrap());
+                std::fs::remove_file(&p).unwrap();
+                std::os::unix::fs::symlink(rel, &p).unwrap();
+            }
+        }
+    }
+}
+
+fn made_tree(script: &str, dir: &Path) -> PathBuf {
+    let ok = Command::new("bash").arg(format!("{}/docker/pki/{script}", env!("CARGO_MANIFEST_DIR"))).arg(dir).arg("cp1:10.0.0.11:cp").arg("w1:10.0.0.21:worker").status().unwrap();
+    assert!(ok.success(), "{script}");
+    let node = dir.join("cp1");
+    relative_links(&node, &node);
+    node
+}
+
+#[test]
+fn a_kubeadm_node_is_discovered_in_one_round_trip_with_the_same_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = made_tree("make-kubeadm-pki.sh", dir.path());
+    let (each, once, asks) = both_ways(&node);
+    assert!(each.contains("Some(\"kubeadm\")") && each.contains("/etc/kubernetes/pki/ca.crt"), "{each}");
+    assert_eq!(once, each, "the survey changes nothing discovery finds");
+    assert_eq!(asks, 0, "every question discovery asks a kubeadm node is answered by the survey");
+}
+
+#[test]
+fn a_hard_way_node_is_discovered_with_the_same_facts_and_few_more_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = made_tree("make-hardway-pki.sh", dir.path());
+    let (each, once, asks) = both_ways(&node);
+    assert!(each.contains("Some(\"hardway\")") && each.contains("/var/lib/kubernetes/ca.pem"), "{each}");
+    assert_eq!(once, each);
+    // The environment and config files the units name, then what those name: asked after.
+    assert!(asks <= 2, "{asks} questions left to the transport");
+}
+
+#[test]
+fn every_real_world_set_gives_the_same_facts_through_the_survey() {
+    let sets = common::real_world();
+    let mut seen = 0;
+    for set in std::fs::read_dir(&sets).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+        let (each, once, asks) = both_ways(&set);
+        assert_eq!(once, each, "{}", set.display());
+        if set.file_name().unwrap().to_string_lossy().starts_with("kubeadm-") {
+            assert_eq!(asks, 0, "{}: kubeadm sets are answered by the survey alone", set.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 18, "only {seen} sets under {}", sets.display());
+}
