@@ -2,6 +2,7 @@
 //! port) and its two implementations, SSH and local (optionally under a root directory).
 //! Must not: know anything of PKI, playbooks or reports.
 
+pub mod known_hosts;
 pub mod local;
 pub mod script;
 pub mod ssh;

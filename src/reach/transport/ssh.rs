@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use russh::client::{self, Handle};
-use russh::keys::known_hosts::{known_host_keys_path, learn_known_hosts_path};
+use russh::keys::known_hosts::learn_known_hosts_path;
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Preferred};
 use tokio::sync::Semaphore;
 
+use super::known_hosts::{self, KnownHosts};
 use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Snapshot, Stream, Survey, Transport, WriteFile, script, survey};
 
 /// sshd's default MaxSessions is 10; stay under it.
@@ -88,11 +89,13 @@ impl client::Handler for HostKeyCheck {
         };
         let shown = display_host(&self.host, self.port);
         let got = key.fingerprint(HashAlg::Sha256);
-        match russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+        let known: Arc<KnownHosts> = known_hosts::load(&self.known_hosts);
+        match known.check(&self.host, self.port, key) {
             Ok(true) => Ok(true),
             Ok(false) if self.accept_new => {
                 match learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
                     Ok(()) => {
+                        known_hosts::forget(&self.known_hosts);
                         tracing::warn!(host = %shown, fingerprint = %got, file = %self.known_hosts.display(), "recorded a new host key");
                         Ok(true)
                     }
@@ -105,13 +108,14 @@ impl client::Handler for HostKeyCheck {
                     self.known_hosts.display(),
                     key.algorithm()
                 );
-                if has_unsupported_patterns(&self.known_hosts) {
+                if known.unsupported {
                     msg.push_str("; note: kcert does not read wildcard, negated or @cert-authority known_hosts lines");
                 }
                 self.refuse(msg)
             }
             Err(russh::keys::Error::KeyChanged { line }) => {
-                let recorded = known_host_keys_path(&self.host, self.port, &self.known_hosts)
+                let recorded = known
+                    .keys_for(&self.host, self.port)
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|(_, k)| k.algorithm() == key.algorithm())
@@ -134,21 +138,11 @@ fn display_host(host: &str, port: u16) -> String {
     if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
 }
 
-fn has_unsupported_patterns(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .map(|t| {
-            t.lines().any(|l| {
-                let first = l.split_whitespace().next().unwrap_or("");
-                first.starts_with('@') || first.contains('*') || first.contains('?') || first.contains('!')
-            })
-        })
-        .unwrap_or(false)
-}
-
 /// Host-key algorithms to offer: those already recorded for the host first, so a host known
 /// by its ECDSA key is not reported unknown because it offered Ed25519.
 fn preferred_for(host: &str, port: u16, known_hosts: &Path) -> Preferred {
-    let recorded: Vec<Algorithm> = known_host_keys_path(host, port, known_hosts)
+    let recorded: Vec<Algorithm> = known_hosts::load(known_hosts)
+        .keys_for(host, port)
         .unwrap_or_default()
         .into_iter()
         .map(|(_, k)| k.algorithm())
