@@ -133,16 +133,16 @@ fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
     for (i, f) in files.iter().enumerate() {
         let p = quote(&f.path);
         s.push_str(&format!(
-            r#"f{i}=$(readlink -f -- {p} 2>/dev/null); [ -n "$f{i}" ] || f{i}={p}
-d=$(dirname "$f{i}")
-mkdir -p "$d" 2>/dev/null || fail "cannot create directory $d for {path}"
+            r#"f{i}={p}; if [ -L "$f{i}" ]; then f{i}=$(readlink -f -- {p} 2>/dev/null); [ -n "$f{i}" ] || f{i}={p}; fi
+d=${{f{i}%/*}}; [ -n "$d" ] || d=/
+[ -d "$d" ] || mkdir -p "$d" 2>/dev/null || fail "cannot create directory $d for {path}"
 t{i}=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) || fail "cannot create a temporary file in $d (disk full or read-only?) for {path}"
 tmps="$tmps $t{i}"
 base64 -d > "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"
 {b64}
 KCERT_EOF
 if [ -e "$f{i}" ]; then
-  chown --reference="$f{i}" "$t{i}" && chmod --reference="$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
+  cp --attributes-only --preserve=mode,ownership -- "$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
 else
   chmod {mode:o} "$t{i}" || fail "cannot set the mode of {path}"
 fi
@@ -159,14 +159,12 @@ fi
     for (i, f) in files.iter().enumerate() {
         s.push_str(&format!("mv -f \"$t{i}\" \"$f{i}\" || fail \"cannot rename the new {} into place\"\n", f.path.replace('"', "")));
     }
-    s.push_str("dirs=\"\"\n");
-    for i in 0..files.len() {
-        s.push_str(&format!("dirs=\"$dirs $(dirname \"$f{i}\")\"\n"));
-    }
-    s.push_str("sync $dirs 2>/dev/null || sync\n");
-    for i in 0..files.len() {
-        s.push_str(&format!("sha256sum < \"$f{i}\" | cut -d' ' -f1\n"));
-    }
+    let all: Vec<String> = (0..files.len()).map(|i| format!("\"$f{i}\"")).collect();
+    let dirs: Vec<String> = (0..files.len()).map(|i| format!("\"${{f{i}%/*}}/\"")).collect();
+    s.push_str(&format!("sync {} 2>/dev/null || sync\n", dirs.join(" ")));
+    // One sha256sum for every file, in order (a name with a newline or backslash gets a
+    // leading backslash: the parse takes it off).
+    s.push_str(&format!("sha256sum -- {}\n", all.join(" ")));
     s
 }
 
@@ -182,7 +180,7 @@ fn wrap(b64: &str) -> String {
 }
 
 pub fn parse_write_files(stdout: &[u8], count: usize) -> Result<Vec<String>, String> {
-    let sums: Vec<String> = String::from_utf8_lossy(stdout).lines().map(|l| l.trim().to_string()).collect();
+    let sums: Vec<String> = String::from_utf8_lossy(stdout).lines().map(|l| l.trim_start_matches('\\').split(' ').next().unwrap_or_default().to_string()).collect();
     if sums.len() != count || sums.iter().any(|s| s.len() != 64) {
         return Err(format!("expected {count} sha256 sums after writing, got {sums:?}"));
     }
@@ -383,6 +381,20 @@ mod tests {
         assert_eq!(std::fs::read(&new).unwrap(), vec![7u8; 5000]);
         assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temp files left");
+    }
+
+    #[test]
+    fn odd_names_are_written_and_summed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["new\nline.pem", "back\\slash.pem", "sp ace.pem", "plain.pem"];
+        let files: Vec<WriteFile> = names.iter().map(|n| WriteFile { path: dir.path().join(n).to_string_lossy().into_owned(), bytes: n.as_bytes().to_vec(), mode: 0o644, private: false }).collect();
+        let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let sums = parse_write_files(&out.stdout, names.len()).unwrap();
+        for (n, sum) in names.iter().zip(sums) {
+            assert_eq!(std::fs::read(dir.path().join(n)).unwrap(), n.as_bytes());
+            assert_eq!(sum, crate::pki::sha256(n.as_bytes()), "{n:?}");
+        }
     }
 
     #[test]

@@ -375,6 +375,15 @@ impl Transport for SshTransport {
         if paths.is_empty() {
             return Ok(Vec::new());
         }
+        // The survey reads any number of files with a fixed number of forks; an answer it
+        // cannot give (a relative path, a file changing while read) is read file by file.
+        let req = Survey { read: paths.to_vec(), ..Default::default() };
+        let out = self.run(&survey::script(&req, "")).await?;
+        if let Ok(snap) = survey::parse(&out.stdout, &req, "")
+            && let Some(all) = paths.iter().map(|p| snap.file(p)).collect::<Option<Vec<FileData>>>()
+        {
+            return Ok(all);
+        }
         let out = self.run(&script::read_files(paths)).await?;
         script::parse_read_files(&out.stdout, paths.len())
             .map_err(|e| NodeFailure::command(format!("reading files: {e}; stderr: {}", out.stderr_text())))
