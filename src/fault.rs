@@ -1,5 +1,6 @@
 //! Owns: the points kcert's crash tests kill it at, exactly where they name: with
 //! `KCERT_FAULT=record:N`, right after the N-th journal record this process wrote is on disk
+//! (records journaled together are on disk together: the kill comes after all of them)
 //! (`record:S4:N`: the N-th of stage S4); with `KCERT_FAULT=rename:N`, in the N-th batch of
 //! atomic writes once every temp file is written and before the first rename. The process is
 //! killed (SIGKILL): nothing after runs.

@@ -186,10 +186,24 @@ impl Journal {
 
     /// Appends a record and waits until it is on disk.
     pub fn record(&mut self, rec: &Record) -> Result<()> {
-        let mut line = serde_json::to_vec(rec).expect("records serialize");
-        line.push(b'\n');
-        self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))?;
-        crate::fault::reached(crate::fault::Point::Record, rec.stage().map(|s| s.as_str()));
+        self.record_all(std::slice::from_ref(rec))
+    }
+
+    /// Appends records, in order, and waits once until they are all on disk: for records of
+    /// things already done (a node's backups, its writes), so one sync covers them.
+    pub fn record_all(&mut self, recs: &[Record]) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for rec in recs {
+            lines.extend(serde_json::to_vec(rec).expect("records serialize"));
+            lines.push(b'\n');
+        }
+        self.file.write_all(&lines).and_then(|_| self.file.sync_data()).map_err(|e| Error::Runtime(format!("cannot write the journal {}: {e}", self.dir.display())))?;
+        for rec in recs {
+            crate::fault::reached(crate::fault::Point::Record, rec.stage().map(|s| s.as_str()));
+        }
         Ok(())
     }
 

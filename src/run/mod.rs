@@ -230,6 +230,11 @@ impl<'a> Runner<'a> {
         self.journal.lock().expect("journal lock").record(r).map_err(|e| e.to_string())
     }
 
+    /// Journals records of things already done, with one sync for them all.
+    fn rec_all(&self, rs: &[Record]) -> std::result::Result<(), String> {
+        self.journal.lock().expect("journal lock").record_all(rs).map_err(|e| e.to_string())
+    }
+
     fn run_id(&self) -> String {
         self.journal.lock().expect("journal lock").run_id.clone()
     }

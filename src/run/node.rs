@@ -65,19 +65,23 @@ impl Runner<'_> {
         let backups: Vec<WriteFile> = todo.iter().filter_map(|(f, cur, _)| cur.as_ref().map(|c| WriteFile { path: backup_path(&run_id, stage, &f.path), bytes: c.clone(), mode: 0o600, private: true })).collect();
         let sums = t.write_files(&backups).await.map_err(|e| format!("{node}: backing up failed, nothing was changed on {node} in this step: {e}"))?;
         let mut sums = sums.into_iter();
+        let mut backed: Vec<Record> = Vec::new();
         for (f, cur, _) in &todo {
             let (backup, sha) = match cur {
                 Some(_) => {
                     let got = sums.next().unwrap_or_default();
                     if Some(got.as_str()) != f.old_sha256.as_deref() {
+                        self.rec_all(&backed)?;
                         return Err(format!("{node}: the backup of {} reads back with another sha256; nothing was changed on {node} in this step", f.path));
                     }
                     (backup_path(&run_id, stage, &f.path), got)
                 }
                 None => (String::new(), String::new()),
             };
-            self.rec(&Record::Backup { node: node.into(), path: f.path.clone(), backup, sha256: sha, at: At::step(stage, bi), absent: cur.is_none() })?;
+            backed.push(Record::Backup { node: node.into(), path: f.path.clone(), backup, sha256: sha, at: At::step(stage, bi), absent: cur.is_none() });
         }
+        // Every backup is on the journal's disk before the first file changes.
+        self.rec_all(&backed)?;
         let writes: Vec<WriteFile> = todo.iter().filter_map(|(f, _, new)| new.as_ref().map(|n| WriteFile { path: f.path.clone(), bytes: n.clone(), mode: f.mode, private: f.private })).collect();
         let removes: Vec<String> = todo.iter().filter(|(_, _, new)| new.is_none()).map(|(f, _, _)| f.path.clone()).collect();
         self.note(node, format!("writing {} files", todo.len()));
@@ -89,10 +93,11 @@ impl Runner<'_> {
         }
         t.remove_files(&removes).await.map_err(|e| format!("{node}: {e}"))?;
         t.remove_empty_dirs(&self.staging_dirs(&removes)).await.map_err(|e| format!("{node}: {e}"))?;
-        for (f, cur, _) in &todo {
-            let old = cur.as_deref().map(sha256).unwrap_or_default();
-            self.rec(&Record::Written { node: node.into(), path: f.path.clone(), old_sha256: old, new_sha256: f.new_sha256.clone().unwrap_or_default(), at: At::step(stage, bi) })?;
-        }
+        let written: Vec<Record> = todo
+            .iter()
+            .map(|(f, cur, _)| Record::Written { node: node.into(), path: f.path.clone(), old_sha256: cur.as_deref().map(sha256).unwrap_or_default(), new_sha256: f.new_sha256.clone().unwrap_or_default(), at: At::step(stage, bi) })
+            .collect();
+        self.rec_all(&written)?;
         self.count(node, |n| n.files += todo.len());
         Ok(todo.len())
     }
