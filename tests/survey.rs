@@ -14,7 +14,7 @@ use kcert::reach::transport::{LocalTransport, Prefetched, Transport, survey};
 
 /// What discovery finds on the tree, file by file and through the survey, and how many
 /// questions the survey left to ask.
-fn both_ways(root: &Path) -> (String, String, usize) {
+fn both_ways(root: &Path) -> (String, String, usize, survey::Snapshot) {
     let embedded = kcert::playbook::embedded();
     let all: Vec<&Playbook> = embedded.iter().collect();
     let root_s = root.to_string_lossy().into_owned();
@@ -25,10 +25,10 @@ fn both_ways(root: &Path) -> (String, String, usize) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
         let local = LocalTransport::new("n", Some(root.to_path_buf()));
-        let surveyed = Prefetched::new(&local, snap);
+        let surveyed = Prefetched::new(&local, snap.clone());
         let each = facts(&local, &embedded).await;
         let once = facts(&surveyed, &embedded).await;
-        (each, once, surveyed.asks())
+        (each, once, surveyed.asks(), snap)
     })
 }
 
@@ -70,7 +70,13 @@ fn made_tree(script: &str, dir: &Path) -> PathBuf {
 fn a_kubeadm_node_is_discovered_in_one_round_trip_with_the_same_facts() {
     let dir = tempfile::tempdir().unwrap();
     let node = made_tree("make-kubeadm-pki.sh", dir.path());
-    let (each, once, asks) = both_ways(&node);
+    // A pod's projected token: in the hard way's scanned /var/lib/kubelet, not in kubeadm's.
+    let token = node.join("var/lib/kubelet/pods/0000/volumes/kubernetes.io~projected/token");
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, "a pod's service-account token").unwrap();
+    let (each, once, asks, snap) = both_ways(&node);
+    assert_eq!(snap.file("/var/lib/kubelet/pods/0000/volumes/kubernetes.io~projected/token"), None, "only the detected distribution's directories are read");
+    assert!(matches!(snap.file("/var/lib/kubelet/pki/kubelet.crt"), Some(kcert::reach::transport::FileData::Found(_))));
     assert!(each.contains("Some(\"kubeadm\")") && each.contains("/etc/kubernetes/pki/ca.crt"), "{each}");
     assert_eq!(once, each, "the survey changes nothing discovery finds");
     assert_eq!(asks, 0, "every question discovery asks a kubeadm node is answered by the survey");
@@ -80,7 +86,7 @@ fn a_kubeadm_node_is_discovered_in_one_round_trip_with_the_same_facts() {
 fn a_hard_way_node_is_discovered_with_the_same_facts_and_few_more_questions() {
     let dir = tempfile::tempdir().unwrap();
     let node = made_tree("make-hardway-pki.sh", dir.path());
-    let (each, once, asks) = both_ways(&node);
+    let (each, once, asks, _) = both_ways(&node);
     assert!(each.contains("Some(\"hardway\")") && each.contains("/var/lib/kubernetes/ca.pem"), "{each}");
     assert_eq!(once, each);
     // The environment and config files the units name, then what those name: asked after.
@@ -92,7 +98,7 @@ fn every_real_world_set_gives_the_same_facts_through_the_survey() {
     let sets = common::real_world();
     let mut seen = 0;
     for set in std::fs::read_dir(&sets).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
-        let (each, once, asks) = both_ways(&set);
+        let (each, once, asks, _) = both_ways(&set);
         assert_eq!(once, each, "{}", set.display());
         if set.file_name().unwrap().to_string_lossy().starts_with("kubeadm-") {
             assert_eq!(asks, 0, "{}: kubeadm sets are answered by the survey alone", set.display());

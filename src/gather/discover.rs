@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs};
 use super::units::{unit_candidates, unit_files, unit_keys};
 use crate::playbook::{FileKind, Playbook};
+use crate::reach::transport::survey::Alternative;
 use crate::reach::transport::{FileData, NodeResult, Prefetched, Survey, Transport};
 
 /// The script that names the node as it names itself.
@@ -16,8 +17,9 @@ pub const HOSTNAME_SCRIPT: &str = "hostname\n";
 
 /// What `detect` and `discover` with any of these playbooks ask first (and the node's
 /// hostname), asked in one round trip: the files every component reads its flags from, the
-/// playbook's files, its scanned directories with every file in them but keys, and the units
-/// with their drop-ins. Only what these files name beyond that is asked afterwards.
+/// playbook's files, the units with their drop-ins, and the scanned directories (of the
+/// playbook the node is detected as) with every file in them but keys. Only what these files
+/// name beyond that is asked afterwards.
 pub async fn surveyed<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String]) -> NodeResult<Prefetched<'a>> {
     if t.offline() {
         return Ok(Prefetched::new(t, Default::default()));
@@ -44,7 +46,12 @@ pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &st
             req.read.extend(units);
             req.list_read.extend(dropins);
         }
-        req.list_read.extend(pb.scan.iter().cloned());
+        // A distribution's directories are read only where it is the one detected: a kubeadm
+        // node's /var/lib/kubelet (pods' volumes) is not the hard way's to read.
+        match playbooks {
+            [_] => req.list_read.extend(pb.scan.iter().cloned()),
+            _ => req.alternatives.push(Alternative { when: pb.detect.clone(), unless: pb.detect_unless.clone(), list_read: pb.scan.clone() }),
+        }
         for (f, path) in file_paths(pb, home.as_deref()) {
             if f.kind.holds_certs() {
                 req.read.push(path)

@@ -30,6 +30,17 @@ pub struct Survey {
     pub skip: Vec<String>,
     /// Small scripts whose output (text) is kept, answered to `Transport::run` of the same text.
     pub run: Vec<String>,
+    /// More `list_read` directories, from the first alternative that holds on the node only.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// Directories surveyed only where one of `when` exists and none of `unless` does (and no
+/// earlier alternative held): a distribution's own directories, where it was detected.
+#[derive(Debug, Clone, Default)]
+pub struct Alternative {
+    pub when: Vec<String>,
+    pub unless: Vec<String>,
+    pub list_read: Vec<String>,
 }
 
 /// What a survey found: answers to some of the questions a transport is asked.
@@ -90,36 +101,46 @@ fn absolute(paths: &[String]) -> Vec<&String> {
 /// out like a node's filesystem in tests.
 pub fn script(req: &Survey, root: &str) -> String {
     let words = |paths: &[String]| absolute(paths).iter().map(|p| quote(&format!("{root}{p}"))).collect::<Vec<_>>().join(" ");
-    let big = MAX_FILE_BYTES;
-    let small = MAX_FILE_BYTES + 1;
+    let (big, small) = (MAX_FILE_BYTES, MAX_FILE_BYTES + 1);
     let tags = format!(r"\( \( ! -readable -printf 'U%p\0' \) -o \( -size +{big}c -printf 'Z%s %p\0' \) -o -printf 'F%p\0' \)");
     let skip: String = req.skip.iter().map(|s| format!(" ! -name {}", quote(s))).collect();
-    let (read, exists, list_read, list) = (words(&req.read), words(&req.exists), words(&req.list_read), words(&req.list));
+    // stat and cat skip alike a file gone meanwhile, so sizes and bytes stay in step.
+    let bytes = |finds: &str| {
+        format!("{{ {finds}; }} 2>/dev/null | xargs -0r sh -c 'stat -L --printf \"S%s %n\\0\" -- \"$@\"; printf B; cat -- \"$@\" | base64 -w0; printf \"\\0\"' sh 2>/dev/null\n")
+    };
+    let listing = |dirs: &str| format!(r"find -L {dirs} -type f -printf 'I%H\0%p\0' 2>/dev/null") + "\n";
+    let list_read = |dirs: &str| {
+        listing(dirs)
+            + &format!(r"find -L {dirs} \( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o \({skip} {tags} \) 2>/dev/null")
+            + "\n"
+            + &bytes(&format!("find -L {dirs} -type f{skip} -readable -size -{small}c -print0"))
+    };
     let mut s = String::from("set -u\nprintf 'kcert-survey 1\\0'\n");
-    let mut to_read = Vec::new();
+    let read = words(&req.read);
     if !read.is_empty() {
         s.push_str(&format!(r"find -L {read} -maxdepth 0 \( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o {tags} 2>/dev/null"));
         s.push('\n');
-        to_read.push(format!("find -L {read} -maxdepth 0 -type f -readable -size -{small}c -print0"));
+        s.push_str(&bytes(&format!("find -L {read} -maxdepth 0 -type f -readable -size -{small}c -print0")));
     }
-    for dirs in [&list_read, &list] {
+    for (dirs, make) in [(words(&req.list_read), &list_read as &dyn Fn(&str) -> String), (words(&req.list), &listing)] {
         if !dirs.is_empty() {
-            s.push_str(&format!(r"find -L {dirs} -type f -printf 'I%H\0%p\0' 2>/dev/null"));
-            s.push('\n');
+            s.push_str(&make(&dirs));
         }
     }
-    if !list_read.is_empty() {
-        s.push_str(&format!(r"find -L {list_read} \( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o \({skip} {tags} \) 2>/dev/null"));
-        s.push('\n');
-        to_read.push(format!("find -L {list_read} -type f{skip} -readable -size -{small}c -print0"));
+    let exists = |p: &String| format!("[ -e {} ]", quote(&format!("{root}{p}")));
+    let any = |ps: &[String]| if ps.is_empty() { "false".to_string() } else { ps.iter().map(exists).collect::<Vec<_>>().join(" || ") };
+    for (i, a) in req.alternatives.iter().enumerate() {
+        let when = format!("{{ {}; }} && ! {{ {}; }}", any(&a.when), any(&a.unless));
+        s.push_str(&format!("{} {when}; then\nprintf 'A{i}\\0'\n", if i == 0 { "if" } else { "elif" }));
+        let dirs = words(&a.list_read);
+        if !dirs.is_empty() {
+            s.push_str(&list_read(&dirs));
+        }
     }
-    if !to_read.is_empty() {
-        // stat and cat skip alike a file gone meanwhile, so sizes and bytes stay in step.
-        s.push_str(&format!(
-            "{{ {}; }} 2>/dev/null | xargs -0r sh -c 'stat -L --printf \"S%s %n\\0\" -- \"$@\"; printf B; cat -- \"$@\" | base64 -w0; printf \"\\0\"' sh 2>/dev/null\n",
-            to_read.join("; ")
-        ));
+    if !req.alternatives.is_empty() {
+        s.push_str("fi\n");
     }
+    let exists = words(&req.exists);
     if !exists.is_empty() {
         s.push_str(&format!(r"find -L {exists} -maxdepth 0 ! -type l -printf 'X%p\0' 2>/dev/null"));
         s.push('\n');
@@ -145,6 +166,7 @@ pub fn parse(stdout: &[u8], req: &Survey, root: &str) -> Result<Snapshot, String
     }
     let mut sizes: Vec<(usize, String)> = Vec::new();
     let mut finished = false;
+    let mut chosen: Option<&Alternative> = None;
     while let Some(r) = records.next() {
         let Some((&tag, rest)) = r.split_first() else {
             continue;
@@ -192,6 +214,10 @@ pub fn parse(stdout: &[u8], req: &Survey, root: &str) -> Result<Snapshot, String
             b'X' => {
                 snap.exists.insert(node(rest)?, true);
             }
+            b'A' => {
+                let i: usize = String::from_utf8_lossy(rest).parse().map_err(|_| "a bad alternative record")?;
+                chosen = Some(req.alternatives.get(i).ok_or("an alternative the survey did not ask")?);
+            }
             b'C' => {
                 let i: usize = String::from_utf8_lossy(rest).parse().map_err(|_| "a bad command record")?;
                 let out = records.next().ok_or("a command's output is missing")?;
@@ -211,8 +237,9 @@ pub fn parse(stdout: &[u8], req: &Survey, root: &str) -> Result<Snapshot, String
         return Err("file sizes without their bytes".into());
     }
     snap.asked = absolute(&req.read).into_iter().cloned().collect();
-    snap.whole = absolute(&req.list_read).into_iter().map(|d| d.trim_end_matches('/').to_string()).collect();
-    for d in absolute(&req.list_read).into_iter().chain(absolute(&req.list)) {
+    let list_read: Vec<String> = req.list_read.iter().chain(chosen.map(|a| a.list_read.as_slice()).unwrap_or_default()).cloned().collect();
+    snap.whole = absolute(&list_read).into_iter().map(|d| d.trim_end_matches('/').to_string()).collect();
+    for d in absolute(&list_read).into_iter().chain(absolute(&req.list)) {
         snap.listed.entry(d.clone()).or_default();
     }
     for p in absolute(&req.exists) {
@@ -257,6 +284,7 @@ mod tests {
             list: vec!["/units".into()],
             skip: vec!["*.key".into()],
             run: vec!["echo hello\n".into(), "printf 'a\\n\\n'; exit 3\n".into()],
+            alternatives: Vec::new(),
         };
         let snap = parse(&run(&script(&req, &root)), &req, &root).unwrap();
         assert_eq!(snap.file("/etc/kubelet.conf"), Some(FileData::Found(b"apiVersion: v1\n".to_vec())));
@@ -302,6 +330,25 @@ mod tests {
         if std::fs::read(dir.path().join("pki/ca.crt")).is_err() {
             assert_eq!(snap.file("/pki/ca.crt"), Some(FileData::Unreadable("permission denied".into())));
         }
+    }
+
+    #[test]
+    fn only_the_first_alternative_that_holds_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_string_lossy().into_owned();
+        for (p, b) in [("/a/marker", "m"), ("/a/dir/x.crt", "x"), ("/b/marker", "m"), ("/b/dir/y.crt", "y"), ("/c/dir/z.crt", "z")] {
+            let f = dir.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, b).unwrap();
+        }
+        let alt = |when: &str, unless: &str, dir: &str| Alternative { when: vec![when.into()], unless: vec![unless.into()], list_read: vec![dir.into()] };
+        let req = Survey { alternatives: vec![alt("/none", "/nothing", "/c/dir"), alt("/a/marker", "/b/marker", "/a/dir"), alt("/b/marker", "/nothing", "/b/dir"), alt("/a/marker", "/nothing", "/c/dir")], ..Default::default() };
+        let snap = parse(&run(&script(&req, &root)), &req, &root).unwrap();
+        assert_eq!(snap.listing("/b/dir"), Some(&["/b/dir/y.crt".to_string()][..]), "the first that holds: /b (/a is ruled out by its unless)");
+        assert_eq!(snap.file("/b/dir/y.crt"), Some(FileData::Found(b"y".to_vec())));
+        assert_eq!(snap.file("/b/dir/none.crt"), Some(FileData::Missing));
+        assert_eq!((snap.listing("/a/dir"), snap.listing("/c/dir")), (None, None), "no other alternative is read");
+        assert_eq!((snap.file("/a/dir/x.crt"), snap.file("/c/dir/z.crt")), (None, None));
     }
 
     #[test]
