@@ -343,7 +343,7 @@ fn without_a_terminal_progress_is_plain_lines_naming_stage_step_and_node() {
     let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--yes", "--state-dir"]).args([state.path()]).run();
     run.status(0);
     // One line per event, each stamped with the time since the run began.
-    for want in ["] R1 re-sign leaves", "] R1 step 1/1: local", "]   local: backing up 11 files", "]   local: writing 11 files"] {
+    for want in ["] R1 re-sign leaves", "] R1 step 1/1: local", "]   local: backing up and writing 11 files"] {
         assert!(run.stderr.lines().any(|l| l.starts_with("kcert [") && l.contains(want)), "{want:?} not in:\n{}", run.stderr);
     }
 }

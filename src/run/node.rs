@@ -1,6 +1,7 @@
-//! Owns: one node's part of a step on disk: each file read and checked against the plan's
-//! old and new sha256, backed up on the node (0600, sha256 read back), written atomically or
-//! removed, journaled; and the staging directories a removal may leave empty.
+//! Owns: one node's part of a step on disk: each file checked against the plan's old and new
+//! sha256 (its bytes read once per run, then known from what the run wrote), backed up on the
+//! node (0600, sha256 read back) and written atomically or removed in one round trip,
+//! journaled; and the staging directories a removal may leave empty.
 //! Must not: restart or gate (the step does), or write a byte the plan's recipe did not make.
 
 use std::collections::BTreeSet;
@@ -10,7 +11,7 @@ use super::{BACKUP_ROOT, Runner};
 use crate::pki::sha256;
 use crate::plan::StageId;
 use crate::plan::schema::{FileOp, NodeOps};
-use crate::reach::transport::{FileData, WriteFile};
+use crate::reach::transport::{FileData, Replace, WriteFile};
 use crate::text::short_sha;
 
 /// Where a file's backup of a stage goes on its node.
@@ -19,14 +20,43 @@ pub fn backup_path(run_id: &str, stage: StageId, path: &str) -> String {
 }
 
 impl Runner<'_> {
+    /// What the files hold, from what this process last read or wrote there, the others read
+    /// in one round trip.
+    async fn held(&self, node: &str, paths: &[String]) -> std::result::Result<Vec<FileData>, String> {
+        let unseen: Vec<String> = {
+            let seen = self.seen.lock().expect("seen lock");
+            paths.iter().filter(|p| !seen.contains_key(&(node.to_string(), (*p).clone()))).cloned().collect()
+        };
+        let read = self.t(node)?.read_files(&unseen).await.map_err(|e| format!("{node}: {e}"))?;
+        let mut seen = self.seen.lock().expect("seen lock");
+        for (p, d) in unseen.iter().zip(read) {
+            match d {
+                FileData::Found(b) => seen.insert((node.to_string(), p.clone()), Some(b)),
+                FileData::Missing => seen.insert((node.to_string(), p.clone()), None),
+                other => return Err(format!("{node}: {p}: cannot read it ({other:?}); nothing was changed on {node} in this step")),
+            };
+        }
+        Ok(paths.iter().map(|p| seen[&(node.to_string(), p.clone())].clone().map_or(FileData::Missing, FileData::Found)).collect())
+    }
+
+    /// Forgets what the files held (they may have changed behind this process's back).
+    pub(super) fn forget(&self, node: &str, paths: &[String]) {
+        let mut seen = self.seen.lock().expect("seen lock");
+        for p in paths {
+            seen.remove(&(node.to_string(), p.clone()));
+        }
+    }
+
     /// One node's writes in a step: each file must hold the plan's old bytes (then it is
-    /// backed up and written) or already its new ones (a resumed step: left alone).
+    /// backed up and written) or already its new ones (a resumed step: left alone). The
+    /// node checks, backs up and writes in one round trip (`replace_files`); the backups are
+    /// journaled once made, before the writes are.
     pub(super) async fn write_node(&self, stage: StageId, bi: usize, o: &NodeOps) -> std::result::Result<usize, String> {
         let node = o.node.as_str();
         let t = self.t(node)?;
         let run_id = self.run_id();
         let paths: Vec<String> = o.files.iter().map(|f| f.path.clone()).collect();
-        let data = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
+        let data = self.held(node, &paths).await?;
         // (op, its bytes now, its bytes to be).
         type Todo<'o> = (&'o FileOp, Option<Vec<u8>>, Option<Vec<u8>>);
         let mut todo: Vec<Todo> = Vec::new();
@@ -34,8 +64,7 @@ impl Runner<'_> {
         for (f, d) in o.files.iter().zip(data) {
             let cur = match d {
                 FileData::Found(b) => Some(b),
-                FileData::Missing => None,
-                other => return Err(format!("{node}: {}: cannot read it ({other:?}); nothing was changed on {node} in this step", f.path)),
+                _ => None,
             };
             let cur_sha = cur.as_deref().map(sha256);
             if cur_sha == f.new_sha256 {
@@ -43,13 +72,8 @@ impl Runner<'_> {
                 continue;
             }
             if cur_sha != f.old_sha256 {
-                return Err(format!(
-                    "{node}: {} changed outside this run (sha256 {} where the plan expects {} before and {} after); nothing was changed on {node} in this step",
-                    f.path,
-                    short_sha(cur_sha.as_deref()),
-                    short_sha(f.old_sha256.as_deref()),
-                    short_sha(f.new_sha256.as_deref())
-                ));
+                self.forget(node, &paths);
+                return Err(changed_outside(node, f, cur_sha.as_deref()));
             }
             let new = f.recipe.apply(cur.as_deref(), &|ca| self.keys.get(ca).cloned()).map_err(|e| format!("{node}: {}: {e}", f.path))?;
             if new.as_deref().map(sha256) != f.new_sha256 {
@@ -61,43 +85,65 @@ impl Runner<'_> {
         if todo.is_empty() {
             return Ok(0);
         }
-        self.note(node, format!("backing up {} files", todo.len()));
-        let backups: Vec<WriteFile> = todo.iter().filter_map(|(f, cur, _)| cur.as_ref().map(|c| WriteFile { path: backup_path(&run_id, stage, &f.path), bytes: c.clone(), mode: 0o600, private: true })).collect();
-        let sums = t.write_files(&backups).await.map_err(|e| format!("{node}: backing up failed, nothing was changed on {node} in this step: {e}"))?;
-        let mut sums = sums.into_iter();
+        self.note(node, format!("backing up and writing {} files", todo.len()));
+        let reps: Vec<Replace> = todo
+            .iter()
+            .map(|(f, cur, new)| Replace {
+                file: WriteFile { path: f.path.clone(), bytes: new.clone().unwrap_or_default(), mode: f.mode, private: f.private },
+                remove: new.is_none(),
+                expect: f.old_sha256.clone(),
+                backup: cur.as_ref().map(|_| backup_path(&run_id, stage, &f.path)),
+            })
+            .collect();
+        let removes: Vec<String> = reps.iter().filter(|r| r.remove).map(|r| r.file.path.clone()).collect();
+        let done = t.replace_files(&reps, &self.staging_dirs(&removes)).await;
+        let done = match done {
+            Ok(d) if d.changed.is_empty() && d.failure.is_none() => Ok(d),
+            other => {
+                self.forget(node, &paths);
+                other
+            }
+        }
+        .map_err(|e| format!("{node}: writing failed, nothing was changed on {node} in this step: {e}"))?;
+        if let Some((i, now)) = done.changed.first() {
+            return Err(changed_outside(node, todo[*i].0, now.as_deref()));
+        }
+        // Every backup made is journaled (even when a write then failed, so the stage's
+        // rollback restores whatever was renamed into place).
+        let mut sums = done.backups.iter();
         let mut backed: Vec<Record> = Vec::new();
         for (f, cur, _) in &todo {
             let (backup, sha) = match cur {
-                Some(_) => {
-                    let got = sums.next().unwrap_or_default();
-                    if Some(got.as_str()) != f.old_sha256.as_deref() {
-                        self.rec_all(&backed)?;
-                        return Err(format!("{node}: the backup of {} reads back with another sha256; nothing was changed on {node} in this step", f.path));
-                    }
-                    (backup_path(&run_id, stage, &f.path), got)
-                }
+                Some(_) => match sums.next() {
+                    Some(got) if Some(got.as_str()) == f.old_sha256.as_deref() => (backup_path(&run_id, stage, &f.path), got.clone()),
+                    _ => break,
+                },
                 None => (String::new(), String::new()),
             };
             backed.push(Record::Backup { node: node.into(), path: f.path.clone(), backup, sha256: sha, at: At::step(stage, bi), absent: cur.is_none() });
         }
-        // Every backup is on the journal's disk before the first file changes.
         self.rec_all(&backed)?;
-        let writes: Vec<WriteFile> = todo.iter().filter_map(|(f, _, new)| new.as_ref().map(|n| WriteFile { path: f.path.clone(), bytes: n.clone(), mode: f.mode, private: f.private })).collect();
-        let removes: Vec<String> = todo.iter().filter(|(_, _, new)| new.is_none()).map(|(f, _, _)| f.path.clone()).collect();
-        self.note(node, format!("writing {} files", todo.len()));
-        let sums = t.write_files(&writes).await.map_err(|e| format!("{node}: writing failed, nothing was changed on {node} in this step: {e}"))?;
-        for ((f, _, _), sum) in todo.iter().filter(|(_, _, n)| n.is_some()).zip(&sums) {
+        if let Some(why) = done.failure {
+            let what = if backed.len() < todo.len() { "backing up" } else { "writing" };
+            return Err(format!("{node}: {what} failed, nothing was changed on {node} in this step: {why}"));
+        }
+        for ((f, _, _), sum) in todo.iter().filter(|(_, _, n)| n.is_some()).zip(&done.written) {
             if Some(sum.as_str()) != f.new_sha256.as_deref() {
+                self.forget(node, &paths);
                 return Err(format!("{node}: {} reads back with another sha256 than written", f.path));
             }
         }
-        t.remove_files(&removes).await.map_err(|e| format!("{node}: {e}"))?;
-        t.remove_empty_dirs(&self.staging_dirs(&removes)).await.map_err(|e| format!("{node}: {e}"))?;
         let written: Vec<Record> = todo
             .iter()
             .map(|(f, cur, _)| Record::Written { node: node.into(), path: f.path.clone(), old_sha256: cur.as_deref().map(sha256).unwrap_or_default(), new_sha256: f.new_sha256.clone().unwrap_or_default(), at: At::step(stage, bi) })
             .collect();
         self.rec_all(&written)?;
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            for (f, _, new) in &todo {
+                seen.insert((node.to_string(), f.path.clone()), new.clone());
+            }
+        }
         self.count(node, |n| n.files += todo.len());
         Ok(todo.len())
     }
@@ -162,4 +208,15 @@ impl Runner<'_> {
         v.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
         v
     }
+}
+
+/// A file that holds neither what the plan expects before nor after it.
+fn changed_outside(node: &str, f: &FileOp, now: Option<&str>) -> String {
+    format!(
+        "{node}: {} changed outside this run (sha256 {} where the plan expects {} before and {} after); nothing was changed on {node} in this step",
+        f.path,
+        short_sha(now),
+        short_sha(f.old_sha256.as_deref()),
+        short_sha(f.new_sha256.as_deref())
+    )
 }

@@ -80,6 +80,8 @@ impl Runner<'_> {
         let t = self.t(node)?;
         self.note(node, format!("restoring {} files", files.len()));
         let paths: Vec<String> = files.iter().map(|l| l.path.clone()).collect();
+        // Whatever comes of it, these files are no longer what this process wrote there.
+        self.forget(node, &paths);
         let now = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}"))?;
         let planned = |path: &str| b.ops.iter().find(|o| o.node == node).and_then(|o| o.files.iter().find(|f| f.path == path));
         let mut todo: Vec<&Live> = Vec::new();

@@ -8,6 +8,7 @@ pub mod script;
 pub mod ssh;
 pub mod survey;
 pub mod prefetched;
+pub mod replace;
 
 use std::fmt;
 
@@ -70,6 +71,34 @@ impl fmt::Debug for WriteFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WriteFile({}, {} bytes)", self.path, self.bytes.len())
     }
+}
+
+/// One file to change only while it holds what it is expected to: its bytes first copied to
+/// its backup (0600), then replaced atomically (or removed).
+#[derive(Debug, Clone)]
+pub struct Replace {
+    /// The file's new bytes, mode and privacy (`bytes` None: it is removed).
+    pub file: WriteFile,
+    pub remove: bool,
+    /// The sha256 it must hold now (None: it must not exist).
+    pub expect: Option<String>,
+    /// Where its bytes are copied first (when it exists).
+    pub backup: Option<String>,
+}
+
+/// What `replace_files` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replaced {
+    /// Files (by index) that did not hold what was expected, with what they hold (None: absent
+    /// or unreadable): when there is any, nothing was changed.
+    pub changed: Vec<(usize, Option<String>)>,
+    /// The sha256 of each backup made, read back, in the order of the files that have one.
+    pub backups: Vec<String>,
+    /// The sha256 of each file written, read back, in order (none when it failed).
+    pub written: Vec<String>,
+    /// Why the backups or the writes failed after the check passed (the backups listed were
+    /// made; no file was written, or some were renamed into place before a failure).
+    pub failure: Option<String>,
 }
 
 /// What a compare-and-swap found, and whether it swapped.
@@ -149,6 +178,59 @@ pub trait Transport: Send + Sync {
     /// compare and the rename under one lock on the node, so two kcerts never both win.
     /// Returns what the file held before (None: absent) and whether it was swapped.
     async fn compare_and_swap(&self, path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> NodeResult<Swapped>;
+    /// Checks every file holds what it is expected to (if one does not, changes nothing),
+    /// backs up those that exist (sha256 read back), writes or removes them as `write_files`
+    /// and `remove_files` do, then removes the directories of `prune` that are empty: in one
+    /// round trip where the transport allows.
+    async fn replace_files(&self, files: &[Replace], prune: &[String]) -> NodeResult<Replaced> {
+        let paths: Vec<String> = files.iter().map(|f| f.file.path.clone()).collect();
+        let mut out = Replaced::default();
+        let data = self.read_files(&paths).await?;
+        for (i, (f, d)) in files.iter().zip(&data).enumerate() {
+            let now = match d {
+                FileData::Found(b) => Some(crate::pki::sha256(b)),
+                _ => None,
+            };
+            if now != f.expect {
+                out.changed.push((i, now));
+            }
+        }
+        if !out.changed.is_empty() {
+            return Ok(out);
+        }
+        let backups: Vec<WriteFile> = files
+            .iter()
+            .zip(data)
+            .filter_map(|(f, d)| match (&f.backup, d) {
+                (Some(b), FileData::Found(bytes)) if f.expect.is_some() => Some(WriteFile { path: b.clone(), bytes, mode: 0o600, private: true }),
+                _ => None,
+            })
+            .collect();
+        match self.write_files(&backups).await {
+            Ok(sums) => out.backups = sums,
+            Err(e) => {
+                out.failure = Some(format!("backing up: {e}"));
+                return Ok(out);
+            }
+        }
+        if out.backups.iter().zip(files.iter().filter(|f| f.expect.is_some() && f.backup.is_some())).any(|(got, f)| Some(got) != f.expect.as_ref()) {
+            out.failure = Some("a backup reads back with another sha256".into());
+            return Ok(out);
+        }
+        let writes: Vec<WriteFile> = files.iter().filter(|f| !f.remove).map(|f| f.file.clone()).collect();
+        let removes: Vec<String> = files.iter().filter(|f| f.remove).map(|f| f.file.path.clone()).collect();
+        let done = async {
+            let sums = self.write_files(&writes).await?;
+            self.remove_files(&removes).await?;
+            self.remove_empty_dirs(prune).await?;
+            Ok::<_, NodeFailure>(sums)
+        };
+        match done.await {
+            Ok(sums) => out.written = sums,
+            Err(e) => out.failure = Some(e.message),
+        }
+        Ok(out)
+    }
     /// Asks many questions at once (see `survey`), in one round trip where the transport
     /// allows; the answers it cannot give are left out (by default, all of them).
     async fn survey(&self, _req: &Survey) -> NodeResult<Snapshot> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
-use super::{CmdOutput, FileData, NodeResult, Snapshot, Stream, Swapped, Transport, WriteFile};
+use super::{CmdOutput, FileData, NodeResult, Replace, Replaced, Snapshot, Stream, Swapped, Transport, WriteFile};
 
 pub struct Prefetched<'a> {
     inner: &'a dyn Transport,
@@ -128,6 +128,9 @@ impl Transport for Prefetched<'_> {
     }
     async fn compare_and_swap(&self, path: &str, expect: Option<&[u8]>, new: Option<&[u8]>) -> NodeResult<Swapped> {
         self.inner.compare_and_swap(path, expect, new).await
+    }
+    async fn replace_files(&self, files: &[Replace], prune: &[String]) -> NodeResult<Replaced> {
+        self.inner.replace_files(files, prune).await
     }
     async fn survey(&self, req: &super::Survey) -> NodeResult<Snapshot> {
         self.inner.survey(req).await

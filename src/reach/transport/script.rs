@@ -123,13 +123,25 @@ pub fn parse_exists(stdout: &[u8], count: usize) -> Result<Vec<bool>, String> {
 /// fsynced before the first rename; on any failure the temp files are removed and the
 /// script exits 1 naming the file. Prints one sha256 per file, read back after the renames.
 pub fn write_files(files: &[WriteFile]) -> String {
-    let mut s = String::from(
-        r#"set -u
+    let mut s = String::from(WRITE_HEADER);
+    s.push_str(&write_body(files));
+    s
+}
+
+/// Defines `fail`: says why, removes the temp files made so far, exits 1.
+pub(super) const WRITE_HEADER: &str = r#"set -u
 umask 077
 tmps=""
 fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
-"#,
-    );
+"#;
+
+/// Every file to a temp beside it, synced, then renamed into place; its directory synced, and
+/// the sha256 of each printed, one line per file.
+pub(super) fn write_body(files: &[WriteFile]) -> String {
+    let mut s = String::new();
+    if files.is_empty() {
+        return s;
+    }
     for (i, f) in files.iter().enumerate() {
         let p = quote(&f.path);
         s.push_str(&format!(

@@ -16,7 +16,7 @@ use russh::{ChannelMsg, Preferred};
 use tokio::sync::Semaphore;
 
 use super::known_hosts::{self, KnownHosts};
-use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Snapshot, Stream, Survey, Transport, WriteFile, script, survey};
+use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Replace, Replaced, Snapshot, Stream, Survey, Transport, WriteFile, replace, script, survey};
 
 /// sshd's default MaxSessions is 10; stay under it.
 const MAX_CHANNELS: usize = 8;
@@ -461,6 +461,14 @@ impl Transport for SshTransport {
             return Err(NodeFailure::command(format!("{path}: {}", out.stderr_text())));
         }
         script::parse_compare_and_swap(&out.stdout).map_err(NodeFailure::command)
+    }
+
+    async fn replace_files(&self, files: &[Replace], prune: &[String]) -> NodeResult<Replaced> {
+        if files.is_empty() && prune.is_empty() {
+            return Ok(Replaced::default());
+        }
+        let out = self.run(&replace::replace_files(files, prune)).await?;
+        replace::parse_replace_files(&out.stdout, out.status, &out.stderr_text(), files).map_err(|e| NodeFailure::command(format!("replacing files: {e}")))
     }
 
     async fn survey(&self, req: &Survey) -> NodeResult<Snapshot> {
