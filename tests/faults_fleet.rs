@@ -2,7 +2,7 @@
 //! disk can be filled), the probes running: a rotation killed (SIGKILL) at eight points drawn
 //! at random across S1-S5 (seeded, the seed printed) and resumed each time, half of them from a
 //! machine that never saw the run; and faults injected in the middle of a rotation: a worker
-//! cut off the network mid-batch, sshd killed on a node mid-write, the PKI disk filled
+//! cut off the network mid-batch, sshd killed on a node mid-step, the PKI disk filled
 //! mid-stage, a node restarted inside S4. Each fault stops the run with exit 1 naming the node
 //! and what happened, the stage rolled back or paused as `--on-failure` says, every file the
 //! run touches either the run's or the original's (never half written); `resume` then finishes
@@ -236,13 +236,13 @@ fn a_worker_cut_off_the_network_mid_batch_pauses_the_run_and_resume_finishes_it(
     );
 }
 
-fn sshd_killed_on_a_node_mid_write_leaves_no_half_written_file_and_resume_finishes(f: &Fleet) {
+fn sshd_killed_on_a_node_mid_step_leaves_no_half_written_file_and_resume_finishes(f: &Fleet) {
     let c = f.node("cp3").container.clone();
     fault(
         f,
         "sshd-killed",
         "rollback",
-        "as S4 backed up cp3's files (its writes next)",
+        "as S4 backed up and wrote cp3's files in one round trip (its restarts next)",
         |v| rec(v, "backup", "S4", Some("cp3")),
         |_| {
             let _ = Command::new("docker").args(["exec", &c, "pkill", "-KILL", "-x", "sshd"]).status();
@@ -292,7 +292,7 @@ fn main() {
     let scenarios: Vec<(&'static str, Scenario)> = vec![
         ("killed_at_eight_seeded_points_across_s1_to_s5_each_resumed_under_probes", killed_at_eight_seeded_points_across_s1_to_s5_each_resumed_under_probes),
         ("a_worker_cut_off_the_network_mid_batch_pauses_the_run_and_resume_finishes_it", a_worker_cut_off_the_network_mid_batch_pauses_the_run_and_resume_finishes_it),
-        ("sshd_killed_on_a_node_mid_write_leaves_no_half_written_file_and_resume_finishes", sshd_killed_on_a_node_mid_write_leaves_no_half_written_file_and_resume_finishes),
+        ("sshd_killed_on_a_node_mid_step_leaves_no_half_written_file_and_resume_finishes", sshd_killed_on_a_node_mid_step_leaves_no_half_written_file_and_resume_finishes),
         ("a_node_restarted_inside_s4_pauses_the_run_and_resume_finishes", a_node_restarted_inside_s4_pauses_the_run_and_resume_finishes),
         ("the_pki_disk_filled_mid_stage_stops_the_run_and_resume_finishes", the_pki_disk_filled_mid_stage_stops_the_run_and_resume_finishes),
     ];
