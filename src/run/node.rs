@@ -49,8 +49,8 @@ impl Runner<'_> {
 
     /// One node's writes in a step: each file must hold the plan's old bytes (then it is
     /// backed up and written) or already its new ones (a resumed step: left alone). The
-    /// node checks, backs up and writes in one round trip (`replace_files`); the backups are
-    /// journaled once made, before the writes are.
+    /// node checks, backs up and writes in one round trip (`replace_files`); the backups it
+    /// made are journaled before the writes are.
     pub(super) async fn write_node(&self, stage: StageId, bi: usize, o: &NodeOps) -> std::result::Result<usize, String> {
         let node = o.node.as_str();
         let t = self.t(node)?;
@@ -96,20 +96,25 @@ impl Runner<'_> {
             })
             .collect();
         let removes: Vec<String> = reps.iter().filter(|r| r.remove).map(|r| r.file.path.clone()).collect();
-        let done = t.replace_files(&reps, &self.staging_dirs(&removes)).await;
-        let done = match done {
-            Ok(d) if d.changed.is_empty() && d.failure.is_none() => Ok(d),
-            other => {
+        let done = match t.replace_files(&reps, &self.staging_dirs(&removes)).await {
+            Ok(d) => d,
+            Err(e) => {
+                // The connection failed with the script's outcome unknown: what it backed up,
+                // if it got that far, is journaled now if the node can still be read (else a
+                // later resume or rollback finds it at its deterministic path).
                 self.forget(node, &paths);
-                other
+                let created: Vec<&FileOp> = todo.iter().filter(|(_, cur, _)| cur.is_none()).map(|(f, _, _)| *f).collect();
+                let _ = self.journal_found_backups(stage, bi, node, &todo.iter().map(|(f, _, _)| *f).collect::<Vec<_>>(), &created).await;
+                return Err(format!("{node}: writing failed: {e}"));
             }
-        }
-        .map_err(|e| format!("{node}: writing failed, nothing was changed on {node} in this step: {e}"))?;
+        };
         if let Some((i, now)) = done.changed.first() {
+            // Nothing was changed, not even a backup taken.
+            self.forget(node, &paths);
             return Err(changed_outside(node, todo[*i].0, now.as_deref()));
         }
-        // Every backup made is journaled (even when a write then failed, so the stage's
-        // rollback restores whatever was renamed into place).
+        // Every backup made is journaled before the writes are (even when a write then failed,
+        // so the stage's rollback restores whatever was renamed into place).
         let mut sums = done.backups.iter();
         let mut backed: Vec<Record> = Vec::new();
         for (f, cur, _) in &todo {
@@ -124,6 +129,7 @@ impl Runner<'_> {
         }
         self.rec_all(&backed)?;
         if let Some(why) = done.failure {
+            self.forget(node, &paths);
             let what = if backed.len() < todo.len() { "backing up" } else { "writing" };
             return Err(format!("{node}: {what} failed, nothing was changed on {node} in this step: {why}"));
         }
@@ -184,6 +190,29 @@ impl Runner<'_> {
             self.rec(&Record::Backup { node: node.into(), path: f.path.clone(), backup: if absent { String::new() } else { backup }, sha256: sha, at: At::step(stage, bi), absent })?;
         }
         Ok(())
+    }
+
+    /// Journals, best effort, the backups of these files found on the node with the plan's
+    /// old bytes, and the files the plan creates that are there (as created): after a round
+    /// trip whose outcome is unknown.
+    async fn journal_found_backups(&self, stage: StageId, bi: usize, node: &str, files: &[&FileOp], created: &[&FileOp]) -> std::result::Result<(), String> {
+        let t = self.t(node)?;
+        let run_id = self.run_id();
+        let backups: Vec<String> = files.iter().map(|f| backup_path(&run_id, stage, &f.path)).collect();
+        let made: Vec<String> = created.iter().map(|f| f.path.clone()).collect();
+        let (held, there) = (t.read_files(&backups).await.map_err(|e| e.message)?, t.exists(&made).await.map_err(|e| e.message)?);
+        let mut found: Vec<Record> = Vec::new();
+        for ((f, b), d) in files.iter().zip(backups).zip(held) {
+            if matches!(&d, FileData::Found(bytes) if f.old_sha256.is_some() && Some(sha256(bytes)) == f.old_sha256) {
+                found.push(Record::Backup { node: node.into(), path: f.path.clone(), backup: b, sha256: f.old_sha256.clone().unwrap_or_default(), at: At::step(stage, bi), absent: false });
+            }
+        }
+        for (f, yes) in created.iter().zip(there) {
+            if yes {
+                found.push(Record::Backup { node: node.into(), path: f.path.clone(), backup: String::new(), sha256: String::new(), at: At::step(stage, bi), absent: true });
+            }
+        }
+        self.rec_all(&found)
     }
 
     /// The staging directories that removing these files may leave empty, deepest first.
