@@ -27,6 +27,14 @@ pub async fn surveyed<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_p
     Prefetched::survey(t, &survey_request(playbooks, extra_paths, &t.user())).await
 }
 
+/// The playbooks a node may be: the one the fleet names, or every embedded one (detected).
+pub fn candidates<'p>(named: Option<&'p Playbook>, embedded: &'p [Playbook]) -> Vec<&'p Playbook> {
+    match named {
+        Some(p) => vec![p],
+        None => embedded.iter().collect(),
+    }
+}
+
 /// The questions `surveyed` asks of a node reached as `user`.
 pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &str) -> Survey {
     let home = if user == "root" { Some("/root".to_string()) } else { None };

@@ -40,61 +40,57 @@ pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
         .run(&|_| {}, |t, target| {
             let embedded = &embedded;
             async move {
-                let candidates: Vec<&Playbook> = match &fleet.playbook {
-                    Some(p) => vec![p],
-                    None => embedded.iter().collect(),
-                };
                 let (pb, facts) = {
-                let t = discover::surveyed(t.as_ref(), &candidates, extra_paths).await?;
-                let t = &t;
-                let pb = match &fleet.playbook {
-                    Some(p) => p.clone(),
-                    None => {
-                        let name = discover::detect(t, embedded).await?;
-                        embedded.iter().find(|p| Some(&p.name) == name.as_ref()).cloned().ok_or_else(|| NodeFailure::command("no known distribution found (pass --distribution)"))?
+                    let t = discover::surveyed(t.as_ref(), &discover::candidates(fleet.playbook.as_ref(), embedded), extra_paths).await?;
+                    let t = &t;
+                    let pb = match &fleet.playbook {
+                        Some(p) => p.clone(),
+                        None => {
+                            let name = discover::detect(t, embedded).await?;
+                            embedded.iter().find(|p| Some(&p.name) == name.as_ref()).cloned().ok_or_else(|| NodeFailure::command("no known distribution found (pass --distribution)"))?
+                        }
+                    };
+                    let pki = discover::discover(t, Some(&pb), extra_paths).await?;
+                    if pki.certs.is_empty() && pki.errors.is_empty() {
+                        return Err(NodeFailure::command(format!("no PKI files found (looked where the {} playbook says, and in {})", pb.name, pb.scan.join(", "))));
                     }
-                };
-                let pki = discover::discover(t, Some(&pb), extra_paths).await?;
-                if pki.certs.is_empty() && pki.errors.is_empty() {
-                    return Err(NodeFailure::command(format!("no PKI files found (looked where the {} playbook says, and in {})", pb.name, pb.scan.join(", "))));
-                }
-                let mut paths: BTreeSet<String> = pki.named.values().cloned().collect();
-                // The components' own manifests and configs: a rotation edits some, and a saved
-                // plan is refused when one moved.
-                paths.extend(pki.sources.values().flatten().cloned());
-                for c in &pki.certs {
-                    if c.source != Source::Endpoint {
-                        paths.insert(c.path.clone());
-                    }
-                }
-                // Kubeconfigs of servers outside the cluster (webhooks) the components name.
-                for c in &pb.components {
-                    if let Some(flags) = pki.components.get(&c.name) {
-                        paths.extend(c.external.iter().filter_map(|x| flags.get(&x.key)).filter(|p| p.starts_with('/')).cloned());
-                    }
-                }
-                // Each CA's key, wherever it is (a flag, the playbook's path, beside the cert).
-                for c in pb.files.iter().filter(|f| f.key.is_some() && f.signer.is_none()) {
-                    if let Some(cert) = pki.named.get(&c.name) {
-                        paths.extend(facts::key_beside(cert));
-                    }
-                }
-                let wanted: Vec<String> = paths.into_iter().collect();
-                let mut files = found(&wanted, t.read_files(&wanted).await?);
-                // The files a kubeconfig points at, every user's key among them (the kubelet's
-                // rotating pem holds both cert and key).
-                let mut refs: Vec<String> = Vec::new();
-                for (p, b) in files.iter().filter(|(_, b)| kubeconfig::looks_like_kubeconfig(b)) {
-                    for r in kubeconfig::parse_kubeconfig(b).map(|kc| kc.references).unwrap_or_default() {
-                        let abs = kubeconfig::resolve_reference(p, &r.path);
-                        if !files.contains_key(&abs) && !refs.contains(&abs) {
-                            refs.push(abs);
+                    let mut paths: BTreeSet<String> = pki.named.values().cloned().collect();
+                    // The components' own manifests and configs: a rotation edits some, and a saved
+                    // plan is refused when one moved.
+                    paths.extend(pki.sources.values().flatten().cloned());
+                    for c in &pki.certs {
+                        if c.source != Source::Endpoint {
+                            paths.insert(c.path.clone());
                         }
                     }
-                }
-                files.extend(found(&refs, t.read_files(&refs).await?));
-                let hostname = if t.offline() { None } else { t.run(discover::HOSTNAME_SCRIPT).await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
-                (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname })
+                    // Kubeconfigs of servers outside the cluster (webhooks) the components name.
+                    for c in &pb.components {
+                        if let Some(flags) = pki.components.get(&c.name) {
+                            paths.extend(c.external.iter().filter_map(|x| flags.get(&x.key)).filter(|p| p.starts_with('/')).cloned());
+                        }
+                    }
+                    // Each CA's key, wherever it is (a flag, the playbook's path, beside the cert).
+                    for c in pb.files.iter().filter(|f| f.key.is_some() && f.signer.is_none()) {
+                        if let Some(cert) = pki.named.get(&c.name) {
+                            paths.extend(facts::key_beside(cert));
+                        }
+                    }
+                    let wanted: Vec<String> = paths.into_iter().collect();
+                    let mut files = found(&wanted, t.read_files(&wanted).await?);
+                    // The files a kubeconfig points at, every user's key among them (the kubelet's
+                    // rotating pem holds both cert and key).
+                    let mut refs: Vec<String> = Vec::new();
+                    for (p, b) in files.iter().filter(|(_, b)| kubeconfig::looks_like_kubeconfig(b)) {
+                        for r in kubeconfig::parse_kubeconfig(b).map(|kc| kc.references).unwrap_or_default() {
+                            let abs = kubeconfig::resolve_reference(p, &r.path);
+                            if !files.contains_key(&abs) && !refs.contains(&abs) {
+                                refs.push(abs);
+                            }
+                        }
+                    }
+                    files.extend(found(&refs, t.read_files(&refs).await?));
+                    let hostname = if t.offline() { None } else { t.run(discover::HOSTNAME_SCRIPT).await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
+                    (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname })
                 };
                 Ok((pb, t, facts))
             }

@@ -111,7 +111,7 @@ async fn check_node(t: &dyn Transport, target: &Target, playbook: Option<&Playbo
         }
     }
     let result: NodeResult<()> = async {
-        let surveyed = discover::surveyed(t, &embedded.iter().collect::<Vec<_>>(), extra_paths).await?;
+        let surveyed = discover::surveyed(t, &discover::candidates(None, embedded), extra_paths).await?;
         let t = &surveyed;
         let detected = discover::detect(t, embedded).await?;
         row.distribution = detected.clone();

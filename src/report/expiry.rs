@@ -131,11 +131,7 @@ pub async fn run(fleet: &Fleet, opts: &ExpiryOptions, observer: Observer<'_>) ->
 }
 
 async fn scan_node(t: &dyn Transport, playbook: Option<&Playbook>, embedded: &[Playbook], opts: &ExpiryOptions) -> NodeResult<NodeFindings> {
-    let candidates: Vec<&Playbook> = match playbook {
-        Some(p) => vec![p],
-        None => embedded.iter().collect(),
-    };
-    let surveyed = discover::surveyed(t, &candidates, &opts.extra_paths).await?;
+    let surveyed = discover::surveyed(t, &discover::candidates(playbook, embedded), &opts.extra_paths).await?;
     let t = &surveyed;
     let detected;
     let playbook = match playbook {

@@ -77,8 +77,9 @@ impl fmt::Debug for WriteFile {
 /// its backup (0600), then replaced atomically (or removed).
 #[derive(Debug, Clone)]
 pub struct Replace {
-    /// The file's new bytes, mode and privacy (`bytes` None: it is removed).
+    /// The file's path, new bytes, mode and privacy.
     pub file: WriteFile,
+    /// Removed instead of written (`file.bytes` unused).
     pub remove: bool,
     /// The sha256 it must hold now (None: it must not exist).
     pub expect: Option<String>,
