@@ -59,7 +59,7 @@ fn assert_finished(f: &Fleet, old: &[String], what: &str) {
 /// written file.
 fn assert_files_are_the_runs_or_originals(f: &Fleet, sd: &Path, what: &str) {
     let run = std::fs::read_dir(sd.join("runs")).unwrap().flatten().next().expect("a run folder").path();
-    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).unwrap()).unwrap();
+    let plan = common::plan_json(&run.join("plan.json.gz"));
     let mut allowed: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for stage in plan["stages"].as_array().unwrap() {
         for step in stage["steps"].as_array().unwrap() {

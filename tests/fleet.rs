@@ -397,7 +397,7 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     // Every file of the plan holds the bytes the plan says (those written before the kill
     // were left as they were, the rest written once).
     let run_dir = first_run(sd.path());
-    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("plan.json")).unwrap()).unwrap();
+    let plan = common::plan_json(&run_dir.join("plan.json.gz"));
     let mut checked = 0;
     for step in plan["stages"][1]["steps"].as_array().unwrap() {
         for o in step["ops"].as_array().unwrap() {

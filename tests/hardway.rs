@@ -448,7 +448,7 @@ fn a_ca_whose_certificate_and_key_share_one_file_is_rotated_in_that_file() {
 
     let plan = n.kcert("rotate-ca", &["--plan-out", n.root.parent().unwrap().join("plan.json").to_str().unwrap()]).run();
     plan.status(0);
-    let saved = std::fs::read_to_string(n.root.parent().unwrap().join("plan.json")).unwrap();
+    let saved = common::text_of(&n.root.parent().unwrap().join("plan.json"));
     assert!(!saved.contains("PRIVATE KEY"), "the plan carries no key");
     n.kcert("rotate-ca", &["--yes"]).run().status(0);
     let after = n.read(&format!("{lib}/ca.pem"));

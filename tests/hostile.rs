@@ -145,7 +145,7 @@ fn a_saved_plan_edited_by_hand_is_refused_before_anything_changes() {
     let plan = t.work.join("plan.json");
     t.local("rotate-ca", &["--plan-out", plan.to_str().unwrap()]).run().status(0);
     let before = t.snapshot();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let v = common::plan_json(&plan);
     // S5's write of ca.crt left out: ca.crt would keep old and new while ca.key is the new key.
     let mut cut = v.clone();
     let s5 = cut["stages"].as_array_mut().unwrap().iter_mut().find(|s| s["id"] == "S5").unwrap();
@@ -157,7 +157,7 @@ fn a_saved_plan_edited_by_hand_is_refused_before_anything_changes() {
     t.kcert(&["apply", edited.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("does not hold up").stderr_has("would not be one matching cert and key").stderr_has("nothing was changed");
     assert_eq!(t.snapshot(), before);
     // One character of a re-signed certificate changed: its recipe no longer makes its sha256.
-    let text = std::fs::read_to_string(&plan).unwrap();
+    let text = common::text_of(&plan);
     let i = text.find("MII").unwrap() + 40;
     let flip = if &text[i..i + 1] == "A" { "B" } else { "A" };
     std::fs::write(&edited, format!("{}{flip}{}", &text[..i], &text[i + 1..])).unwrap();
@@ -354,7 +354,7 @@ fn resume_and_rollback_sweep_the_temp_files_a_kill_left_and_a_run_killed_before_
     let empty = "20990101T000000Z-rotate-ca-000000";
     let dir = t.state.join("runs").join(empty);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(t.state.join("runs").join(&id).join("plan.json"), dir.join("plan.json")).unwrap();
+    std::fs::copy(t.state.join("runs").join(&id).join("plan.json.gz"), dir.join("plan.json.gz")).unwrap();
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     let first = std::fs::read_to_string(t.state.join("runs").join(&id).join("journal.jsonl")).unwrap().lines().next().unwrap().replace(&id, empty);
     std::fs::write(dir.join("journal.jsonl"), format!("{first}\n")).unwrap();

@@ -58,6 +58,16 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
         }
         assert_eq!(stored, distinct.len(), "{set}: each distinct recipe text is stored once");
         assert_eq!(String::from_utf8_lossy(&saved).matches("\"sha256:").count(), uses, "{set}: every recipe text is a reference");
+        // As kcert saves it: gzip of that JSON, read back the same; damaged, refused by name.
+        let gz = kcert::plan::stored::to_bytes(&p);
+        assert!(gz.starts_with(&[0x1f, 0x8b]) && gz.len() * 3 < saved.len(), "{set}: the saved plan is gzip, {} bytes for {} of JSON", gz.len(), saved.len());
+        let mut json = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut json).unwrap();
+        assert_eq!(json.as_bytes(), saved.as_slice(), "{set}: the compressed plan is that JSON");
+        let back = kcert::plan::read::read(&gz, Path::new("plan.json.gz")).unwrap_or_else(|e| panic!("{set}: {e}"));
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&p).unwrap(), "{set}: the compressed plan reads back changed");
+        let err = kcert::plan::read::read(&gz[..gz.len() / 2], Path::new("cut.json.gz")).unwrap_err().to_string();
+        assert!(err.contains("plan cut.json.gz") && err.contains("gzip stream is damaged"), "{set}: {err}");
         assert!(!String::from_utf8_lossy(&saved).contains("\"text\": \"-----BEGIN"), "{set}: a recipe's text is inline");
         // Carried out on a copy of the files, step by step, the saved plan's recipes make
         // exactly the bytes the plan promises (keys aside: they come from the key store).

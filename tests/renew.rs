@@ -254,7 +254,7 @@ fn no_private_key_bytes_in_dry_run_output_or_journal() {
         seen.push_str(&run.stderr);
     }
     for (p, _) in walk(state.path(), state.path()) {
-        seen.push_str(&std::fs::read_to_string(p).unwrap());
+        seen.push_str(&common::text_of(&p));
     }
     assert!(seen.contains("\"event\":\"written\""), "the journal was read");
     assert!(!seen.contains("PRIVATE KEY"));
@@ -373,7 +373,7 @@ fn a_saved_renewal_applies_exactly_its_plan_the_same_renewal_as_yes_and_not_once
         let saved = Test::new().args(["renew", "--local", "--root"]).args([&root_a]).args(["--days", "400", "--plan-out"]).args([&plan_path]).args(["--state-dir"]).args([state.path()]).run();
         saved.status(0).stderr_has("kcert apply");
         assert_eq!(sums(&root_a), before, "{set}: --plan-out changed the tree");
-        let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
+        let plan = common::plan_json(&plan_path);
         assert_eq!(plan["kind"], "renew");
         assert_eq!(plan["stages"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect::<Vec<_>>(), ["S0", "R1"], "{set}");
         assert_eq!(plan["made_with"]["playbook"]["name"], "kubeadm");

@@ -191,10 +191,10 @@ fn no_private_key_bytes_in_the_plan_the_journal_the_output_or_the_logs() {
     applied.status(0);
     let dry = c.rotate(&["--dry-run", "-o", "yaml", "-vvv"]).run();
     let run_dir = c.state.join("runs");
-    let mut texts = vec![saved.stdout.clone(), saved.stderr.clone(), applied.stdout.clone(), applied.stderr.clone(), dry.stdout.clone(), dry.stderr.clone(), std::fs::read_to_string(&plan).unwrap()];
+    let mut texts = vec![saved.stdout.clone(), saved.stderr.clone(), applied.stdout.clone(), applied.stderr.clone(), dry.stdout.clone(), dry.stderr.clone(), common::text_of(&plan)];
     for (p, rel) in walk(&run_dir, &run_dir) {
         if !rel.contains("/keys/") {
-            texts.push(std::fs::read_to_string(p).unwrap());
+            texts.push(common::text_of(&p));
         }
     }
     // The original keys (in the set) and the new CA keys (in the run folder's keys/).
@@ -238,7 +238,7 @@ fn a_saved_plan_is_refused_once_a_file_moved_and_runs_while_the_facts_hold() {
     run.status(0).stdout_has("S5").stdout_has("done");
     let ca = std::fs::read_to_string(c.pki().join("ca.crt")).unwrap();
     assert!(!before.is_empty() && pem_certs(&ca).len() == 1);
-    let plan_v: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let plan_v = common::plan_json(&plan);
     let new_ca = plan_v["cas"].as_array().unwrap().iter().find(|x| x["alias"] == "cluster").unwrap()["cert_pem"].as_str().unwrap().to_string();
     assert_eq!(pem_certs(&ca), pem_certs(&new_ca), "the plan's own new CA is the one in place");
     // Applied once, the facts moved: a second apply is refused.
@@ -331,7 +331,7 @@ fn one_ca_can_be_rotated_alone_and_the_new_key_type_chosen() {
         assert!(openssl_ok(&pki, &["verify", "-CAfile", "etcd/ca.crt", leaf]), "{leaf}");
     }
     // The API objects carry the cluster CA, which this run did not touch: said so in the plan.
-    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(c.state.join("runs").join(run.json()["run_id"].as_str().unwrap()).join("plan.json")).unwrap()).unwrap();
+    let plan = common::plan_json(&c.state.join("runs").join(run.json()["run_id"].as_str().unwrap()).join("plan.json.gz"));
     let s3 = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == "S3").unwrap();
     assert!(s3["steps"].as_array().unwrap().iter().all(|s| s["skipped"].as_str().is_some()), "{s3}");
 }
@@ -367,7 +367,7 @@ fn a_hand_edited_plan_is_refused_naming_the_field_and_a_changed_playbook_naming_
     let plan = dir.join("plan.json");
     c.rotate(&["--distribution", pb.to_str().unwrap(), "--plan-out", plan.to_str().unwrap()]).run().status(0);
     let before = c.snapshot();
-    let text = std::fs::read_to_string(&plan).unwrap();
+    let text = common::text_of(&plan);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["made_with"]["playbook"]["path"], pb.to_str().unwrap());
     assert_eq!(v["made_with"]["kcert"], env!("CARGO_PKG_VERSION"));
@@ -406,7 +406,7 @@ fn the_node_keeps_the_run_so_another_machine_sees_it_and_carries_it_on_or_back()
     // The node keeps the plan and the journal, private, as the operator's machine does.
     let kept = c.root.join("var/lib/kcert/runs").join(&id);
     use std::os::unix::fs::PermissionsExt;
-    for f in ["plan.json", "journal.jsonl"] {
+    for f in ["plan.json.gz", "journal.jsonl"] {
         let meta = std::fs::metadata(kept.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
     }

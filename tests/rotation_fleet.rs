@@ -65,7 +65,7 @@ fn assert_rotated(f: &Fleet, old: &[String], new: &[String]) {
 }
 
 fn plan_cas(plan: &Path) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(plan).unwrap()).unwrap();
+    let v = common::plan_json(plan);
     v["cas"].as_array().unwrap().iter().map(|c| pem_certs(c["cert_pem"].as_str().unwrap()).remove(0)).collect()
 }
 
@@ -147,7 +147,7 @@ fn killed_three_times_then_resumed_with_no_failed_handshake(f: &Fleet) {
     let seen = writes(&sd, &["stage", "step", "node", "path"]);
     assert!(seen.len() > 100, "{} writes journaled", seen.len());
     assert_written_once(&seen);
-    assert_rotated(f, &old, &plan_cas(&first_run(&sd).join("plan.json")));
+    assert_rotated(f, &old, &plan_cas(&first_run(&sd).join("plan.json.gz")));
     Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("finished");
 }
 
@@ -233,7 +233,7 @@ fn a_node_lost_mid_run_stops_it_and_resume_finishes_with_no_failed_handshake(f: 
     keep(f, "lost-node-resume", &resumed);
     resumed.status(0);
     no_failed_handshake(probes, "while the run was resumed after losing a node");
-    assert_rotated(f, &old, &plan_cas(&first_run(&sd).join("plan.json")));
+    assert_rotated(f, &old, &plan_cas(&first_run(&sd).join("plan.json.gz")));
 }
 
 fn no_private_key_bytes_in_any_plan_journal_output_or_log(f: &Fleet) {
@@ -244,13 +244,13 @@ fn no_private_key_bytes_in_any_plan_journal_output_or_log(f: &Fleet) {
         if rel.contains("/keys/") || rel.contains("/plans/") {
             continue;
         }
-        texts.push((rel, std::fs::read_to_string(p).unwrap_or_default()));
+        texts.push((rel, common::text_of(&p)));
     }
     dirs.push(f.state.join("kcert-state"));
     for (p, rel) in common::walk(&f.state.join("outputs"), &f.state.join("outputs")) {
         texts.push((rel, std::fs::read_to_string(p).unwrap()));
     }
-    texts.push(("rotation-plan.json".into(), std::fs::read_to_string(f.state.join("rotation-plan.json")).unwrap()));
+    texts.push(("rotation-plan.json".into(), common::text_of(&f.state.join("rotation-plan.json"))));
     let keys = common::private_key_lines(&dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     assert!(keys.len() > 200, "{} key lines", keys.len());
     assert!(texts.len() > 10, "{} texts", texts.len());

@@ -14,7 +14,7 @@ use crate::render::{self, Format};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// A plan saved with `kcert renew --plan-out FILE` or `kcert rotate-ca --plan-out FILE`.
+    /// A plan saved with `kcert renew --plan-out FILE` or `kcert rotate-ca --plan-out FILE` (as saved, or its JSON decompressed).
     pub plan: PathBuf,
     /// Reach the nodes through this inventory instead of the one the plan was made with.
     #[arg(short = 'i', long, value_name = "FILE")]

@@ -165,7 +165,7 @@ pub struct PlanArgs {
     /// Show the plan (each file that changes, old and new, each restart and gate, its proof); change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Save the plan to FILE for `kcert apply FILE` (a rotation's new CA keys go to the state dir, 0600); change nothing.
+    /// Save the plan to FILE (gzip-compressed JSON: `gzip -dc FILE | jq` reads it) for `kcert apply FILE` (a rotation's new CA keys go to the state dir, 0600); change nothing.
     #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
     pub plan_out: Option<PathBuf>,
     /// Workers changed together (default: the inventory's batch_size); control-plane nodes go one at a time.

@@ -147,13 +147,13 @@ pub async fn fetch(reach: Reach<'_>, state_dir: &Path, run_id: Option<&str>, obs
     let dir = state_dir.join("runs").join(&id);
     if from != "this machine" {
         let chosen = copies.iter().find(|c| c.node == from).expect("the longest copy is a node's");
-        let plan_bytes = match (chosen.plan.as_ref(), std::fs::read(dir.join("plan.json")).ok()) {
+        let plan_bytes = match (chosen.plan.as_ref(), std::fs::read(dir.join(journal::PLAN_FILE)).ok()) {
             (Some(p), _) => p.clone(),
             (None, Some(p)) => p,
             (None, None) => return Err(Error::input(format!("run {id}"), format!("{from} keeps its journal but not its plan; nothing was changed"))),
         };
         check_plan(&id, &plan_bytes, records)?;
-        keys::write_private(&dir.join("plan.json"), &plan_bytes)?;
+        keys::write_private(&dir.join(journal::PLAN_FILE), &plan_bytes)?;
         keys::write_private(&dir.join("journal.jsonl"), &chosen.journal)?;
     }
     let said = match local {
@@ -162,7 +162,7 @@ pub async fn fetch(reach: Reach<'_>, state_dir: &Path, run_id: Option<&str>, obs
         Some(_) => format!("run {id}: the copies disagree in length ({lengths}); took {from}'s, the longest, of which the others are a start"),
     };
     observer(&Event::Note { message: said });
-    let plan = super::load_plan(&dir.join("plan.json"))?;
+    let plan = super::load_plan(&dir.join(journal::PLAN_FILE))?;
     if let Some(m) = fetch_keys(&plan, &nodes, &dir.join("keys")).await? {
         observer(&Event::Note { message: m });
     }

@@ -21,7 +21,7 @@ use crate::plan::schema::PlanTarget;
 use crate::playbook::Playbook;
 use crate::reach::fleet::{Connected, Fleet};
 use crate::reach::inventory::{self, LoadOptions};
-use crate::run::journal::{Done, Journal, Record, TargetRecord};
+use crate::run::journal::{self, Done, Journal, Record, TargetRecord};
 use crate::run::{Event, OnFailure, RunReport, Runner, keys, lease};
 pub use renew::RenewOptions;
 pub use rotate::RotateOptions;
@@ -147,14 +147,14 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, node
     };
     let stop = held.stop.clone();
     let result = async {
-        let json = crate::plan::stored::to_json(plan);
-        keys::write_private(&j.dir.join("plan.json"), &json)?;
+        let saved = crate::plan::stored::to_bytes(plan);
+        keys::write_private(&j.dir.join(journal::PLAN_FILE), &saved)?;
         if !keys.is_empty() {
             keys::save_keys(&j.dir.join("keys"), keys)?;
         }
         let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), from_ansible: plan.target.from_ansible, nodes: plan.nodes().into_iter().map(str::to_string).collect() };
         j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
-        j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&json) })?;
+        j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&saved) })?;
         let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop);
         Ok(drive(&runner, &Done::default(), fleet).await)
     }

@@ -144,7 +144,7 @@ pub fn existing(state_dir: &Path, run_id: &str, need_keys: bool) -> Result<Exist
         return Err(Error::input(format!("run {run_id}"), "its journal does not start with the run"));
     };
     let dir = journal::run_dir(state_dir, run_id)?;
-    let plan = load_plan(&dir.join("plan.json"))?;
+    let plan = load_plan(&dir.join(journal::PLAN_FILE))?;
     let keys = if plan.cas.is_empty() || !need_keys { BTreeMap::new() } else { saved::plan_keys(&plan, &dir.join("keys"))? };
     Ok(Existing { run_id: run_id.to_string(), plan, keys, records, target })
 }

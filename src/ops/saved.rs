@@ -17,8 +17,8 @@ use crate::reach::inventory::load_playbook;
 use crate::run::keys;
 use crate::text::short_sha;
 
-/// A saved plan is JSON of about a megabyte per hundred nodes; more than this is not one.
-const MAX_PLAN_BYTES: u64 = 512 * 1024 * 1024;
+/// A saved plan is 100-200 KB per hundred nodes (1 MB of JSON); more than this is not one.
+const MAX_PLAN_BYTES: u64 = crate::plan::read::MAX_JSON_BYTES;
 
 /// Saves a plan for `kcert apply`: the plan file (no key in it) and a rotation's new CA keys
 /// in the state dir (0600), where apply finds them by the plan's id.
@@ -30,8 +30,7 @@ pub fn save(plan: &Plan, keys: &BTreeMap<String, String>, path: &Path, state_dir
         keys::save_keys(&dir, keys)?;
         Some(dir)
     };
-    let json = crate::plan::stored::to_json(plan);
-    keys::write_public(path, &json)?;
+    keys::write_public(path, &crate::plan::stored::to_bytes(plan))?;
     Ok(Saved { path: path.to_path_buf(), keys: keys_dir })
 }
 

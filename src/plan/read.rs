@@ -10,10 +10,11 @@ use super::schema::{Action, Kind, PLAN_VERSION, Plan, Recipe, StageId, StepPlan}
 use crate::error::{Error, Result};
 use crate::pki::edit;
 
-/// Parses and checks a plan; `path` names it in errors.
+/// Parses and checks a plan, as saved (gzip) or as its JSON; `path` names it in errors.
 pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
     let what = format!("plan {}", path.display());
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::InputAt { file: path.to_path_buf(), line: e.line() as u64, column: e.column() as u64, message: format!("not a kcert plan: {e}") })?;
+    let bytes = super::stored::json_of(bytes, MAX_JSON_BYTES).map_err(|e| Error::input(what.clone(), format!("not a kcert plan: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::InputAt { file: path.to_path_buf(), line: e.line() as u64, column: e.column() as u64, message: format!("not a kcert plan: {e}") })?;
     if let Some(n) = oversized_string(&v) {
         return Err(Error::input(what, format!("a string of {n} bytes, longer than any file kcert writes (at most {MAX_STRING_BYTES}): not a plan kcert made")));
     }
@@ -40,6 +41,9 @@ pub fn read(bytes: &[u8], path: &Path) -> Result<Plan> {
     check(&plan).map_err(stored)?;
     Ok(plan)
 }
+
+/// The most JSON a plan may hold (a 5,000-node rotation's is about 60 MB).
+pub const MAX_JSON_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The longest string a plan kcert made holds: a file's new text or a kubeconfig's base64 of
 /// one, and a node's file is at most 1 MiB. serde_json already refuses nesting past 128 levels.

@@ -17,7 +17,7 @@ pub const NODE_RUNS: &str = "/var/lib/kcert/runs";
 
 /// A run's files on a node.
 pub fn run_paths(run_id: &str) -> (String, String) {
-    (format!("{NODE_RUNS}/{run_id}/plan.json"), format!("{NODE_RUNS}/{run_id}/journal.jsonl"))
+    (format!("{NODE_RUNS}/{run_id}/{}", journal::PLAN_FILE), format!("{NODE_RUNS}/{run_id}/journal.jsonl"))
 }
 
 impl Runner<'_> {
@@ -38,7 +38,7 @@ impl Runner<'_> {
         // The plan does not change: copied once per process (a resume copies it again).
         let plan_copied = self.plan_copied.load(std::sync::atomic::Ordering::SeqCst);
         if !plan_copied {
-            let plan = std::fs::read(dir.join("plan.json")).map_err(|e| format!("cannot read the plan back to copy it to the nodes: {e}"))?;
+            let plan = std::fs::read(dir.join(journal::PLAN_FILE)).map_err(|e| format!("cannot read the plan back to copy it to the nodes: {e}"))?;
             files.insert(0, WriteFile { path: plan_path, bytes: plan, mode: 0o600, private: true });
         }
         let results = join_all(self.copies.iter().map(|node| {

@@ -55,7 +55,7 @@ fn is_false(b: &bool) -> bool {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Record {
     RunStarted { run_id: String, command: Kind, at: String, target: TargetRecord },
-    /// The plan the run carries out: `plan.json` in the run folder, with its sha256.
+    /// The plan the run carries out: `PLAN_FILE` in the run folder, with its sha256.
     Plan { plan_id: String, sha256: String },
     StageStarted { stage: StageId },
     /// A file's old content was copied to `backup` on its node before anything changed there
@@ -144,6 +144,9 @@ pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
     let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or_else(|| Error::Usage("neither HOME nor XDG_STATE_HOME is set: pass --state-dir".into()))?;
     Ok(PathBuf::from(home).join(".local/state/kcert"))
 }
+
+/// The run's plan in its run folder (and in each node's copy), as `stored::to_bytes` saves it.
+pub const PLAN_FILE: &str = "plan.json.gz";
 
 pub struct Journal {
     pub run_id: String,
