@@ -127,7 +127,7 @@ async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>,
                 return Ok(Ended::Planned { plan: Box::new(p.plan), warnings, saved: None });
             }
             (run.confirm)(&p.plan, &warnings)?;
-            let report = start(&p.plan, &p.keys, &p.gathered.playbook, p.gathered.connected.clone(), fleet, run, now).await?;
+            let report = start(&p.plan, &p.keys, &p.gathered.playbook, &p.gathered, fleet, run, now).await?;
             Ok(Ended::Ran(report))
         }
     }
@@ -135,7 +135,9 @@ async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>,
 
 /// A new run of a plan: the run folder gets the plan and the keys (0600), the journal its
 /// first records, then the runner carries it out.
-async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, nodes: Connected, fleet: &Fleet, run: &RunOptions<'_>, now: i64) -> Result<RunReport> {
+#[allow(clippy::too_many_arguments)]
+async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, g: &Gathered, fleet: &Fleet, run: &RunOptions<'_>, now: i64) -> Result<RunReport> {
+    let nodes = g.connected.clone();
     let mut j = Journal::create(&run.state_dir, plan.kind.as_str(), now)?;
     let held = match take_lease(&nodes, fleet, &j.run_id, plan.kind.as_str(), None, run).await {
         Ok(h) => h,
@@ -155,11 +157,30 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, node
         let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), from_ansible: plan.target.from_ansible, nodes: plan.nodes().into_iter().map(str::to_string).collect() };
         j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
         j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&saved) })?;
-        let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop);
+        let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop).seen_at_start(as_gathered(plan, g));
         Ok(drive(&runner, &Done::default(), fleet).await)
     }
     .await;
     under_lease(held, result).await
+}
+
+/// What each file the plan writes held as gathered, where that is what its first op expects
+/// (a file the plan creates: absent); a file gathered otherwise, or not gathered, is read.
+fn as_gathered(plan: &Plan, g: &Gathered) -> BTreeMap<crate::run::NodeFile, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut first = BTreeSet::new();
+    for (_, _, node, f) in plan.file_ops() {
+        if !first.insert((node, f.path.as_str())) {
+            continue;
+        }
+        let bytes = g.nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(&f.path));
+        match (&f.old_sha256, bytes) {
+            (None, None) => drop(out.insert((node.to_string(), f.path.clone()), None)),
+            (Some(sha), Some(b)) if crate::pki::sha256(b) == *sha => drop(out.insert((node.to_string(), f.path.clone()), Some(b.clone()))),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A run's end under its lease: given back, or kept marked paused for a paused run (what
@@ -268,7 +289,7 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, from_ansible: bool, ru
     holds_up(&mut g, &plan, &keys, &Done::default()).await?;
     (run.confirm)(&plan, &[])?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let report = start(&plan, &keys, &pb, g.connected.clone(), &fleet, run, now).await?;
+    let report = start(&plan, &keys, &pb, &g, &fleet, run, now).await?;
     // The run folder holds the keys now; no second copy is left behind.
     if !plan.cas.is_empty() {
         let _ = std::fs::remove_dir_all(&keys_dir);

@@ -15,12 +15,14 @@ use crate::reach::clock::{MAX_SKEW, clock_skew};
 use crate::reach::transport::{FileData, Transport};
 use crate::text::short_sha;
 
-/// Every directory has room for the bytes to be written there, plus a margin.
+/// Every directory has room for the bytes to be written there, plus a margin (the
+/// directories measured in one round trip; the first short one is said).
 pub async fn enough_space(t: &dyn Transport, need: &BTreeMap<String, u64>) -> std::result::Result<(), String> {
-    for (dir, bytes) in need {
+    let dirs: Vec<String> = need.keys().cloned().collect();
+    let measured = t.free_bytes_all(&dirs).await.map_err(|e| format!("{}: cannot measure free space in {}: {e}", t.node(), dirs.join(", ")))?;
+    for ((dir, bytes), free) in need.iter().zip(measured) {
         // Room for the new copy plus a margin: a filesystem filled to the last page is no place to write.
         let want = bytes + 64 * 1024;
-        let free = t.free_bytes(dir).await.map_err(|e| format!("{}: cannot measure free space in {dir}: {e}", t.node()))?;
         if free < want {
             return Err(format!("{}: {dir}: {free} bytes free, {want} needed; free some space, nothing was changed", t.node()));
         }
@@ -46,36 +48,37 @@ impl Runner<'_> {
             w.insert(BACKUP_ROOT.to_string());
         }
         let written = &written;
-        let checks = join_all(need.iter().map(|(node, need)| async move {
+        // Space, writability, clocks and quorum are asked at once: none changes anything.
+        let files = join_all(need.iter().map(|(node, need)| async move {
             let t = self.t(node)?;
             self.note(node, "preflight: free space, and every file and directory written can be");
-            enough_space(t.as_ref(), need).await?;
             let paths: Vec<String> = written.get(node).map(|w| w.iter().cloned().collect()).unwrap_or_default();
-            let answers = t.unwritable(&paths).await.map_err(|e| format!("{node}: {e}"))?;
+            let (space, answers) = futures::join!(enough_space(t.as_ref(), need), t.unwritable(&paths));
+            space?;
+            let answers = answers.map_err(|e| format!("{node}: {e}"))?;
             let bad: Vec<String> = paths.iter().zip(answers).filter_map(|(p, a)| a.map(|why| format!("{node}: {p}: {why}"))).collect();
             if bad.is_empty() { Ok(()) } else { Err(format!("{}; nothing was changed", bad.join("; "))) }
-        }))
-        .await;
-        let mut problems: Vec<String> = checks.into_iter().filter_map(|r| r.err()).collect();
-        if !self.offline() {
-            let names: Vec<&str> = self.nodes.names().collect();
-            let skews = join_all(names.iter().map(|n| async move { (n.to_string(), match self.t(n) { Ok(t) => clock_skew(t.as_ref()).await, Err(e) => Err(e) }) })).await;
-            for (node, s) in skews {
-                match s {
-                    Ok(s) if s.abs() > MAX_SKEW.as_secs_f64() => {
-                        problems.push(format!("{node}: its clock is {s:+.0}s off the operator's (more than {}s): new certificates would look not yet valid there", MAX_SKEW.as_secs()))
-                    }
-                    Ok(_) => {}
-                    Err(e) => problems.push(format!("{node}: cannot read its clock: {e}")),
+        }));
+        let online = !self.offline();
+        let names: Vec<&str> = if online { self.nodes.names().collect() } else { Vec::new() };
+        let skews = join_all(names.iter().map(|n| async move { (n.to_string(), match self.t(n) { Ok(t) => clock_skew(t.as_ref()).await, Err(e) => Err(e) }) }));
+        let quorum = crate::playbook::quorum_edges(self.playbook);
+        let mut seen = BTreeSet::new();
+        let checks: Vec<Check> = if online { self.plan.batches().flat_map(|b| &b.gates).filter(|c| quorum.contains(&c.edge) && seen.insert(c.label())).cloned().collect() } else { Vec::new() };
+        let (files, skews, quorum) = futures::join!(files, skews, gate::run(&self.nodes, &checks, Duration::from_secs(10)));
+        let mut problems: Vec<String> = files.into_iter().filter_map(|r| r.err()).collect();
+        for (node, s) in skews {
+            match s {
+                Ok(s) if s.abs() > MAX_SKEW.as_secs_f64() => {
+                    problems.push(format!("{node}: its clock is {s:+.0}s off the operator's (more than {}s): new certificates would look not yet valid there", MAX_SKEW.as_secs()))
                 }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{node}: cannot read its clock: {e}")),
             }
-            let quorum = crate::playbook::quorum_edges(self.playbook);
-            let mut seen = BTreeSet::new();
-            let checks: Vec<Check> = self.plan.batches().flat_map(|b| &b.gates).filter(|c| quorum.contains(&c.edge) && seen.insert(c.label())).cloned().collect();
-            for r in gate::run(&self.nodes, &checks, Duration::from_secs(10)).await {
-                if !r.ok {
-                    problems.push(format!("etcd quorum: {} ({} -> {} at {}): {}", r.edge, r.from, r.to, r.endpoint, r.detail));
-                }
+        }
+        for r in quorum {
+            if !r.ok {
+                problems.push(format!("etcd quorum: {} ({} -> {} at {}): {}", r.edge, r.from, r.to, r.endpoint, r.detail));
             }
         }
         if problems.is_empty() {

@@ -159,6 +159,15 @@ pub trait Transport: Send + Sync {
     async fn exists(&self, paths: &[String]) -> NodeResult<Vec<bool>>;
     /// Bytes free to unprivileged writers on the filesystem holding `path` (or its nearest parent).
     async fn free_bytes(&self, path: &str) -> NodeResult<u64>;
+    /// `free_bytes` of each path, in one round trip where the transport allows (a node's sshd
+    /// takes ten channels at once by default: a question per directory would go past it).
+    async fn free_bytes_all(&self, paths: &[String]) -> NodeResult<Vec<u64>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            out.push(self.free_bytes(p).await?);
+        }
+        Ok(out)
+    }
     /// Writes every file atomically, all temp files first, then all renames, so a failure
     /// while writing (a full disk) changes nothing. Returns each file's sha256 as read back.
     async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>>;

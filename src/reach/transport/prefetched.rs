@@ -111,6 +111,9 @@ impl Transport for Prefetched<'_> {
     async fn free_bytes(&self, path: &str) -> NodeResult<u64> {
         self.inner.free_bytes(path).await
     }
+    async fn free_bytes_all(&self, paths: &[String]) -> NodeResult<Vec<u64>> {
+        self.inner.free_bytes_all(paths).await
+    }
     async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>> {
         self.inner.write_files(files).await
     }

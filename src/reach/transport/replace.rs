@@ -33,16 +33,28 @@ pub fn replace_files(files: &[Replace], prune: &[String]) -> String {
     }
     let mut backups = Vec::new();
     let mut backed = String::new();
+    let mut one_by_one = String::new();
+    let mut sources = Vec::new();
     for (i, f) in files.iter().enumerate() {
         if let (Some(b), Some(sha)) = (&f.backup, &f.expect) {
             let path = f.file.path.replace('"', "");
-            s.push_str(&format!(
-                "b{i}={}; d=${{b{i}%/*}}; [ -d \"$d\" ] || mkdir -p \"$d\" || fail \"cannot create $d for the backup of {path}\"\ncp -- \"$p{i}\" \"$b{i}\" || fail \"cannot back up {path} to $b{i}\"\n",
-                quote(b)
+            s.push_str(&format!("b{i}={}\n", quote(b)));
+            one_by_one.push_str(&format!(
+                "d=${{b{i}%/*}}; [ -d \"$d\" ] || mkdir -p \"$d\" || fail \"cannot create $d for the backup of {path}\"\ncp -- \"$p{i}\" \"$b{i}\" || fail \"cannot back up {path} to $b{i}\"\n"
             ));
+            sources.push((i, b.strip_suffix(f.file.path.as_str()).filter(|root| !root.is_empty() && f.file.path.starts_with('/'))));
             backups.push(format!("\"$b{i}\" \"${{b{i}%/*}}/\""));
             backed.push_str(&format!("{sha} "));
         }
+    }
+    // Backups under one root mirroring the files' paths (as the runner lays them out) are one
+    // `cp --parents` (GNU); where that fails or does not apply, one `cp` per file.
+    let root = sources.first().and_then(|(_, r)| *r);
+    if let Some(root) = root.filter(|r| sources.iter().all(|(_, x)| *x == Some(*r))) {
+        let from: Vec<String> = sources.iter().map(|(i, _)| format!("\"$p{i}\"")).collect();
+        s.push_str(&format!("if ! {{ mkdir -p {root} 2>/dev/null && cp --parents -- {} {root} 2>/dev/null; }}; then\n{one_by_one}fi\n", from.join(" "), root = quote(root)));
+    } else {
+        s.push_str(&one_by_one);
     }
     if !backups.is_empty() {
         let files: Vec<String> = backups.iter().map(|b| b.split(' ').next().unwrap_or_default().to_string()).collect();
@@ -170,6 +182,38 @@ mod tests {
                 assert_eq!(std::fs::read(&p).unwrap(), old.as_bytes());
                 assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "backups are private");
             }
+        }
+    }
+
+    #[test]
+    fn backups_mirroring_the_files_paths_are_one_copy_and_the_same_as_one_by_one() {
+        // As the runner lays backups out: <root><the file's absolute path>. A link is backed
+        // up as what it points to, as `cp` of one file does.
+        let setup = |d: &Path| {
+            std::fs::create_dir_all(d.join("pki/etcd")).unwrap();
+            std::fs::write(d.join("pki/ca.crt"), b"old ca").unwrap();
+            std::fs::write(d.join("pki/etcd/peer.key"), b"old key").unwrap();
+            std::fs::set_permissions(d.join("pki/etcd/peer.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(d.join("pki/client-2026.pem"), b"old client").unwrap();
+            std::os::unix::fs::symlink(d.join("pki/client-2026.pem"), d.join("pki/client-current.pem")).unwrap();
+            let root = d.join("backups/run/S2");
+            let mirror = |p: &Path| Path::new(&format!("{}{}", root.display(), p.display())).to_path_buf();
+            let files = [("pki/ca.crt", "old ca"), ("pki/etcd/peer.key", "old key"), ("pki/client-current.pem", "old client")];
+            let reps: Vec<Replace> = files.iter().map(|(f, old)| rep(&d.join(f), Some(b"new"), Some(old.as_bytes()), Some(&mirror(&d.join(f))))).collect();
+            (reps, vec![])
+        };
+        let (reps, _) = setup(tempfile::tempdir().unwrap().path());
+        assert!(replace_files(&reps, &[]).contains("cp --parents"), "one copy for every backup");
+        for (got, dir) in both(&setup) {
+            let d = dir.path();
+            assert_eq!(got.backups, [sha256(b"old ca"), sha256(b"old key"), sha256(b"old client")]);
+            for (f, old) in [("pki/ca.crt", "old ca"), ("pki/etcd/peer.key", "old key"), ("pki/client-current.pem", "old client")] {
+                let b = Path::new(&format!("{}/backups/run/S2{}", d.display(), d.join(f).display())).to_path_buf();
+                assert_eq!(std::fs::read(&b).unwrap(), old.as_bytes(), "{f}");
+                let meta = std::fs::symlink_metadata(&b).unwrap();
+                assert!(meta.is_file() && meta.permissions().mode() & 0o777 == 0o600, "{f}: a private file, not a link");
+            }
+            assert_eq!(std::fs::read(d.join("pki/client-2026.pem")).unwrap(), b"new", "written through the link");
         }
     }
 

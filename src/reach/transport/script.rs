@@ -136,7 +136,9 @@ fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
 "#;
 
 /// Every file to a temp beside it, synced, then renamed into place; its directory synced, and
-/// the sha256 of each printed, one line per file.
+/// the sha256 of each printed, one line per file. A temp is made without a fork where it can
+/// be (`.kcert.<pid>.<i>`, created exclusively: never a file or link already there), else
+/// by `mktemp`; every fork counts, on a node that runs this once per file per step.
 pub(super) fn write_body(files: &[WriteFile]) -> String {
     let mut s = String::new();
     if files.is_empty() {
@@ -148,9 +150,10 @@ pub(super) fn write_body(files: &[WriteFile]) -> String {
             r#"f{i}={p}; if [ -L "$f{i}" ]; then f{i}=$(readlink -f -- {p} 2>/dev/null); [ -n "$f{i}" ] || f{i}={p}; fi
 d=${{f{i}%/*}}; [ -n "$d" ] || d=/
 [ -d "$d" ] || mkdir -p "$d" 2>/dev/null || fail "cannot create directory $d for {path}"
-t{i}=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) || fail "cannot create a temporary file in $d (disk full or read-only?) for {path}"
+t{i}="$d/.kcert.$$.{i}"; set -C
+if true 2>/dev/null > "$t{i}"; then set +C; else set +C; t{i}=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) || fail "cannot create a temporary file in $d (disk full or read-only?) for {path}"; fi
 tmps="$tmps $t{i}"
-base64 -d > "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"
+base64 -d >| "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"
 {b64}
 KCERT_EOF
 if [ -e "$f{i}" ]; then
@@ -270,16 +273,33 @@ pub fn free_space(path: &str) -> String {
     )
 }
 
+/// `df` of the nearest existing parent of each path, in one `df` (a line per path, in order,
+/// the same filesystem as often as it is named).
+pub fn free_space_all(paths: &[String]) -> String {
+    let quoted: Vec<String> = paths.iter().map(|p| quote(p)).collect();
+    format!(
+        "set --\nfor p in {}; do while [ ! -e \"$p\" ] && [ \"$p\" != / ]; do p=${{p%/*}}; [ -n \"$p\" ] || p=/; done; set -- \"$@\" \"$p\"; done\ndf -Pk -- \"$@\"\n",
+        quoted.join(" ")
+    )
+}
+
 /// Available bytes from `df -Pk` output (the fourth column of the second line).
 pub fn parse_df(stdout: &[u8]) -> Result<u64, String> {
+    parse_df_all(stdout, 1).map(|v| v[0])
+}
+
+/// Available bytes of each of `count` paths from one `df -Pk` (the fourth column of each line
+/// after the header).
+pub fn parse_df_all(stdout: &[u8], count: usize) -> Result<Vec<u64>, String> {
     let text = String::from_utf8_lossy(stdout);
-    let line = text.lines().nth(1).ok_or_else(|| format!("unexpected df output: {text:?}"))?;
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("unexpected df output: {line:?}"))?;
-    Ok(kb * 1024)
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    if lines.len() != count {
+        return Err(format!("unexpected df output (a line for each of {count} paths): {text:?}"));
+    }
+    lines
+        .iter()
+        .map(|line| line.split_whitespace().nth(3).and_then(|v| v.parse::<u64>().ok()).map(|kb| kb * 1024).ok_or_else(|| format!("unexpected df output: {line:?}")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -325,6 +345,10 @@ mod tests {
         assert_eq!(parse_list_files(&run(list_files(&[dir.path().to_string_lossy().into_owned()]))), vec![paths[0].clone()]);
         assert_eq!(parse_exists(&run(exists(&paths)), 2).unwrap(), vec![true, false]);
         assert!(parse_df(&run(free_space(&paths[1]))).unwrap() > 0);
+        let deep = dir.path().join("none/deeper/still").to_string_lossy().into_owned();
+        let all = parse_df_all(&run(free_space_all(&[paths[0].clone(), deep, "/".into()])), 3).unwrap();
+        assert!(all.iter().all(|b| *b > 0), "a line for each path, even one not made yet: {all:?}");
+        assert!(parse_df_all(b"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 100 50 42 55% /\n", 2).is_err(), "a path without its line");
     }
 
     #[test]

@@ -321,8 +321,12 @@ impl SshTransport {
             }
             Ok(out)
         };
+        let started = std::time::Instant::now();
         match tokio::time::timeout(self.opts.command_timeout, work).await {
-            Ok(r) => r,
+            Ok(r) => {
+                tracing::debug!(node = %self.name, ms = started.elapsed().as_millis() as u64, sent = stdin.len(), status = ?r.as_ref().ok().and_then(|o| o.status), "exec");
+                r
+            }
             Err(_) => Err(NodeFailure::command(format!("command on {} timed out after {:?}", self.name, self.opts.command_timeout))),
         }
     }
@@ -408,6 +412,14 @@ impl Transport for SshTransport {
     async fn free_bytes(&self, path: &str) -> NodeResult<u64> {
         let out = self.run(&script::free_space(path)).await?;
         script::parse_df(&out.stdout).map_err(NodeFailure::command)
+    }
+
+    async fn free_bytes_all(&self, paths: &[String]) -> NodeResult<Vec<u64>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(&script::free_space_all(paths)).await?;
+        script::parse_df_all(&out.stdout, paths.len()).map_err(NodeFailure::command)
     }
 
     async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>> {
