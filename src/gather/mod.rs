@@ -35,9 +35,14 @@ impl Gathered {
 /// files involved. A node that cannot be read, or where kcert finds no distribution or no PKI,
 /// stops it: nothing was changed.
 pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
+    gather_reusing(fleet, None, extra_paths).await
+}
+
+/// `gather`, over the connections of `reuse` where it has one (a run reading its nodes back).
+pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[String]) -> Result<Gathered> {
     let embedded = crate::playbook::embedded();
     let results = fleet
-        .run(&|_| {}, |t, target| {
+        .run_reusing(reuse, &|_| {}, |t, target| {
             let embedded = &embedded;
             async move {
                 let (pb, facts) = {

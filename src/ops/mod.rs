@@ -219,7 +219,8 @@ async fn give_back(held: lease::Held, mut report: RunReport) -> RunReport {
 async fn drive(runner: &Runner<'_>, done: &Done, fleet: &Fleet) -> RunReport {
     let mut report = runner.run(done).await;
     if report.failure.is_none() && runner.plan.kind == crate::plan::Kind::RotateCa {
-        let left = match crate::gather::gather(fleet, &[]).await {
+        // Read back over the run's own connections: nothing to set up again.
+        let left = match crate::gather::gather_reusing(fleet, Some(&runner.nodes), &[]).await {
             Ok(g) => crate::plan::outcome::rotation_problems(&g.playbook, &g.nodes, runner.plan),
             Err(e) => vec![format!("the nodes cannot be read back to check the result: {e}")],
         };

@@ -169,6 +169,16 @@ impl Fleet {
         F: Fn(Arc<dyn Transport>, Target) -> Fut,
         Fut: std::future::Future<Output = NodeResult<T>>,
     {
+        self.run_reusing(None, observer, job).await
+    }
+
+    /// `run`, on the connections of `reuse` where it has one to the node (a node it lacks is
+    /// connected to as `run` does).
+    pub async fn run_reusing<T, F, Fut>(&self, reuse: Option<&Connected>, observer: Observer<'_>, job: F) -> Vec<(Target, NodeResult<T>)>
+    where
+        F: Fn(Arc<dyn Transport>, Target) -> Fut,
+        Fut: std::future::Future<Output = NodeResult<T>>,
+    {
         let permits = Semaphore::new(self.concurrency);
         let tasks = self.targets.iter().map(|target| {
             let permits = &permits;
@@ -176,9 +186,13 @@ impl Fleet {
             async move {
                 let _permit = permits.acquire().await.expect("semaphore is never closed");
                 observer(&NodeEvent::Started { node: target.name.clone() });
-                let result = match connect(target).await {
-                    Ok(t) => job(t, target.clone()).await,
-                    Err(e) => Err(e),
+                let open = reuse.and_then(|c| c.get(&target.name)).cloned();
+                let result = match open {
+                    Some(t) => job(t, target.clone()).await,
+                    None => match connect(target).await {
+                        Ok(t) => job(t, target.clone()).await,
+                        Err(e) => Err(e),
+                    },
                 };
                 observer(&NodeEvent::Finished { node: target.name.clone(), ok: result.is_ok() });
                 (target.clone(), result)

@@ -221,9 +221,11 @@ impl Held {
         }
         let prev = self.current.lock().expect("lease lock").clone();
         let Ok(mine) = serde_json::from_slice::<Lease>(&prev) else { return vec!["the lease cannot be read back".into()] };
+        // Each node's lease is swapped on its own, so all at once (taking it goes in order).
+        let swaps = futures::future::join_all(self.nodes.iter().map(|(_, t)| swap_ours(t.as_ref(), &mine, &prev, new.as_deref()))).await;
         let mut failed = Vec::new();
-        for (name, t) in &self.nodes {
-            match swap_ours(t.as_ref(), &mine, &prev, new.as_deref()).await {
+        for ((name, _), swapped) in self.nodes.iter().zip(swaps) {
+            match swapped {
                 Ok(Ok(())) => {}
                 Ok(Err(who)) => failed.push(format!("{name}: the lease there is no longer this run's (it is {who}); left as it is")),
                 Err(e) => failed.push(format!("{name}: the lease could not be given back: {e}")),

@@ -450,7 +450,10 @@ impl<'a> Runner<'a> {
                 report.stages.push(out);
                 break 'stages;
             }
-            if let Err(e) = self.boundary(&Record::StageDone { stage: stage.id }).await {
+            // The last stage's end is copied to the nodes with the run's end, which follows.
+            let record = Record::StageDone { stage: stage.id };
+            let kept = if si + 1 == self.plan.stages.len() { self.rec(&record) } else { self.boundary(&record).await };
+            if let Err(e) = kept {
                 report.failure = Some(e);
                 break;
             }
