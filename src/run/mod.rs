@@ -357,7 +357,9 @@ impl<'a> Runner<'a> {
             return report;
         }
         // The control plane keeps the run from its start: a lost operator machine loses nothing.
-        if let Err(e) = self.share().await {
+        // A run that starts with S0 makes that copy while S0's checks (which change nothing) run.
+        let copy_with_preflight = self.plan.stages.first().is_some_and(|s| s.id == StageId::Preflight && !done.stages.contains(&s.id));
+        if !copy_with_preflight && let Err(e) = self.share().await {
             report.failure = Some(format!("{e}; nothing was changed"));
             report.nodes = self.node_outcomes();
             return report;
@@ -375,7 +377,19 @@ impl<'a> Runner<'a> {
                 report.failure = Some(e);
                 break;
             }
-            let pre = if stage.id == StageId::Preflight { self.preflight(done.started).await } else { self.still_as_planned(si).await };
+            let pre = if stage.id == StageId::Preflight && copy_with_preflight {
+                let (shared, pre) = futures::join!(self.share(), self.preflight(done.started));
+                if let Err(e) = shared {
+                    report.failure = Some(format!("{e}; nothing was changed"));
+                    report.nodes = self.node_outcomes();
+                    return report;
+                }
+                pre
+            } else if stage.id == StageId::Preflight {
+                self.preflight(done.started).await
+            } else {
+                self.still_as_planned(si).await
+            };
             if let Err(why) = pre {
                 out.status = StageStatus::Stopped;
                 report.failure = Some(format!("{} {}: {why}", stage.id, stage.name));
