@@ -167,13 +167,14 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, g: &
 /// What each file the plan writes held as gathered, where that is what its first op expects
 /// (a file the plan creates: absent); a file gathered otherwise, or not gathered, is read.
 fn as_gathered(plan: &Plan, g: &Gathered) -> BTreeMap<crate::run::NodeFile, Option<Vec<u8>>> {
+    let facts: BTreeMap<&str, &crate::gather::NodeFacts> = g.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut out = BTreeMap::new();
     let mut first = BTreeSet::new();
     for (_, _, node, f) in plan.file_ops() {
         if !first.insert((node, f.path.as_str())) {
             continue;
         }
-        let bytes = g.nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(&f.path));
+        let bytes = facts.get(node).and_then(|n| n.files.get(&f.path));
         match (&f.old_sha256, bytes) {
             (None, None) => drop(out.insert((node.to_string(), f.path.clone()), None)),
             (Some(sha), Some(b)) if crate::pki::sha256(b) == *sha => drop(out.insert((node.to_string(), f.path.clone()), Some(b.clone()))),

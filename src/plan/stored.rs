@@ -34,7 +34,7 @@ pub fn to_json(plan: &Plan) -> Vec<u8> {
 }
 
 /// True when `bytes` are gzip (its two magic bytes), i.e. a plan as `to_bytes` saves it.
-pub fn is_compressed(bytes: &[u8]) -> bool {
+fn is_compressed(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 

@@ -195,15 +195,9 @@ pub fn private_key_lines(dirs: &[&Path]) -> Vec<String> {
 /// other file as it is. Scans for leaked key bytes read files through this, so a compressed
 /// plan is searched, not passed over.
 pub fn text_of(path: &Path) -> String {
-    use std::io::Read;
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = String::new();
-        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_string(&mut out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        out
-    } else {
-        String::from_utf8(bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
+    let text = kcert::plan::stored::json_of(&bytes, u64::MAX - 1).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_owned();
+    String::from_utf8(text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A saved plan's JSON (`--plan-out FILE`, or `plan.json.gz` in a run folder).

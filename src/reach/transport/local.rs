@@ -235,7 +235,7 @@ impl Transport for LocalTransport {
         let host = self.host_path(path).map_err(NodeFailure::command)?;
         let out = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(script::free_space(&host.to_string_lossy()))
+            .arg(script::free_space_all(&[host.to_string_lossy().into_owned()]))
             .output()
             .await
             .map_err(|e| NodeFailure::command(format!("df: {e}")))?;

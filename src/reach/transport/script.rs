@@ -265,14 +265,6 @@ pub fn parse_lines(stdout: &[u8], count: usize) -> Result<Vec<Option<String>>, S
     Ok(lines)
 }
 
-/// `df` of the nearest existing parent of `path`.
-pub fn free_space(path: &str) -> String {
-    format!(
-        "p={}; while [ ! -e \"$p\" ] && [ \"$p\" != / ]; do p=$(dirname \"$p\"); done; df -Pk \"$p\"\n",
-        quote(path)
-    )
-}
-
 /// `df` of the nearest existing parent of each path, in one `df` (a line per path, in order,
 /// the same filesystem as often as it is named).
 pub fn free_space_all(paths: &[String]) -> String {
@@ -344,7 +336,7 @@ mod tests {
         assert_eq!(parse_read_files(&run(read_files(&paths)), 2).unwrap(), vec![FileData::Found(b"abc".to_vec()), FileData::Missing]);
         assert_eq!(parse_list_files(&run(list_files(&[dir.path().to_string_lossy().into_owned()]))), vec![paths[0].clone()]);
         assert_eq!(parse_exists(&run(exists(&paths)), 2).unwrap(), vec![true, false]);
-        assert!(parse_df(&run(free_space(&paths[1]))).unwrap() > 0);
+        assert!(parse_df(&run(free_space_all(&paths[1..2]))).unwrap() > 0);
         let deep = dir.path().join("none/deeper/still").to_string_lossy().into_owned();
         let all = parse_df_all(&run(free_space_all(&[paths[0].clone(), deep, "/".into()])), 3).unwrap();
         assert!(all.iter().all(|b| *b > 0), "a line for each path, even one not made yet: {all:?}");

@@ -410,8 +410,7 @@ impl Transport for SshTransport {
     }
 
     async fn free_bytes(&self, path: &str) -> NodeResult<u64> {
-        let out = self.run(&script::free_space(path)).await?;
-        script::parse_df(&out.stdout).map_err(NodeFailure::command)
+        Ok(self.free_bytes_all(&[path.to_string()]).await?[0])
     }
 
     async fn free_bytes_all(&self, paths: &[String]) -> NodeResult<Vec<u64>> {
