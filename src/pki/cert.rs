@@ -54,7 +54,7 @@ pub fn parse_pem(bytes: &[u8]) -> Result<PemContent, PkiError> {
 }
 
 /// PEM texts parsed so far (up to 16 MiB of texts): the planner reads each many times.
-static PARSED: super::memo::Memo<Result<PemContent, PkiError>> = super::memo::Memo::new(16 << 20);
+static PARSED: super::memo::Memo<Result<PemContent, PkiError>> = super::memo::Memo::new(4 << 20);
 
 fn parse_uncached(bytes: &[u8]) -> Result<PemContent, PkiError> {
     let text = String::from_utf8_lossy(bytes);
@@ -246,7 +246,7 @@ fn name_key(name: &str) -> String {
 }
 
 /// Verdicts of "`ca`'s key signed `cert`", by the two certificates' sha256s (bounded).
-static SIGNED_BY: super::memo::Memo<bool> = super::memo::Memo::new(16 << 20);
+static SIGNED_BY: super::memo::Memo<bool> = super::memo::Memo::new(4 << 20);
 
 fn signed_by<'c>(cert: &'c CertInfo, ca: &CertInfo, parsed: &mut Option<Option<X509Certificate<'c>>>) -> bool {
     let key = [cert.sha256.as_bytes(), ca.sha256.as_bytes()].concat();

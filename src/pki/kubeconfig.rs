@@ -109,7 +109,7 @@ pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
 }
 
 /// Kubeconfigs parsed so far (the planner reads each many times; up to 16 MiB of texts).
-static PARSED: super::memo::Memo<Result<Kubeconfig, String>> = super::memo::Memo::new(16 << 20);
+static PARSED: super::memo::Memo<Result<Kubeconfig, String>> = super::memo::Memo::new(4 << 20);
 
 /// A kubeconfig's clusters and users: embedded data parsed, file references resolved later.
 pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {

@@ -24,7 +24,7 @@ struct Container {
 }
 
 /// Manifests read so far (the planner compares each one's flags many times; up to 8 MiB).
-static FLAGS: super::memo::Memo<Result<BTreeMap<String, String>, String>> = super::memo::Memo::new(8 << 20);
+static FLAGS: super::memo::Memo<Result<BTreeMap<String, String>, String>> = super::memo::Memo::new(4 << 20);
 
 /// `--flag=value` and `--flag value` from every container's command and args; first wins.
 pub fn manifest_flags(text: &str) -> Result<BTreeMap<String, String>, String> {

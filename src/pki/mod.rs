@@ -5,6 +5,7 @@
 
 pub mod cert;
 pub mod edit;
+pub mod k3s;
 pub mod kubeconfig;
 pub mod manifest;
 pub mod memo;

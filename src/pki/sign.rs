@@ -248,7 +248,7 @@ impl KeyType {
         })
     }
 
-    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+    pub(super) fn generate(self) -> Result<KeyPair, rcgen::Error> {
         match self {
             KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
             KeyType::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072),
@@ -305,7 +305,7 @@ pub fn successor_ca(old: &CertInfo, days: u32, now: i64, key_type: Option<KeyTyp
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn random_serial() -> SerialNumber {
+pub(super) fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut bytes).expect("the system RNG works");
     // Positive and without a leading zero byte, as RFC 5280 asks.

@@ -1,0 +1,239 @@
+//! k3s's own PKI shapes, judged by openssl: the cross-signed CA set kcert makes for
+//! `k3s certificate rotate-ca --path` (old leaves keep verifying against the new bundle, new
+//! leaves verify against the old root through the cross-signed copy, and once the old root
+//! is let go only new leaves do), and the CA hash a join token pins (k3s `hashCA`).
+//! The old CAs and every leaf are made by openssl, never by kcert.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{pem_certs, real_world};
+use kcert::pki::k3s::{self, JoinToken};
+
+fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn must(dir: &Path, args: &[&str]) -> String {
+    let (ok, out) = openssl(dir, args);
+    assert!(ok, "openssl {}: {out}", args.join(" "));
+    out
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A k3s-style self-signed CA (ECDSA P-256, CN k3s-server-ca@<time>) as `name.crt`/`name.key`.
+fn old_ca(dir: &Path, name: &str) {
+    must(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &format!("{name}.key")]);
+    must(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            &format!("/CN=k3s-{name}@1700000000"),
+            "-key",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
+        ],
+    );
+}
+
+/// A serving leaf signed by `ca`.crt/`ca`.key, as `leaf`.crt.
+fn leaf(dir: &Path, ca_crt: &str, ca_key: &str, leaf: &str) {
+    must(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &format!("{leaf}.key")]);
+    must(dir, &["req", "-new", "-key", &format!("{leaf}.key"), "-subj", &format!("/CN={leaf}"), "-out", &format!("{leaf}.csr")]);
+    std::fs::write(dir.join("ext"), "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n").unwrap();
+    must(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{leaf}.csr"),
+            "-CA",
+            ca_crt,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-sha256",
+            "-extfile",
+            "ext",
+            "-out",
+            &format!("{leaf}.crt"),
+        ],
+    );
+}
+
+fn verify(dir: &Path, trusted: &str, untrusted: Option<&str>, cert: &str) -> (bool, String) {
+    let mut args = vec!["verify", "-CAfile", trusted];
+    if let Some(u) = untrusted {
+        args.extend(["-untrusted", u]);
+    }
+    args.push(cert);
+    openssl(dir, &args)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The first private key block of a PEM text.
+fn first_key(text: &str) -> String {
+    let start = text.find("-----BEGIN").unwrap();
+    let end_marker = text[start..].find("-----END").unwrap() + start;
+    let end = text[end_marker..].find('\n').map(|i| end_marker + i + 1).unwrap_or(text.len());
+    text[start..end].to_string()
+}
+
+#[test]
+fn the_cross_signed_set_keeps_old_and_new_leaves_verifying_until_the_old_root_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    old_ca(d, "server-ca");
+    leaf(d, "server-ca.crt", "server-ca.key", "old-leaf");
+    let set = k3s::cross_signed("k3s", "server", &std::fs::read(d.join("server-ca.crt")).unwrap(), &std::fs::read(d.join("server-ca.key")).unwrap(), 3650, now(), None).unwrap();
+    write(d, "new-ca.crt", &set.cert);
+    write(d, "new-ca.key", &set.key);
+    write(d, "int.crt", &set.intermediate);
+    write(d, "int.key", &first_key(&set.key));
+    write(d, "chain.crt", &[set.intermediate.as_str(), set.cross.as_str()].concat());
+    leaf(d, "int.crt", "int.key", "new-leaf");
+
+    // The layout k3s's script makes: intermediate, root, cross-signed root, old root.
+    let certs = pem_certs(&set.cert);
+    assert_eq!(certs.len(), 4);
+    let subject = |pem: &str| must(d, &["x509", "-noout", "-subject", "-in", write(d, "one.pem", pem).to_str().unwrap()]).trim().to_string();
+    let issuer = |pem: &str| must(d, &["x509", "-noout", "-issuer", "-in", write(d, "one.pem", pem).to_str().unwrap()]).trim().to_string();
+    let pubkey = |pem: &str| must(d, &["x509", "-noout", "-pubkey", "-in", write(d, "one.pem", pem).to_str().unwrap()]);
+    assert!(subject(&certs[0]).contains("k3s-server-ca@"), "{}", subject(&certs[0]));
+    assert!(subject(&certs[1]).contains("k3s-server-root@"), "{}", subject(&certs[1]));
+    assert_eq!(subject(&certs[1]).replace("subject=", ""), issuer(&certs[1]).replace("issuer=", ""), "the new root is self-signed");
+    assert_eq!(subject(&certs[2]), subject(&certs[1]), "the cross-signed root is the new root's subject");
+    assert_eq!(pubkey(&certs[2]), pubkey(&certs[1]), "the cross-signed root carries the new root's key");
+    assert!(issuer(&certs[2]).contains("k3s-server-ca@1700000000"), "the cross-signed root is issued by the old: {}", issuer(&certs[2]));
+    assert_eq!(certs[3].trim(), std::fs::read_to_string(d.join("server-ca.crt")).unwrap().trim(), "the old root last, as it was");
+    assert!(must(d, &["x509", "-noout", "-text", "-in", "int.crt"]).contains("prime256v1"), "ECDSA P-256 as the old");
+    // The key file: the intermediate's key, then the new root's.
+    assert_eq!(set.key.matches("-----BEGIN").count(), 2, "two keys");
+    let second = &set.key[set.key[1..].find("-----BEGIN").unwrap() + 1..];
+    write(d, "root.key", second);
+    assert_eq!(must(d, &["pkey", "-in", "int.key", "-pubout"]), pubkey(&certs[0]), "the first key is the intermediate's");
+    assert_eq!(must(d, &["pkey", "-in", "root.key", "-pubout"]), pubkey(&certs[1]), "the second key is the new root's");
+    let (ok, out) = openssl(d, &["x509", "-noout", "-in", "int.crt", "-checkend", "0"]);
+    assert!(ok, "{out}");
+
+    // During the window: an old leaf verifies against the new bundle; a new leaf against the
+    // new bundle, and against the old root alone with the chain its server sends.
+    for (trusted, untrusted, cert) in
+        [("new-ca.crt", None, "old-leaf.crt"), ("new-ca.crt", None, "new-leaf.crt"), ("server-ca.crt", Some("chain.crt"), "new-leaf.crt"), ("server-ca.crt", None, "old-leaf.crt")]
+    {
+        let (ok, out) = verify(d, trusted, untrusted, cert);
+        assert!(ok, "{cert} against {trusted} (+{untrusted:?}): {out}");
+    }
+    // Without the cross-signed copy the old root cannot reach a new leaf: it is what carries trust.
+    write(d, "int-only.crt", &set.intermediate);
+    let (ok, _) = verify(d, "server-ca.crt", Some("int-only.crt"), "new-leaf.crt");
+    assert!(!ok, "a new leaf verified against the old root without the cross-signed root");
+
+    // After the window: the old root is let go; only new leaves verify.
+    let pruned = k3s::without_old_root(set.cert.as_bytes()).unwrap();
+    assert_eq!(pem_certs(&pruned).len(), 2);
+    write(d, "final.crt", &pruned);
+    let (ok, out) = verify(d, "final.crt", None, "new-leaf.crt");
+    assert!(ok, "{out}");
+    let (ok, _) = verify(d, "final.crt", None, "old-leaf.crt");
+    assert!(!ok, "an old leaf still verified once the old root was let go");
+}
+
+#[test]
+fn a_second_rotation_cross_signs_from_the_first_ones_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    old_ca(d, "client-ca");
+    let c = |p: &str| std::fs::read(d.join(p)).unwrap();
+    let first = k3s::cross_signed("k3s", "client", &c("client-ca.crt"), &c("client-ca.key"), 3650, now(), None).unwrap();
+    let second = k3s::cross_signed("k3s", "client", first.cert.as_bytes(), first.key.as_bytes(), 3650, now() + 1, None).unwrap();
+    assert_eq!(second.old_root.trim(), first.root.trim(), "the first rotation's root is the one cross-signing the second");
+    write(d, "first-root.crt", &first.root);
+    write(d, "chain.crt", &[second.intermediate.as_str(), second.cross.as_str()].concat());
+    write(d, "int.crt", &second.intermediate);
+    write(d, "int.key", &first_key(&second.key));
+    leaf(d, "int.crt", "int.key", "leaf2");
+    let (ok, out) = verify(d, "first-root.crt", Some("chain.crt"), "leaf2.crt");
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn bad_old_cas_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    old_ca(d, "a");
+    old_ca(d, "b");
+    let c = |p: &str| std::fs::read(d.join(p)).unwrap();
+    let err = k3s::cross_signed("k3s", "server", &c("a.crt"), &c("b.key"), 3650, now(), None).err().unwrap().to_string();
+    assert!(err.contains("server-ca") && err.contains("no self-signed CA in it has its key"), "{err}");
+    let err = k3s::cross_signed("k3s", "server", &c("a.crt"), b"not a key", 3650, now(), None).err().unwrap().to_string();
+    assert!(err.contains("no private key"), "{err}");
+    // An intermediate-signed CA (a custom CA rooted elsewhere) has no root here to cross-sign from.
+    leaf(d, "a.crt", "a.key", "x");
+    let err = k3s::cross_signed("k3s", "server", &c("x.crt"), &c("x.key"), 3650, now(), None).err().unwrap().to_string();
+    assert!(err.contains("rooted elsewhere"), "{err}");
+    let err = k3s::cross_signed("k3s", "server", &c("a.crt"), &c("a.key"), 3650, now() + 20 * 365 * 86_400, None).err().unwrap().to_string();
+    assert!(err.contains("expired"), "{err}");
+}
+
+#[test]
+fn the_token_ca_hash_is_k3s_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let sha256sum = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    };
+    // One certificate: the file's bytes, as they are (a trailing line break counts).
+    old_ca(d, "server-ca");
+    let one = std::fs::read(d.join("server-ca.crt")).unwrap();
+    assert_eq!(k3s::ca_hash(&one, now()).unwrap(), sha256sum(&d.join("server-ca.crt")));
+    // A real k3s-made server CA (RKE2), read in place.
+    let real = real_world().join("rke2-cachac-kubelabsAdmin/var/lib/rancher/rke2/server/tls/server-ca.crt");
+    assert_eq!(k3s::ca_hash(&std::fs::read(&real).unwrap(), now()).unwrap(), sha256sum(&real));
+    // A cross-signed bundle: the DER of the new self-signed root (the bundle's second
+    // certificate), which the intermediate chains to first.
+    let set = k3s::cross_signed("k3s", "server", &one, &std::fs::read(d.join("server-ca.key")).unwrap(), 3650, now(), None).unwrap();
+    write(d, "root.pem", &set.root);
+    must(d, &["x509", "-in", "root.pem", "-outform", "DER", "-out", "root.der"]);
+    let hash = k3s::ca_hash(set.cert.as_bytes(), now()).unwrap();
+    assert_eq!(hash, sha256sum(&d.join("root.der")));
+    assert_ne!(hash, sha256sum(&d.join("server-ca.crt")), "a rotation to a new root changes the hash: every secure token must follow");
+    // The pruned bundle pins the same root: dropping the old root later changes no token.
+    assert_eq!(k3s::ca_hash(k3s::without_old_root(set.cert.as_bytes()).unwrap().as_bytes(), now()).unwrap(), hash);
+
+    // Tokens as k3s parses them.
+    let t = JoinToken::parse(&format!("K10{}::server:s3cret\n", "AB".repeat(32))).unwrap();
+    assert_eq!(t.ca_hash.as_deref(), Some("ab".repeat(32).as_str()));
+    assert_eq!(t.with_hash(&hash), format!("K10{hash}::server:s3cret"));
+    assert!(!format!("{t:?}").contains("s3cret"), "a token's secret is never shown");
+    assert_eq!(JoinToken::parse("abcdef.0123456789abcdef").unwrap().ca_hash, None, "a bare bootstrap token pins nothing");
+    assert_eq!(JoinToken::parse("K10::node:pw").unwrap().ca_hash, None);
+    assert!(JoinToken::parse("K10abc::x:y").unwrap_err().contains("64 hex digits"));
+    assert!(JoinToken::parse("").is_err());
+}
