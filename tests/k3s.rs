@@ -2,6 +2,7 @@
 //! `k3s certificate rotate-ca --path` (old leaves keep verifying against the new bundle, new
 //! leaves verify against the old root through the cross-signed copy, and once the old root
 //! is let go only new leaves do), and the CA hash a join token pins (k3s `hashCA`).
+//! And a k3s cluster's files as k3s lays them out (`docker/pki/make-k3s-pki.sh`), read whole.
 //! The old CAs and every leaf are made by openssl, never by kcert.
 
 mod common;
@@ -9,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{pem_certs, real_world};
+use common::{Test, assert_same, expected_in, pem_certs, real_world, reported};
 use kcert::pki::k3s::{self, JoinToken};
 
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -236,4 +237,38 @@ fn the_token_ca_hash_is_k3s_s() {
     assert_eq!(JoinToken::parse("K10::node:pw").unwrap().ca_hash, None);
     assert!(JoinToken::parse("K10abc::x:y").unwrap_err().contains("64 hex digits"));
     assert!(JoinToken::parse("").is_err());
+}
+
+/// Two servers and an agent, as k3s lays their files out (made with openssl).
+fn k3s_tree(dir: &Path) {
+    let script = format!("{}/docker/pki/make-k3s-pki.sh", env!("CARGO_MANIFEST_DIR"));
+    let ok = Command::new("bash").arg(script).arg(dir).args(["s1:10.0.0.1:server", "s2:10.0.0.2:server", "a1:10.0.1.1:agent"]).status().unwrap();
+    assert!(ok.success(), "make-k3s-pki.sh");
+}
+
+#[test]
+fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    for (node, certs) in [("s1", 46), ("s2", 46), ("a1", 10)] {
+        let root = tmp.path().join(node);
+        let run = Test::new().args(["expiry", "--local", "--root"]).args([&root]).args(["-o", "json"]).run();
+        run.status(0);
+        let json = run.json();
+        let want = expected_in(&root, &["/var/lib/rancher", "/etc/rancher"]);
+        assert_same(node, &reported(&json), &want);
+        assert_eq!(want.values().map(Vec::len).sum::<usize>(), certs, "{node}: the certificates k3s keeps (each leaf file holds its CA too)");
+        assert!(json["errors"].as_array().unwrap().is_empty(), "{node}: {}", run.stdout);
+    }
+    // The server token and every joining node's K3S_TOKEN pin the server CA's hash, as k3s
+    // computes it for the bundle a joining node downloads.
+    let server_ca = std::fs::read(tmp.path().join("s1/var/lib/rancher/k3s/server/tls/server-ca.crt")).unwrap();
+    let hash = k3s::ca_hash(&server_ca, now()).unwrap();
+    let token = std::fs::read_to_string(tmp.path().join("s1/var/lib/rancher/k3s/server/token")).unwrap();
+    assert_eq!(JoinToken::parse(&token).unwrap().ca_hash.as_deref(), Some(hash.as_str()));
+    for env in ["s2/etc/systemd/system/k3s.service.env", "a1/etc/systemd/system/k3s-agent.service.env"] {
+        let text = std::fs::read_to_string(tmp.path().join(env)).unwrap();
+        let value = text.lines().find_map(|l| l.strip_prefix("K3S_TOKEN=")).unwrap().trim_matches('\'');
+        assert_eq!(JoinToken::parse(value).unwrap().ca_hash.as_deref(), Some(hash.as_str()), "{env}");
+    }
 }

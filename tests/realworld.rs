@@ -4,56 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use common::{OpensslFacts, Test, kubeconfig_certs, openssl_facts, pem_certs, real_world, walk};
-
-/// (path, source) -> what openssl says of each certificate there, sorted.
-type Expected = BTreeMap<(String, String), Vec<OpensslFacts>>;
-
-fn expected_in(set: &Path, scopes: &[&str]) -> Expected {
-    let mut exp = Expected::new();
-    for scope in scopes {
-        for (file, rel) in walk(set, &set.join(scope.trim_start_matches('/'))) {
-            if ["/REPORT.md", "/SOURCE.md"].contains(&rel.as_str()) {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
-            for (source, certs) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
-                if !certs.is_empty() {
-                    let mut facts: Vec<OpensslFacts> = certs.iter().map(|c| openssl_facts(c)).collect();
-                    facts.sort();
-                    exp.insert((rel.clone(), source.to_string()), facts);
-                }
-            }
-        }
-    }
-    exp
-}
-
-fn reported(json: &serde_json::Value) -> Expected {
-    let mut got = Expected::new();
-    for c in json["certificates"].as_array().unwrap() {
-        let s = |k: &str| c[k].as_str().unwrap_or_else(|| panic!("{k} missing in {c}")).to_string();
-        got.entry((s("path"), s("source"))).or_default().push(OpensslFacts { subject: s("subject"), serial: s("serial"), not_after: s("not_after") });
-    }
-    for v in got.values_mut() {
-        v.sort();
-    }
-    got
-}
-
-/// Equal maps, or a failure that shows only the entries that differ.
-fn assert_same(set: &str, got: &Expected, want: &Expected) {
-    let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
-    let diffs: Vec<String> = keys
-        .into_iter()
-        .filter(|k| got.get(*k) != want.get(*k))
-        .map(|k| format!("{k:?}\n  kcert:   {:?}\n  openssl: {:?}", got.get(k), want.get(k)))
-        .collect();
-    assert!(diffs.is_empty(), "{set}: kcert and openssl disagree on {} file(s):\n{}", diffs.len(), diffs.join("\n"));
-}
+use common::{Test, assert_same, expected_in, real_world, reported, walk};
 
 fn errors(json: &serde_json::Value) -> Vec<String> {
     json["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap_or("").to_string()).collect()

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by make-kubeadm-pki.sh and make-hardway-pki.sh, which source this file from
+# Helpers shared by make-kubeadm-pki.sh, make-hardway-pki.sh and make-k3s-pki.sh, which source this file from
 # their own directory (`. "$(dirname "$0")/lib.sh"`): keys, certificates and kubeconfigs made
 # with openssl only. The callers run with `set -euo pipefail`.
 

@@ -166,6 +166,55 @@ pub fn walk(root: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// (path, source) -> what openssl says of each certificate there, sorted.
+pub type Expected = std::collections::BTreeMap<(String, String), Vec<OpensslFacts>>;
+
+/// What kcert must report of a tree, as openssl sees it: every certificate in every file
+/// below `scopes` (PEM files and kubeconfig data), by (path, source).
+pub fn expected_in(set: &Path, scopes: &[&str]) -> Expected {
+    let mut exp = Expected::new();
+    for scope in scopes {
+        for (file, rel) in walk(set, &set.join(scope.trim_start_matches('/'))) {
+            if ["/REPORT.md", "/SOURCE.md"].contains(&rel.as_str()) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+            for (source, certs) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
+                if !certs.is_empty() {
+                    let mut facts: Vec<OpensslFacts> = certs.iter().map(|c| openssl_facts(c)).collect();
+                    facts.sort();
+                    exp.insert((rel.clone(), source.to_string()), facts);
+                }
+            }
+        }
+    }
+    exp
+}
+
+/// What `kcert expiry -o json` reported, in `expected_in`'s form.
+pub fn reported(json: &serde_json::Value) -> Expected {
+    let mut got = Expected::new();
+    for c in json["certificates"].as_array().unwrap() {
+        let s = |k: &str| c[k].as_str().unwrap_or_else(|| panic!("{k} missing in {c}")).to_string();
+        got.entry((s("path"), s("source"))).or_default().push(OpensslFacts { subject: s("subject"), serial: s("serial"), not_after: s("not_after") });
+    }
+    for v in got.values_mut() {
+        v.sort();
+    }
+    got
+}
+
+/// Equal maps, or a failure that shows only the entries that differ.
+pub fn assert_same(set: &str, got: &Expected, want: &Expected) {
+    let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .map(|k| format!("{k:?}\n  kcert:   {:?}\n  openssl: {:?}", got.get(k), want.get(k)))
+        .collect();
+    assert!(diffs.is_empty(), "{set}: kcert and openssl disagree on {} file(s):\n{}", diffs.len(), diffs.join("\n"));
+}
+
 /// Every base64 line (40+ characters: unmistakable) of every private key under `dirs`, and the
 /// start of every kubeconfig `client-key-data`: what must never appear in kcert's output.
 pub fn private_key_lines(dirs: &[&Path]) -> Vec<String> {

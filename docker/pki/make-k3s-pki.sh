@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Makes a k3s PKI and layout with openssl only (never with kcert), per node as that node's
+# filesystem: OUT/<node>/var/lib/rancher/k3s/..., OUT/<node>/etc/rancher/k3s/... As k3s lays
+# them out (k3s pkg/daemons/control/deps/deps.go, pkg/agent/config/config.go, the install
+# script), for a cluster with k3s's default self-signed CAs:
+#   * five CAs, ECDSA P-256 with "EC PRIVATE KEY" keys, valid 10 years, named
+#     k3s-client-ca@T, k3s-server-ca@T, k3s-request-header-ca@T, etcd-server-ca@T and
+#     etcd-peer-ca@T, in server/tls (etcd's in server/tls/etcd); client-ca.nochain.crt and
+#     server-ca.nochain.crt beside them; service.key (RSA) for service-account tokens;
+#   * leaves valid 365 days, each .crt holding the leaf then its CA (as k3s writes them);
+#   * server/cred/*.kubeconfig naming files (certificate-authority: server/tls/server-ca.crt,
+#     client-certificate/-key), as deps.go's kubeconfig template, on https://127.0.0.1:6444;
+#   * /etc/rancher/k3s/k3s.yaml: the admin kubeconfig with everything embedded, on :6443;
+#   * server/tls/dynamic-cert.json: the supervisor's serving cert for :6443 (CN=k3s, O=k3s)
+#     as dynamiclistener's file storage keeps it (a kubernetes.io/tls Secret as JSON, named
+#     k3s-serving in kube-system);
+#   * every node an agent too: agent/client-ca.crt, server-ca.crt, client-kubelet,
+#     serving-kubelet, client-kube-proxy, client-k3s-controller and the kubeconfigs naming them;
+#   * the join token: server/token (node-token a link to it) "K10<hash>::server:<secret>", the
+#     hash being the sha256 of server-ca.crt's bytes (one certificate; k3s's hashCA); joining
+#     servers and agents carry it as K3S_TOKEN in /etc/systemd/system/k3s(-agent).service.env,
+#     as k3s's install script writes it.
+#
+# usage: make-k3s-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: server or agent; the
+#        first server is the one the others join)
+set -euo pipefail
+umask 022
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+out=$1; shift
+nodes=("$@")
+ca_dir="$out/.ca"
+mkdir -p "$ca_dir/etcd"
+ts=$(date +%s)
+
+# eckey FILE: a new ECDSA P-256 key, SEC1 ("BEGIN EC PRIVATE KEY", as k3s writes them), mode 600.
+eckey() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null; chmod 600 "$1"; }
+
+# ca BASE CN: BASE.key and the self-signed BASE.crt.
+ca() {
+  eckey "$1.key"
+  openssl req -x509 -new -key "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2" -set_serial "$(serial)" -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
+    -addext "subjectKeyIdentifier=hash" 2>/dev/null
+}
+
+# leaf BASE CA_BASE SUBJECT EKU [SANS]: BASE.key and BASE.crt (the leaf, then its CA).
+leaf() {
+  eckey "$1.key"
+  local ext; ext=$(mktemp)
+  leaf_ext "$4" "${5:-}" > "$ext"
+  openssl req -new -key "$1.key" -subj "$3" 2>/dev/null |
+    openssl x509 -req -CA "$2.crt" -CAkey "$2.key" -set_serial "$(serial)" -days 365 -sha256 -extfile "$ext" -out "$1.crt" 2>/dev/null
+  rm -f "$ext"
+  cat "$2.crt" >> "$1.crt"
+}
+
+# file_kubeconfig FILE SERVER CA CERT KEY: deps.go's kubeconfig template (mode 600).
+file_kubeconfig() {
+  cat > "$1" <<KC
+apiVersion: v1
+clusters:
+- cluster:
+    server: $2
+    certificate-authority: $3
+  name: local
+contexts:
+- context:
+    cluster: local
+    namespace: default
+    user: user
+  name: Default
+current-context: Default
+kind: Config
+preferences: {}
+users:
+- name: user
+  user:
+    client-certificate: $4
+    client-key: $5
+KC
+  chmod 600 "$1"
+}
+
+ca "$ca_dir/client-ca" "k3s-client-ca@$ts"
+ca "$ca_dir/server-ca" "k3s-server-ca@$ts"
+ca "$ca_dir/request-header-ca" "k3s-request-header-ca@$ts"
+ca "$ca_dir/etcd/server-ca" "etcd-server-ca@$ts"
+ca "$ca_dir/etcd/peer-ca" "etcd-peer-ca@$ts"
+openssl genrsa -traditional -out "$ca_dir/service.key" 2048 2>/dev/null
+secret=$(openssl rand -hex 16)
+token="K10$(sha256sum < "$ca_dir/server-ca.crt" | cut -d' ' -f1)::server:$secret"
+first_server_ip=""
+for spec in "${nodes[@]}"; do
+  IFS=: read -r name ip role <<<"$spec"
+  if [ "$role" = server ] && [ -z "$first_server_ip" ]; then first_server_ip=$ip; fi
+done
+
+for spec in "${nodes[@]}"; do
+  IFS=: read -r name ip role <<<"$spec"
+  root="$out/$name"
+  data="$root/var/lib/rancher/k3s"
+  agent="$data/agent"
+  mkdir -p "$agent" "$root/etc/rancher/k3s" "$root/etc/systemd/system"
+  unit=k3s-agent
+  [ "$role" = server ] && unit=k3s
+
+  if [ "$role" = server ]; then
+    tls="$data/server/tls"
+    cred="$data/server/cred"
+    mkdir -p "$tls/etcd" "$cred"
+    for f in client-ca server-ca request-header-ca etcd/server-ca etcd/peer-ca; do
+      cp -p "$ca_dir/$f.crt" "$ca_dir/$f.key" "$tls/$(dirname "$f")/"
+    done
+    cp "$ca_dir/client-ca.crt" "$tls/client-ca.nochain.crt"
+    cp "$ca_dir/server-ca.crt" "$tls/server-ca.nochain.crt"
+    cp -p "$ca_dir/service.key" "$tls/service.key"
+    api=https://127.0.0.1:6444
+    T=/var/lib/rancher/k3s/server/tls
+    C=/var/lib/rancher/k3s/server/cred
+    for spec2 in "admin|/O=system:masters/CN=system:admin|admin" \
+                 "supervisor|/O=system:masters/CN=system:k3s-supervisor|supervisor" \
+                 "controller|/CN=system:kube-controller-manager|controller" \
+                 "scheduler|/CN=system:kube-scheduler|scheduler" \
+                 "kube-apiserver|/O=system:masters/CN=system:apiserver|api-server" \
+                 "kube-proxy|/CN=system:kube-proxy|" \
+                 "k3s-controller|/CN=system:k3s-controller|" \
+                 "k3s-cloud-controller|/CN=k3s-cloud-controller-manager|cloud-controller"; do
+      IFS="|" read -r base subject kc <<<"$spec2"
+      leaf "$tls/client-$base" "$tls/client-ca" "$subject" clientAuth
+      [ -z "$kc" ] || file_kubeconfig "$cred/$kc.kubeconfig" "$api" "$T/server-ca.crt" "$T/client-$base.crt" "$T/client-$base.key"
+    done
+    eckey "$tls/client-kubelet.key"
+    eckey "$tls/serving-kubelet.key"
+    apisans="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip,IP:10.43.0.1"
+    leaf "$tls/serving-kube-apiserver" "$tls/server-ca" "/CN=kube-apiserver" serverAuth "$apisans"
+    leaf "$tls/client-auth-proxy" "$tls/request-header-ca" "/CN=system:auth-proxy" clientAuth
+    leaf "$tls/etcd/client" "$tls/etcd/server-ca" "/CN=etcd-client" clientAuth
+    leaf "$tls/etcd/server-client" "$tls/etcd/server-ca" "/CN=etcd-server" serverAuth,clientAuth "DNS:kine.sock,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip"
+    leaf "$tls/etcd/peer-server-client" "$tls/etcd/peer-ca" "/CN=etcd-peer" serverAuth,clientAuth "DNS:kine.sock,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip"
+
+    # The supervisor's dynamic listener cert for :6443, signed by the server CA.
+    t=$(mktemp -d)
+    leaf "$t/serving" "$tls/server-ca" "/O=k3s/CN=k3s" serverAuth "$apisans"
+    cat > "$tls/dynamic-cert.json" <<J
+{"kind":"Secret","apiVersion":"v1","metadata":{"name":"k3s-serving","namespace":"kube-system","creationTimestamp":null,"annotations":{"listener.cattle.io/cn-127.0.0.1":"127.0.0.1","listener.cattle.io/cn-$ip":"$ip","listener.cattle.io/cn-kubernetes":"kubernetes","listener.cattle.io/cn-localhost":"localhost","listener.cattle.io/cn-$name":"$name","listener.cattle.io/fingerprint":"SHA1=$(openssl x509 -in "$t/serving.crt" -noout -fingerprint -sha1 | cut -d= -f2 | tr -d :)"}},"data":{"tls.crt":"$(b64 "$t/serving.crt")","tls.key":"$(b64 "$t/serving.key")"},"type":"kubernetes.io/tls"}
+J
+    chmod 600 "$tls/dynamic-cert.json"
+
+    # The admin kubeconfig, everything embedded, on the supervisor's port.
+    embedded_kubeconfig "$root/etc/rancher/k3s/k3s.yaml" default default default https://127.0.0.1:6443 \
+      "$tls/server-ca.crt" "$tls/client-admin.crt" "$tls/client-admin.key"
+    rm -rf "$t"
+
+    echo "$token" > "$data/server/token"
+    chmod 600 "$data/server/token"
+    ln -s /var/lib/rancher/k3s/server/token "$data/server/node-token"
+  fi
+
+  # Every node runs the agent: kubelet, kube-proxy and the k3s controller's files.
+  A=/var/lib/rancher/k3s/agent
+  cp "$ca_dir/client-ca.crt" "$ca_dir/server-ca.crt" "$agent/"
+  leaf "$agent/client-kubelet" "$ca_dir/client-ca" "/O=system:nodes/CN=system:node:$name" clientAuth
+  leaf "$agent/serving-kubelet" "$ca_dir/server-ca" "/CN=$name" serverAuth "DNS:$name,DNS:localhost,IP:127.0.0.1,IP:$ip"
+  leaf "$agent/client-kube-proxy" "$ca_dir/client-ca" "/CN=system:kube-proxy" clientAuth
+  leaf "$agent/client-k3s-controller" "$ca_dir/client-ca" "/CN=system:k3s-controller" clientAuth
+  file_kubeconfig "$agent/kubelet.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-kubelet.crt" "$A/client-kubelet.key"
+  file_kubeconfig "$agent/kubeproxy.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-kube-proxy.crt" "$A/client-kube-proxy.key"
+  file_kubeconfig "$agent/k3scontroller.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-k3s-controller.crt" "$A/client-k3s-controller.key"
+
+  # Every node but the first server joined with the secure token.
+  if [ "$ip" != "$first_server_ip" ]; then
+    printf "K3S_TOKEN='%s'\nK3S_URL='https://%s:6443'\n" "$token" "$first_server_ip" > "$root/etc/systemd/system/$unit.service.env"
+    chmod 600 "$root/etc/systemd/system/$unit.service.env"
+  else
+    : > "$root/etc/systemd/system/$unit.service.env"
+  fi
+done
