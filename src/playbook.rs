@@ -66,6 +66,9 @@ pub struct Playbook {
     /// How `rotate-ca` rotates this distribution's CAs (absent: it cannot).
     #[serde(default)]
     pub rotation: Option<Rotation>,
+    /// Why `renew` must not re-sign this distribution's leaves itself (absent: it may).
+    #[serde(default)]
+    pub renew_refused: Option<String>,
     /// Which text this is: set when parsed, never read from the YAML.
     #[serde(skip)]
     pub source: Origin,
@@ -177,6 +180,11 @@ pub struct Component {
     /// its drop-ins and environment files, carries the flags in `refs`.
     #[serde(default)]
     pub unit: Option<String>,
+    /// A file whose presence says the component runs on the node, for components with no
+    /// flags kcert can read (k3s's and RKE2's, run inside one process from fixed paths):
+    /// each ref is then its file's default path, and its key only names the ref.
+    #[serde(default)]
+    pub present: Option<String>,
     /// For a unit: the flag naming a YAML config file whose dotted fields are keys too (the
     /// kubelet's `--config`); relative paths in it are relative to its directory.
     #[serde(default)]
@@ -354,6 +362,11 @@ impl Playbook {
         self.components.iter().find(|c| c.name == name)
     }
 
+    /// Every component's `present` file.
+    pub fn presence_files(&self) -> impl Iterator<Item = &String> {
+        self.components.iter().filter_map(|c| c.present.as_ref())
+    }
+
     fn validate(self, origin: &str) -> Result<Self> {
         let bad = |msg: String| Error::input(format!("playbook {origin}"), msg);
         let mut names = BTreeSet::new();
@@ -378,6 +391,13 @@ impl Playbook {
                 && self.component(c).is_none()
             {
                 return Err(bad(format!("file {:?}: read_by names unknown component {c:?}", f.name)));
+            }
+        }
+        for c in &self.components {
+            if let Some(p) = &c.present
+                && !p.starts_with('/')
+            {
+                return Err(bad(format!("component {:?}: present {p:?} is not an absolute path", c.name)));
             }
         }
         for e in &self.edges {
@@ -435,8 +455,8 @@ impl Playbook {
             }
         }
         for c in &self.components {
-            if [c.manifest.is_some(), c.config.is_some(), c.unit.is_some()].iter().filter(|x| **x).count() != 1 {
-                return Err(bad(format!("component {:?} needs exactly one of manifest, config or unit", c.name)));
+            if [c.manifest.is_some(), c.config.is_some(), c.unit.is_some(), c.present.is_some()].iter().filter(|x| **x).count() != 1 {
+                return Err(bad(format!("component {:?} needs exactly one of manifest, config, unit or present", c.name)));
             }
             if c.unit.is_none() && (c.config_flag.is_some() || !c.flag_fields.is_empty() || c.etcd_settings) {
                 return Err(bad(format!("component {:?}: config_flag, flag_fields and etcd_settings are for units", c.name)));
@@ -542,6 +562,18 @@ mod tests {
         assert!(builtin("talos").is_none());
         let err = unknown("talos").to_string();
         assert!(err.contains("kubeadm") && err.contains("talos"), "{err}");
+    }
+
+    #[test]
+    fn a_component_is_found_one_way() {
+        let pb = |c: &str| parse(&format!("name: x\ndetect: []\npki_dir: /x\nfiles:\n- {{name: f, path: /f, kind: cert}}\ncomponents:\n- name: c\n{c}  refs:\n  - {{key: --a, file: f}}\n"), "x.yaml", None);
+        let k3s = builtin("k3s").unwrap();
+        assert_eq!(k3s.component("kube-apiserver").unwrap().present.as_deref(), Some("/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt"));
+        assert!(pb("  present: /p\n").is_ok());
+        let err = pb("  present: /p\n  manifest: /m\n").unwrap_err().to_string();
+        assert!(err.contains("exactly one of manifest, config, unit or present"), "{err}");
+        let err = pb("  present: p\n").unwrap_err().to_string();
+        assert!(err.contains("not an absolute path"), "{err}");
     }
 
     #[test]

@@ -272,3 +272,59 @@ fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
         assert_eq!(JoinToken::parse(value).unwrap().ca_hash.as_deref(), Some(hash.as_str()), "{env}");
     }
 }
+
+/// Every file below `root`, by path: its bytes' sha256.
+fn snapshot(root: &Path) -> std::collections::BTreeMap<String, String> {
+    common::walk(root, root).into_iter().map(|(p, rel)| (rel, kcert::pki::sha256(&std::fs::read(p).unwrap()))).collect()
+}
+
+#[test]
+fn verify_checks_every_k3s_trust_edge_and_names_a_broken_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s1 = tmp.path().join("s1");
+    let run = Test::new().args(["verify", "--local", "--root"]).args([&s1]).args(["-o", "json"]).run();
+    run.status(0);
+    let json = run.json();
+    let edges = json["edges"].as_array().unwrap();
+    let named = |edge: &str, client: &str| edges.iter().find(|e| e["edge"] == edge && e["client"].as_str().unwrap().ends_with(client)).unwrap_or_else(|| panic!("no {edge} from {client}: {}", run.stdout));
+    // k3s's edges, from the files k3s itself reads (deps.go, server.go): 10 kubeconfigs to the
+    // apiserver, the apiserver to etcd and to the kubelet, etcd's peers, the auth proxy.
+    assert_eq!(edges.len(), 14, "{}", run.stdout);
+    assert!(edges.iter().all(|e| e["ok"] == true), "{}", run.stdout);
+    for kc in ["/server/cred/admin.kubeconfig", "/etc/rancher/k3s/k3s.yaml", "/agent/kubelet.kubeconfig", "/agent/kubeproxy.kubeconfig"] {
+        assert!(named("kubeconfig -> kube-apiserver", kc)["server"].as_str().unwrap().ends_with("/server/tls/serving-kube-apiserver.crt"));
+    }
+    let kubelet = named("kube-apiserver -> kubelet", "/server/tls/client-kube-apiserver.crt");
+    assert!(kubelet["server"].as_str().unwrap().ends_with("/agent/serving-kubelet.crt"));
+    assert_eq!(kubelet["server_trust_file"], "/var/lib/rancher/k3s/agent/client-ca.crt");
+    assert_eq!(kubelet["client_trust_file"], "/var/lib/rancher/k3s/server/tls/server-ca.crt");
+    named("kube-apiserver -> etcd", "/server/tls/etcd/client.crt");
+    named("etcd peer -> etcd peer", "/server/tls/etcd/peer-server-client.crt");
+
+    // The kubelet's serving cert re-made by another CA: that edge, and only it, breaks.
+    let d = tmp.path();
+    old_ca(d, "stranger");
+    leaf(d, "stranger.crt", "stranger.key", "kubelet");
+    let agent = s1.join("var/lib/rancher/k3s/agent");
+    std::fs::copy(d.join("kubelet.crt"), agent.join("serving-kubelet.crt")).unwrap();
+    std::fs::copy(d.join("kubelet.key"), agent.join("serving-kubelet.key")).unwrap();
+    let run = Test::new().args(["verify", "--local", "--root"]).args([&s1]).run();
+    run.status(3).stdout_has("kube-apiserver -> kubelet").stdout_has("1 broken");
+}
+
+#[test]
+fn renew_on_k3s_refuses_rather_than_half_renew_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s1 = tmp.path().join("s1");
+    let before = snapshot(&s1);
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--yes"]).run();
+    run.status(2);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("distribution k3s") && said.contains("k3s certificate rotate") && said.contains("dynamic-cert.json"), "{said}");
+    assert_eq!(snapshot(&s1), before, "renew changed a file it refused to renew");
+    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s1]).args(["--dry-run"]).run();
+    run.status(2);
+    assert!(run.stderr.contains("no `rotation` section"), "{}", run.stderr);
+}

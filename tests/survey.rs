@@ -1,5 +1,5 @@
 //! Discovery's one round trip: the survey script, run in a real shell against node trees
-//! (the real-world sets in place, and kubeadm and hard-way trees made with openssl), gives
+//! (the real-world sets in place, and kubeadm, hard-way and k3s trees made with openssl), gives
 //! the same facts as discovery asking file by file, and for a kubeadm node answers every
 //! question discovery asks.
 
@@ -91,6 +91,23 @@ fn a_hard_way_node_is_discovered_with_the_same_facts_and_few_more_questions() {
     assert_eq!(once, each);
     // The environment and config files the units name, then what those name: asked after.
     assert!(asks <= 2, "{asks} questions left to the transport");
+}
+
+#[test]
+fn a_k3s_server_and_agent_are_discovered_in_one_round_trip_with_the_same_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("{}/docker/pki/make-k3s-pki.sh", env!("CARGO_MANIFEST_DIR"));
+    assert!(Command::new("bash").arg(script).arg(dir.path()).args(["s1:10.0.0.11:server", "a1:10.0.0.21:agent"]).status().unwrap().success());
+    for name in ["s1", "a1"] {
+        let node = dir.path().join(name);
+        relative_links(&node, &node);
+        let (each, once, asks, _) = both_ways(&node);
+        // k3s's components are found by their files (`present`), which the survey answers too.
+        assert!(each.contains("Some(\"k3s\")") && each.contains("\"kubelet\""), "{each}");
+        assert_eq!(name == "s1", each.contains("\"kube-apiserver\""), "{name}: {each}");
+        assert_eq!(once, each, "{name}");
+        assert_eq!(asks, 0, "{name}: every question discovery asks a k3s node is answered by the survey");
+    }
 }
 
 #[test]

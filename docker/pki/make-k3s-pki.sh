@@ -6,7 +6,8 @@
 #   * five CAs, ECDSA P-256 with "EC PRIVATE KEY" keys, valid 10 years, named
 #     k3s-client-ca@T, k3s-server-ca@T, k3s-request-header-ca@T, etcd-server-ca@T and
 #     etcd-peer-ca@T, in server/tls (etcd's in server/tls/etcd); client-ca.nochain.crt and
-#     server-ca.nochain.crt beside them; service.key (RSA) for service-account tokens;
+#     server-ca.nochain.crt beside them; service.key (RSA) for service-account tokens and
+#     service.current.key, the one they are signed with;
 #   * leaves valid 365 days, each .crt holding the leaf then its CA (as k3s writes them);
 #   * server/cred/*.kubeconfig naming files (certificate-authority: server/tls/server-ca.crt,
 #     client-certificate/-key), as deps.go's kubeconfig template, on https://127.0.0.1:6444;
@@ -115,6 +116,7 @@ for spec in "${nodes[@]}"; do
     cp "$ca_dir/client-ca.crt" "$tls/client-ca.nochain.crt"
     cp "$ca_dir/server-ca.crt" "$tls/server-ca.nochain.crt"
     cp -p "$ca_dir/service.key" "$tls/service.key"
+    cp -p "$ca_dir/service.key" "$tls/service.current.key"
     api=https://127.0.0.1:6444
     T=/var/lib/rancher/k3s/server/tls
     C=/var/lib/rancher/k3s/server/cred

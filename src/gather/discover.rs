@@ -49,6 +49,7 @@ pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &st
     for pb in playbooks {
         req.exists.extend(pb.detect.iter().chain(&pb.detect_unless).cloned());
         req.read.extend(pb.components.iter().filter_map(|c| c.source().map(str::to_string)));
+        req.exists.extend(pb.presence_files().cloned());
         for c in pb.components.iter().filter_map(|c| c.unit.as_deref()) {
             let (units, dropins) = unit_candidates(c);
             req.read.extend(units);
@@ -181,8 +182,11 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
     let mut scan: Vec<String> = playbook.map(|p| p.scan.clone()).unwrap_or_default();
     scan.extend(extra_paths.iter().cloned());
     let homes = playbook.is_some_and(|p| p.files.iter().any(|f| f.path.starts_with("~/")));
-    let (source_data, listed, home) = tokio::join!(t.read_files(&sources), t.list_files(&scan), async { if homes { login_home(t).await } else { None } });
+    let presence: Vec<String> = playbook.map(|p| p.presence_files().cloned().collect()).unwrap_or_default();
+    let (source_data, listed, home, present) =
+        tokio::join!(t.read_files(&sources), t.list_files(&scan), async { if homes { login_home(t).await } else { None } }, t.exists(&presence));
     let source_data = source_data?;
+    let present: Vec<&String> = presence.iter().zip(present?).filter(|(_, ok)| *ok).map(|(p, _)| p).collect();
     let mut listed = listed?;
     let source_text: BTreeMap<String, Vec<u8>> = sources
         .iter()
@@ -207,6 +211,12 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
         for c in &pb.components {
             if let Some((_, f)) = from_units.iter().find(|(n, _)| *n == c.name) {
                 read.push((c, f.clone()));
+                continue;
+            }
+            if let Some(p) = &c.present {
+                if present.contains(&p) {
+                    read.push((c, ComponentFlags { keys: BTreeMap::new(), sites: BTreeMap::new(), units: Vec::new(), sources: Vec::new() }));
+                }
                 continue;
             }
             let Some(src) = c.source() else { continue };

@@ -279,16 +279,17 @@ pub(super) fn resolve_refs<'a>(pb: &'a Playbook, c: &'a Component, _src: &str, k
         .iter()
         .filter_map(|r| match keys.get(&r.key) {
             Some(v) => Some((v.clone(), r, true)),
-            None => ref_default(pb, r, keys).map(|p| (p, r, false)),
+            None => ref_default(pb, c, r, keys).map(|p| (p, r, false)),
         })
         .collect()
 }
 
 /// The file a ref falls back to when its key is unset (`default_when_unset`): the file's
 /// default path, or its name inside the directory `default_in` names (the kubelet's
-/// `kubelet.crt` in its `--cert-dir`).
-fn ref_default(pb: &Playbook, r: &crate::playbook::FileRef, keys: &BTreeMap<String, String>) -> Option<String> {
-    if !r.default_when_unset {
+/// `kubelet.crt` in its `--cert-dir`). A component found by its `present` file has no flags:
+/// every ref is its file's default path.
+fn ref_default(pb: &Playbook, c: &Component, r: &crate::playbook::FileRef, keys: &BTreeMap<String, String>) -> Option<String> {
+    if !r.default_when_unset && c.present.is_none() {
         return None;
     }
     let f = pb.file(&r.file)?;
@@ -320,7 +321,7 @@ pub(super) fn endpoint_targets(pb: &Playbook, c: &Component, _src: &str, keys: &
                 .filter(|h| !h.is_empty() && h != "0.0.0.0" && h != "::")
                 .unwrap_or_else(|| "127.0.0.1".to_string());
             let r = c.refs.iter().find(|r| r.key == e.serves).expect("playbook validated");
-            let file = keys.get(&e.serves).cloned().or_else(|| ref_default(pb, r, keys));
+            let file = keys.get(&e.serves).cloned().or_else(|| ref_default(pb, c, r, keys));
             EndpointTarget { component: c.name.clone(), name: r.file.clone(), host, port, file }
         })
         .collect()
