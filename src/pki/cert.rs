@@ -53,7 +53,7 @@ pub fn parse_pem(bytes: &[u8]) -> Result<PemContent, PkiError> {
     PARSED.get_or(bytes, || parse_uncached(bytes))
 }
 
-/// PEM texts parsed so far (up to 16 MiB of texts): the planner reads each many times.
+/// PEM texts parsed so far (up to 4 MiB of texts): the planner reads each many times.
 static PARSED: super::memo::Memo<Result<PemContent, PkiError>> = super::memo::Memo::new(4 << 20);
 
 fn parse_uncached(bytes: &[u8]) -> Result<PemContent, PkiError> {

@@ -108,7 +108,7 @@ pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
     (has("clusters:") || has("users:")) && (has("apiVersion:") || has("kind: Config") || has("contexts:"))
 }
 
-/// Kubeconfigs parsed so far (the planner reads each many times; up to 16 MiB of texts).
+/// Kubeconfigs parsed so far (the planner reads each many times; up to 4 MiB of texts).
 static PARSED: super::memo::Memo<Result<Kubeconfig, String>> = super::memo::Memo::new(4 << 20);
 
 /// A kubeconfig's clusters and users: embedded data parsed, file references resolved later.

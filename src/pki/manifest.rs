@@ -23,7 +23,7 @@ struct Container {
     args: Vec<String>,
 }
 
-/// Manifests read so far (the planner compares each one's flags many times; up to 8 MiB).
+/// Manifests read so far (the planner compares each one's flags many times; up to 4 MiB).
 static FLAGS: super::memo::Memo<Result<BTreeMap<String, String>, String>> = super::memo::Memo::new(4 << 20);
 
 /// `--flag=value` and `--flag value` from every container's command and args; first wins.
