@@ -239,6 +239,12 @@ fn the_token_ca_hash_is_k3s_s() {
     assert!(JoinToken::parse("").is_err());
 }
 
+/// The base64 of a TLS Secret's tls.key, as the JSON holds it.
+fn tls_key_b64(path: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["data"]["tls.key"].as_str().unwrap().to_string()
+}
+
 /// Two servers and an agent, as k3s lays their files out (made with openssl).
 fn k3s_tree(dir: &Path) {
     let script = format!("{}/docker/pki/make-k3s-pki.sh", env!("CARGO_MANIFEST_DIR"));
@@ -250,7 +256,7 @@ fn k3s_tree(dir: &Path) {
 fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
     let tmp = tempfile::tempdir().unwrap();
     k3s_tree(tmp.path());
-    for (node, certs) in [("s1", 46), ("s2", 46), ("a1", 10)] {
+    for (node, certs) in [("s1", 48), ("s2", 48), ("a1", 10)] {
         let root = tmp.path().join(node);
         let run = Test::new().args(["expiry", "--local", "--root"]).args([&root]).args(["-o", "json"]).run();
         run.status(0);
@@ -259,7 +265,24 @@ fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
         assert_same(node, &reported(&json), &want);
         assert_eq!(want.values().map(Vec::len).sum::<usize>(), certs, "{node}: the certificates k3s keeps (each leaf file holds its CA too)");
         assert!(json["errors"].as_array().unwrap().is_empty(), "{node}: {}", run.stdout);
+        if node != "a1" {
+            // The supervisor's :6443 cert, from dynamic-cert.json's tls.crt, never its tls.key.
+            let served = json["certificates"].as_array().unwrap().iter().find(|c| c["source"] == "secret").expect("dynamic-cert.json read");
+            assert_eq!(served["subject"], "O=k3s, CN=k3s");
+            assert_eq!(served["embedded_key"], "data[tls.crt]");
+            let key_b64 = tls_key_b64(&root.join("var/lib/rancher/k3s/server/tls/dynamic-cert.json"));
+            assert!(!run.stdout.contains(&key_b64[..40]), "the Secret's tls.key is in the output");
+        }
     }
+    // A damaged Secret is an error row naming the file, the other certificates still reported.
+    let dynamic = tmp.path().join("s2/var/lib/rancher/k3s/server/tls/dynamic-cert.json");
+    let text = std::fs::read_to_string(&dynamic).unwrap().replace("\"tls.crt\":\"", "\"tls.crt\":\"!");
+    std::fs::write(&dynamic, text).unwrap();
+    let run = Test::new().args(["expiry", "--local", "--root"]).args([tmp.path().join("s2")]).args(["-o", "json"]).run();
+    let json = run.json();
+    let errors = json["errors"].as_array().unwrap();
+    assert!(errors.len() == 1 && errors[0]["path"] == "/var/lib/rancher/k3s/server/tls/dynamic-cert.json" && errors[0]["error"].as_str().unwrap().contains("not base64"), "{}", run.stdout);
+    assert_eq!(json["certificates"].as_array().unwrap().len(), 46);
     // The server token and every joining node's K3S_TOKEN pin the server CA's hash, as k3s
     // computes it for the bundle a joining node downloads.
     let server_ca = std::fs::read(tmp.path().join("s1/var/lib/rancher/k3s/server/tls/server-ca.crt")).unwrap();

@@ -19,6 +19,8 @@ pub enum Source {
     File,
     Kubeconfig,
     Endpoint,
+    /// A `kubernetes.io/tls` Secret kept as JSON (k3s's `dynamic-cert.json`): its `tls.crt`.
+    Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +132,10 @@ pub(super) fn classify(path: &str, bytes: &[u8], want: &Want, pki: &mut NodePki)
     if is_kubeconfig {
         return read_kubeconfig(path, bytes, &base, pki);
     }
+    if let Some(crt) = crate::pki::k3s::tls_secret(bytes) {
+        read_secret(path, crt, &base, pki);
+        return Vec::new();
+    }
     let expects_certs = matches!(want.kind, Some(FileKind::Cert | FileKind::Trust));
     match parse_pem(bytes) {
         Ok(content) if content.certs.is_empty() => {
@@ -174,6 +180,22 @@ fn push_certs(pki: &mut NodePki, path: &str, source: Source, field: Option<&kube
             name,
             cert,
         });
+    }
+}
+
+/// A TLS Secret kept as JSON: its certificates, under the field they came from.
+fn read_secret(path: &str, crt: Result<Vec<u8>, String>, base: &str, pki: &mut NodePki) {
+    pki.files.insert(path.to_string());
+    let certs = crt.and_then(|pem| parse_pem(&pem).map_err(|e| format!("data[\"tls.crt\"]: {e}")));
+    match certs {
+        Ok(content) if !content.certs.is_empty() => {
+            for (i, cert) in content.certs.into_iter().enumerate() {
+                let name = if i == 0 { base.to_string() } else { format!("{base}[{i}]") };
+                pki.certs.push(FoundCert { path: path.to_string(), source: Source::Secret, embedded_kind: None, embedded_key: Some("data[tls.crt]".into()), name, cert });
+            }
+        }
+        Ok(_) => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.to_string()), error: "data[\"tls.crt\"]: no certificate in it".into() }),
+        Err(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.to_string()), error: e }),
     }
 }
 

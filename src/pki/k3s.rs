@@ -1,5 +1,6 @@
 //! Owns: the PKI shapes of k3s and RKE2 that kubeadm's lack: a join token and the CA hash it
-//! pins, and the cross-signed CA set `k3s certificate rotate-ca --path` accepts without `--force`.
+//! pins, the cross-signed CA set `k3s certificate rotate-ca --path` accepts without `--force`,
+//! and the TLS Secret as JSON in which the supervisor keeps its serving cert.
 //! Must not: do I/O; staging the set, running k3s and rewriting tokens on nodes are the plan's.
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose};
@@ -106,6 +107,26 @@ pub fn ca_hash(bundle: &[u8], now: i64) -> Result<String, String> {
         Some(root) => sha256(&root.der),
         None => sha256(bundle),
     })
+}
+
+/// The certificates of a `kubernetes.io/tls` Secret kept as JSON (k3s's
+/// `server/tls/dynamic-cert.json`, written by dynamiclistener's file storage: the Secret, its
+/// `data` base64): `None` when the text is not such a Secret, else the PEM text of
+/// `data["tls.crt"]`. `tls.key` is never decoded.
+pub fn tls_secret(bytes: &[u8]) -> Option<Result<Vec<u8>, String>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(bytes).ok()?;
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v.get("kind").and_then(|k| k.as_str()) != Some("Secret") || v.get("type").and_then(|t| t.as_str()) != Some("kubernetes.io/tls") {
+        return None;
+    }
+    let Some(crt) = v.pointer("/data/tls.crt").and_then(|c| c.as_str()) else {
+        return Some(Err("a TLS Secret without data[\"tls.crt\"]".into()));
+    };
+    Some(base64::engine::general_purpose::STANDARD.decode(crt.trim()).map_err(|e| format!("data[\"tls.crt\"] is not base64: {e}")))
 }
 
 /// One CA type's new files for `k3s certificate rotate-ca --path`: a new root, that root
@@ -234,4 +255,22 @@ pub fn service_key(old: &[u8]) -> Result<String, SignError> {
     load_key(old)?;
     let key = KeyType::Rsa2048.generate().map_err(|e| SignError::BadKey(format!("cannot generate a key: {e}")))?;
     Ok(format!("{}{}", key.serialize_pem(), String::from_utf8_lossy(old)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_secret;
+
+    #[test]
+    fn a_tls_secret_gives_its_certificate_and_nothing_else_is_one() {
+        let secret = |data: &str| format!(r#"{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"k3s-serving"}},"data":{data},"type":"kubernetes.io/tls"}}"#);
+        // "-----BEGIN" in base64.
+        let got = tls_secret(secret(r#"{"tls.crt":"LS0tLS1CRUdJTg==","tls.key":"c2VjcmV0"}"#).as_bytes()).unwrap().unwrap();
+        assert_eq!(got, b"-----BEGIN");
+        assert!(tls_secret(secret(r#"{"tls.key":"c2VjcmV0"}"#).as_bytes()).unwrap().unwrap_err().contains("without data"));
+        assert!(tls_secret(secret(r#"{"tls.crt":"not base64!"}"#).as_bytes()).unwrap().unwrap_err().contains("not base64"));
+        assert!(tls_secret(br#"{"kind":"ConfigMap"}"#).is_none());
+        assert!(tls_secret(b"-----BEGIN CERTIFICATE-----").is_none());
+        assert!(tls_secret(b"{not json").is_none());
+    }
 }

@@ -186,7 +186,7 @@ async fn scan_node(t: &dyn Transport, playbook: Option<&Playbook>, embedded: &[P
 /// Why the served leaf is not the first certificate of the file behind the port, if it is not.
 fn differs(leaf: &CertInfo, ep: &EndpointTarget, certs: &[FoundCert]) -> Option<String> {
     let file = ep.file.as_ref()?;
-    let on_disk = certs.iter().find(|c| c.source == Source::File && &c.path == file)?;
+    let on_disk = certs.iter().find(|c| matches!(c.source, Source::File | Source::Secret) && &c.path == file)?;
     (on_disk.cert.der != leaf.der).then(|| {
         format!(
             "{}:{} serves serial {} (expires {}), but {file} holds serial {} (expires {}): the {} was not restarted since the file changed",

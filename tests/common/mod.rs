@@ -179,7 +179,7 @@ pub fn expected_in(set: &Path, scopes: &[&str]) -> Expected {
                 continue;
             }
             let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
-            for (source, certs) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text))] {
+            for (source, certs) in [("file", pem_certs(&text)), ("kubeconfig", kubeconfig_certs(&text)), ("secret", tls_secret_certs(&text))] {
                 if !certs.is_empty() {
                     let mut facts: Vec<OpensslFacts> = certs.iter().map(|c| openssl_facts(c)).collect();
                     facts.sort();
@@ -189,6 +189,18 @@ pub fn expected_in(set: &Path, scopes: &[&str]) -> Expected {
         }
     }
     exp
+}
+
+/// The certificates of a `kubernetes.io/tls` Secret kept as JSON (k3s's dynamic-cert.json):
+/// `data["tls.crt"]`, base64-decoded.
+pub fn tls_secret_certs(text: &str) -> Vec<String> {
+    use base64::Engine;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else { return Vec::new() };
+    if v["kind"] != "Secret" || v["type"] != "kubernetes.io/tls" {
+        return Vec::new();
+    }
+    let crt = base64::engine::general_purpose::STANDARD.decode(v["data"]["tls.crt"].as_str().unwrap_or_default()).unwrap_or_default();
+    pem_certs(&String::from_utf8_lossy(&crt))
 }
 
 /// What `kcert expiry -o json` reported, in `expected_in`'s form.
