@@ -267,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn a_port_is_compared_with_its_file_or_the_secret_it_serves_from() {
+        let with = |der: u8, serial: &str| CertInfo { der: vec![der], serial: serial.into(), ..cert(0, 1) };
+        let found = |path: &str, source: Source, c: CertInfo| FoundCert { path: path.into(), source, embedded_kind: None, embedded_key: None, name: "x".into(), cert: c };
+        let ep = |file: &str| EndpointTarget { component: "supervisor".into(), name: "x".into(), host: "127.0.0.1".into(), port: 6443, file: Some(file.into()) };
+        let certs = [found("/tls/serving.crt", Source::File, with(1, "0a")), found("/tls/dynamic-cert.json", Source::Secret, with(2, "0b")), found("/k.conf", Source::Kubeconfig, with(3, "0c"))];
+        assert_eq!(differs(&with(1, "0a"), &ep("/tls/serving.crt"), &certs), None);
+        assert!(differs(&with(9, "09"), &ep("/tls/serving.crt"), &certs).unwrap().contains("holds serial 0a"));
+        // k3s's supervisor serves what dynamic-cert.json keeps: a stale one is said as such.
+        assert_eq!(differs(&with(2, "0b"), &ep("/tls/dynamic-cert.json"), &certs), None);
+        let why = differs(&with(9, "09"), &ep("/tls/dynamic-cert.json"), &certs).unwrap();
+        assert!(why.contains("serves serial 09") && why.contains("/tls/dynamic-cert.json holds serial 0b") && why.contains("supervisor"), "{why}");
+        // A kubeconfig's copy is never the file a port serves.
+        assert_eq!(differs(&with(9, "09"), &ep("/k.conf"), &certs), None);
+    }
+
+    #[test]
     fn unreachable_nodes_outrank_findings() {
         let mut r = ExpiryReport::default();
         assert_eq!(r.outcome(), Outcome::Clean);
