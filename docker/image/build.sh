@@ -5,7 +5,7 @@
 # Prints the image tag on stdout.
 set -euo pipefail
 
-packages="openssh-server passwd sudo openssl etcd-server etcd-client nginx-light supervisor curl kubernetes-client ca-certificates procps iproute2 graphviz"
+packages="openssh-server passwd sudo openssl etcd-server etcd-client nginx-light libnginx-mod-stream supervisor curl kubernetes-client ca-certificates procps iproute2 graphviz"
 hash=$(sha256sum "$0" | cut -c1-12)
 tag="kcert-node:$hash"
 

@@ -41,9 +41,15 @@ redirect_stderr=true
 stdout_logfile=/var/log/$1.log
 CONF
 }
-# A component runs where its kubeadm file is, or (a binary "hard way" node) its systemd unit.
+# A component runs where its kubeadm file is, (a binary "hard way" node) its systemd unit, or
+# (a k3s node) the file k3s writes for it: the embedded etcd's config, the apiserver's serving
+# cert, the supervisor's dynamic-cert.json, the agent's kubelet kubeconfig, and on an agent
+# the load balancer its kubeconfigs reach the servers through.
 unit() { [ -f "/etc/systemd/system/$1.service" ]; }
-if [ -f /etc/kubernetes/manifests/etcd.yaml ] || unit etcd; then program etcd run-etcd.sh; fi
-if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ] || unit kube-apiserver; then program kube-apiserver run-apiserver.sh; fi
-if [ -f /var/lib/kubelet/config.yaml ] || unit kubelet; then program kubelet run-kubelet.sh; fi
+K3S=/var/lib/rancher/k3s
+if [ -f /etc/kubernetes/manifests/etcd.yaml ] || unit etcd || [ -f $K3S/server/db/etcd/config ]; then program etcd run-etcd.sh; fi
+if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ] || unit kube-apiserver || [ -f $K3S/server/tls/serving-kube-apiserver.crt ]; then program kube-apiserver run-apiserver.sh; fi
+if [ -f $K3S/server/tls/dynamic-cert.json ]; then program supervisor run-supervisor.sh; fi
+if [ -f /var/lib/kubelet/config.yaml ] || unit kubelet || [ -f $K3S/agent/kubelet.kubeconfig ]; then program kubelet run-kubelet.sh; fi
+if [ -f /etc/systemd/system/k3s-agent.service.env ]; then program agent-lb run-agent-lb.sh; fi
 exec /usr/bin/supervisord -n -c "$conf"

@@ -3,7 +3,8 @@
 # (re)start and on SIGHUP (a graceful reload, see serve_nginx) from the same flags and files the
 # real apiserver reads: a kubeadm node's static pod manifest, or on a binary ("hard way") node
 # the kube-apiserver systemd unit as systemd would start it (its drop-ins and environment files
-# read again each time, see unit_flags in lib.sh). It serves --tls-cert-file on --secure-port,
+# read again each time, see unit_flags in lib.sh), or on a k3s server the flags k3s gives its
+# embedded apiserver. It serves --tls-cert-file on --secure-port,
 # demands client certificates from --client-ca-file, and answers /healthz and /readyz by calling
 # etcd's /health with --etcd-certfile/--etcd-keyfile, verifying etcd against --etcd-cafile, the
 # way the apiserver's storage health check does (over every --etcd-servers URL, as its etcd
@@ -13,9 +14,26 @@ set -eu
 m=/etc/kubernetes/manifests/kube-apiserver.yaml
 dir=/run/kcert/apiserver
 strict=""
+k3s=/var/lib/rancher/k3s/server/tls
 if [ -f "$m" ]; then
   load() { :; }
   f() { flag "$m" "$1"; }
+elif [ -f "$k3s/serving-kube-apiserver.crt" ]; then
+  # A k3s server: the flags k3s computes for its embedded apiserver (k3s
+  # pkg/daemons/control/server.go: :6444, the paths of deps.go, etcd on loopback).
+  load() { :; }
+  f() {
+    case $1 in
+      secure-port) echo 6444 ;;
+      tls-cert-file) echo "$k3s/serving-kube-apiserver.crt" ;;
+      tls-private-key-file) echo "$k3s/serving-kube-apiserver.key" ;;
+      client-ca-file) echo "$k3s/client-ca.crt" ;;
+      etcd-servers) echo https://127.0.0.1:2379 ;;
+      etcd-certfile) echo "$k3s/etcd/client.crt" ;;
+      etcd-keyfile) echo "$k3s/etcd/client.key" ;;
+      etcd-cafile) echo "$k3s/etcd/server-ca.crt" ;;
+    esac
+  }
 else
   strict=1
   load() { flags=$(unit_flags kube-apiserver); }

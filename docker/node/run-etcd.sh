@@ -5,10 +5,17 @@
 # itself, each ETCD_FLAG_NAME standing for --flag-name, see etcd's "Configuration options")
 # and the unit's ExecStart= arguments (see unit_flags in lib.sh). Either way both are read
 # again at each start, so a changed manifest, unit, environment file or changed files take
-# effect on `supervisorctl restart etcd`, and only then.
+# effect on `supervisorctl restart etcd`, and only then. On a k3s server, the config file k3s
+# writes for its embedded etcd (below).
 set -eu
 . /opt/kcert-fleet/lib.sh
 manifest=/etc/kubernetes/manifests/etcd.yaml
+# A k3s server: k3s runs etcd embedded, from the config file it writes (k3s pkg/etcd); the
+# STAND-IN for k3s runs Debian's etcd with that same file.
+k3s=/var/lib/rancher/k3s/server/db/etcd/config
+if [ -f "$k3s" ]; then
+  exec /usr/bin/etcd --config-file "$k3s"
+fi
 if [ -f "$manifest" ]; then
   # shellcheck disable=SC2046
   set -- $(all_flags "$manifest")

@@ -4,7 +4,7 @@
 # kubelet's config file as the kubelet reads it: /var/lib/kubelet/config.yaml on a kubeadm node;
 # on a binary ("hard way") node the file the kubelet systemd unit's --config names, its
 # --tls-cert-file, --tls-private-key-file and --client-ca-file flags winning over the fields
-# (the unit read as systemd would, see unit_flags in lib.sh).
+# (the unit read as systemd would, see unit_flags in lib.sh); on a k3s node, agent/'s files.
 # It serves tlsCertFile/tlsPrivateKeyFile (default /var/lib/kubelet/pki/kubelet.{crt,key})
 # and demands client certificates from authentication.x509.clientCAFile. /healthz answers ok.
 set -eu
@@ -13,7 +13,13 @@ dir=/run/kcert/kubelet
 strict=""
 [ -f /etc/systemd/system/kubelet.service ] && strict=1
 render() {
-if [ -f /var/lib/kubelet/config.yaml ] && [ ! -f /etc/systemd/system/kubelet.service ]; then
+a=/var/lib/rancher/k3s/agent
+if [ -f $a/kubelet.kubeconfig ]; then
+  # A k3s node's agent: the files k3s hands its embedded kubelet (pkg/agent/config).
+  cert=$a/serving-kubelet.crt
+  key=$a/serving-kubelet.key
+  ca=$a/client-ca.crt
+elif [ -f /var/lib/kubelet/config.yaml ] && [ ! -f /etc/systemd/system/kubelet.service ]; then
   c=/var/lib/kubelet/config.yaml
   cert=$(field "$c" tlsCertFile)
   key=$(field "$c" tlsPrivateKeyFile)

@@ -22,8 +22,11 @@
 #     servers and agents carry it as K3S_TOKEN in /etc/systemd/system/k3s(-agent).service.env,
 #     as k3s's install script writes it.
 #
-# usage: make-k3s-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: server or agent; the
-#        first server is the one the others join)
+#   * on servers, the embedded etcd's config as k3s writes it (server/db/etcd/config, etcd's
+#     YAML config file: pkg/etcd/etcd.go), every server a member;
+#
+# usage: make-k3s-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: server or agent, or the
+#        test fleet's cp or worker; the first server is the one the others join)
 set -euo pipefail
 umask 022
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -92,13 +95,20 @@ openssl genrsa -traditional -out "$ca_dir/service.key" 2048 2>/dev/null
 secret=$(openssl rand -hex 16)
 token="K10$(sha256sum < "$ca_dir/server-ca.crt" | cut -d' ' -f1)::server:$secret"
 first_server_ip=""
+initial_cluster=""
+role_of() { case $1 in server|cp) echo server ;; agent|worker) echo agent ;; *) echo "make-k3s-pki.sh: unknown role $1" >&2; exit 2 ;; esac; }
 for spec in "${nodes[@]}"; do
   IFS=: read -r name ip role <<<"$spec"
-  if [ "$role" = server ] && [ -z "$first_server_ip" ]; then first_server_ip=$ip; fi
+  role=$(role_of "$role")
+  if [ "$role" = server ]; then
+    [ -n "$first_server_ip" ] || first_server_ip=$ip
+    initial_cluster="${initial_cluster:+$initial_cluster,}$name-$ip=https://$ip:2380"
+  fi
 done
 
 for spec in "${nodes[@]}"; do
   IFS=: read -r name ip role <<<"$spec"
+  role=$(role_of "$role")
   root="$out/$name"
   data="$root/var/lib/rancher/k3s"
   agent="$data/agent"
@@ -153,6 +163,30 @@ J
     embedded_kubeconfig "$root/etc/rancher/k3s/k3s.yaml" default default default https://127.0.0.1:6443 \
       "$tls/server-ca.crt" "$tls/client-admin.crt" "$tls/client-admin.key"
     rm -rf "$t"
+
+    # The embedded etcd's config (k3s's pkg/etcd: member name <node>-<ip>, data in db/etcd).
+    mkdir -p "$data/server/db/etcd"
+    cat > "$data/server/db/etcd/config" <<E
+name: $name-$ip
+data-dir: /var/lib/rancher/k3s/server/db/etcd
+listen-client-urls: https://127.0.0.1:2379,https://$ip:2379
+advertise-client-urls: https://$ip:2379
+listen-peer-urls: https://127.0.0.1:2380,https://$ip:2380
+initial-advertise-peer-urls: https://$ip:2380
+initial-cluster: $initial_cluster
+initial-cluster-state: new
+client-transport-security:
+  cert-file: $T/etcd/server-client.crt
+  key-file: $T/etcd/server-client.key
+  trusted-ca-file: $T/etcd/server-ca.crt
+  client-cert-auth: true
+peer-transport-security:
+  cert-file: $T/etcd/peer-server-client.crt
+  key-file: $T/etcd/peer-server-client.key
+  trusted-ca-file: $T/etcd/peer-ca.crt
+  client-cert-auth: true
+E
+    chmod 600 "$data/server/db/etcd/config"
 
     echo "$token" > "$data/server/token"
     chmod 600 "$data/server/token"

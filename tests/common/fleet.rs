@@ -1,6 +1,6 @@
-//! The test fleet for scenario binaries (fleet.rs, rotation_fleet.rs, hardway_fleet.rs): one
-//! fleet per run under a name of its own, scenarios run in order against it, torn down whatever
-//! happened. Without a Docker daemon the run fails and says so; it never skips.
+//! The test fleet for scenario binaries (fleet.rs, rotation_fleet.rs, hardway_fleet.rs,
+//! k3s_fleet.rs): one fleet per run under a name of its own, scenarios run in order against it,
+//! torn down whatever happened. Without a Docker daemon the run fails and says so; it never skips.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +23,7 @@ pub struct Fleet {
     pub name: String,
     pub state: PathBuf,
     pub nodes: Vec<Node>,
-    /// `kubeadm` (the default layout) or `hardway` (binaries from systemd units).
+    /// `kubeadm` (the default layout), `hardway` (binaries from systemd units) or `k3s`.
     pub flavour: &'static str,
 }
 
@@ -31,6 +31,7 @@ pub struct Fleet {
 /// snapshot covers and where kcert's temporary files could be left.
 pub fn pki_paths(flavour: &str) -> &'static [&'static str] {
     match flavour {
+        "k3s" => &["/var/lib/rancher/k3s/server/tls", "/var/lib/rancher/k3s/server/cred", "/var/lib/rancher/k3s/agent", "/etc/rancher/k3s", "/etc/systemd/system"],
         "hardway" => &["/var/lib/kubernetes", "/etc/etcd", "/var/lib/kubelet", "/var/lib/kube-proxy", "/opt/kubernetes/cfg", "/etc/systemd/system", "/etc/kubernetes", "/root/admin.kubeconfig", "/home/ops/.kube"],
         _ => &["/etc/kubernetes", "/var/lib/kubelet"],
     }
@@ -123,11 +124,11 @@ pub fn derived_inventory(f: &Fleet, dir: &Path, edit: impl Fn(String) -> String)
 }
 
 /// sha256 of every file under the PKI directories of every node (the flavour's: see
-/// `pki_paths`); on a hardway fleet also every symbolic link there and where it points, and
-/// each file's mode.
+/// `pki_paths`); on a hardway or k3s fleet also every symbolic link there and where it points,
+/// and each file's mode.
 pub fn pki_snapshot(f: &Fleet) -> std::collections::BTreeMap<String, String> {
     let script = match f.flavour {
-        "hardway" => format!(
+        "hardway" | "k3s" => format!(
             r#"set --; for p in {}; do [ ! -e "$p" ] || set -- "$@" "$p"; done
             find "$@" -type f -print0 | sort -z | xargs -0 sha256sum
             find "$@" -type f -printf '%m %p\n' | sort
