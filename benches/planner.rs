@@ -108,9 +108,9 @@ fn main() {
         let mut distinct = std::collections::BTreeSet::new();
         for (_, _, _, f) in plan.file_ops() {
             match &f.recipe {
-                Recipe::Text { text } => drop(distinct.insert(text.as_str())),
-                Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => distinct.extend(certs.iter().map(String::as_str)),
-                Recipe::Kubeconfig { fields } => distinct.extend(fields.iter().map(|x| x.pem.as_str())),
+                Recipe::Text { text } => drop(distinct.insert(&**text)),
+                Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => distinct.extend(certs.iter().map(|c| &**c)),
+                Recipe::Kubeconfig { fields } => distinct.extend(fields.iter().map(|x| &*x.pem)),
                 _ => {}
             }
         }

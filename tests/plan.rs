@@ -45,16 +45,22 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
         let v: serde_json::Value = serde_json::from_slice(&saved).unwrap();
         let stored = v["texts"].as_object().unwrap().len();
         let mut distinct = std::collections::BTreeSet::new();
+        let mut held = std::collections::BTreeMap::new();
         let mut uses = 0;
         for f in p.stages.iter().flat_map(|s| &s.steps).filter_map(|st| match st { kcert::plan::schema::StepPlan::Batch(b) => Some(b), _ => None }).flat_map(|b| &b.ops).flat_map(|o| &o.files) {
-            let texts: Vec<&String> = match &f.recipe {
+            let texts: Vec<&kcert::plan::schema::Text> = match &f.recipe {
                 Recipe::Text { text } => vec![text],
                 Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter().collect(),
                 Recipe::Kubeconfig { fields } => fields.iter().map(|x| &x.pem).collect(),
                 _ => Vec::new(),
             };
             uses += texts.len();
-            distinct.extend(texts);
+            for t in texts {
+                // In memory too, one copy per distinct text, however many ops carry it.
+                let first = held.entry(t.to_string()).or_insert_with(|| t.clone());
+                assert!(std::sync::Arc::ptr_eq(first, t), "{set}: a recipe text is held twice in memory");
+                distinct.insert(t.to_string());
+            }
         }
         assert_eq!(stored, distinct.len(), "{set}: each distinct recipe text is stored once");
         assert_eq!(String::from_utf8_lossy(&saved).matches("\"sha256:").count(), uses, "{set}: every recipe text is a reference");

@@ -111,7 +111,7 @@ pub fn remove_cert(bytes: &[u8], sha256: &str) -> Result<Vec<u8>, String> {
 
 /// The text with its certificate blocks replaced by `pems` (all at the first one's place);
 /// every other block (a private key sharing the file) and byte kept as it was.
-pub fn set_certs(bytes: &[u8], pems: &[String]) -> Result<Vec<u8>, String> {
+pub fn set_certs(bytes: &[u8], pems: &[impl AsRef<str>]) -> Result<Vec<u8>, String> {
     let text = text_of(bytes)?;
     let certs: Vec<Block> = blocks(text)?.into_iter().filter(|b| b.label == CERT).collect();
     let Some(first) = certs.first() else {
@@ -120,7 +120,7 @@ pub fn set_certs(bytes: &[u8], pems: &[String]) -> Result<Vec<u8>, String> {
     let mut out = String::with_capacity(text.len());
     out.push_str(&text[..first.start]);
     for p in pems {
-        out.push_str(&with_newline(p.trim_end()));
+        out.push_str(&with_newline(p.as_ref().trim_end()));
     }
     let mut pos = first.end;
     for b in &certs[1..] {

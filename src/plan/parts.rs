@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::gates::Check;
 use super::model::Model;
 use super::prove;
-use super::schema::{Action, Fact, FileOp, KubeconfigField, Plan, Proof, Recipe, Reissued, StageId, StagePlan};
+use super::schema::{Action, Fact, FileOp, KubeconfigField, Plan, Proof, Recipe, Reissued, StageId, StagePlan, Text};
 use crate::gather::facts::NodeFacts;
 use crate::gather::facts::{Site, flags_now};
 use crate::pki::sign::key_matches;
@@ -26,6 +26,11 @@ pub enum KeyRef {
     Old(String),
 }
 
+/// PEM texts as a recipe carries them.
+fn texts(pems: Vec<String>) -> Vec<Text> {
+    pems.into_iter().map(Text::from).collect()
+}
+
 /// A file op from a file's bytes before and after. `ca_key`: the file is the new key of
 /// this CA (rebuilt from the run's key store); `key_of` finds those keys, to check the
 /// recipe. Refused when the recipe would carry key bytes or does not rebuild `new` exactly.
@@ -38,7 +43,7 @@ pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Optio
     let is_kubeconfig = old.is_some_and(kubeconfig::looks_like_kubeconfig);
     let recipe = match (new, &ca_key) {
         (None, _) => Recipe::Remove,
-        (Some(n), Some(KeyRef::New(ca))) => Recipe::CaKey { ca: ca.clone(), certs: if old.is_some_and(|o| !edit::cert_shas(o).unwrap_or_default().is_empty()) { edit::cert_pems(n)? } else { Vec::new() } },
+        (Some(n), Some(KeyRef::New(ca))) => Recipe::CaKey { ca: ca.clone(), certs: if old.is_some_and(|o| !edit::cert_shas(o).unwrap_or_default().is_empty()) { texts(edit::cert_pems(n)?) } else { Vec::new() } },
         (Some(_), Some(KeyRef::Old(ca))) => Recipe::OldCaKey { ca: ca.clone() },
         (Some(n), None) if is_kubeconfig => {
             let o = old.expect("a kubeconfig being modified exists");
@@ -49,13 +54,13 @@ pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Optio
                 let was = before.embedded.iter().find(|b| b.field.display() == e.field.display()).map(|b| b.raw.split_whitespace().collect::<String>());
                 if was.as_deref() != Some(e.raw.split_whitespace().collect::<String>().as_str()) {
                     let pem = edit::kubeconfig_data(n, &e.field.display())?;
-                    fields.push(KubeconfigField { field: e.field.display(), pem: String::from_utf8(pem).map_err(|_| "new data is not text")? });
+                    fields.push(KubeconfigField { field: e.field.display(), pem: String::from_utf8(pem).map_err(|_| "new data is not text")?.into() });
                 }
             }
             Recipe::Kubeconfig { fields }
         }
-        (Some(n), None) if edit::has_private_key(n) => Recipe::Certs { certs: edit::cert_pems(n)? },
-        (Some(n), None) => Recipe::Text { text: String::from_utf8(n.to_vec()).map_err(|_| "not text")? },
+        (Some(n), None) if edit::has_private_key(n) => Recipe::Certs { certs: texts(edit::cert_pems(n)?) },
+        (Some(n), None) => Recipe::Text { text: String::from_utf8(n.to_vec()).map_err(|_| "not text")?.into() },
     };
     // The recipe must rebuild exactly the planned bytes, and never carry a key.
     if edit::has_private_key(recipe.carried_text().as_bytes()) {

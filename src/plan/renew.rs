@@ -345,6 +345,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
     let readers = parts::ReaderIndex::new(&before);
     let mut bad = Vec::new();
     let mut steps = Vec::new();
+    let texts = crate::plan::schema::Texts::default();
     for nodes in parts::batches(input.nodes, input.batch_size) {
         let mut batch = Batch { nodes: Vec::new(), ops: Vec::new(), gates: Vec::new() };
         for name in &nodes {
@@ -365,6 +366,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
                     Err(e) => bad.push(format!("{}: {}: {e}", n.name, c.path)),
                 }
             }
+            texts.intern_ops(&mut files);
             let model = model_writes(&before, &after, &n.name);
             let changed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             let model_changed: BTreeSet<String> = model.iter().map(|w| w.path.clone()).collect();

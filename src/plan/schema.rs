@@ -302,15 +302,46 @@ pub struct Reissued {
     pub capped_at_ca_expiry: bool,
 }
 
+/// A public text a recipe carries (a certificate, a bundle, a manifest). Shared: the planners
+/// keep one copy of each distinct text (`Texts`), as a saved plan stores each once.
+pub type Text = std::sync::Arc<str>;
+
+/// The planners' store of distinct texts: one `Text` per content, however many ops carry it.
+#[derive(Default)]
+pub struct Texts(std::sync::Mutex<std::collections::HashSet<Text>>);
+
+impl Texts {
+    /// The stored copy of `t` (stored first when new).
+    pub fn intern(&self, t: &Text) -> Text {
+        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match set.get(t) {
+            Some(have) => have.clone(),
+            None => {
+                set.insert(t.clone());
+                t.clone()
+            }
+        }
+    }
+
+    /// Every text of `ops`' recipes replaced by its stored copy.
+    pub fn intern_ops(&self, ops: &mut [FileOp]) {
+        for op in ops {
+            for t in op.recipe.texts_mut() {
+                *t = self.intern(t);
+            }
+        }
+    }
+}
+
 /// How the new bytes are made from the old ones on the node. Never carries a private key:
 /// files holding one are rebuilt from their old bytes (key blocks kept) or from the run's key store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Recipe {
     /// The whole new content (certificates, bundles, manifests: public).
-    Text { text: String },
+    Text { text: Text },
     /// The file's certificate blocks become these; every other block (a key) stays as it was.
-    Certs { certs: Vec<String> },
+    Certs { certs: Vec<Text> },
     /// These kubeconfig `*-data` fields become these PEM texts; every other byte stays.
     Kubeconfig { fields: Vec<KubeconfigField> },
     /// The new private key of this CA (a playbook file name), from the run's key store; in a
@@ -319,7 +350,7 @@ pub enum Recipe {
     CaKey {
         ca: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        certs: Vec<String>,
+        certs: Vec<Text>,
     },
     /// The old private key of this CA, kept under another name for its other use (a binary
     /// cluster's service-account key that was the CA key), from the run's key store.
@@ -336,7 +367,7 @@ pub fn old_key_id(ca: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KubeconfigField {
     pub field: String,
-    pub pem: String,
+    pub pem: Text,
 }
 
 impl Recipe {
@@ -344,12 +375,12 @@ impl Recipe {
     pub fn apply(&self, old: Option<&[u8]>, key_of: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vec<u8>>, String> {
         let old_bytes = || old.ok_or_else(|| "the file is missing".to_string());
         Ok(match self {
-            Recipe::Text { text } => Some(text.clone().into_bytes()),
+            Recipe::Text { text } => Some(text.as_bytes().to_vec()),
             Recipe::Certs { certs } => Some(edit::set_certs(old_bytes()?, certs)?),
             Recipe::Kubeconfig { fields } => {
                 let mut b = old_bytes()?.to_vec();
                 for f in fields {
-                    b = edit::edit_kubeconfig(&b, &f.field, |_| Ok(f.pem.clone().into_bytes())).map_err(|e| format!("{}: {e}", f.field))?;
+                    b = edit::edit_kubeconfig(&b, &f.field, |_| Ok(f.pem.as_bytes().to_vec())).map_err(|e| format!("{}: {e}", f.field))?;
                 }
                 Some(b)
             }
@@ -363,7 +394,7 @@ impl Recipe {
     }
 
     /// Every text the recipe carries, to be stored once in a saved plan (`stored`).
-    pub fn texts_mut(&mut self) -> Vec<&mut String> {
+    pub fn texts_mut(&mut self) -> Vec<&mut Text> {
         match self {
             Recipe::Text { text } => vec![text],
             Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter_mut().collect(),
@@ -375,9 +406,9 @@ impl Recipe {
     /// The public text the recipe carries (what must never hold a key).
     pub fn carried_text(&self) -> String {
         match self {
-            Recipe::Text { text } => text.clone(),
-            Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.concat(),
-            Recipe::Kubeconfig { fields } => fields.iter().map(|f| f.pem.as_str()).collect(),
+            Recipe::Text { text } => text.to_string(),
+            Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter().map(|c| &**c).collect(),
+            Recipe::Kubeconfig { fields } => fields.iter().map(|f| &*f.pem).collect(),
             Recipe::OldCaKey { .. } | Recipe::Remove => String::new(),
         }
     }

@@ -11,7 +11,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::Serialize;
 
-use super::schema::{Plan, StepPlan};
+use super::schema::{Plan, StepPlan, Text};
 use crate::pki::sha256;
 
 const REF: &str = "sha256:";
@@ -57,13 +57,13 @@ fn write_json(plan: &Plan, out: &mut dyn Write) {
     struct Saved<'a> {
         #[serde(flatten)]
         plan: &'a Plan,
-        texts: BTreeMap<String, String>,
+        texts: BTreeMap<String, Text>,
     }
     let mut stored = plan.clone();
     let mut texts = BTreeMap::new();
-    for_each_text(&mut stored, &mut |s: &mut String| {
+    for_each_text(&mut stored, &mut |s: &mut Text| {
         let sha = sha256(s.as_bytes());
-        let text = std::mem::replace(s, format!("{REF}{sha}"));
+        let text = std::mem::replace(s, format!("{REF}{sha}").into());
         texts.entry(sha).or_insert(text);
         Ok(())
     })
@@ -91,14 +91,16 @@ pub fn take_texts(v: &mut serde_json::Value) -> Result<BTreeMap<String, String>,
 
 /// Every recipe's reference replaced by its text; refused, naming it, when one is not in the table.
 pub fn expand(plan: &mut Plan, texts: &BTreeMap<String, String>) -> Result<(), String> {
-    for_each_text(plan, &mut |s: &mut String| {
-        let text = s.strip_prefix(REF).and_then(|sha| texts.get(sha)).ok_or_else(|| format!("a recipe names {s:?}, which is not in texts"))?;
+    // One shared copy per distinct text, as the planners hold them.
+    let shared: BTreeMap<&str, Text> = texts.iter().map(|(sha, t)| (sha.as_str(), Text::from(t.as_str()))).collect();
+    for_each_text(plan, &mut |s: &mut Text| {
+        let text = s.strip_prefix(REF).and_then(|sha| shared.get(sha)).ok_or_else(|| format!("a recipe names {s:?}, which is not in texts"))?;
         *s = text.clone();
         Ok(())
     })
 }
 
-fn for_each_text(plan: &mut Plan, f: &mut dyn FnMut(&mut String) -> Result<(), String>) -> Result<(), String> {
+fn for_each_text(plan: &mut Plan, f: &mut dyn FnMut(&mut Text) -> Result<(), String>) -> Result<(), String> {
     for stage in &mut plan.stages {
         for step in &mut stage.steps {
             let StepPlan::Batch(b) = step else { continue };

@@ -77,7 +77,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     let mut planner = Planner {
         input,
         state: model.files.clone(),
-        vfs: Vfs { base: input.nodes.iter().map(|n| (n.name.as_str(), &n.files)).collect(), cur: BTreeMap::new() },
+        vfs: Vfs::new(input.nodes.iter().map(|n| (n.name.as_str(), &n.files)).collect()),
         v: Validity { now: input.now, days: input.opts.leaf_days },
         rots,
         splits: BTreeMap::new(),
@@ -90,6 +90,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
         holders: Vec::new(),
         tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
+        texts: Default::default(),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
@@ -179,6 +180,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), &readers, &changed, &model_changed) };
                 batch.ops.push(NodeOps { node: node.clone(), files, restarts, model });
             }
+            planner.vfs.forget_unused();
             if batch.ops.iter().any(|o| !o.files.is_empty()) {
                 if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
                     batch.gates = parts::gates_for(pb, &input.checks, nodes);

@@ -29,21 +29,40 @@ pub(super) struct Rot {
     pub(super) signer: Signer,
 }
 
-/// Current bytes of every file, as the plan so far leaves them.
+/// Current bytes of every file, as the plan so far leaves them. Equal contents are held once
+/// (most workers' bundles and kubeconfigs are the same bytes).
 pub(super) struct Vfs<'a> {
     pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>,
-    pub(super) cur: BTreeMap<(String, String), Option<Vec<u8>>>,
+    pub(super) cur: BTreeMap<(String, String), Option<std::sync::Arc<[u8]>>>,
+    pub(super) shared: std::collections::HashSet<std::sync::Arc<[u8]>>,
 }
 
-impl Vfs<'_> {
+impl<'a> Vfs<'a> {
+    pub(super) fn new(base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>) -> Vfs<'a> {
+        Vfs { base, cur: BTreeMap::new(), shared: Default::default() }
+    }
     pub(super) fn get(&self, node: &str, path: &str) -> Option<Vec<u8>> {
         match self.cur.get(&(node.to_string(), path.to_string())) {
-            Some(v) => v.clone(),
+            Some(v) => v.as_deref().map(<[u8]>::to_vec),
             None => self.base.get(node).and_then(|f| f.get(path)).cloned(),
         }
     }
     pub(super) fn set(&mut self, node: &str, path: &str, bytes: Option<Vec<u8>>) {
-        self.cur.insert((node.to_string(), path.to_string()), bytes);
+        let held = bytes.map(|b| {
+            let b: std::sync::Arc<[u8]> = b.into();
+            match self.shared.get(&b) {
+                Some(have) => have.clone(),
+                None => {
+                    self.shared.insert(b.clone());
+                    b
+                }
+            }
+        });
+        self.cur.insert((node.to_string(), path.to_string()), held);
+    }
+    /// Lets go of contents no file holds any more.
+    pub(super) fn forget_unused(&mut self) {
+        self.shared.retain(|b| std::sync::Arc::strong_count(b) > 1);
     }
 }
 
@@ -98,6 +117,8 @@ pub(super) struct Planner<'a> {
     pub(super) holders: Vec<Vec<(String, String, String)>>,
     /// Service-account tokens before the run: checked after every step.
     pub(super) tokens: crate::plan::tokens::TokenBaseline,
+    /// One copy of each distinct recipe text (most workers' bundles are one text).
+    pub(super) texts: crate::plan::schema::Texts,
 }
 
 impl<'a> Planner<'a> {
@@ -273,7 +294,10 @@ impl<'a> Planner<'a> {
             let keys = |id: &str| self.key_of(id);
             let changes = self.describe(old.as_deref(), new.as_deref(), private);
             match parts::file_op(path, old.as_deref(), new.as_deref(), p.private.get(path).cloned(), private, &keys, changes, Vec::new()) {
-                Ok(op) => out.push(op),
+                Ok(mut op) => {
+                    self.texts.intern_ops(std::slice::from_mut(&mut op));
+                    out.push(op)
+                }
                 Err(e) => problems.push(format!("{node}: {path}: {e}")),
             }
         }
