@@ -37,6 +37,22 @@ http {
 CONF
 }
 
+# proxy_tls CERT KEY CA: the lines of an nginx location that passes requests on over mTLS, as a
+# client with CERT/KEY, verifying the server against CA.
+proxy_tls() {
+  cat <<LOC
+      proxy_ssl_certificate $1;
+      proxy_ssl_certificate_key $2;
+      proxy_ssl_trusted_certificate $3;
+      proxy_ssl_verify on;
+      proxy_ssl_verify_depth 4;
+      # nginx matches DNS SANs only; the servers' certs here carry DNS:localhost.
+      proxy_ssl_name localhost;
+      # A reused session would hide a broken trust file after a rotation.
+      proxy_ssl_session_reuse off;
+LOC
+}
+
 # serve_nginx DIR RENDER: the stand-ins' supervisord program. RENDER writes DIR/nginx.conf
 # from the component's flags and files; nginx runs as a child. On SIGHUP the config is
 # rendered again and nginx reloads gracefully (open connections finish on the old files, new

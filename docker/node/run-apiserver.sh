@@ -60,15 +60,7 @@ $etcd
 $(for path in healthz readyz; do cat <<LOC
     location = /$path {
       proxy_pass https://etcd/health;
-      proxy_ssl_certificate $(f etcd-certfile);
-      proxy_ssl_certificate_key $(f etcd-keyfile);
-      proxy_ssl_trusted_certificate $(f etcd-cafile);
-      proxy_ssl_verify on;
-      proxy_ssl_verify_depth 4;
-      # nginx matches DNS SANs only; kubeadm gives etcd's server cert DNS:localhost.
-      proxy_ssl_name localhost;
-      # A reused session would hide a broken trust file after a rotation.
-      proxy_ssl_session_reuse off;
+$(proxy_tls "$(f etcd-certfile)" "$(f etcd-keyfile)" "$(f etcd-cafile)")
     }
 LOC
 done)

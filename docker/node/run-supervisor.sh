@@ -59,13 +59,7 @@ $(for path in healthz readyz livez; do cat <<LOC
     location = /$path {
       if (\$ssl_client_verify != SUCCESS) { return 401; }
       proxy_pass https://127.0.0.1:6444/$path;
-      proxy_ssl_certificate $tls/client-supervisor.crt;
-      proxy_ssl_certificate_key $tls/client-supervisor.key;
-      proxy_ssl_trusted_certificate $tls/server-ca.crt;
-      proxy_ssl_verify on;
-      proxy_ssl_verify_depth 4;
-      proxy_ssl_name localhost;
-      proxy_ssl_session_reuse off;
+$(proxy_tls "$tls/client-supervisor.crt" "$tls/client-supervisor.key" "$tls/server-ca.crt")
     }
 LOC
 done)

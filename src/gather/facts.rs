@@ -169,17 +169,11 @@ fn named_like_pem(path: &str) -> bool {
     [".crt", ".pem", ".cer"].iter().any(|e| path.ends_with(e))
 }
 
-fn push_certs(pki: &mut NodePki, path: &str, source: Source, field: Option<&kubeconfig::Field>, base: &str, certs: Vec<CertInfo>) {
+fn push_certs(pki: &mut NodePki, path: &str, source: Source, field: Option<(Option<kubeconfig::EmbeddedKind>, String)>, base: &str, certs: Vec<CertInfo>) {
     for (i, cert) in certs.into_iter().enumerate() {
         let name = if i == 0 { base.to_string() } else { format!("{base}[{i}]") };
-        pki.certs.push(FoundCert {
-            path: path.to_string(),
-            source,
-            embedded_kind: field.map(|f| f.kind),
-            embedded_key: field.map(|f| f.display()),
-            name,
-            cert,
-        });
+        let (embedded_kind, embedded_key) = field.clone().map_or((None, None), |(k, key)| (k, Some(key)));
+        pki.certs.push(FoundCert { path: path.to_string(), source, embedded_kind, embedded_key, name, cert });
     }
 }
 
@@ -188,12 +182,7 @@ fn read_secret(path: &str, crt: Result<Vec<u8>, String>, base: &str, pki: &mut N
     pki.files.insert(path.to_string());
     let certs = crt.and_then(|pem| parse_pem(&pem).map_err(|e| format!("data[\"tls.crt\"]: {e}")));
     match certs {
-        Ok(content) if !content.certs.is_empty() => {
-            for (i, cert) in content.certs.into_iter().enumerate() {
-                let name = if i == 0 { base.to_string() } else { format!("{base}[{i}]") };
-                pki.certs.push(FoundCert { path: path.to_string(), source: Source::Secret, embedded_kind: None, embedded_key: Some("data[tls.crt]".into()), name, cert });
-            }
-        }
+        Ok(content) if !content.certs.is_empty() => push_certs(pki, path, Source::Secret, Some((None, "data[tls.crt]".into())), base, content.certs),
         Ok(_) => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.to_string()), error: "data[\"tls.crt\"]: no certificate in it".into() }),
         Err(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.to_string()), error: e }),
     }
@@ -215,7 +204,7 @@ fn read_kubeconfig(path: &str, bytes: &[u8], base: &str, pki: &mut NodePki) -> V
                 path: Some(path.to_string()),
                 error: format!("{}: no certificate in the data", e.field.display()),
             }),
-            Ok(content) => push_certs(pki, path, Source::Kubeconfig, Some(&e.field), base, content.certs),
+            Ok(content) => push_certs(pki, path, Source::Kubeconfig, Some((Some(e.field.kind), e.field.display())), base, content.certs),
             Err(err) => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.to_string()), error: format!("{}: {err}", e.field.display()) }),
         }
     }

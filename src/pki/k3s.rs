@@ -248,15 +248,6 @@ pub fn without_old_root(cert_pem: &[u8]) -> Result<String, String> {
     Ok([&text[cert_blocks[0].start..cert_blocks[0].end], &text[root_block.start..root_block.end]].concat())
 }
 
-/// `service.key` for the rotation: a new RSA 2048 key (the apiserver signs service-account
-/// tokens with the file's first key) and the old keys after it, so tokens signed before still
-/// verify (the script's `cat server/tls/service.key >> service.key`).
-pub fn service_key(old: &[u8]) -> Result<String, SignError> {
-    load_key(old)?;
-    let key = KeyType::Rsa2048.generate().map_err(|e| SignError::BadKey(format!("cannot generate a key: {e}")))?;
-    Ok(format!("{}{}", key.serialize_pem(), String::from_utf8_lossy(old)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::tls_secret;
