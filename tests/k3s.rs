@@ -337,17 +337,56 @@ fn verify_checks_every_k3s_trust_edge_and_names_a_broken_one() {
 }
 
 #[test]
-fn renew_on_k3s_refuses_rather_than_half_renew_and_changes_nothing() {
+fn renew_on_k3s_plans_k3s_s_own_procedure_and_never_runs_on_files_alone() {
     let tmp = tempfile::tempdir().unwrap();
     k3s_tree(tmp.path());
     let s1 = tmp.path().join("s1");
     let before = snapshot(&s1);
+    // A server: its unit stopped, every file the tool makes again backed up first, the tool
+    // told each service, the supervisor's kept cert removed, the unit started.
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run"]).run();
+    run.status(0)
+        .stdout_has("delete secret k3s-serving")
+        .stdout_has("stop    systemctl stop k3s (skipped: offline)")
+        .stdout_has("backup  /var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt")
+        .stdout_has("backup  /var/lib/rancher/k3s/server/tls/client-kubelet.key")
+        .stdout_has("run     k3s certificate rotate --service admin --service api-server --service auth-proxy --service cloud-controller --service controller-manager --service etcd --service scheduler --service supervisor --service k3s-server --service kube-proxy --service kubelet --service k3s-controller (skipped: offline)")
+        .stdout_has("run     rm -f '/var/lib/rancher/k3s/server/tls/dynamic-cert.json'")
+        .stdout_has("start   systemctl start k3s (skipped: offline): k3s makes the 38 files above again");
+    // The plan holds no key: not the Secret's tls.key, not a PEM key block.
+    let json = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run", "-o", "json"]).run();
+    json.status(0);
+    let key_b64 = tls_key_b64(&s1.join("var/lib/rancher/k3s/server/tls/dynamic-cert.json"));
+    assert!(!json.stdout.contains(&key_b64[..40]) && !json.stdout.contains("PRIVATE KEY-----"), "key material in the plan");
+    // One service: its files only, and the tool told only it.
+    let one = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run", "--certs", "api-server"]).run();
+    one.status(0).stdout_has("run     k3s certificate rotate --service api-server (skipped").stdout_has("k3s makes the 4 files above again");
+    assert!(!one.stdout.contains("rm -f") && !one.stdout.contains("client-admin"), "{}", one.stdout);
+    // An agent: its own unit and services.
+    let agent = Test::new().args(["renew", "--local", "--root"]).args([tmp.path().join("a1")]).args(["--dry-run"]).run();
+    agent.status(0).stdout_has("systemctl stop k3s-agent").stdout_has("k3s certificate rotate --service kube-proxy --service kubelet --service k3s-controller (skipped").stdout_has("8 files above");
+    // A service k3s does not know is refused, naming those it does.
+    let bad = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run", "--certs", "apiserver"]).run();
+    bad.status(2).stderr_has("\"apiserver\"").stderr_has("api-server, auth-proxy");
+    // Files alone cannot be renewed by k3s's start: refused, nothing changed.
     let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--yes"]).run();
-    run.status(2);
-    let said = format!("{}{}", run.stdout, run.stderr);
-    assert!(said.contains("distribution k3s") && said.contains("k3s certificate rotate") && said.contains("dynamic-cert.json"), "{said}");
-    assert_eq!(snapshot(&s1), before, "renew changed a file it refused to renew");
+    run.status(2).stderr_has("distribution k3s").stderr_has("files alone (--root) cannot be renewed");
+    assert_eq!(snapshot(&s1), before, "a refused renewal changed a file");
     let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s1]).args(["--dry-run"]).run();
     run.status(2);
     assert!(run.stderr.contains("no `rotation` section"), "{}", run.stderr);
+}
+
+#[test]
+fn renew_dry_run_on_the_real_world_k3s_sets_names_k3s_s_commands() {
+    let rw = common::real_world();
+    // k3s.yaml alone (a server's): the admin's embedded certificate, by the server's unit.
+    let run = Test::new().args(["renew", "--local", "--root"]).args([rw.join("k3s-Towak4153-K3s-kluster")]).args(["--dry-run"]).run();
+    run.status(0).stdout_has("systemctl stop k3s (skipped").stdout_has("backup  /etc/rancher/k3s/k3s.yaml").stdout_has("k3s certificate rotate --service admin (skipped").stdout_has("O=system:masters, CN=system:admin, expires 2025-02-21");
+    // A server's apiserver client cert and key.
+    let run = Test::new().args(["renew", "--local", "--root"]).args([rw.join("k3s-bl000m-k3d_keycloak")]).args(["--dry-run"]).run();
+    run.status(0).stdout_has("k3s certificate rotate --service api-server (skipped").stdout_has("backup  /var/lib/rancher/k3s/server/tls/client-kube-apiserver.key");
+    // k3s v1.17's k3s.yaml holds no client certificate: nothing for k3s to make again.
+    let run = Test::new().args(["renew", "--local", "--root"]).args([rw.join("k3s-legacy-cly1213-k3s-3nodes")]).args(["--dry-run"]).run();
+    run.status(0).stdout_has("nothing to renew");
 }

@@ -3,16 +3,18 @@
 //! (docker/pki/make-k3s-pki.sh). k3s itself is a STAND-IN (docker/node/run-*.sh): real etcd
 //! started from the config k3s writes for it, nginx for the apiserver on :6444, for the
 //! supervisor on :6443 (serving the certificate kept in dynamic-cert.json) and for the kubelet,
-//! and on agents a TCP load balancer on 127.0.0.1:6444 to the server they joined. Scenarios run
-//! in order, each leaving the fleet as it found it; the fleet is torn down whatever happened.
+//! and on agents a TCP load balancer on 127.0.0.1:6444 to the servers; `k3s certificate
+//! rotate` and systemctl's stop/start of the k3s units are stand-ins too (docker/node/k3s,
+//! docker/node/systemctl: a start makes missing or expiring leaves again, agents fetch theirs
+//! from a server). Scenarios run in order; the fleet is torn down whatever happened.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::fleet::{
-    Fleet, Scenario, assert_etcd_healthy, assert_ports_serve_their_files, assert_same_snapshot, certs_of, harness_flavour, kcert_rows, openssl_rows, pki_snapshot, sh,
-    verify_live_clean, wait_for,
+    Fleet, Scenario, assert_etcd_healthy, assert_ports_serve_their_files, assert_same_snapshot, certs_of, harness_flavour, journal_lines, kcert_rows, kill_when, no_failed_handshake,
+    openssl_rows, pki_snapshot, probe, sh, spawn, under_probes, verify_live_clean, wait_for,
 };
 
 const TLS: &str = "/var/lib/rancher/k3s/server/tls";
@@ -118,13 +120,112 @@ fn a_removed_dynamic_cert_is_made_again_from_the_server_ca_at_start(f: &Fleet) {
     expiry(f, 0);
 }
 
-fn renew_and_rotate_ca_refuse_on_k3s_and_change_nothing(f: &Fleet) {
+/// `openssl x509` fields of the certificate `node` serves on `port`, read in the container.
+fn served(f: &Fleet, node: &str, port: u16, fields: &str) -> String {
+    sh(&f.node(node).container, &format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout {fields}")).trim().to_string()
+}
+
+/// Whether the certificate `node` serves on `port` is in date for `days` more days.
+fn served_for_days(f: &Fleet, node: &str, port: u16, days: u32) -> bool {
+    let c = &f.node(node).container;
+    let script = format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -checkend {} >/dev/null && echo yes || echo no", days * 86400);
+    sh(c, &script).trim() == "yes"
+}
+
+/// The seed's pitfall, as a year of k3s leaves it: on cp1 the apiserver's serving cert and the
+/// supervisor's kept one expire in 10 days.
+fn age_cp1(f: &Fleet) {
+    let script = format!(
+        r#"set -e; t=$(mktemp -d); cd "$t"; T={TLS}
+        ip=$(hostname -i | awk '{{print $1}}')
+        printf 'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:kubernetes,DNS:localhost,DNS:%s,IP:127.0.0.1,IP:%s\n' "$(hostname)" "$ip" > ext
+        openssl req -new -key $T/serving-kube-apiserver.key -subj /CN=kube-apiserver | openssl x509 -req -CA $T/server-ca.crt -CAkey $T/server-ca.key -set_serial 0x5eed01 -days 10 -extfile ext -out c
+        cat c $T/server-ca.crt > $T/serving-kube-apiserver.crt
+        openssl ecparam -name prime256v1 -genkey -noout -out k
+        openssl req -new -key k -subj /O=k3s/CN=k3s | openssl x509 -req -CA $T/server-ca.crt -CAkey $T/server-ca.key -set_serial 0x5eed02 -days 10 -extfile ext -out d
+        cat $T/server-ca.crt >> d
+        printf '{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"k3s-serving","namespace":"kube-system"}},"data":{{"tls.crt":"%s","tls.key":"%s"}},"type":"kubernetes.io/tls"}}' "$(base64 -w0 d)" "$(base64 -w0 k)" > {DYNAMIC}
+        chmod 600 {DYNAMIC}; cd /; rm -rf "$t""#
+    );
+    sh(&f.node("cp1").container, &script);
+}
+
+fn the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it(f: &Fleet) {
+    age_cp1(f);
+    // A plain restart: k3s re-issues the apiserver's cert (within 120 days of expiry), but the
+    // supervisor serves what dynamic-cert.json keeps (k3s issues 3144, 8762).
+    sh(&f.node("cp1").container, "systemctl restart k3s");
+    assert!(served_for_days(f, "cp1", 6444, 300), "k3s's start did not re-issue the apiserver's expiring cert");
+    assert_eq!(served(f, "cp1", 6443, "-serial"), "serial=5EED02", "the stale supervisor cert should still be served after a plain restart");
+    let json = expiry(f, 3);
+    let port: Vec<_> = certs_of(&json, "cp1", "endpoint").into_iter().filter(|c| c["path"] == "127.0.0.1:6443").collect();
+    assert_eq!(port[0]["status"], "warning", "{}", port[0]);
+    // The plan reads as k3s's runbook.
+    let dry = f.kcert(&["renew", "--dry-run"]).run();
+    dry.status(0)
+        .stdout_has("systemctl stop k3s\n")
+        .stdout_has("k3s certificate rotate --service admin")
+        .stdout_has("--service k3s-server")
+        .stdout_has(&format!("rm -f '{DYNAMIC}'"))
+        .stdout_has("systemctl start k3s: k3s makes the 38 files above again")
+        .stdout_has("systemctl stop k3s-agent")
+        .stdout_has("k3s certificate rotate --service kube-proxy --service kubelet --service k3s-controller")
+        .stdout_has("delete secret k3s-serving");
+    let before: Vec<String> = ["cp1", "cp2", "cp3"].iter().map(|n| served(f, n, 6443, "-serial")).collect();
+    let (run, probes) = under_probes(f, || f.kcert(&["renew", "--yes"]).run());
+    run.status(0).stdout_has("cp1    38");
+    no_failed_handshake(probes, "during the k3s renewal");
+    // Every port serves its file's cert, in date for a year; 6443 a new one on every server.
+    let json = expiry(f, 0);
+    for n in &f.nodes {
+        let ports: BTreeSet<String> =
+            if n.control_plane { ["2379", "2380", "6443", "6444", "10250"].iter().map(|p| format!("127.0.0.1:{p}")).collect() } else { BTreeSet::from(["127.0.0.1:10250".to_string()]) };
+        assert_ports_serve_their_files(&json, &n.name, ports);
+        assert!(served_for_days(f, &n.name, 10250, 300), "{}: kubelet", n.name);
+    }
+    for (i, n) in ["cp1", "cp2", "cp3"].iter().enumerate() {
+        assert_ne!(served(f, n, 6443, "-serial"), before[i], "{n}: :6443 still serves its old certificate");
+        assert!(served_for_days(f, n, 6443, 300), "{n}: :6443");
+        // k3s's own backup of server/tls, and kcert's of each file (a key's 0600).
+        sh(&f.node(n).container, "ls -d /var/lib/rancher/k3s/server/tls-* >/dev/null");
+        let mode = sh(&f.node(n).container, "stat -c %a /var/lib/kcert/backups/*/R1/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.key");
+        assert_eq!(mode.trim(), "600", "{n}: a key's backup");
+    }
+    verify_live_clean(f);
+}
+
+fn a_renewal_killed_inside_a_server_resumes_then_rolls_back(f: &Fleet) {
+    let sd = tempfile::tempdir().unwrap();
+    let sdir = sd.path().to_str().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let servers = |f: &Fleet| pki_snapshot(f).into_iter().filter(|(n, _)| n.starts_with("cp")).collect::<std::collections::BTreeMap<_, _>>();
+    let before = servers(f);
+    probe(f, "start").unwrap();
+    // Killed once cp2's files are backed up: its k3s stopped, the tool maybe run, maybe not.
+    let mut child = spawn(f, &["renew", "--yes", "--state-dir", sdir], logs.path(), "renew");
+    kill_when(&mut child, sd.path(), 0, "inside cp2's renewal (its files backed up)", |v| v["event"] == "backup" && v["node"] == "cp2");
+    let done = f.kcert(&["resume", "--yes", "--state-dir", sdir]).run();
+    done.status(0);
+    let lines = journal_lines(sd.path());
+    let reissued: Vec<_> = lines.iter().filter(|v| v["event"] == "restarted" && v["component"] == "k3s").collect();
+    assert_eq!(reissued.len(), 3, "every server renewed once");
+    assert_eq!(lines.iter().filter(|v| v["event"] == "written" && v["node"] == "cp2").count(), 38, "cp2's files journaled as made again, once each");
+    expiry(f, 0);
+    // Rolled back: every server's files as they were (an agent fetches new ones at every start, as k3s's does).
+    let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
+    let probes = probe(f, "stop");
+    rb.status(0).stdout_has("restored");
+    no_failed_handshake(probes, "while the renewal was killed, resumed and rolled back");
+    assert_same_snapshot("a k3s renewal rolled back", &before, &servers(f));
+    verify_live_clean(f);
+}
+
+fn rotate_ca_refuses_on_k3s_and_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
-    let run = f.kcert(&["renew", "--yes"]).run();
+    let run = f.kcert(&["rotate-ca", "--yes"]).run();
     run.status(2);
-    assert!(run.stderr.contains("distribution k3s") && run.stderr.contains("k3s certificate rotate"), "{}", run.stderr);
-    f.kcert(&["rotate-ca", "--yes"]).run().status(2);
-    assert_same_snapshot("after a refused renew and rotate-ca", &before, &pki_snapshot(f));
+    assert!(run.stderr.contains("no `rotation` section"), "{}", run.stderr);
+    assert_same_snapshot("after a refused rotate-ca", &before, &pki_snapshot(f));
 }
 
 fn main() {
@@ -133,7 +234,9 @@ fn main() {
         ("verify_live_handshakes_along_every_k3s_edge", verify_live_handshakes_along_every_k3s_edge),
         ("a_supervisor_serving_a_stale_cert_is_said_until_it_restarts", a_supervisor_serving_a_stale_cert_is_said_until_it_restarts),
         ("a_removed_dynamic_cert_is_made_again_from_the_server_ca_at_start", a_removed_dynamic_cert_is_made_again_from_the_server_ca_at_start),
-        ("renew_and_rotate_ca_refuse_on_k3s_and_change_nothing", renew_and_rotate_ca_refuse_on_k3s_and_change_nothing),
+        ("rotate_ca_refuses_on_k3s_and_changes_nothing", rotate_ca_refuses_on_k3s_and_changes_nothing),
+        ("the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it", the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it),
+        ("a_renewal_killed_inside_a_server_resumes_then_rolls_back", a_renewal_killed_inside_a_server_resumes_then_rolls_back),
     ];
     harness_flavour(scenarios, "k3s", None);
 }

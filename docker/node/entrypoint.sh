@@ -49,7 +49,7 @@ unit() { [ -f "/etc/systemd/system/$1.service" ]; }
 K3S=/var/lib/rancher/k3s
 if [ -f /etc/kubernetes/manifests/etcd.yaml ] || unit etcd || [ -f $K3S/server/db/etcd/config ]; then program etcd run-etcd.sh; fi
 if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ] || unit kube-apiserver || [ -f $K3S/server/tls/serving-kube-apiserver.crt ]; then program kube-apiserver run-apiserver.sh; fi
-if [ -f $K3S/server/tls/dynamic-cert.json ]; then program supervisor run-supervisor.sh; fi
+if [ -f $K3S/server/tls/dynamic-cert.json ]; then program supervisor run-supervisor.sh; program k3s-certs k3s-certs.py; fi
 if [ -f /var/lib/kubelet/config.yaml ] || unit kubelet || [ -f $K3S/agent/kubelet.kubeconfig ]; then program kubelet run-kubelet.sh; fi
 if [ -f /etc/systemd/system/k3s-agent.service.env ]; then program agent-lb run-agent-lb.sh; fi
 exec /usr/bin/supervisord -n -c "$conf"

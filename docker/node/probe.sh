@@ -16,6 +16,11 @@ pki=/etc/kubernetes/pki
 mkdir -p /run/kcert
 [ "$mode" = loop ] && echo $$ > /run/kcert/probe.pid
 hardway=0
+# A k3s node stops all of k3s at once (its unit), so while it is down (the stand-in's systemctl
+# marks it) or an edge's far end is refused, an attempt counts as down, not as a failed
+# handshake: a certificate error still fails.
+k3s=0
+[ -d /var/lib/rancher/k3s ] && k3s=1
 if [ -f /etc/systemd/system/kubelet.service ]; then
   hardway=1
   . /opt/kcert-fleet/lib.sh
@@ -24,11 +29,23 @@ fi
 attempt() {
   edge=$1; shift
   if [ "$mode" = edges ]; then echo "$edge"; return; fi
+  was_down=0; [ -f /run/kcert/unit-down ] && was_down=1
   if out=$("$@" 2>&1); then
     echo "$(date +%s) $edge ok" >> "$log"
+  elif [ "$k3s" = 1 ] && { [ "$was_down" = 1 ] || [ -f /run/kcert/unit-down ] || refused "$out"; }; then
+    printf '%s %s down %s\n' "$(date +%s)" "$edge" "$(printf '%s' "$out" | tr '\r\n' '  ' | cut -c1-200)" >> "$log"
   else
-    echo "$(date +%s) $edge fail $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)" >> "$log"
+    # printf, not echo: dash's echo would turn a \n in the text (an HTML page kubectl quotes) into a line break.
+    printf '%s %s fail %s\n' "$(date +%s)" "$edge" "$(printf '%s' "$out" | tr '\r\n' '  ' | cut -c1-300)" >> "$log"
   fi
+}
+
+# refused OUTPUT: nothing listened, or the far end went away mid-exchange (a k3s unit stopped on
+# purpose, every component with it). A certificate a peer rejects is an HTTP 400 or a TLS
+# alert, never this.
+refused() {
+  case $1 in *"connection refused"*|*"Failed to connect"*|*"Could not connect"*|*"Couldn't connect"*|*"Connection reset by peer"*) return 0 ;; esac
+  return 1
 }
 
 etcd() {
@@ -110,7 +127,22 @@ round_hardway() {
   kubelets "$(uf kubelet-client-certificate)" "$(uf kubelet-client-key)" "$(uf kubelet-certificate-authority)"
 }
 
-round() { if [ "$hardway" = 1 ]; then round_hardway; else round_kubeadm; fi; }
+round_k3s() {
+  A=/var/lib/rancher/k3s/agent T=/var/lib/rancher/k3s/server/tls
+  for k in kubelet kubeproxy k3scontroller; do attempt "$k.kubeconfig->apiserver@$node" kc "$A/$k.kubeconfig"; done
+  [ "$cp" = 1 ] || return 0
+  attempt "k3s.yaml->supervisor@$node" kc /etc/rancher/k3s/k3s.yaml
+  for k in admin supervisor controller scheduler api-server cloud-controller; do
+    attempt "$k.kubeconfig->apiserver@$node" kc "/var/lib/rancher/k3s/server/cred/$k.kubeconfig"
+  done
+  attempt "apiserver->etcd@$node" etcd "$T/etcd/server-ca.crt" "$T/etcd/client.crt" "$T/etcd/client.key" get kcert-probe
+  n=$((n + 1))
+  # A write needs quorum: the etcd peers trust each other.
+  attempt "etcd-peers@$node" etcd "$T/etcd/server-ca.crt" "$T/etcd/client.crt" "$T/etcd/client.key" put "kcert-probe-$node" "$n"
+  kubelets "$T/client-kube-apiserver.crt" "$T/client-kube-apiserver.key" "$T/server-ca.crt"
+}
+
+round() { if [ "$k3s" = 1 ]; then round_k3s; elif [ "$hardway" = 1 ]; then round_hardway; else round_kubeadm; fi; }
 
 if [ "$mode" != loop ]; then round; exit 0; fi
 while :; do round; done

@@ -9,6 +9,9 @@
 #     the node's names), as dynamiclistener does for a listener with no stored cert;
 #   * answers /cacerts with server/tls/server-ca.crt and /ping with pong, to anyone (k3s
 #     pkg/server/router.go: what a joining node fetches before it trusts the server);
+#   * makes a new certificate when `k3s certificate rotate` left its trigger file
+#     (dynamic-cert-regenerate) and removes the trigger;
+#   * passes /v1-k3s/ (agents asking for their certificates) to k3s-certs.py;
 #   * everything else needs a client certificate from the client CA, as the apiserver behind
 #     it would demand (k3s hands such requests to its apiserver): /healthz, /readyz and /livez
 #     are passed to the apiserver (:6444) with the supervisor's own client cert
@@ -39,7 +42,11 @@ make_cert() {
 }
 
 render() {
-  [ -f "$json" ] || make_cert
+  # `k3s certificate rotate` asks for a new one with a trigger file (k3s pkg/cli/cert/cert.go).
+  if [ ! -f "$json" ] || [ -f "$tls/dynamic-cert-regenerate" ]; then
+    make_cert
+    rm -f "$tls/dynamic-cert-regenerate"
+  fi
   mkdir -p "$dir/tmp"
   umask 077
   field_b64 tls.crt | base64 -d > "$dir/tls.crt"
@@ -55,6 +62,8 @@ $(nginx_head "$dir")
     ssl_verify_depth 4;
     location = /cacerts { default_type text/plain; alias $tls/server-ca.crt; }
     location = /ping { default_type text/plain; return 200 "pong"; }
+    # Agents' certificates, for the node's credentials (k3s-certs.py).
+    location /v1-k3s/ { proxy_pass http://127.0.0.1:6446; }
 $(for path in healthz readyz livez; do cat <<LOC
     location = /$path {
       if (\$ssl_client_verify != SUCCESS) { return 401; }

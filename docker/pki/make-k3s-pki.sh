@@ -31,14 +31,14 @@ set -euo pipefail
 umask 022
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=k3s-lib.sh
+. "$(dirname "$0")/k3s-lib.sh"
 out=$1; shift
 nodes=("$@")
 ca_dir="$out/.ca"
 mkdir -p "$ca_dir/etcd"
 ts=$(date +%s)
 
-# eckey FILE: a new ECDSA P-256 key, SEC1 ("BEGIN EC PRIVATE KEY", as k3s writes them), mode 600.
-eckey() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null; chmod 600 "$1"; }
 
 # ca BASE CN: BASE.key and the self-signed BASE.crt.
 ca() {
@@ -46,17 +46,6 @@ ca() {
   openssl req -x509 -new -key "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2" -set_serial "$(serial)" -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
     -addext "subjectKeyIdentifier=hash" 2>/dev/null
-}
-
-# leaf BASE CA_BASE SUBJECT EKU [SANS]: BASE.key and BASE.crt (the leaf, then its CA).
-leaf() {
-  eckey "$1.key"
-  local ext; ext=$(mktemp)
-  leaf_ext "$4" "${5:-}" > "$ext"
-  openssl req -new -key "$1.key" -subj "$3" 2>/dev/null |
-    openssl x509 -req -CA "$2.crt" -CAkey "$2.key" -set_serial "$(serial)" -days 365 -sha256 -extfile "$ext" -out "$1.crt" 2>/dev/null
-  rm -f "$ext"
-  cat "$2.crt" >> "$1.crt"
 }
 
 # file_kubeconfig FILE SERVER CA CERT KEY: deps.go's kubeconfig template (mode 600).
@@ -130,30 +119,17 @@ for spec in "${nodes[@]}"; do
     api=https://127.0.0.1:6444
     T=/var/lib/rancher/k3s/server/tls
     C=/var/lib/rancher/k3s/server/cred
-    for spec2 in "admin|/O=system:masters/CN=system:admin|admin" \
-                 "supervisor|/O=system:masters/CN=system:k3s-supervisor|supervisor" \
-                 "controller|/CN=system:kube-controller-manager|controller" \
-                 "scheduler|/CN=system:kube-scheduler|scheduler" \
-                 "kube-apiserver|/O=system:masters/CN=system:apiserver|api-server" \
-                 "kube-proxy|/CN=system:kube-proxy|" \
-                 "k3s-controller|/CN=system:k3s-controller|" \
-                 "k3s-cloud-controller|/CN=k3s-cloud-controller-manager|cloud-controller"; do
-      IFS="|" read -r base subject kc <<<"$spec2"
-      leaf "$tls/client-$base" "$tls/client-ca" "$subject" clientAuth
-      [ -z "$kc" ] || file_kubeconfig "$cred/$kc.kubeconfig" "$api" "$T/server-ca.crt" "$T/client-$base.crt" "$T/client-$base.key"
+    k3s_server_leaves "$tls" "$name" "$ip"
+    for spec2 in "admin|admin" "supervisor|supervisor" "controller|controller" "scheduler|scheduler" \
+                 "kube-apiserver|api-server" "k3s-cloud-controller|cloud-controller"; do
+      IFS="|" read -r base kc <<<"$spec2"
+      file_kubeconfig "$cred/$kc.kubeconfig" "$api" "$T/server-ca.crt" "$T/client-$base.crt" "$T/client-$base.key"
     done
-    eckey "$tls/client-kubelet.key"
-    eckey "$tls/serving-kubelet.key"
-    apisans="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip,IP:10.43.0.1"
-    leaf "$tls/serving-kube-apiserver" "$tls/server-ca" "/CN=kube-apiserver" serverAuth "$apisans"
-    leaf "$tls/client-auth-proxy" "$tls/request-header-ca" "/CN=system:auth-proxy" clientAuth
-    leaf "$tls/etcd/client" "$tls/etcd/server-ca" "/CN=etcd-client" clientAuth
-    leaf "$tls/etcd/server-client" "$tls/etcd/server-ca" "/CN=etcd-server" serverAuth,clientAuth "DNS:kine.sock,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip"
-    leaf "$tls/etcd/peer-server-client" "$tls/etcd/peer-ca" "/CN=etcd-peer" serverAuth,clientAuth "DNS:kine.sock,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip"
+    apisans=$(k3s_apiserver_sans "$name" "$ip")
 
     # The supervisor's dynamic listener cert for :6443, signed by the server CA.
     t=$(mktemp -d)
-    leaf "$t/serving" "$tls/server-ca" "/O=k3s/CN=k3s" serverAuth "$apisans"
+    k3s_leaf "$t/serving" "$tls/server-ca" "/O=k3s/CN=k3s" serverAuth "$apisans"
     cat > "$tls/dynamic-cert.json" <<J
 {"kind":"Secret","apiVersion":"v1","metadata":{"name":"k3s-serving","namespace":"kube-system","creationTimestamp":null,"annotations":{"listener.cattle.io/cn-127.0.0.1":"127.0.0.1","listener.cattle.io/cn-$ip":"$ip","listener.cattle.io/cn-kubernetes":"kubernetes","listener.cattle.io/cn-localhost":"localhost","listener.cattle.io/cn-$name":"$name","listener.cattle.io/fingerprint":"SHA1=$(openssl x509 -in "$t/serving.crt" -noout -fingerprint -sha1 | cut -d= -f2 | tr -d :)"}},"data":{"tls.crt":"$(b64 "$t/serving.crt")","tls.key":"$(b64 "$t/serving.key")"},"type":"kubernetes.io/tls"}
 J
@@ -196,10 +172,7 @@ E
   # Every node runs the agent: kubelet, kube-proxy and the k3s controller's files.
   A=/var/lib/rancher/k3s/agent
   cp "$ca_dir/client-ca.crt" "$ca_dir/server-ca.crt" "$agent/"
-  leaf "$agent/client-kubelet" "$ca_dir/client-ca" "/O=system:nodes/CN=system:node:$name" clientAuth
-  leaf "$agent/serving-kubelet" "$ca_dir/server-ca" "/CN=$name" serverAuth "DNS:$name,DNS:localhost,IP:127.0.0.1,IP:$ip"
-  leaf "$agent/client-kube-proxy" "$ca_dir/client-ca" "/CN=system:kube-proxy" clientAuth
-  leaf "$agent/client-k3s-controller" "$ca_dir/client-ca" "/CN=system:k3s-controller" clientAuth
+  k3s_agent_leaves "$agent" "$ca_dir" "$name" "$ip"
   file_kubeconfig "$agent/kubelet.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-kubelet.crt" "$A/client-kubelet.key"
   file_kubeconfig "$agent/kubeproxy.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-kube-proxy.crt" "$A/client-kube-proxy.key"
   file_kubeconfig "$agent/k3scontroller.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-k3s-controller.crt" "$A/client-k3s-controller.key"

@@ -126,6 +126,10 @@ async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>,
             if p.plan.counts().0 == 0 {
                 return Ok(Ended::Planned { plan: Box::new(p.plan), warnings, saved: None });
             }
+            if p.plan.options.offline && p.plan.batches().any(|b| b.ops.iter().any(|o| o.reissue.is_some())) {
+                let pb = &p.gathered.playbook.name;
+                return Err(Error::input(format!("distribution {pb}"), format!("{pb} re-issues its certificates itself when its unit starts, so files alone (--root) cannot be renewed; run against the nodes (--dry-run shows the plan); nothing was changed")));
+            }
             (run.confirm)(&p.plan, &warnings)?;
             let report = start(&p.plan, &p.keys, &p.gathered.playbook, &p.gathered, fleet, run, now).await?;
             Ok(Ended::Ran(report))

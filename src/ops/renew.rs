@@ -40,7 +40,10 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions)
         cluster: fleet.cluster.clone(),
         now: opts.now,
     };
-    let plan = renew::plan(&input)?;
+    let plan = match &gathered.playbook.reissue {
+        Some(r) => crate::plan::reissue::plan(&input, r)?,
+        None => renew::plan(&input)?,
+    };
     drop(input);
     Ok(Prepared { gathered, plan, keys: BTreeMap::new(), warnings: Vec::new() })
 }

@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod parts;
 pub mod prove;
 pub mod read;
+pub mod reissue;
 pub mod replay;
 pub mod renew;
 pub mod rotation;

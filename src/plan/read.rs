@@ -150,6 +150,13 @@ pub fn check(p: &Plan) -> std::result::Result<(), String> {
                                 return Err(format!("{at}.recipe: holds private key material; refused"));
                             }
                         }
+                        for (fi, f) in o.reissue.iter().flat_map(|r| r.files.iter()).enumerate() {
+                            let at = format!("{at}.reissue.files[{fi}]");
+                            if !f.path.starts_with('/') || f.path.contains("/../") {
+                                return Err(format!("{at}.path: {:?} is not a plain absolute path", f.path));
+                            }
+                            sha(&format!("{at}.old_sha256"), &f.old_sha256)?;
+                        }
                     }
                 }
             }

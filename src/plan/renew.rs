@@ -372,7 +372,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
             let model_changed: BTreeSet<String> = model.iter().map(|w| w.path.clone()).collect();
             let restarts = parts::restarts(pb, n, &readers, &changed, &model_changed);
             batch.nodes.push(n.name.clone());
-            batch.ops.push(NodeOps { node: n.name.clone(), files, restarts, model });
+            batch.ops.push(NodeOps { node: n.name.clone(), files, restarts, model, reissue: None });
         }
         if !batch.ops.is_empty() {
             batch.gates = parts::gates_for(pb, &input.checks, &batch.nodes);

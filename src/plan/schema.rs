@@ -244,6 +244,37 @@ pub struct NodeOps {
     pub restarts: Vec<String>,
     /// The writes as the trust model sees them (what the proof simulated).
     pub model: Vec<ModelWrite>,
+    /// Where the distribution's own tool re-issues the node's certificates (k3s): done in
+    /// place of `files` and `restarts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue: Option<Reissue>,
+}
+
+/// A node whose own tool re-issues its certificates: its unit stopped, kcert backing up every
+/// file the tool will make again, the tool run, the unit started, each file checked to be new.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reissue {
+    pub unit: String,
+    pub stop: String,
+    /// With the unit stopped, after the backups: the tool, then the removal of the stores the
+    /// unit would otherwise start from again.
+    pub run: Vec<String>,
+    pub start: String,
+    /// The components that stop and start with the unit on this node.
+    pub components: Vec<String>,
+    pub files: Vec<ReissuedFile>,
+}
+
+/// A file the node's tool makes again: its bytes now (backed up first); its new bytes are the node's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReissuedFile {
+    pub path: String,
+    pub old_sha256: String,
+    /// Holds a private key: its backup and any restore are 0600.
+    pub private: bool,
+    pub bytes: u64,
+    /// What it holds now, for a reviewer.
+    pub what: String,
 }
 
 /// What a reviewer should know of one node's part (a file left alone, and why).
@@ -473,9 +504,10 @@ impl Plan {
         let mut nodes = BTreeSet::new();
         for b in self.batches() {
             for n in &b.ops {
-                files += n.files.len();
-                restarts += n.restarts.len();
-                if !n.files.is_empty() {
+                let (re_files, re_restarts) = n.reissue.as_ref().map_or((0, 0), |r| (r.files.len(), r.components.len()));
+                files += n.files.len() + re_files;
+                restarts += n.restarts.len() + re_restarts;
+                if !n.files.is_empty() || re_files > 0 {
                     nodes.insert(n.node.clone());
                 }
             }
@@ -518,7 +550,8 @@ impl Plan {
                         effects.extend(n.model.iter().map(|w| Effect::Write { node: n.node.clone(), path: w.path.clone(), content: w.content.clone() }));
                     }
                     for n in &b.ops {
-                        effects.extend(n.restarts.iter().map(|c| Effect::Restart { node: n.node.clone(), component: c.clone() }));
+                        let reissued = n.reissue.iter().flat_map(|r| &r.components);
+                        effects.extend(n.restarts.iter().chain(reissued).map(|c| Effect::Restart { node: n.node.clone(), component: c.clone() }));
                     }
                 }
                 Effects { name: format!("{} {}", s.id, s.name), effects }

@@ -126,6 +126,25 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
     proof(p, out)
 }
 
+/// A node whose own tool re-issues its certificates: the unit's stop, each file backed up,
+/// the tool, the start that makes the files again.
+fn reissue(r: &crate::plan::schema::Reissue, offline: bool, out: &mut dyn Write) -> io::Result<()> {
+    let skipped = if offline { " (skipped: offline)" } else { "" };
+    writeln!(out, "  stop    {}{skipped}", r.stop)?;
+    for f in &r.files {
+        let private = if f.private { ", a private key: backed up 0600" } else { "" };
+        let what = if f.what == "private key" { String::new() } else { format!("\n          {}", f.what) };
+        writeln!(out, "  backup  {}  (sha256 {}{private}){what}", f.path, short_sha(Some(&f.old_sha256)))?;
+    }
+    for c in &r.run {
+        writeln!(out, "  run     {c}{skipped}")?;
+    }
+    writeln!(out, "  start   {}{skipped}: {} makes the {} above again (each checked to differ from its backup)", r.start, r.unit, plural(r.files.len(), "file"))?;
+    let with = if r.components.is_empty() { "none of its components was found here".to_string() } else { r.components.join(", ") };
+    writeln!(out, "          restarts with it: {with}")?;
+    Ok(())
+}
+
 /// A renewal, node by node: each file and its certificates' old and new expiry, what
 /// restarts, the gate's checks that touch the node, and what was left alone and why.
 fn renewal(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
@@ -134,15 +153,27 @@ fn renewal(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
     let skipped = |s: String| if offline { format!("{s} (skipped: offline)") } else { s };
     let mut files = 0;
     let mut changed = 0;
+    for s in &p.stages {
+        for step in &s.steps {
+            if let StepPlan::Api(a) = step {
+                let why = a.skipped.as_ref().map(|w| format!(" (skipped: {w})")).unwrap_or_default();
+                writeln!(out, "first, on {}: {}{why}\n  {}", a.node, a.name, a.script)?;
+            }
+        }
+    }
     for node in p.nodes() {
         writeln!(out, "node {node}")?;
         let mine: Vec<(&Batch, &crate::plan::schema::NodeOps)> = p.batches().flat_map(|b| b.ops.iter().filter(|o| o.node == node).map(move |o| (b, o))).collect();
-        if mine.iter().all(|(_, o)| o.files.is_empty()) {
+        if mine.iter().all(|(_, o)| o.files.is_empty() && o.reissue.is_none()) {
             writeln!(out, "  nothing to renew")?;
         } else {
             changed += 1;
         }
         for (b, o) in &mine {
+            if let Some(r) = &o.reissue {
+                files += r.files.len();
+                reissue(r, offline, out)?;
+            }
             for f in &o.files {
                 files += 1;
                 writeln!(out, "  ~ {}", f.path)?;

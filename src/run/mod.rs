@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lease;
 mod node;
 mod preflight;
+mod reissue;
 pub mod restart;
 mod step;
 mod undo;

@@ -47,6 +47,20 @@ impl Runner<'_> {
             w.insert(f.path.clone());
             w.insert(BACKUP_ROOT.to_string());
         }
+        // Files a node's own tool makes again: backed up, written back, then made anew in place.
+        for b in self.plan.batches() {
+            for o in &b.ops {
+                for f in o.reissue.iter().flat_map(|r| &r.files) {
+                    let dir = f.path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/").to_string();
+                    let n = need.entry(o.node.as_str()).or_default();
+                    *n.entry(dir).or_default() += blocks(f.bytes);
+                    *n.entry(BACKUP_ROOT.to_string()).or_default() += blocks(f.bytes);
+                    let w = written.entry(o.node.as_str()).or_default();
+                    w.insert(f.path.clone());
+                    w.insert(BACKUP_ROOT.to_string());
+                }
+            }
+        }
         let written = &written;
         // Space, writability, clocks and quorum are asked at once: none changes anything.
         let files = join_all(need.iter().map(|(node, need)| async move {

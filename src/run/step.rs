@@ -59,10 +59,21 @@ impl Runner<'_> {
         }))
         .await;
         stats.files = sum_or_errors(writes)?;
+        let w = Instant::now();
+        // Nodes whose own tool re-issues their files: each stopped, renewed and started on its own.
+        let reissued = join_all(b.ops.iter().filter_map(|o| o.reissue.as_ref().map(|r| (o, r))).map(|(o, r)| {
+            let permits = &permits;
+            async move {
+                let _p = permits.acquire().await.expect("never closed");
+                self.reissue_node(stage, bi, &o.node, r, done).await
+            }
+        }))
+        .await;
+        let reissued_nodes = b.ops.iter().filter(|o| o.reissue.is_some()).count();
+        stats.files += sum_or_errors(reissued)?;
         if self.offline() {
             return Ok(());
         }
-        let w = Instant::now();
         let restarts = join_all(b.ops.iter().filter(|o| !o.restarts.is_empty()).map(|o| {
             let permits = &permits;
             async move {
@@ -85,7 +96,7 @@ impl Runner<'_> {
         let restarted = sum_or_errors(restarts);
         let gated = match restarted {
             Ok(n) => {
-                stats.restarts = n;
+                stats.restarts = n + reissued_nodes;
                 self.gate(b).await.map(|c| stats.checks = c)
             }
             Err(e) => Err(e),

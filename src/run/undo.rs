@@ -56,6 +56,19 @@ impl Runner<'_> {
             if !self.offline() {
                 for o in b.ops.iter().filter(|o| nodes.contains(o.node.as_str())) {
                     let t = self.t(&o.node)?;
+                    if let Some(r) = &o.reissue {
+                        // The unit starts again on the restored files (in date, so kept as they are).
+                        self.note(&o.node, format!("restarting {} (rollback)", r.unit));
+                        for cmd in [&r.stop, &r.start] {
+                            let out = t.run(cmd).await.map_err(|e| format!("files restored, but {}: `{cmd}`: {e}", o.node))?;
+                            if !out.success() {
+                                return Err(format!("files restored, but {}: `{cmd}` failed (exit {:?}): {}", o.node, out.status, out.stderr_text()));
+                            }
+                        }
+                        self.rec(&Record::Restarted { node: o.node.clone(), component: r.unit.clone(), at: At::step(stage.id, bi), undo: true })?;
+                        self.count(&o.node, |n| n.restarted.push(r.unit.clone()));
+                        restarts += 1;
+                    }
                     for c in &o.restarts {
                         self.restart(&o.node, t.as_ref(), c, b, " (rollback)").await.map_err(|e| format!("files restored, but {e}"))?;
                         self.rec(&Record::Restarted { node: o.node.clone(), component: c.clone(), at: At::step(stage.id, bi), undo: true })?;
@@ -116,7 +129,12 @@ impl Runner<'_> {
             if sha256(&bytes) != l.sha256 {
                 return Err(format!("{node}: the backup {} of {} does not match the journal's sha256; nothing was restored on {node}", l.backup, l.path));
             }
-            let (mode, private) = planned(&l.path).map(|f| (f.mode, f.private)).unwrap_or((0o644, false));
+            let reissued = b.ops.iter().filter(|o| o.node == node).flat_map(|o| o.reissue.iter().flat_map(|r| &r.files)).find(|f| f.path == l.path);
+            let (mode, private) = match (planned(&l.path), reissued) {
+                (Some(f), _) => (f.mode, f.private),
+                (None, Some(f)) => (if f.private { 0o600 } else { 0o644 }, f.private),
+                (None, None) => (0o644, false),
+            };
             writes.push(WriteFile { path: l.path.clone(), bytes, mode, private });
         }
         let sums = t.write_files(&writes).await.map_err(|e| format!("{node}: restoring failed: {e}"))?;

@@ -144,7 +144,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             planner.staged.entry(node.clone()).or_default().extend([sc, sk]);
         }
         let files = planner.ops(node, &p);
-        s1.ops.push(NodeOps { node: node.clone(), files, restarts: Vec::new(), model: Vec::new() });
+        s1.ops.push(NodeOps { node: node.clone(), files, restarts: Vec::new(), model: Vec::new(), reissue: None });
     }
     s1.nodes = s1_nodes;
     stages.push(StagePlan { id: StageId::NewCa, name: StageId::NewCa.name().into(), checks: Vec::new(), steps: vec![StepPlan::Batch(s1)] });
@@ -178,7 +178,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 let model_changed: BTreeSet<String> = p.model.keys().cloned().collect();
                 let model = p.model.into_iter().map(|(path, content)| ModelWrite { path, content }).collect();
                 let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), &readers, &changed, &model_changed) };
-                batch.ops.push(NodeOps { node: node.clone(), files, restarts, model });
+                batch.ops.push(NodeOps { node: node.clone(), files, restarts, model, reissue: None });
             }
             planner.vfs.forget_unused();
             if batch.ops.iter().any(|o| !o.files.is_empty()) {
@@ -203,7 +203,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 }
                 let files = planner.ops(&node, &p);
                 clean.nodes.push(node.clone());
-                clean.ops.push(NodeOps { node, files, restarts: Vec::new(), model: Vec::new() });
+                clean.ops.push(NodeOps { node, files, restarts: Vec::new(), model: Vec::new(), reissue: None });
             }
             clean.nodes.sort_by_key(|n| planner.index[n]);
             clean.ops.sort_by_key(|o| planner.index[&o.node]);

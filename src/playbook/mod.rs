@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod reissue;
+
 const EMBEDDED: &[(&str, &str)] = &[
     // Detected in this order: a binary cluster's marks first, as they exclude kubeadm's.
-    ("hardway", include_str!("../playbooks/hardway.yaml")),
-    ("kubeadm", include_str!("../playbooks/kubeadm.yaml")),
-    ("k3s", include_str!("../playbooks/k3s.yaml")),
-    ("rke2", include_str!("../playbooks/rke2.yaml")),
+    ("hardway", include_str!("../../playbooks/hardway.yaml")),
+    ("kubeadm", include_str!("../../playbooks/kubeadm.yaml")),
+    ("k3s", include_str!("../../playbooks/k3s.yaml")),
+    ("rke2", include_str!("../../playbooks/rke2.yaml")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -69,6 +71,9 @@ pub struct Playbook {
     /// Why `renew` must not re-sign this distribution's leaves itself (absent: it may).
     #[serde(default)]
     pub renew_refused: Option<String>,
+    /// How `renew` has the distribution's own tool re-issue its leaves (absent: kcert re-signs them).
+    #[serde(default)]
+    pub reissue: Option<reissue::Reissue>,
     /// Which text this is: set when parsed, never read from the YAML.
     #[serde(skip)]
     pub source: Origin,
@@ -446,6 +451,11 @@ impl Playbook {
             if r.staging.is_empty() || r.staging.starts_with('/') || r.staging.contains("..") {
                 return Err(bad(format!("rotation.staging: {:?} must be a relative directory under pki_dir", r.staging)));
             }
+        }
+        if let Some(r) = &self.reissue
+            && let Some(p) = r.problems(&|f| self.file(f).is_some(), &|c| self.component(c).is_some()).into_iter().next()
+        {
+            return Err(bad(p));
         }
         if let Some(t) = &self.tokens {
             for u in t.signers.iter().chain(&t.verifiers) {

@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# The leaves of a k3s node as k3s makes them, with openssl: the table of k3s's
+# pkg/daemons/control/deps/deps.go (genClientCerts, genServerCerts, genETCDCerts) and, for the
+# agent's files, pkg/agent/config. Shared by make-k3s-pki.sh (a new cluster's files) and the k3s
+# STAND-IN's start (docker/node/k3s-unit), which makes again, as k3s does at every start, each
+# leaf that is missing or within K3S_RENEW_DAYS days of expiry (config.CertificateRenewDays),
+# keeping a key that is there (certutil.LoadOrGenerateKeyFile). Needs lib.sh (leaf_ext, serial).
+
+K3S_RENEW_DAYS=120
+
+# eckey FILE: a new ECDSA P-256 key, SEC1 ("BEGIN EC PRIVATE KEY", as k3s writes them), mode 600.
+eckey() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null; chmod 600 "$1"; }
+
+# k3s_leaf BASE CA_BASE SUBJECT EKU [SANS]: BASE.crt (the leaf, then its CA) for the key
+# BASE.key (made when missing). With K3S_ONLY_STALE=1, a leaf in date for K3S_RENEW_DAYS more
+# days is left as it is.
+k3s_leaf() {
+  if [ "${K3S_ONLY_STALE:-0}" = 1 ] && [ -f "$1.crt" ] && [ -f "$1.key" ] &&
+    openssl x509 -in "$1.crt" -noout -checkend $((K3S_RENEW_DAYS * 86400)) >/dev/null 2>&1; then
+    return 0
+  fi
+  [ -f "$1.key" ] || eckey "$1.key"
+  local ext; ext=$(mktemp)
+  leaf_ext "$4" "${5:-}" > "$ext"
+  openssl req -new -key "$1.key" -subj "$3" 2>/dev/null |
+    openssl x509 -req -CA "$2.crt" -CAkey "$2.key" -set_serial "$(serial)" -days 365 -sha256 -extfile "$ext" -out "$1.crt.tmp" 2>/dev/null
+  rm -f "$ext"
+  cat "$2.crt" >> "$1.crt.tmp"
+  mv "$1.crt.tmp" "$1.crt"
+}
+
+# k3s_apiserver_sans NAME IP: the apiserver's (and the supervisor's) names.
+k3s_apiserver_sans() {
+  echo "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,DNS:$1,IP:127.0.0.1,IP:::1,IP:$2,IP:10.43.0.1"
+}
+
+# k3s_server_leaves TLS NAME IP: every leaf of a server's server/tls, from the CAs there.
+k3s_server_leaves() {
+  local tls=$1 name=$2 ip=$3 spec base subject
+  for spec in "admin|/O=system:masters/CN=system:admin" \
+              "supervisor|/O=system:masters/CN=system:k3s-supervisor" \
+              "controller|/CN=system:kube-controller-manager" \
+              "scheduler|/CN=system:kube-scheduler" \
+              "kube-apiserver|/O=system:masters/CN=system:apiserver" \
+              "kube-proxy|/CN=system:kube-proxy" \
+              "k3s-controller|/CN=system:k3s-controller" \
+              "k3s-cloud-controller|/CN=k3s-cloud-controller-manager"; do
+    IFS="|" read -r base subject <<<"$spec"
+    k3s_leaf "$tls/client-$base" "$tls/client-ca" "$subject" clientAuth
+  done
+  # The keys every agent's kubelet certificates are made for (router.go hands them out).
+  [ -f "$tls/client-kubelet.key" ] || eckey "$tls/client-kubelet.key"
+  [ -f "$tls/serving-kubelet.key" ] || eckey "$tls/serving-kubelet.key"
+  k3s_leaf "$tls/serving-kube-apiserver" "$tls/server-ca" "/CN=kube-apiserver" serverAuth "$(k3s_apiserver_sans "$name" "$ip")"
+  k3s_leaf "$tls/client-auth-proxy" "$tls/request-header-ca" "/CN=system:auth-proxy" clientAuth
+  k3s_leaf "$tls/etcd/client" "$tls/etcd/server-ca" "/CN=etcd-client" clientAuth
+  k3s_leaf "$tls/etcd/server-client" "$tls/etcd/server-ca" "/CN=etcd-server" serverAuth,clientAuth "DNS:kine.sock,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip"
+  k3s_leaf "$tls/etcd/peer-server-client" "$tls/etcd/peer-ca" "/CN=etcd-peer" serverAuth,clientAuth "DNS:kine.sock,DNS:localhost,DNS:$name,IP:127.0.0.1,IP:::1,IP:$ip"
+}
+
+# k3s_agent_leaves AGENT CAS NAME IP: an agent's own leaves in AGENT, signed by the CAs in CAS
+# (a server's server/tls: what the supervisor signs them with when the agent asks at start).
+k3s_agent_leaves() {
+  local agent=$1 cas=$2 name=$3 ip=$4
+  k3s_leaf "$agent/client-kubelet" "$cas/client-ca" "/O=system:nodes/CN=system:node:$name" clientAuth
+  k3s_leaf "$agent/serving-kubelet" "$cas/server-ca" "/CN=$name" serverAuth "DNS:$name,DNS:localhost,IP:127.0.0.1,IP:$ip"
+  k3s_leaf "$agent/client-kube-proxy" "$cas/client-ca" "/CN=system:kube-proxy" clientAuth
+  k3s_leaf "$agent/client-k3s-controller" "$cas/client-ca" "/CN=system:k3s-controller" clientAuth
+}

@@ -1,0 +1,195 @@
+//! Owns: a renewal by the distribution's own tool (k3s) as a plan: per node, the unit stopped
+//! and started around the tool, the services it is told, every file it makes again (backed up
+//! first), the stale stores removed; servers one at a time, then agents in batches, gated.
+//! Must not: do I/O, or sign anything (the node's tool re-issues; kcert only orders and checks).
+
+use std::collections::BTreeSet;
+
+use super::parts;
+use super::renew::Input;
+use super::schema::{ApiCall, Batch, Kind, MadeWith, NodeNote, NodeOps, Options, Plan, Proof, Reissue, ReissuedFile, StageId, StagePlan, StepPlan, PLAN_VERSION};
+use super::build;
+use crate::error::{Error, Result};
+use crate::gather::facts::NodeFacts;
+use crate::pki::{first_cert, k3s, kubeconfig, sha256};
+use crate::playbook::reissue::{self, Unit};
+use crate::playbook::{FileKind, Playbook};
+use crate::text::{rfc3339, shell_quote};
+
+/// The services `--certs` names (none, or `all`: every one).
+pub fn chosen<'r>(r: &'r reissue::Reissue, certs: &[String]) -> Result<Vec<&'r reissue::Service>> {
+    if certs.is_empty() || certs.iter().any(|c| c == "all") {
+        return Ok(r.services.iter().collect());
+    }
+    let known = || r.services.iter().map(|s| s.name.as_str()).chain(["all"]).collect::<Vec<_>>().join(", ");
+    for c in certs {
+        if r.service(c).is_none() {
+            return Err(Error::Usage(format!("--certs: {c:?} is not one of the services this distribution's tool re-issues; known: {}", known())));
+        }
+    }
+    Ok(r.services.iter().filter(|s| certs.contains(&s.name)).collect())
+}
+
+/// The unit a node stops and starts: the first it has a file for, or one for any node.
+fn unit_of<'r>(r: &'r reissue::Reissue, n: &NodeFacts) -> Option<&'r Unit> {
+    r.units.iter().find(|u| u.when_under.is_empty() || n.pki.named.values().any(|p| u.when_under.iter().any(|w| p.starts_with(w.as_str()))))
+}
+
+/// What a file holds now, for a reviewer: its first certificate's subject and expiry.
+fn what(pb: &Playbook, name: &str, bytes: &[u8]) -> String {
+    let cert = match pb.file(name).map(|f| f.kind) {
+        Some(FileKind::Key) => return "private key".into(),
+        Some(FileKind::Kubeconfig) => kubeconfig::parse_kubeconfig(bytes).ok().and_then(|kc| {
+            kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data").find_map(|e| e.content.as_ref().ok().and_then(|c| c.certs.first().cloned()))
+        }),
+        _ => match k3s::tls_secret(bytes) {
+            Some(Ok(pem)) => first_cert(&pem).ok(),
+            Some(Err(_)) => None,
+            None => first_cert(bytes).ok(),
+        },
+    };
+    match cert {
+        Some(c) => format!("{}, expires {}", c.subject, rfc3339(c.not_after)),
+        None => "no certificate kcert can read".into(),
+    }
+}
+
+/// One node's part, or why it has none (a note) or cannot be planned (an error).
+fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], n: &NodeFacts) -> std::result::Result<Option<Reissue>, String> {
+    let node = &n.name;
+    let Some(unit) = unit_of(r, n) else { return Ok(None) };
+    let mut services = Vec::new();
+    let mut files: Vec<ReissuedFile> = Vec::new();
+    let mut removed = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in chosen {
+        let mut any = false;
+        for name in &s.files {
+            let Some(path) = n.pki.named.get(name) else { continue };
+            let Some(bytes) = n.files.get(path) else {
+                return Err(format!("{node}: {path}: could not be read; it must be backed up before {} makes it again", r.command));
+            };
+            let what = what(pb, name, bytes);
+            // A kubeconfig is made again only for the client certificate it embeds (an old
+            // k3s.yaml with a password comes back the same).
+            if pb.file(name).is_some_and(|f| f.kind == FileKind::Kubeconfig) && !what.contains("expires") {
+                continue;
+            }
+            any = true;
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let private = pb.file(name).is_some_and(|f| f.kind == FileKind::Key) || crate::pki::edit::has_private_key(bytes) || k3s::tls_secret(bytes).is_some();
+            files.push(ReissuedFile { path: path.clone(), old_sha256: sha256(bytes), private, bytes: bytes.len() as u64, what });
+            if s.remove.contains(name) {
+                removed.push(path.clone());
+            }
+        }
+        if any {
+            services.push(s.name.as_str());
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    // Told every service by name: the tool deletes only files kcert has backed up (without
+    // one it would rotate every service it knows, files kcert never read among them).
+    let mut tool = r.command.clone();
+    for s in &services {
+        tool.push_str(&format!(" {} {s}", r.service_flag));
+    }
+    let mut run = vec![tool];
+    run.extend(removed.iter().map(|p| format!("rm -f {}", shell_quote(p))));
+    let components = unit.components.iter().filter(|c| n.pki.components.contains_key(*c)).cloned().collect();
+    Ok(Some(Reissue { unit: unit.name.clone(), stop: unit.stop.clone(), run, start: unit.start.clone(), components, files }))
+}
+
+/// Plans the renewal of every node by the distribution's own tool, and proves it: the same
+/// CAs sign what the tool makes, so every edge must hold through every stop and start.
+pub fn plan(input: &Input<'_>, r: &reissue::Reissue) -> Result<Plan> {
+    let pb = input.playbook;
+    let chosen = chosen(r, &input.certs)?;
+    let mut problems = parts::unreadable_kubeconfigs(pb, input.nodes);
+    let mut per_node = Vec::new();
+    for n in input.nodes {
+        match plan_node(pb, r, &chosen, n) {
+            Ok(p) => per_node.push(p),
+            Err(e) => {
+                problems.push(e);
+                per_node.push(None);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::input("renew", format!("nothing was changed:\n  {}", problems.join("\n  "))));
+    }
+    let offline = input.nodes.iter().all(|n| n.offline);
+    let mut steps = Vec::new();
+    // The datastore's copies go first: a server starting without its file reads them back.
+    if let Some(n) = r.kubeconfig.as_ref().and_then(|k| input.nodes.iter().find_map(|n| n.pki.named.get(k).map(|p| (n, p)))) {
+        let (node, kc) = n;
+        for a in &r.api {
+            let skipped = if offline {
+                Some("offline (--root)".to_string())
+            } else if !input.kubernetes_api {
+                Some("kubernetes_api: false in the inventory".to_string())
+            } else {
+                None
+            };
+            steps.push(StepPlan::Api(ApiCall { name: a.name.clone(), node: node.name.clone(), script: a.script.replace("{kubeconfig}", &shell_quote(kc)), skipped }));
+        }
+    }
+    let mut notes = Vec::new();
+    for names in parts::batches(input.nodes, input.batch_size) {
+        let mut batch = Batch { nodes: Vec::new(), ops: Vec::new(), gates: Vec::new() };
+        for name in &names {
+            let i = input.nodes.iter().position(|n| &n.name == name).expect("batches are made of the input's nodes");
+            let Some(re) = per_node[i].clone() else { continue };
+            batch.nodes.push(name.clone());
+            batch.ops.push(NodeOps { node: name.clone(), files: Vec::new(), restarts: Vec::new(), model: Vec::new(), reissue: Some(re) });
+        }
+        if !batch.ops.is_empty() {
+            batch.gates = parts::gates_for(pb, &input.checks, &batch.nodes);
+            steps.push(StepPlan::Batch(batch));
+        }
+    }
+    if steps.iter().all(|s| matches!(s, StepPlan::Api(_))) {
+        steps.clear();
+    }
+    if !steps.is_empty() {
+        notes.push(format!("{} gives what it re-issues its own validity; --days does not apply", pb.name));
+    }
+    if offline && !steps.is_empty() {
+        notes.push(format!("{} re-issues these certificates when its unit starts: this plan can be reviewed from files (--root), but only run against the nodes", pb.name));
+    }
+    let node_notes = input
+        .nodes
+        .iter()
+        .zip(&per_node)
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| NodeNote { node: n.name.clone(), note: format!("nothing {} re-issues for the chosen services is on it", r.command) })
+        .collect();
+    let mut plan = Plan {
+        version: PLAN_VERSION,
+        kind: Kind::Renew,
+        id: input.id.clone(),
+        created_at: rfc3339(input.now),
+        cluster: input.cluster.clone(),
+        made_with: MadeWith::now(pb),
+        target: input.target.clone(),
+        options: Options { batch_size: input.batch_size, kubernetes_api: input.kubernetes_api, offline, leaf_days: input.days, cas: Vec::new(), ca_days: None, key_type: None, certs: input.certs.clone() },
+        facts: parts::facts(input.nodes),
+        cas: Vec::new(),
+        stages: vec![
+            parts::preflight(offline, &[]),
+            StagePlan { id: StageId::Renew, name: format!("{} re-issues its certificates (`{}`), one server at a time, then the agents", pb.name, r.command), checks: Vec::new(), steps },
+        ],
+        proof: Proof::default(),
+        notes,
+        node_notes,
+    };
+    let (model, broken) = parts::without_broken_edges(build::model(pb, input.nodes));
+    plan.notes.extend(broken.iter().map(|b| format!("already broken before the renewal, and not mended by it: {b} (kcert verify)")));
+    parts::prove(&model, &mut plan).map_err(|p| Error::input("renew", format!("nothing was changed:\n  {}", p.join("\n  "))))?;
+    Ok(plan)
+}

@@ -1,0 +1,135 @@
+//! Owns: one node's renewal by its own tool (k3s): the unit stopped, every file the tool will
+//! make again backed up on the node (sha256 read back, journaled), the tool run, the unit
+//! started, each file checked to be new and journaled as written; after any failure past the
+//! stop, the unit started again so the node is not left down.
+//! Must not: make a certificate or key itself (the node's tool does), or gate (the step does).
+
+use std::collections::BTreeSet;
+
+use super::Runner;
+use super::journal::{At, Done, Record};
+use super::node::backup_path;
+use crate::pki::sha256;
+use crate::plan::StageId;
+use crate::plan::schema::Reissue;
+use crate::reach::transport::{FileData, Replace, Transport, WriteFile};
+use crate::text::short_sha;
+
+impl Runner<'_> {
+    /// Renews `node` by its tool; returns how many files were made again (0: done before).
+    pub(super) async fn reissue_node(&self, stage: StageId, bi: usize, node: &str, r: &Reissue, done: &Done) -> std::result::Result<usize, String> {
+        if done.restarted.contains(&(stage, bi, node.to_string(), r.unit.clone())) {
+            return Ok(0);
+        }
+        if self.offline() {
+            return Err(format!("{node}: {} re-issues its certificates when it starts: files alone (--root) cannot be renewed this way; nothing was changed", r.unit));
+        }
+        let t = self.t(node)?.clone();
+        let paths: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
+        self.forget(node, &paths);
+        self.note(node, format!("stopping {}", r.unit));
+        shell(t.as_ref(), &r.stop).await.map_err(|e| format!("{node}: stopping {} (`{}`) failed: {e}; nothing was changed", r.unit, r.stop))?;
+        match self.reissue_stopped(stage, bi, node, t.as_ref(), r).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                // Whatever failed, the node comes back: a server down is a quorum member down.
+                self.note(node, format!("starting {} again after a failure", r.unit));
+                match shell(t.as_ref(), &r.start).await {
+                    Ok(()) => Err(format!("{e} ({} was started again)", r.unit)),
+                    Err(again) => Err(format!("{e}; starting {} again failed too (`{}`): {again}", r.unit, r.start)),
+                }
+            }
+        }
+    }
+
+    async fn reissue_stopped(&self, stage: StageId, bi: usize, node: &str, t: &dyn Transport, r: &Reissue) -> std::result::Result<usize, String> {
+        let paths: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
+        // A run that stopped before this node was through has journaled the backups it made.
+        let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
+        let backed: BTreeSet<&str> = records
+            .iter()
+            .filter_map(|rec| match rec {
+                Record::Backup { node: n, path, at, .. } if n == node && at.stage == stage && at.step == bi => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        let now = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}; nothing was changed"))?;
+        let run_id = self.run_id();
+        let mut todo = Vec::new();
+        for (f, d) in r.files.iter().zip(now) {
+            match d {
+                FileData::Found(b) if sha256(&b) == f.old_sha256 => todo.push((f, b)),
+                _ if backed.contains(f.path.as_str()) => {}
+                FileData::Found(b) => {
+                    return Err(format!("{node}: {} changed outside this run (sha256 {} where the plan expects {}); nothing was changed", f.path, short_sha(Some(&sha256(&b))), short_sha(Some(&f.old_sha256))));
+                }
+                other => return Err(format!("{node}: {}: cannot read it ({other:?}) to back it up; nothing was changed", f.path)),
+            }
+        }
+        if !todo.is_empty() {
+            self.note(node, format!("backing up {} files", todo.len()));
+            // Each file written back as it is, its old bytes copied to its backup first.
+            let reps: Vec<Replace> = todo
+                .iter()
+                .map(|(f, b)| Replace {
+                    file: WriteFile { path: f.path.clone(), bytes: b.clone(), mode: if f.private { 0o600 } else { 0o644 }, private: f.private },
+                    remove: false,
+                    expect: Some(f.old_sha256.clone()),
+                    backup: Some(backup_path(&run_id, stage, &f.path)),
+                })
+                .collect();
+            let got = t.replace_files(&reps, &[]).await.map_err(|e| format!("{node}: backing up failed: {e}"))?;
+            if let Some((i, now)) = got.changed.first() {
+                return Err(format!("{node}: {} changed outside this run (sha256 {}); nothing was changed", todo[*i].0.path, short_sha(now.as_deref())));
+            }
+            let mut backups = Vec::new();
+            for ((f, _), sum) in todo.iter().zip(&got.backups) {
+                if *sum != f.old_sha256 {
+                    break;
+                }
+                backups.push(Record::Backup { node: node.into(), path: f.path.clone(), backup: backup_path(&run_id, stage, &f.path), sha256: sum.clone(), at: At::step(stage, bi), absent: false });
+            }
+            self.rec_all(&backups)?;
+            if let Some(why) = got.failure.or_else(|| (backups.len() < todo.len()).then(|| "a backup reads back with another sha256".to_string())) {
+                return Err(format!("{node}: backing up failed: {why}"));
+            }
+        }
+        for c in &r.run {
+            self.note(node, format!("running {c}"));
+            shell(t, c).await.map_err(|e| format!("{node}: `{c}` failed: {e}"))?;
+        }
+        self.note(node, format!("starting {}", r.unit));
+        shell(t, &r.start).await.map_err(|e| format!("{node}: starting {} (`{}`) failed: {e}", r.unit, r.start))?;
+        // Each file must have been made again: missing, or the old bytes, is a renewal that did not happen.
+        let after = t.read_files(&paths).await.map_err(|e| format!("{node}: reading back what {} made: {e}", r.unit))?;
+        let mut written = Vec::new();
+        let mut missed = Vec::new();
+        for (f, d) in r.files.iter().zip(after) {
+            match d {
+                FileData::Found(b) if sha256(&b) != f.old_sha256 => written.push(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) }),
+                FileData::Found(_) => missed.push(format!("{} still holds its old bytes", f.path)),
+                _ => missed.push(format!("{} is missing", f.path)),
+            }
+        }
+        self.rec_all(&written)?;
+        if !missed.is_empty() {
+            return Err(format!("{node}: after {} started: {}; its backups are under {}", r.unit, missed.join(", "), backup_path(&run_id, stage, "")));
+        }
+        self.rec(&Record::Restarted { node: node.into(), component: r.unit.clone(), at: At::step(stage, bi), undo: false })?;
+        self.count(node, |n| {
+            n.files += written.len();
+            n.restarted.push(r.unit.clone());
+        });
+        Ok(written.len())
+    }
+}
+
+/// Runs a command on the node; its stderr (or stdout) when it fails.
+async fn shell(t: &dyn Transport, cmd: &str) -> std::result::Result<(), String> {
+    let out = t.run(cmd).await.map_err(|e| e.message)?;
+    if out.success() {
+        return Ok(());
+    }
+    let said = [out.stderr_text(), out.stdout_text().trim().to_string()].into_iter().find(|s| !s.is_empty()).unwrap_or_default();
+    Err(format!("exit {:?}{}", out.status, if said.is_empty() { String::new() } else { format!(": {said}") }))
+}
