@@ -41,10 +41,10 @@ attempt() {
 }
 
 # refused OUTPUT: nothing listened, or the far end went away mid-exchange (a k3s unit stopped on
-# purpose, every component with it). A certificate a peer rejects is an HTTP 400 or a TLS
-# alert, never this.
+# purpose, every component with it; an agent's load balancer passing on a server that stops).
+# A certificate a peer rejects is an HTTP 400 or a TLS alert, never this.
 refused() {
-  case $1 in *"connection refused"*|*"Failed to connect"*|*"Could not connect"*|*"Couldn't connect"*|*"Connection reset by peer"*) return 0 ;; esac
+  case $1 in *"connection refused"*|*"Failed to connect"*|*"Could not connect"*|*"Couldn't connect"*|*"Connection reset by peer"*|*"Unable to connect to the server: EOF"*) return 0 ;; esac
   return 1
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Prepared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gather::gather;
 use crate::plan::gates;
 use crate::plan::renew::{self, Input};
@@ -24,9 +24,6 @@ pub struct RenewOptions {
 /// Gathers the fleet and plans the renewal of every node, proven. Nothing is changed.
 pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions) -> Result<Prepared> {
     let gathered = gather(fleet, extra_paths).await?;
-    if let Some(why) = &gathered.playbook.renew_refused {
-        return Err(Error::input(format!("distribution {}", gathered.playbook.name), format!("kcert does not renew it yet: {}", why.trim())));
-    }
     let input = Input {
         playbook: &gathered.playbook,
         nodes: &gathered.nodes,

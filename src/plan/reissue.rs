@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::parts;
 use super::renew::Input;
-use super::schema::{ApiCall, Batch, Kind, MadeWith, NodeNote, NodeOps, Options, Plan, Proof, Reissue, ReissuedFile, StageId, StagePlan, StepPlan, PLAN_VERSION};
+use super::schema::{ApiCall, Batch, NodeNote, NodeOps, Plan, Reissue, ReissuedFile, StepPlan};
 use super::build;
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
@@ -162,32 +162,17 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue) -> Result<Plan> {
     if offline && !steps.is_empty() {
         notes.push(format!("{} re-issues these certificates when its unit starts: this plan can be reviewed from files (--root), but only run against the nodes", pb.name));
     }
-    let node_notes = input
+    let node_notes: Vec<NodeNote> = input
         .nodes
         .iter()
         .zip(&per_node)
         .filter(|(_, p)| p.is_none())
         .map(|(n, _)| NodeNote { node: n.name.clone(), note: format!("nothing {} re-issues for the chosen services is on it", r.command) })
         .collect();
-    let mut plan = Plan {
-        version: PLAN_VERSION,
-        kind: Kind::Renew,
-        id: input.id.clone(),
-        created_at: rfc3339(input.now),
-        cluster: input.cluster.clone(),
-        made_with: MadeWith::now(pb),
-        target: input.target.clone(),
-        options: Options { batch_size: input.batch_size, kubernetes_api: input.kubernetes_api, offline, leaf_days: input.days, cas: Vec::new(), ca_days: None, key_type: None, certs: input.certs.clone() },
-        facts: parts::facts(input.nodes),
-        cas: Vec::new(),
-        stages: vec![
-            parts::preflight(offline, &[]),
-            StagePlan { id: StageId::Renew, name: format!("{} re-issues its certificates (`{}`), one server at a time, then the agents", pb.name, r.command), checks: Vec::new(), steps },
-        ],
-        proof: Proof::default(),
-        notes,
-        node_notes,
-    };
+    let name = format!("{} re-issues its certificates (`{}`), one server at a time, then the agents", pb.name, r.command);
+    let mut plan = super::renew::skeleton(input, offline, name, steps);
+    plan.notes = notes;
+    plan.node_notes = node_notes;
     let (model, broken) = parts::without_broken_edges(build::model(pb, input.nodes));
     plan.notes.extend(broken.iter().map(|b| format!("already broken before the renewal, and not mended by it: {b} (kcert verify)")));
     parts::prove(&model, &mut plan).map_err(|p| Error::input("renew", format!("nothing was changed:\n  {}", p.join("\n  "))))?;

@@ -383,28 +383,36 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
         return Err(Error::input("renew", format!("nothing was changed:\n  {}", bad.join("\n  "))));
     }
     let offline = input.nodes.iter().all(|n| n.offline);
-    let mut plan = Plan {
-        version: PLAN_VERSION,
-        kind: Kind::Renew,
-        id: input.id.clone(),
-        created_at: rfc3339(input.now),
-        cluster: input.cluster.clone(),
-        made_with: MadeWith::now(pb),
-        target: input.target.clone(),
-        options: Options { batch_size: input.batch_size, kubernetes_api: input.kubernetes_api, offline, leaf_days: input.days, cas: Vec::new(), ca_days: None, key_type: None, certs: input.certs.clone() },
-        facts: parts::facts(input.nodes),
-        cas: Vec::new(),
-        stages: vec![parts::preflight(offline, &[]), StagePlan { id: StageId::Renew, name: StageId::Renew.name().into(), checks: Vec::new(), steps }],
-        proof: Proof::default(),
-        notes: capped_note(&planned, input.days).into_iter().collect(),
-        node_notes: input.nodes.iter().zip(&planned).flat_map(|(n, p)| p.notes.iter().map(|note| NodeNote { node: n.name.clone(), note: note.clone() })).collect(),
-    };
+    let mut plan = skeleton(input, offline, StageId::Renew.name().into(), steps);
+    plan.notes = capped_note(&planned, input.days).into_iter().collect();
+    plan.node_notes = input.nodes.iter().zip(&planned).flat_map(|(n, p)| p.notes.iter().map(|note| NodeNote { node: n.name.clone(), note: note.clone() })).collect();
     // Re-signing with the same CA must keep every edge that holds now; one already broken
     // (a leaf its peer does not trust) is the operator's to mend, and is said.
     let (model, broken) = parts::without_broken_edges(before);
     plan.notes.extend(broken.iter().map(|b| format!("already broken before the renewal, and not mended by it: {b} (kcert verify)")));
     parts::prove(&model, &mut plan).map_err(|p| Error::input("renew", format!("nothing was changed:\n  {}", p.join("\n  "))))?;
     Ok(plan)
+}
+
+/// A renewal's plan around its R1 steps: what it was made from and with, and S0; no notes
+/// and no proof yet.
+pub(super) fn skeleton(input: &Input<'_>, offline: bool, name: String, steps: Vec<StepPlan>) -> Plan {
+    Plan {
+        version: PLAN_VERSION,
+        kind: Kind::Renew,
+        id: input.id.clone(),
+        created_at: rfc3339(input.now),
+        cluster: input.cluster.clone(),
+        made_with: MadeWith::now(input.playbook),
+        target: input.target.clone(),
+        options: Options { batch_size: input.batch_size, kubernetes_api: input.kubernetes_api, offline, leaf_days: input.days, cas: Vec::new(), ca_days: None, key_type: None, certs: input.certs.clone() },
+        facts: parts::facts(input.nodes),
+        cas: Vec::new(),
+        stages: vec![parts::preflight(offline, &[]), StagePlan { id: StageId::Renew, name, checks: Vec::new(), steps }],
+        proof: Proof::default(),
+        notes: Vec::new(),
+        node_notes: Vec::new(),
+    }
 }
 
 /// The files of `node` whose trust content differs between two models.

@@ -68,9 +68,6 @@ pub struct Playbook {
     /// How `rotate-ca` rotates this distribution's CAs (absent: it cannot).
     #[serde(default)]
     pub rotation: Option<Rotation>,
-    /// Why `renew` must not re-sign this distribution's leaves itself (absent: it may).
-    #[serde(default)]
-    pub renew_refused: Option<String>,
     /// How `renew` has the distribution's own tool re-issue its leaves (absent: kcert re-signs them).
     #[serde(default)]
     pub reissue: Option<reissue::Reissue>,

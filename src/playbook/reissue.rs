@@ -100,3 +100,34 @@ impl Reissue {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::playbook::{FileKind, builtin, parse};
+
+    fn k3s_text() -> &'static str {
+        super::super::EMBEDDED.iter().find(|(n, _)| *n == "k3s").unwrap().1
+    }
+
+    #[test]
+    fn k3s_s_tool_re_issues_every_leaf_it_has_and_names_only_what_the_playbook_knows() {
+        let pb = builtin("k3s").unwrap();
+        let r = pb.reissue.as_ref().expect("k3s renews by its own tool");
+        assert_eq!(r.services.len(), 12, "pkg/util/services: All");
+        assert_eq!(r.service("k3s-server").unwrap().remove, ["dynamic-cert"]);
+        for f in pb.files.iter().filter(|f| f.kind == FileKind::Cert && f.signer.is_some()) {
+            assert!(r.services.iter().any(|s| s.files.contains(&f.name)), "{}: no service re-issues it", f.name);
+        }
+        for (from, to, said) in [
+            ("files: [dynamic-cert], remove: [dynamic-cert]", "files: [dynamic-cert], remove: [dynamic-certt]", "unknown file \"dynamic-certt\""),
+            ("components: [kubelet, kube-proxy]", "components: [kubelet, kube-proxyy]", "unknown component \"kube-proxyy\""),
+            ("when_under: [/var/lib/rancher/k3s/server/,", "when_under: [var/lib/rancher/k3s/server/,", "not an absolute path"),
+            ("remove: [dynamic-cert]", "remove: [client-admin]", "removed but not among the files"),
+        ] {
+            let text = k3s_text().replacen(from, to, 1);
+            assert_ne!(text, k3s_text(), "{from}");
+            let err = parse(&text, "k3s-test", None).unwrap_err().to_string();
+            assert!(err.contains(said), "{err}");
+        }
+    }
+}

@@ -125,7 +125,7 @@ impl Runner<'_> {
 }
 
 /// Runs a command on the node; its stderr (or stdout) when it fails.
-async fn shell(t: &dyn Transport, cmd: &str) -> std::result::Result<(), String> {
+pub(super) async fn shell(t: &dyn Transport, cmd: &str) -> std::result::Result<(), String> {
     let out = t.run(cmd).await.map_err(|e| e.message)?;
     if out.success() {
         return Ok(());

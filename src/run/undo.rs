@@ -41,13 +41,35 @@ impl Runner<'_> {
             }
             self.emit(&Event::Step { stage: stage.id, index: bi, of: stage.steps.len(), label: b.nodes.join(", ") });
             let nodes: BTreeSet<&str> = mine.iter().map(|l| l.node.as_str()).collect();
+            // A unit whose tool made the files is stopped while they are put back, as it was
+            // while the tool ran: nothing reads half a pair, and it cannot make them again meanwhile.
+            let units: Vec<(&str, &crate::plan::schema::Reissue)> = b.ops.iter().filter(|o| nodes.contains(o.node.as_str())).filter_map(|o| o.reissue.as_ref().map(|r| (o.node.as_str(), r))).collect();
+            if !self.offline() {
+                for (node, r) in &units {
+                    self.note(node, format!("stopping {} (rollback)", r.unit));
+                    self.unit_command(node, &r.stop).await?;
+                }
+            }
             let restored = join_all(nodes.iter().map(|node| {
                 let files: Vec<&Live> = mine.iter().filter(|l| l.node == *node).copied().collect();
                 let written = &written;
                 async move { self.restore_node(stage.id, bi, node, &files, written, b).await }
             }))
             .await;
-            let errors: Vec<String> = restored.into_iter().filter_map(|r| r.err()).collect();
+            let mut errors: Vec<String> = restored.into_iter().filter_map(|r| r.err()).collect();
+            if !self.offline() {
+                // Started again whatever the restore did: no node is left down.
+                for (node, r) in &units {
+                    self.note(node, format!("starting {} (rollback)", r.unit));
+                    if let Err(e) = self.unit_command(node, &r.start).await {
+                        errors.push(e);
+                        continue;
+                    }
+                    self.rec(&Record::Restarted { node: node.to_string(), component: r.unit.clone(), at: At::step(stage.id, bi), undo: true })?;
+                    self.count(node, |n| n.restarted.push(r.unit.clone()));
+                    restarts += 1;
+                }
+            }
             if !errors.is_empty() {
                 let msg = errors.join("; ");
                 let _ = self.rec(&Record::StageRolledBack { stage: stage.id, status: Finish::Failed, message: msg.clone() });
@@ -56,19 +78,6 @@ impl Runner<'_> {
             if !self.offline() {
                 for o in b.ops.iter().filter(|o| nodes.contains(o.node.as_str())) {
                     let t = self.t(&o.node)?;
-                    if let Some(r) = &o.reissue {
-                        // The unit starts again on the restored files (in date, so kept as they are).
-                        self.note(&o.node, format!("restarting {} (rollback)", r.unit));
-                        for cmd in [&r.stop, &r.start] {
-                            let out = t.run(cmd).await.map_err(|e| format!("files restored, but {}: `{cmd}`: {e}", o.node))?;
-                            if !out.success() {
-                                return Err(format!("files restored, but {}: `{cmd}` failed (exit {:?}): {}", o.node, out.status, out.stderr_text()));
-                            }
-                        }
-                        self.rec(&Record::Restarted { node: o.node.clone(), component: r.unit.clone(), at: At::step(stage.id, bi), undo: true })?;
-                        self.count(&o.node, |n| n.restarted.push(r.unit.clone()));
-                        restarts += 1;
-                    }
                     for c in &o.restarts {
                         self.restart(&o.node, t.as_ref(), c, b, " (rollback)").await.map_err(|e| format!("files restored, but {e}"))?;
                         self.rec(&Record::Restarted { node: o.node.clone(), component: c.clone(), at: At::step(stage.id, bi), undo: true })?;
@@ -87,6 +96,11 @@ impl Runner<'_> {
             self.emit(&Event::Note { message: e });
             Ok(restarts)
         })
+    }
+
+    /// A unit's stop or start command on a node, its failure said with the command.
+    async fn unit_command(&self, node: &str, cmd: &str) -> std::result::Result<(), String> {
+        super::reissue::shell(self.t(node)?.as_ref(), cmd).await.map_err(|e| format!("{node}: `{cmd}` failed: {e}"))
     }
 
     async fn restore_node(&self, stage: StageId, bi: usize, node: &str, files: &[&Live], written: &BTreeMap<(String, String), String>, b: &Batch) -> std::result::Result<(), String> {
