@@ -44,6 +44,19 @@ fn stored_serial(f: &Fleet, node: &str) -> String {
     sh(c, &script).trim().trim_start_matches("serial=").to_lowercase()
 }
 
+/// A script writing a new certificate for the supervisor (serial `serial`, from the server CA)
+/// as dynamiclistener keeps it, a TLS Secret as JSON, to `dest`.
+fn secret_script(serial: &str, dest: &str) -> String {
+    format!(
+        r#"set -e; t=$(mktemp -d); cd "$t"
+        openssl ecparam -name prime256v1 -genkey -noout -out k
+        printf 'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
+        openssl req -new -key k -subj /O=k3s/CN=k3s | openssl x509 -req -CA {TLS}/server-ca.crt -CAkey {TLS}/server-ca.key -set_serial {serial} -days 200 -extfile ext -out c
+        printf '{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"k3s-serving","namespace":"kube-system"}},"data":{{"tls.crt":"%s","tls.key":"%s"}},"type":"kubernetes.io/tls"}}' "$(base64 -w0 c)" "$(base64 -w0 k)" > {dest}
+        chmod 600 {dest}; cd /; rm -rf "$t""#
+    )
+}
+
 fn expiry_sees_every_certificate_and_what_each_port_serves(f: &Fleet) {
     let json = expiry(f, 0);
     for n in &f.nodes {
@@ -83,17 +96,7 @@ fn a_supervisor_serving_a_stale_cert_is_said_until_it_restarts(f: &Fleet) {
     let cp1 = &f.node("cp1").container;
     let before = served_6443(f, "cp1");
     // A new certificate kept (as if the Secret had been renewed), the listener not restarted.
-    sh(
-        cp1,
-        &format!(
-            r#"t=$(mktemp -d); cd "$t"
-        openssl ecparam -name prime256v1 -genkey -noout -out k
-        printf 'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
-        openssl req -new -key k -subj /O=k3s/CN=k3s | openssl x509 -req -CA {TLS}/server-ca.crt -CAkey {TLS}/server-ca.key -set_serial 0x7e57 -days 200 -extfile ext -out c
-        printf '{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"k3s-serving","namespace":"kube-system"}},"data":{{"tls.crt":"%s","tls.key":"%s"}},"type":"kubernetes.io/tls"}}' "$(base64 -w0 c)" "$(base64 -w0 k)" > {DYNAMIC}
-        rm -rf "$t""#
-        ),
-    );
+    sh(cp1, &secret_script("0x7e57", DYNAMIC));
     assert_eq!(stored_serial(f, "cp1"), "7e57");
     let json = expiry(f, 3);
     let served: Vec<_> = certs_of(&json, "cp1", "endpoint").into_iter().filter(|c| c["path"] == "127.0.0.1:6443").collect();
@@ -220,6 +223,35 @@ fn a_renewal_killed_inside_a_server_resumes_then_rolls_back(f: &Fleet) {
     verify_live_clean(f);
 }
 
+fn a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back(f: &Fleet) {
+    let cp1 = &f.node("cp1").container;
+    // As the seed's k3s did: a new certificate is kept at the start, but :6443's listener does
+    // not come back with it (here the stand-in's unit leaves the supervisor running through
+    // the stop and start, and its start keeps a new Secret).
+    sh(cp1, &secret_script("0x5a1e", "/tmp/fresh-dynamic.json"));
+    sh(
+        cp1,
+        r#"sed -i -e 's/ k3s-certs supervisor kubelet"/ k3s-certs kubelet"/' -e 's|^server_start() {$|server_start() {\n  cp /tmp/fresh-dynamic.json "$tls/dynamic-cert.json"|' /usr/local/bin/systemctl
+        grep -q ' k3s-certs kubelet"' /usr/local/bin/systemctl && grep -q fresh-dynamic /usr/local/bin/systemctl"#,
+    );
+    let before = served(f, "cp1", 6443, "-serial");
+    let others = || pki_snapshot(f).into_iter().filter(|(n, _)| n != "cp1").collect::<std::collections::BTreeMap<_, _>>();
+    let untouched = others();
+    let sd = tempfile::tempdir().unwrap();
+    let sdir = sd.path().to_str().unwrap();
+    let run = f.kcert(&["renew", "--yes", "--certs", "k3s-server", "--gate-timeout", "10s", "--on-failure", "pause", "--state-dir", sdir]).run();
+    sh(cp1, "cp /opt/kcert-fleet/systemctl /usr/local/bin/systemctl");
+    run.status(1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains(&format!("127.0.0.1:6443 does not serve the certificate {DYNAMIC} holds after the start")) && said.contains("stale listener"), "{said}");
+    assert!(said.contains("serial 5a1e"), "the serial the file holds is named: {said}");
+    // The run stopped at cp1: no other node was touched; rolled back, cp1 keeps and serves its old cert.
+    assert_same_snapshot("after a renewal stopped at cp1", &untouched, &others());
+    f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run().status(0).stdout_has("restored");
+    assert_eq!(served(f, "cp1", 6443, "-serial"), before);
+    expiry(f, 0);
+}
+
 fn rotate_ca_refuses_on_k3s_and_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
     let run = f.kcert(&["rotate-ca", "--yes"]).run();
@@ -237,6 +269,7 @@ fn main() {
         ("rotate_ca_refuses_on_k3s_and_changes_nothing", rotate_ca_refuses_on_k3s_and_changes_nothing),
         ("the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it", the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it),
         ("a_renewal_killed_inside_a_server_resumes_then_rolls_back", a_renewal_killed_inside_a_server_resumes_then_rolls_back),
+        ("a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back", a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back),
     ];
     harness_flavour(scenarios, "k3s", None);
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::parts;
 use super::renew::Input;
-use super::schema::{ApiCall, Batch, NodeNote, NodeOps, Plan, Reissue, ReissuedFile, StepPlan};
+use super::schema::{ApiCall, Batch, NodeNote, NodeOps, Plan, Reissue, ReissuedFile, Served, StepPlan};
 use super::build;
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
@@ -61,6 +61,7 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
     let mut services = Vec::new();
     let mut files: Vec<ReissuedFile> = Vec::new();
     let mut removed = Vec::new();
+    let mut creates = Vec::new();
     let mut seen = BTreeSet::new();
     for s in chosen {
         let mut any = false;
@@ -87,6 +88,7 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
         }
         if any {
             services.push(s.name.as_str());
+            creates.extend(s.creates.iter().cloned());
         }
     }
     if files.is_empty() {
@@ -101,7 +103,8 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
     let mut run = vec![tool];
     run.extend(removed.iter().map(|p| format!("rm -f {}", shell_quote(p))));
     let components = unit.components.iter().filter(|c| n.pki.components.contains_key(*c)).cloned().collect();
-    Ok(Some(Reissue { unit: unit.name.clone(), stop: unit.stop.clone(), run, start: unit.start.clone(), components, files }))
+    let serves = n.pki.endpoints.iter().filter_map(|e| e.file.as_ref().filter(|p| seen.contains(*p)).map(|p| Served { host: e.host.clone(), port: e.port, path: p.clone() })).collect();
+    Ok(Some(Reissue { unit: unit.name.clone(), stop: unit.stop.clone(), run, start: unit.start.clone(), components, files, creates, serves }))
 }
 
 /// Plans the renewal of every node by the distribution's own tool, and proves it: the same

@@ -263,6 +263,22 @@ pub struct Reissue {
     /// The components that stop and start with the unit on this node.
     pub components: Vec<String>,
     pub files: Vec<ReissuedFile>,
+    /// Paths the tool may create (a trigger for the unit's start): one absent before the run
+    /// and there after it is journaled as created, so a rollback removes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub creates: Vec<String>,
+    /// The node's ports that serve one of those files: after the start each must serve what
+    /// its file then holds (a stale listener, k3s issues 3144 and 8762, fails the step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<Served>,
+}
+
+/// A port on a node and the file whose certificate it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Served {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
 }
 
 /// A file the node's tool makes again: its bytes now (backed up first); its new bytes are the node's.

@@ -43,6 +43,9 @@ pub struct Service {
     /// would start again from them and keep serving what they hold (k3s's dynamic-cert.json).
     #[serde(default)]
     pub remove: Vec<String>,
+    /// Paths the tool may create for it (k3s's dynamic listener trigger), removed by a rollback.
+    #[serde(default)]
+    pub creates: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +75,9 @@ impl Reissue {
                 if !has_file(f) {
                     out.push(format!("reissue.services.{}: unknown file {f:?}", s.name));
                 }
+            }
+            if let Some(p) = s.creates.iter().find(|p| !p.starts_with('/')) {
+                out.push(format!("reissue.services.{}: creates {p:?}, not an absolute path", s.name));
             }
             for f in &s.remove {
                 if !s.files.contains(f) {
@@ -123,6 +129,7 @@ mod tests {
             ("components: [kubelet, kube-proxy]", "components: [kubelet, kube-proxyy]", "unknown component \"kube-proxyy\""),
             ("when_under: [/var/lib/rancher/k3s/server/,", "when_under: [var/lib/rancher/k3s/server/,", "not an absolute path"),
             ("remove: [dynamic-cert]", "remove: [client-admin]", "removed but not among the files"),
+            ("creates: [/var/lib/rancher/k3s/server/tls/dynamic-cert-regenerate]", "creates: [dynamic-cert-regenerate]", "creates \"dynamic-cert-regenerate\", not an absolute path"),
         ] {
             let text = k3s_text().replacen(from, to, 1);
             assert_ne!(text, k3s_text(), "{from}");

@@ -142,6 +142,9 @@ fn reissue(r: &crate::plan::schema::Reissue, offline: bool, out: &mut dyn Write)
     writeln!(out, "  start   {}{skipped}: {} makes the {} above again (each checked to differ from its backup)", r.start, r.unit, plural(r.files.len(), "file"))?;
     let with = if r.components.is_empty() { "none of its components was found here".to_string() } else { r.components.join(", ") };
     writeln!(out, "          restarts with it: {with}")?;
+    for s in &r.serves {
+        writeln!(out, "  check   {}:{} serves what {} then holds{skipped}", s.host, s.port, s.path)?;
+    }
     Ok(())
 }
 

@@ -4,14 +4,16 @@
 //! stop, the unit started again so the node is not left down.
 //! Must not: make a certificate or key itself (the node's tool does), or gate (the step does).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use super::Runner;
 use super::journal::{At, Done, Record};
 use super::node::backup_path;
-use crate::pki::sha256;
+use crate::pki::{first_cert, k3s, sha256};
 use crate::plan::StageId;
-use crate::plan::schema::Reissue;
+use crate::plan::schema::{Reissue, Served};
+use crate::reach::probe::served_chain;
 use crate::reach::transport::{FileData, Replace, Transport, WriteFile};
 use crate::text::short_sha;
 
@@ -94,26 +96,62 @@ impl Runner<'_> {
                 return Err(format!("{node}: backing up failed: {why}"));
             }
         }
+        // What the tool may create and is not there yet is journaled as created: a rollback removes it.
+        let mut absent = Vec::new();
+        for (p, d) in r.creates.iter().zip(t.read_files(&r.creates).await.map_err(|e| format!("{node}: {e}"))?) {
+            if backed.contains(p.as_str()) {
+                absent.push(p.clone());
+            } else if matches!(d, FileData::Missing) {
+                self.rec(&Record::Backup { node: node.into(), path: p.clone(), backup: String::new(), sha256: String::new(), at: At::step(stage, bi), absent: true })?;
+                absent.push(p.clone());
+            }
+        }
         for c in &r.run {
             self.note(node, format!("running {c}"));
             shell(t, c).await.map_err(|e| format!("{node}: `{c}` failed: {e}"))?;
         }
         self.note(node, format!("starting {}", r.unit));
         shell(t, &r.start).await.map_err(|e| format!("{node}: starting {} (`{}`) failed: {e}", r.unit, r.start))?;
-        // Each file must have been made again: missing, or the old bytes, is a renewal that did not happen.
-        let after = t.read_files(&paths).await.map_err(|e| format!("{node}: reading back what {} made: {e}", r.unit))?;
-        let mut written = Vec::new();
-        let mut missed = Vec::new();
-        for (f, d) in r.files.iter().zip(after) {
-            match d {
-                FileData::Found(b) if sha256(&b) != f.old_sha256 => written.push(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) }),
-                FileData::Found(_) => missed.push(format!("{} still holds its old bytes", f.path)),
-                _ => missed.push(format!("{} is missing", f.path)),
+        // Each file must have been made again: missing, or the old bytes, is a renewal that did
+        // not happen. A unit may report ready before its last file is written: asked again
+        // until the patience runs out.
+        let deadline = Instant::now() + self.patience;
+        let (written, now) = loop {
+            let after = t.read_files(&paths).await.map_err(|e| format!("{node}: reading back what {} made: {e}", r.unit))?;
+            let mut written = Vec::new();
+            let mut missed = Vec::new();
+            let mut now = BTreeMap::new();
+            for (f, d) in r.files.iter().zip(after) {
+                match d {
+                    FileData::Found(b) if sha256(&b) != f.old_sha256 => {
+                        written.push(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) });
+                        now.insert(f.path.as_str(), b);
+                    }
+                    FileData::Found(_) => missed.push(format!("{} still holds its old bytes", f.path)),
+                    _ => missed.push(format!("{} is missing", f.path)),
+                }
             }
-        }
+            if missed.is_empty() {
+                break (written, now);
+            }
+            if Instant::now() >= deadline {
+                self.rec_all(&written)?;
+                return Err(format!("{node}: {:?} after {} started: {}; its backups are under {}", self.patience, r.unit, missed.join(", "), backup_path(&run_id, stage, "")));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
         self.rec_all(&written)?;
-        if !missed.is_empty() {
-            return Err(format!("{node}: after {} started: {}; its backups are under {}", r.unit, missed.join(", "), backup_path(&run_id, stage, "")));
+        let left: Vec<Record> = absent
+            .iter()
+            .zip(t.read_files(&absent).await.map_err(|e| format!("{node}: {e}"))?)
+            .filter_map(|(p, d)| match d {
+                FileData::Found(b) => Some(Record::Written { node: node.into(), path: p.clone(), old_sha256: String::new(), new_sha256: sha256(&b), at: At::step(stage, bi) }),
+                _ => None,
+            })
+            .collect();
+        self.rec_all(&left)?;
+        for s in &r.serves {
+            self.serves_its_file(node, t, s, &now, deadline).await?;
         }
         self.rec(&Record::Restarted { node: node.into(), component: r.unit.clone(), at: At::step(stage, bi), undo: false })?;
         self.count(node, |n| {
@@ -121,6 +159,31 @@ impl Runner<'_> {
             n.restarted.push(r.unit.clone());
         });
         Ok(written.len())
+    }
+}
+
+impl Runner<'_> {
+    /// Waits (until `deadline`) for a port to serve the certificate its file holds now.
+    async fn serves_its_file(&self, node: &str, t: &dyn Transport, s: &Served, files: &BTreeMap<&str, Vec<u8>>, deadline: Instant) -> std::result::Result<(), String> {
+        let Some(bytes) = files.get(s.path.as_str()) else { return Ok(()) };
+        let pem = match k3s::tls_secret(bytes) {
+            Some(p) => p.map_err(|e| format!("{node}: {}: {e}", s.path))?,
+            None => bytes.clone(),
+        };
+        let want = first_cert(&pem).map_err(|e| format!("{node}: {}: {e}", s.path))?;
+        self.note(node, format!("waiting for {}:{} to serve {}", s.host, s.port, s.path));
+        loop {
+            let served = served_chain(t, &s.host, s.port, Duration::from_secs(5)).await;
+            let why = match served {
+                Ok(chain) if chain.first().is_some_and(|c| c.der == want.der) => return Ok(()),
+                Ok(chain) => format!("it serves serial {} where {} holds serial {}", chain.first().map_or("none", |c| c.serial.as_str()), s.path, want.serial),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!("{node}: {}:{} does not serve the certificate {} holds after the start ({why}): a stale listener (k3s issues 3144, 8762)", s.host, s.port, s.path));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 
