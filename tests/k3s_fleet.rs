@@ -252,6 +252,22 @@ fn a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back(f: 
     expiry(f, 0);
 }
 
+fn a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were(f: &Fleet) {
+    let cp1 = &f.node("cp1").container;
+    let before = pki_snapshot(f);
+    // The tool deletes the files, then fails.
+    sh(cp1, r#"mv /usr/local/bin/k3s /usr/local/bin/k3s.real && printf '#!/bin/sh\n/usr/local/bin/k3s.real "$@"\necho "datastore unreachable" >&2\nexit 1\n' > /usr/local/bin/k3s && chmod +x /usr/local/bin/k3s"#);
+    let run = f.kcert(&["renew", "--yes", "--gate-timeout", "20s"]).run();
+    sh(cp1, "mv /usr/local/bin/k3s.real /usr/local/bin/k3s");
+    run.status(1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("cp1: `k3s certificate rotate --service admin") && said.contains("exit 1: datastore unreachable (k3s was started again)") && said.contains("rolled back"), "{said}");
+    // Started again, k3s made what the tool deleted; the rollback put every file back.
+    assert_same_snapshot("after the failed renewal's rollback", &before, &pki_snapshot(f));
+    expiry(f, 0);
+    verify_live_clean(f);
+}
+
 fn rotate_ca_refuses_on_k3s_and_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
     let run = f.kcert(&["rotate-ca", "--yes"]).run();
@@ -270,6 +286,7 @@ fn main() {
         ("the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it", the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it),
         ("a_renewal_killed_inside_a_server_resumes_then_rolls_back", a_renewal_killed_inside_a_server_resumes_then_rolls_back),
         ("a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back", a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back),
+        ("a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were", a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were),
     ];
     harness_flavour(scenarios, "k3s", None);
 }

@@ -37,7 +37,13 @@ impl Runner<'_> {
                 // Whatever failed, the node comes back: a server down is a quorum member down.
                 self.note(node, format!("starting {} again after a failure", r.unit));
                 match shell(t.as_ref(), &r.start).await {
-                    Ok(()) => Err(format!("{e} ({} was started again)", r.unit)),
+                    Ok(()) => {
+                        // What the unit made at that start is journaled, so a rollback can put the files back.
+                        if let Err(more) = self.journal_made(stage, bi, node, t.as_ref(), r).await {
+                            return Err(format!("{e} ({} was started again; {more})", r.unit));
+                        }
+                        Err(format!("{e} ({} was started again)", r.unit))
+                    }
                     Err(again) => Err(format!("{e}; starting {} again failed too (`{}`): {again}", r.unit, r.start)),
                 }
             }
@@ -163,6 +169,30 @@ impl Runner<'_> {
 }
 
 impl Runner<'_> {
+    /// Journals as written each backed-up file of the node that no longer holds its old bytes.
+    async fn journal_made(&self, stage: StageId, bi: usize, node: &str, t: &dyn Transport, r: &Reissue) -> std::result::Result<(), String> {
+        let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
+        let backed: BTreeSet<&str> = records
+            .iter()
+            .filter_map(|rec| match rec {
+                Record::Backup { node: n, path, at, absent: false, .. } if n == node && at.stage == stage && at.step == bi => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        let files: Vec<_> = r.files.iter().filter(|f| backed.contains(f.path.as_str())).collect();
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let now = t.read_files(&paths).await.map_err(|e| format!("{node}: reading back what {} made: {e}", r.unit))?;
+        let made: Vec<Record> = files
+            .iter()
+            .zip(now)
+            .filter_map(|(f, d)| match d {
+                FileData::Found(b) if sha256(&b) != f.old_sha256 => Some(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) }),
+                _ => None,
+            })
+            .collect();
+        self.rec_all(&made)
+    }
+
     /// Waits (until `deadline`) for a port to serve the certificate its file holds now.
     async fn serves_its_file(&self, node: &str, t: &dyn Transport, s: &Served, files: &BTreeMap<&str, Vec<u8>>, deadline: Instant) -> std::result::Result<(), String> {
         let Some(bytes) = files.get(s.path.as_str()) else { return Ok(()) };
@@ -194,5 +224,6 @@ pub(super) async fn shell(t: &dyn Transport, cmd: &str) -> std::result::Result<(
         return Ok(());
     }
     let said = [out.stderr_text(), out.stdout_text().trim().to_string()].into_iter().find(|s| !s.is_empty()).unwrap_or_default();
-    Err(format!("exit {:?}{}", out.status, if said.is_empty() { String::new() } else { format!(": {said}") }))
+    let code = out.status.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+    Err(format!("{code}{}", if said.is_empty() { String::new() } else { format!(": {said}") }))
 }
