@@ -5,10 +5,10 @@
 
 use std::collections::BTreeSet;
 
+use super::build;
 use super::parts;
 use super::renew::Input;
 use super::schema::{ApiCall, Batch, NodeNote, NodeOps, Plan, Reissue, ReissuedFile, Served, StepPlan};
-use super::build;
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
 use crate::pki::{first_cert, k3s, kubeconfig, sha256};
@@ -39,9 +39,9 @@ fn unit_of<'r>(r: &'r reissue::Reissue, n: &NodeFacts) -> Option<&'r Unit> {
 fn what(pb: &Playbook, name: &str, bytes: &[u8]) -> String {
     let cert = match pb.file(name).map(|f| f.kind) {
         Some(FileKind::Key) => return "private key".into(),
-        Some(FileKind::Kubeconfig) => kubeconfig::parse_kubeconfig(bytes).ok().and_then(|kc| {
-            kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data").find_map(|e| e.content.as_ref().ok().and_then(|c| c.certs.first().cloned()))
-        }),
+        Some(FileKind::Kubeconfig) => kubeconfig::parse_kubeconfig(bytes)
+            .ok()
+            .and_then(|kc| kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data").find_map(|e| e.content.as_ref().ok().and_then(|c| c.certs.first().cloned()))),
         _ => match k3s::tls_secret(bytes) {
             Some(Ok(pem)) => first_cert(&pem).ok(),
             Some(Err(_)) => None,
@@ -103,7 +103,8 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
     let mut run = vec![tool];
     run.extend(removed.iter().map(|p| format!("rm -f {}", shell_quote(p))));
     let components = unit.components.iter().filter(|c| n.pki.components.contains_key(*c)).cloned().collect();
-    let serves = n.pki.endpoints.iter().filter_map(|e| e.file.as_ref().filter(|p| seen.contains(*p)).map(|p| Served { host: e.host.clone(), port: e.port, path: p.clone() })).collect();
+    let serves =
+        n.pki.endpoints.iter().filter_map(|e| e.file.as_ref().filter(|p| seen.contains(*p)).map(|p| Served { host: e.host.clone(), port: e.port, path: p.clone() })).collect();
     Ok(Some(Reissue { unit: unit.name.clone(), stop: unit.stop.clone(), run, start: unit.start.clone(), components, files, creates, serves }))
 }
 

@@ -129,7 +129,11 @@ mod tests {
             ("components: [kubelet, kube-proxy]", "components: [kubelet, kube-proxyy]", "unknown component \"kube-proxyy\""),
             ("when_under: [/var/lib/rancher/k3s/server/,", "when_under: [var/lib/rancher/k3s/server/,", "not an absolute path"),
             ("remove: [dynamic-cert]", "remove: [client-admin]", "removed but not among the files"),
-            ("creates: [/var/lib/rancher/k3s/server/tls/dynamic-cert-regenerate]", "creates: [dynamic-cert-regenerate]", "creates \"dynamic-cert-regenerate\", not an absolute path"),
+            (
+                "creates: [/var/lib/rancher/k3s/server/tls/dynamic-cert-regenerate]",
+                "creates: [dynamic-cert-regenerate]",
+                "creates \"dynamic-cert-regenerate\", not an absolute path",
+            ),
         ] {
             let text = k3s_text().replacen(from, to, 1);
             assert_ne!(text, k3s_text(), "{from}");

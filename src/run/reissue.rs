@@ -53,14 +53,7 @@ impl Runner<'_> {
     async fn reissue_stopped(&self, stage: StageId, bi: usize, node: &str, t: &dyn Transport, r: &Reissue) -> std::result::Result<usize, String> {
         let paths: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
         // A run that stopped before this node was through has journaled the backups it made.
-        let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
-        let backed: BTreeSet<&str> = records
-            .iter()
-            .filter_map(|rec| match rec {
-                Record::Backup { node: n, path, at, .. } if n == node && at.stage == stage && at.step == bi => Some(path.as_str()),
-                _ => None,
-            })
-            .collect();
+        let backed = self.backed_up(stage, bi, node)?;
         let now = t.read_files(&paths).await.map_err(|e| format!("{node}: {e}; nothing was changed"))?;
         let run_id = self.run_id();
         let mut todo = Vec::new();
@@ -69,7 +62,12 @@ impl Runner<'_> {
                 FileData::Found(b) if sha256(&b) == f.old_sha256 => todo.push((f, b)),
                 _ if backed.contains(f.path.as_str()) => {}
                 FileData::Found(b) => {
-                    return Err(format!("{node}: {} changed outside this run (sha256 {} where the plan expects {}); nothing was changed", f.path, short_sha(Some(&sha256(&b))), short_sha(Some(&f.old_sha256))));
+                    return Err(format!(
+                        "{node}: {} changed outside this run (sha256 {} where the plan expects {}); nothing was changed",
+                        f.path,
+                        short_sha(Some(&sha256(&b))),
+                        short_sha(Some(&f.old_sha256))
+                    ));
                 }
                 other => return Err(format!("{node}: {}: cannot read it ({other:?}) to back it up; nothing was changed", f.path)),
             }
@@ -95,7 +93,14 @@ impl Runner<'_> {
                 if *sum != f.old_sha256 {
                     break;
                 }
-                backups.push(Record::Backup { node: node.into(), path: f.path.clone(), backup: backup_path(&run_id, stage, &f.path), sha256: sum.clone(), at: At::step(stage, bi), absent: false });
+                backups.push(Record::Backup {
+                    node: node.into(),
+                    path: f.path.clone(),
+                    backup: backup_path(&run_id, stage, &f.path),
+                    sha256: sum.clone(),
+                    at: At::step(stage, bi),
+                    absent: false,
+                });
             }
             self.rec_all(&backups)?;
             if let Some(why) = got.failure.or_else(|| (backups.len() < todo.len()).then(|| "a backup reads back with another sha256".to_string())) {
@@ -130,7 +135,13 @@ impl Runner<'_> {
             for (f, d) in r.files.iter().zip(after) {
                 match d {
                     FileData::Found(b) if sha256(&b) != f.old_sha256 => {
-                        written.push(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) });
+                        written.push(Record::Written {
+                            node: node.into(),
+                            path: f.path.clone(),
+                            old_sha256: f.old_sha256.clone(),
+                            new_sha256: sha256(&b),
+                            at: At::step(stage, bi),
+                        });
                         now.insert(f.path.as_str(), b);
                     }
                     FileData::Found(_) => missed.push(format!("{} still holds its old bytes", f.path)),
@@ -169,16 +180,22 @@ impl Runner<'_> {
 }
 
 impl Runner<'_> {
-    /// Journals as written each backed-up file of the node that no longer holds its old bytes.
-    async fn journal_made(&self, stage: StageId, bi: usize, node: &str, t: &dyn Transport, r: &Reissue) -> std::result::Result<(), String> {
+    /// The paths of `node` the journal has a backup of in this step (a file's copy, or a path
+    /// recorded as absent): what a run that stopped half way already did there.
+    fn backed_up(&self, stage: StageId, bi: usize, node: &str) -> std::result::Result<BTreeSet<String>, String> {
         let records = self.journal.lock().expect("journal lock").records().map_err(|e| e.to_string())?;
-        let backed: BTreeSet<&str> = records
-            .iter()
+        Ok(records
+            .into_iter()
             .filter_map(|rec| match rec {
-                Record::Backup { node: n, path, at, absent: false, .. } if n == node && at.stage == stage && at.step == bi => Some(path.as_str()),
+                Record::Backup { node: n, path, at, .. } if n == node && at.stage == stage && at.step == bi => Some(path),
                 _ => None,
             })
-            .collect();
+            .collect())
+    }
+
+    /// Journals as written each backed-up file of the node that no longer holds its old bytes.
+    async fn journal_made(&self, stage: StageId, bi: usize, node: &str, t: &dyn Transport, r: &Reissue) -> std::result::Result<(), String> {
+        let backed = self.backed_up(stage, bi, node)?;
         let files: Vec<_> = r.files.iter().filter(|f| backed.contains(f.path.as_str())).collect();
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let now = t.read_files(&paths).await.map_err(|e| format!("{node}: reading back what {} made: {e}", r.unit))?;
@@ -186,7 +203,9 @@ impl Runner<'_> {
             .iter()
             .zip(now)
             .filter_map(|(f, d)| match d {
-                FileData::Found(b) if sha256(&b) != f.old_sha256 => Some(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) }),
+                FileData::Found(b) if sha256(&b) != f.old_sha256 => {
+                    Some(Record::Written { node: node.into(), path: f.path.clone(), old_sha256: f.old_sha256.clone(), new_sha256: sha256(&b), at: At::step(stage, bi) })
+                }
                 _ => None,
             })
             .collect();
@@ -210,7 +229,10 @@ impl Runner<'_> {
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
-                return Err(format!("{node}: {}:{} does not serve the certificate {} holds after the start ({why}): a stale listener (k3s issues 3144, 8762)", s.host, s.port, s.path));
+                return Err(format!(
+                    "{node}: {}:{} does not serve the certificate {} holds after the start ({why}): a stale listener (k3s issues 3144, 8762)",
+                    s.host, s.port, s.path
+                ));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
