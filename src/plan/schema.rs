@@ -15,8 +15,9 @@ use crate::pki::edit;
 use crate::pki::sign::KeyType;
 
 /// The version of the plan format; a saved plan of another version is refused. 3: recipe
-/// texts stored once in a table by sha256 (`stored`).
-pub const PLAN_VERSION: u32 = 3;
+/// texts stored once in a table by sha256 (`stored`). 4: a node's renewal by its own tool
+/// (`NodeOps::reissue`), which a kcert of format 3 would not know to run.
+pub const PLAN_VERSION: u32 = 4;
 
 /// What a plan does: which command made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
