@@ -11,6 +11,7 @@ use super::renew::Input;
 use super::schema::{ApiCall, Batch, NodeNote, NodeOps, Plan, Reissue, ReissuedFile, Served, StepPlan};
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
+use crate::pki::cert::CertInfo;
 use crate::pki::{first_cert, k3s, kubeconfig, sha256};
 use crate::playbook::reissue::{self, Unit};
 use crate::playbook::{FileKind, Playbook};
@@ -35,10 +36,11 @@ fn unit_of<'r>(r: &'r reissue::Reissue, n: &NodeFacts) -> Option<&'r Unit> {
     r.units.iter().find(|u| u.when_under.is_empty() || n.pki.named.values().any(|p| u.when_under.iter().any(|w| p.starts_with(w.as_str()))))
 }
 
-/// What a file holds now, for a reviewer: its first certificate's subject and expiry.
-fn what(pb: &Playbook, name: &str, bytes: &[u8]) -> String {
-    let cert = match pb.file(name).map(|f| f.kind) {
-        Some(FileKind::Key) => return "private key".into(),
+/// The certificate a file holds for a reviewer to know it by: a kubeconfig's embedded client
+/// certificate, a TLS Secret's `tls.crt`, a PEM file's first; none for a key.
+fn cert_in(pb: &Playbook, name: &str, bytes: &[u8]) -> Option<CertInfo> {
+    match pb.file(name).map(|f| f.kind) {
+        Some(FileKind::Key) => None,
         Some(FileKind::Kubeconfig) => kubeconfig::parse_kubeconfig(bytes)
             .ok()
             .and_then(|kc| kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data").find_map(|e| e.content.as_ref().ok().and_then(|c| c.certs.first().cloned()))),
@@ -47,10 +49,6 @@ fn what(pb: &Playbook, name: &str, bytes: &[u8]) -> String {
             Some(Err(_)) => None,
             None => first_cert(bytes).ok(),
         },
-    };
-    match cert {
-        Some(c) => format!("{}, expires {}", c.subject, rfc3339(c.not_after)),
-        None => "no certificate kcert can read".into(),
     }
 }
 
@@ -70,12 +68,18 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
             let Some(bytes) = n.files.get(path) else {
                 return Err(format!("{node}: {path}: could not be read; it must be backed up before {} makes it again", r.command));
             };
-            let what = what(pb, name, bytes);
+            let kind = pb.file(name).map(|f| f.kind);
+            let cert = cert_in(pb, name, bytes);
             // A kubeconfig is made again only for the client certificate it embeds (an old
             // k3s.yaml with a password comes back the same).
-            if pb.file(name).is_some_and(|f| f.kind == FileKind::Kubeconfig) && !what.contains("expires") {
+            if kind == Some(FileKind::Kubeconfig) && cert.is_none() {
                 continue;
             }
+            let what = match (kind, cert) {
+                (Some(FileKind::Key), _) => None,
+                (_, Some(c)) => Some(format!("{}, expires {}", c.subject, rfc3339(c.not_after))),
+                (_, None) => Some("no certificate kcert can read".to_string()),
+            };
             any = true;
             if !seen.insert(path.clone()) {
                 continue;

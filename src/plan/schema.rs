@@ -290,8 +290,9 @@ pub struct ReissuedFile {
     /// Holds a private key: its backup and any restore are 0600.
     pub private: bool,
     pub bytes: u64,
-    /// What it holds now, for a reviewer.
-    pub what: String,
+    /// What it holds now, for a reviewer (none for a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
 }
 
 /// What a reviewer should know of one node's part (a file left alone, and why).

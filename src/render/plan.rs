@@ -133,7 +133,7 @@ fn reissue(r: &crate::plan::schema::Reissue, offline: bool, out: &mut dyn Write)
     writeln!(out, "  stop    {}{skipped}", r.stop)?;
     for f in &r.files {
         let private = if f.private { ", a private key: backed up 0600" } else { "" };
-        let what = if f.what == "private key" { String::new() } else { format!("\n          {}", f.what) };
+        let what = f.what.as_ref().map(|w| format!("\n          {w}")).unwrap_or_default();
         writeln!(out, "  backup  {}  (sha256 {}{private}){what}", f.path, short_sha(Some(&f.old_sha256)))?;
     }
     for c in &r.run {
