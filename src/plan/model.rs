@@ -78,6 +78,20 @@ pub struct Model {
     pub files: BTreeMap<FileId, Content>,
     pub readers: Vec<Reader>,
     pub edges: Vec<Edge>,
+    /// Cross-signing: a CA -> the CAs that vouch for it. A certificate it signed is accepted
+    /// where one of those is trusted, because the presenter sends the cross-signed copy with
+    /// its leaf (k3s's leaf files carry their CA bundle after the leaf: deps.go). Empty where
+    /// nothing is cross-signed (every kubeadm and binary cluster).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vouched: BTreeMap<CaId, BTreeSet<CaId>>,
+}
+
+impl Model {
+    /// Whether a bundle trusting `trust` accepts a certificate signed by `signer`: directly,
+    /// or through a CA that cross-signed it.
+    pub fn accepts(&self, trust: &BTreeSet<CaId>, signer: &CaId) -> bool {
+        trust.contains(signer) || self.vouched.get(signer).is_some_and(|by| by.iter().any(|c| trust.contains(c)))
+    }
 }
 
 /// One thing a plan does to the model.

@@ -26,6 +26,7 @@ struct State<'m> {
     loaded: BTreeMap<(String, String), BTreeMap<String, Content>>,
     /// (node, component) -> the component, looked up for every side of every check.
     readers: BTreeMap<(&'m str, &'m str), &'m Reader>,
+    model: &'m Model,
 }
 
 impl<'m> State<'m> {
@@ -35,7 +36,7 @@ impl<'m> State<'m> {
             loaded.insert((c.node.clone(), c.name.clone()), snapshot(&model.files, &c.node, &c.reads));
         }
         let readers = model.readers.iter().map(|c| ((c.node.as_str(), c.name.as_str()), c)).collect();
-        State { disk: model.files.clone(), loaded, readers }
+        State { disk: model.files.clone(), loaded, readers, model }
     }
 
     /// What a side sees of one of its files: fresh clients read the disk, the rest what they loaded.
@@ -71,7 +72,7 @@ impl<'m> State<'m> {
         let pair = [(&e.client, &e.server, "client"), (&e.server, &e.client, "server")];
         for (presenter, verifier, role) in pair {
             let (Some(signer), Some(trust)) = (self.presents(presenter)?, self.trusts(verifier)?) else { continue };
-            if !trust.contains(signer) {
+            if !self.model.accepts(trust, signer) {
                 let held: Vec<&str> = trust.iter().map(String::as_str).collect();
                 return Err(format!("the {role}'s certificate is signed by {signer}, which the {} does not trust (it trusts {})", if role == "client" { "server" } else { "client" }, held.join(", ")));
             }
@@ -286,6 +287,30 @@ mod tests {
         plan.swap(1, 2);
         let err = prove(&cluster(), &plan).unwrap_err();
         assert_eq!(err.stage, "S5 prune");
+    }
+
+    /// k3s's way: one node at a time takes a bundle of old and new and a leaf of the new CA,
+    /// with no stage of trust first. Only the cross-signed copy of the new root (vouched for by
+    /// the old) lets the nodes still on the old bundle accept the new leaves.
+    #[test]
+    fn a_cross_signed_ca_is_accepted_where_the_ca_that_vouches_for_it_is_trusted() {
+        let at_once = |n: &str| {
+            let mut v = resign(n, "ca@new");
+            v.insert(0, Effect::Write { node: n.into(), path: "ca.crt".into(), content: trust(&["ca@old", "ca@new"]) });
+            v.extend(restarts(n));
+            v
+        };
+        let plan = vec![Effects { name: "S4 every node restarts onto the new CA".into(), effects: per_node(at_once) }];
+        let err = prove(&cluster(), &plan).unwrap_err();
+        assert!(err.why.contains("signed by ca@new, which the server does not trust (it trusts ca@old)"), "{err}");
+        let mut crossed = cluster();
+        crossed.vouched.insert("ca@new".into(), ["ca@old".to_string()].into());
+        prove(&crossed, &plan).unwrap();
+        // Pruning the old CA while a leaf of it is still loaded somewhere is refused all the same.
+        let mut early = plan.clone();
+        early[0].effects.splice(0..0, [Effect::Write { node: "cp2".into(), path: "ca.crt".into(), content: trust(&["ca@new"]) }, Effect::Restart { node: "cp2".into(), component: "kubelet".into() }]);
+        let err = prove(&crossed, &early).unwrap_err();
+        assert!(err.why.contains("ca@old"), "{err}");
     }
 
     /// The proof as it was before the edge index: every edge after every step.
