@@ -372,9 +372,90 @@ fn renew_on_k3s_plans_k3s_s_own_procedure_and_never_runs_on_files_alone() {
     let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--yes"]).run();
     run.status(2).stderr_has("distribution k3s").stderr_has("files alone (--root) cannot be renewed");
     assert_eq!(snapshot(&s1), before, "a refused renewal changed a file");
-    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s1]).args(["--dry-run"]).run();
-    run.status(2);
-    assert!(run.stderr.contains("no `rotation` section"), "{}", run.stderr);
+}
+
+/// The recipe text of the plan's staged file ending in `name`, in the stage `stage`.
+fn staged(plan: &serde_json::Value, stage: &str, name: &str) -> String {
+    let stage = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == stage).unwrap();
+    let op = stage["steps"][0]["ops"][0]["files"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap_or_else(|| panic!("{name} not staged"));
+    let text = &op["recipe"]["text"];
+    // A saved plan stores each text once, by sha256; a dry run's JSON carries it in place.
+    text.as_str().map(str::to_string).unwrap_or_else(|| plan["texts"][text["sha256"].as_str().unwrap()].as_str().unwrap().to_string())
+}
+
+#[test]
+fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_is_not_carried_out_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s2 = tmp.path().join("s2");
+    let tls = s2.join("var/lib/rancher/k3s/server/tls");
+    let before = snapshot(&s2);
+    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run();
+    run.status(0)
+        .stdout_has("S1 the cross-signed CAs staged on local and handed to k3s's datastore")
+        .stdout_has("/var/lib/rancher/k3s/server/kcert-rotate-ca/")
+        .stdout_has("/tls/etcd/peer-ca.key  (new, mode 0600)")
+        .stdout_has("/tls/service.key  (new, mode 0600)")
+        .stdout_has("k3s certificate rotate-ca --path /var/lib/rancher/k3s/server/kcert-rotate-ca/")
+        .stdout_has("S4 every node restarts onto the new CAs (k3s re-issues every leaf): servers one at a time, then the agents")
+        .stdout_has("delete the kube-system/k3s-serving secret")
+        .stdout_has("~ /etc/systemd/system/k3s.service.env")
+        .stdout_has("holds a join token's secret: never shown")
+        .stdout_has("stop    systemctl stop k3s (skipped: offline)")
+        .stdout_has("backup  /var/lib/rancher/k3s/agent/server-ca.crt")
+        .stdout_has("run     rm -f '/var/lib/rancher/k3s/server/tls/dynamic-cert.json'")
+        .stdout_has("S5 the old roots let go")
+        .stdout_has("-prune/tls/server-ca.crt  (new, mode 0644)")
+        .stdout_has("backup  /var/lib/rancher/k3s/server/tls/server-ca.crt  (as S4 leaves it)");
+    // In S4 a server's leaves are backed up (k3s re-issues them); in S5 only its bundles.
+    let s5 = &run.stdout[run.stdout.find("\nS5 ").unwrap()..];
+    let s4 = &run.stdout[run.stdout.find("\nS4 ").unwrap()..run.stdout.find("\nS5 ").unwrap()];
+    assert!(s4.contains("backup  /var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt") && !s5.contains("serving-kube-apiserver.crt"), "{}", run.stdout);
+    // S4 before S5, the API step before the first stop.
+    assert!(s4.find("k3s-serving").unwrap() < s4.find("systemctl stop k3s").unwrap());
+
+    // The plan, as JSON: no key, no token secret; what it stages is k3s's layout, judged by
+    // openssl; the token follows the staged server CA's hash, as k3s computes it.
+    let json = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run", "-o", "json"]).run();
+    json.status(0);
+    let env = std::fs::read_to_string(s2.join("etc/systemd/system/k3s.service.env")).unwrap();
+    let token = env.lines().find_map(|l| l.strip_prefix("K3S_TOKEN=")).unwrap().trim_matches('\'');
+    let secret = token.rsplit(':').next().unwrap();
+    assert!(!json.stdout.contains(secret) && !json.stdout.contains("PRIVATE KEY-----"), "a secret in the plan");
+    let plan = json.json();
+    let bundle = staged(&plan, "S1", "/tls/server-ca.crt");
+    let certs = pem_certs(&bundle);
+    assert_eq!(certs.len(), 4, "intermediate, root, cross-signed root, old root");
+    assert_eq!(certs[3].trim(), std::fs::read_to_string(tls.join("server-ca.crt")).unwrap().trim(), "the old root last, as it is on disk");
+    let d = tmp.path();
+    write(d, "bundle.crt", &bundle);
+    write(d, "int.crt", &certs[0]);
+    write(d, "chain.crt", &[certs[0].as_str(), certs[2].as_str()].concat());
+    // The old server CA's leaves verify against the new bundle; the new intermediate verifies
+    // against the old root through the cross-signed copy.
+    let (ok, out) = verify(d, "bundle.crt", None, tls.join("serving-kube-apiserver.crt").to_str().unwrap());
+    assert!(ok, "{out}");
+    let (ok, out) = verify(d, tls.join("server-ca.crt").to_str().unwrap(), Some("chain.crt"), "int.crt");
+    assert!(ok, "{out}");
+    let pruned = staged(&plan, "S5", "/tls/server-ca.crt");
+    assert_eq!(pem_certs(&pruned), certs[..2].to_vec(), "the old roots let go: intermediate and new root");
+    let tokens: Vec<&serde_json::Value> = plan["stages"].as_array().unwrap().iter().flat_map(|s| s["steps"].as_array().unwrap()).flat_map(|st| st["ops"].as_array().into_iter().flatten()).flat_map(|o| o["files"].as_array().unwrap()).filter(|f| f["recipe"]["kind"] == "join-token").collect();
+    assert_eq!(tokens.len(), 1, "{}", json.stdout);
+    let old_hash = k3s::ca_hash(&std::fs::read(tls.join("server-ca.crt")).unwrap(), now()).unwrap();
+    assert_eq!(tokens[0]["recipe"]["from"], old_hash.as_str());
+    assert_eq!(tokens[0]["recipe"]["to"], k3s::ca_hash(bundle.as_bytes(), now()).unwrap().as_str());
+    assert_ne!(old_hash, tokens[0]["recipe"]["to"].as_str().unwrap());
+
+    // One CA type: only it staged; the client CA's rotation leaves every token as it is.
+    let one = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run", "--ca", "client"]).run();
+    one.status(0).stdout_has("/tls/client-ca.crt  (new").stdout_has("the server CA's hash does not change: no join token is rewritten");
+    assert!(!one.stdout.contains("/tls/server-ca.crt  (new") && !one.stdout.contains("k3s.service.env") && !one.stdout.contains("k3s-serving"), "{}", one.stdout);
+    Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run", "--ca", "cluster"]).run().status(2).stderr_has("--ca cluster: not one of k3s's CA types (client, server, request-header, etcd/peer, etcd/server)");
+    // An agent alone has no server to hand the set to.
+    Test::new().args(["rotate-ca", "--local", "--root"]).args([tmp.path().join("a1")]).args(["--dry-run"]).run().status(2).stderr_has("no k3s server among the nodes");
+    // Carrying it out is refused by name, nothing changed.
+    Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--yes"]).run().status(2).stderr_has("does not carry it out yet");
+    assert_eq!(snapshot(&s2), before, "a refused rotation changed a file");
 }
 
 #[test]
@@ -389,4 +470,8 @@ fn renew_dry_run_on_the_real_world_k3s_sets_names_k3s_s_commands() {
     // k3s v1.17's k3s.yaml holds no client certificate: nothing for k3s to make again.
     let run = Test::new().args(["renew", "--local", "--root"]).args([rw.join("k3s-legacy-cly1213-k3s-3nodes")]).args(["--dry-run"]).run();
     run.status(0).stdout_has("nothing to renew");
+    // A public repository holds no CA key: the new CAs cannot be cross-signed, and the refusal
+    // says which key and whose command needs it.
+    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([rw.join("k3s-bl000m-k3d_keycloak")]).args(["--dry-run"]).run();
+    run.status(2).stderr_has("the server CA cannot be cross-signed: /var/lib/rancher/k3s/server/tls/server-ca.key is not there").stderr_has("as `k3s certificate rotate-ca` requires");
 }

@@ -80,6 +80,8 @@ pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_path
                             paths.extend(facts::key_beside(cert));
                         }
                     }
+                    // Where a node's join token may be: a CA rotation rewrites the hash it pins.
+                    paths.extend(pb.reissue.iter().flat_map(|r| r.rotate_ca.iter()).flat_map(|r| r.tokens.iter().cloned()));
                     let wanted: Vec<String> = paths.into_iter().collect();
                     let mut files = found(&wanted, t.read_files(&wanted).await?);
                     // The files a kubeconfig points at, every user's key among them (the kubelet's

@@ -29,6 +29,9 @@ pub struct RotateOptions {
 pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions) -> Result<Prepared> {
     let gathered = gather(fleet, extra_paths).await?;
     let pb = &gathered.playbook;
+    if pb.reissue.as_ref().is_some_and(|r| r.rotate_ca.is_some()) {
+        return by_its_tool(fleet, opts, gathered);
+    }
     let Some(rot) = &pb.rotation else {
         return Err(Error::input(format!("distribution {}", pb.name), "its playbook has no `rotation` section: kcert does not know how to rotate its CAs yet"));
     };
@@ -133,6 +136,41 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
     }
     drop(input);
     plan.notes.splice(0..0, notes);
+    Ok(Prepared { gathered, plan, keys, warnings })
+}
+
+/// A rotation through the distribution's own tool (k3s): kcert makes the cross-signed set
+/// and the plan; the tool and the nodes' starts do the rest.
+fn by_its_tool(fleet: &Fleet, opts: &RotateOptions, gathered: Gathered) -> Result<Prepared> {
+    let pb = &gathered.playbook;
+    let r = pb.reissue.as_ref().expect("checked by the caller");
+    let rc = r.rotate_ca.as_ref().expect("checked by the caller");
+    let offline = gathered.offline();
+    let (refuse, warnings) = file_checks(&gathered, opts.now);
+    if !refuse.is_empty() {
+        return Err(Error::input("rotate-ca", format!("the cluster's files do not verify; nothing was changed:\n  {}", refuse.join("\n  "))));
+    }
+    let input = Input {
+        playbook: pb,
+        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible },
+        nodes: &gathered.nodes,
+        checks: if offline { Vec::new() } else { gates::checks(pb, &gathered.nodes) },
+        opts: Options {
+            batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1),
+            kubernetes_api: fleet.kubernetes_api,
+            offline,
+            leaf_days: opts.leaf_days,
+            cas: opts.cas.clone(),
+            ca_days: Some(opts.ca_days),
+            key_type: opts.key_type,
+            certs: Vec::new(),
+        },
+        id: crate::run::journal::stamped_id("plan", opts.now)?,
+        cluster: fleet.cluster.clone(),
+        now: opts.now,
+    };
+    let (plan, keys) = crate::plan::reissue_ca::plan(&input, r, rc, &opts.cas)?;
+    drop(input);
     Ok(Prepared { gathered, plan, keys, warnings })
 }
 

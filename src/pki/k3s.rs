@@ -63,6 +63,18 @@ impl JoinToken {
     }
 }
 
+/// `text` with every join token pinning `from` (`K10<from>::`) pinning `to` instead: the
+/// unit's environment (`K3S_TOKEN='K10...'`), config.yaml's `token:`, a token file. An error
+/// when none does (the caller asked because one did).
+pub fn rehash_tokens(text: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "not text".to_string())?;
+    let old = format!("{TOKEN_PREFIX}{from}::");
+    if !text.contains(&old) {
+        return Err(format!("no join token in it pins the CA hash {}...", &from[..from.len().min(12)]));
+    }
+    Ok(text.replace(&old, &format!("{TOKEN_PREFIX}{to}::")).into_bytes())
+}
+
 /// The CA hash a join token pins for a server CA bundle, as k3s's `hashCA` computes it: with
 /// one certificate, the sha256 of the file's bytes as they are; with more, the sha256 of the
 /// DER of the root that the first certificate chains to (a later certificate with no AKI, or
@@ -233,6 +245,23 @@ pub fn cross_signed(product: &str, ty: &str, cert_pem: &[u8], key_pem: &[u8], da
     })
 }
 
+/// k3s's `service.key` for a CA rotation: a new RSA-2048 key first (what signs from then on),
+/// then every key of the old file, so tokens already out keep verifying (the server refuses
+/// a set without the old first key: validateServiceKey).
+pub fn service_keys(old: &[u8]) -> Result<String, SignError> {
+    let text = std::str::from_utf8(old).map_err(|_| SignError::Leaf("service.key: not PEM text".into()))?;
+    if !blocks(text).map_err(|e| SignError::Leaf(format!("service.key: {e}")))?.iter().any(|b| b.label.ends_with("PRIVATE KEY")) {
+        return Err(SignError::Leaf("service.key: no private key in it".into()));
+    }
+    let new = KeyType::Rsa2048.generate().map_err(|e| SignError::Leaf(format!("service.key: cannot generate a key: {e}")))?;
+    let mut out = new.serialize_pem();
+    out.push_str(text);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// A cross-signed `-ca.crt` once the old root is let go (k3s's second `rotate-ca`): the
 /// intermediate and the self-signed root it chains to; the cross-signed root and the old
 /// root are dropped.
@@ -250,7 +279,19 @@ pub fn without_old_root(cert_pem: &[u8]) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::tls_secret;
+    use super::{rehash_tokens, tls_secret};
+
+    #[test]
+    fn only_the_pinned_hash_of_a_token_changes() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let env = format!("K3S_TOKEN='K10{a}::server:s3cret'\nK3S_URL='https://10.0.0.1:6443'\n");
+        let got = String::from_utf8(rehash_tokens(env.as_bytes(), &a, &b).unwrap()).unwrap();
+        assert_eq!(got, format!("K3S_TOKEN='K10{b}::server:s3cret'\nK3S_URL='https://10.0.0.1:6443'\n"));
+        let yaml = format!("server: https://10.0.0.1:6443\ntoken: K10{a}::node:pw\n");
+        assert!(String::from_utf8(rehash_tokens(yaml.as_bytes(), &a, &b).unwrap()).unwrap().contains(&format!("token: K10{b}::node:pw")));
+        let err = rehash_tokens(b"K3S_TOKEN='bare-secret'\n", &a, &b).unwrap_err();
+        assert!(err.contains("no join token") && !err.contains("bare-secret"), "{err}");
+    }
 
     #[test]
     fn a_tls_secret_gives_its_certificate_and_nothing_else_is_one() {

@@ -12,6 +12,7 @@ pub mod parts;
 pub mod prove;
 pub mod read;
 pub mod reissue;
+pub mod reissue_ca;
 pub mod replay;
 pub mod renew;
 pub mod rotation;

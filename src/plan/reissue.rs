@@ -32,13 +32,13 @@ pub fn chosen<'r>(r: &'r reissue::Reissue, certs: &[String]) -> Result<Vec<&'r r
 }
 
 /// The unit a node stops and starts: the first it has a file for, or one for any node.
-fn unit_of<'r>(r: &'r reissue::Reissue, n: &NodeFacts) -> Option<&'r Unit> {
+pub(super) fn unit_of<'r>(r: &'r reissue::Reissue, n: &NodeFacts) -> Option<&'r Unit> {
     r.units.iter().find(|u| u.when_under.is_empty() || n.pki.named.values().any(|p| u.when_under.iter().any(|w| p.starts_with(w.as_str()))))
 }
 
 /// The certificate a file holds for a reviewer to know it by: a kubeconfig's embedded client
 /// certificate, a TLS Secret's `tls.crt`, a PEM file's first; none for a key.
-fn cert_in(pb: &Playbook, name: &str, bytes: &[u8]) -> Option<CertInfo> {
+pub(super) fn cert_in(pb: &Playbook, name: &str, bytes: &[u8]) -> Option<CertInfo> {
     match pb.file(name).map(|f| f.kind) {
         Some(FileKind::Key) => None,
         Some(FileKind::Kubeconfig) => kubeconfig::parse_kubeconfig(bytes)
@@ -85,7 +85,7 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
                 continue;
             }
             let private = pb.file(name).is_some_and(|f| f.kind == FileKind::Key) || crate::pki::edit::has_private_key(bytes) || k3s::tls_secret(bytes).is_some();
-            files.push(ReissuedFile { path: path.clone(), old_sha256: sha256(bytes), private, bytes: bytes.len() as u64, what });
+            files.push(ReissuedFile { path: path.clone(), old_sha256: sha256(bytes), private, bytes: bytes.len() as u64, what, may_stay: false, made_in: None });
             if s.remove.contains(name) {
                 removed.push(path.clone());
             }

@@ -293,6 +293,13 @@ pub struct ReissuedFile {
     /// What it holds now, for a reviewer (none for a key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub what: Option<String>,
+    /// The unit may leave it as it is: backed up and restored with the others, not waited for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_stay: bool,
+    /// Its bytes by then are what the node made in this earlier stage of the same run (read
+    /// back and journaled there), not known when planned: `old_sha256` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_in: Option<StageId>,
 }
 
 /// What a reviewer should know of one node's part (a file left alone, and why).
@@ -404,6 +411,9 @@ pub enum Recipe {
     /// The old private key of this CA, kept under another name for its other use (a binary
     /// cluster's service-account key that was the CA key), from the run's key store.
     OldCaKey { ca: String },
+    /// Every join token in the file pinning the CA hash `from` (`K10<from>::`) pins `to`
+    /// instead; every other byte (the token's secret among them) stays, and is never carried.
+    JoinToken { from: String, to: String },
     Remove,
 }
 
@@ -438,6 +448,7 @@ impl Recipe {
                 if certs.is_empty() { Some(key.into_bytes()) } else { Some(edit::set_key(&edit::set_certs(old_bytes()?, certs)?, &key)?) }
             }
             Recipe::OldCaKey { ca } => Some(key_of(&old_key_id(ca)).ok_or_else(|| format!("the old key of CA {ca} is not in the run's key store"))?.into_bytes()),
+            Recipe::JoinToken { from, to } => Some(crate::pki::k3s::rehash_tokens(old_bytes()?, from, to)?),
             Recipe::Remove => None,
         })
     }
@@ -448,7 +459,7 @@ impl Recipe {
             Recipe::Text { text } => vec![text],
             Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter_mut().collect(),
             Recipe::Kubeconfig { fields } => fields.iter_mut().map(|f| &mut f.pem).collect(),
-            Recipe::OldCaKey { .. } | Recipe::Remove => Vec::new(),
+            Recipe::OldCaKey { .. } | Recipe::JoinToken { .. } | Recipe::Remove => Vec::new(),
         }
     }
 
@@ -458,7 +469,7 @@ impl Recipe {
             Recipe::Text { text } => text.to_string(),
             Recipe::Certs { certs } | Recipe::CaKey { certs, .. } => certs.iter().map(|c| &**c).collect(),
             Recipe::Kubeconfig { fields } => fields.iter().map(|f| &*f.pem).collect(),
-            Recipe::OldCaKey { .. } | Recipe::Remove => String::new(),
+            Recipe::OldCaKey { .. } | Recipe::JoinToken { .. } | Recipe::Remove => String::new(),
         }
     }
 }
@@ -502,8 +513,10 @@ impl Plan {
     pub fn key_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.cas.iter().map(|c| c.name.clone()).collect();
         for (_, _, _, f) in self.file_ops() {
-            if let Recipe::OldCaKey { ca } = &f.recipe {
-                ids.push(old_key_id(ca));
+            match &f.recipe {
+                Recipe::OldCaKey { ca } => ids.push(old_key_id(ca)),
+                Recipe::CaKey { ca, .. } => ids.push(ca.clone()),
+                _ => {}
             }
         }
         ids.sort();

@@ -1,6 +1,7 @@
 //! Owns: a playbook's `reissue` section: how a distribution whose own tool re-issues its
 //! leaves (k3s) renews them, as data: the units stopped and started around the tool, the
-//! tool's services and the files each re-issues, the stale stores removed with them.
+//! tool's services and the files each re-issues, the stale stores removed with them; and how
+//! its CAs are rotated through the tool (`rotate_ca`).
 //! Must not: run anything (the runner does) or choose nodes and files (the planner does).
 
 use serde::Deserialize;
@@ -24,6 +25,44 @@ pub struct Reissue {
     /// Steps against the cluster's API, run before the first node stops ({kubeconfig}).
     #[serde(default)]
     pub api: Vec<Api>,
+    /// How the tool rotates the CAs (none: `rotate-ca` refuses).
+    #[serde(default)]
+    pub rotate_ca: Option<RotateCa>,
+}
+
+/// `reissue.rotate_ca`: a CA rotation the distribution's datastore carries (k3s's
+/// `certificate rotate-ca`): kcert makes the cross-signed set, stages it on one server, hands
+/// it to the tool there, and restarts every node onto it; k3s re-issues the leaves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCa {
+    /// Run once, on one running server, with `path_flag DIR`.
+    pub command: String,
+    pub path_flag: String,
+    /// kcert stages each set in a folder of its own below this one, its `tls/` laid out like
+    /// the server's (what the tool reads).
+    pub staging: String,
+    /// The new CAs' names: `<product>-<type>-root@<time>`, `<product>-<type>-ca@<time>`.
+    pub product: String,
+    /// The CA types, each its certificate's `files` name; the staged file is `tls/<type>-ca.crt`.
+    pub cas: Vec<CaType>,
+    /// The service-account keys (a `files` name): staged as a new key with the old after it.
+    #[serde(default)]
+    pub service_key: Option<String>,
+    /// The CA type whose bundle's hash join tokens pin (`K10<hash>::`).
+    pub token_ca: String,
+    /// Files a node's join token may be in (the units' environment, config.yaml): every
+    /// `K10<old hash>::` in them becomes `K10<new hash>::` before the node restarts.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaType {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub cert: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +141,25 @@ impl Reissue {
             && !has_file(k)
         {
             out.push(format!("reissue.kubeconfig: unknown file {k:?}"));
+        }
+        if let Some(r) = &self.rotate_ca {
+            for c in &r.cas {
+                if !has_file(&c.cert) {
+                    out.push(format!("reissue.rotate_ca.cas.{}: unknown file {:?}", c.ty, c.cert));
+                }
+                if c.ty.is_empty() || c.ty.starts_with('/') || c.ty.contains("..") {
+                    out.push(format!("reissue.rotate_ca.cas: {:?} is not a CA type (a path below tls/, such as etcd/peer)", c.ty));
+                }
+            }
+            if !r.cas.iter().any(|c| c.ty == r.token_ca) {
+                out.push(format!("reissue.rotate_ca.token_ca: {:?} is not one of its cas", r.token_ca));
+            }
+            if let Some(k) = r.service_key.as_ref().filter(|k| !has_file(k)) {
+                out.push(format!("reissue.rotate_ca.service_key: unknown file {k:?}"));
+            }
+            if let Some(p) = std::iter::once(&r.staging).chain(&r.tokens).find(|p| !p.starts_with('/')) {
+                out.push(format!("reissue.rotate_ca: {p:?} is not an absolute path"));
+            }
         }
         out
     }

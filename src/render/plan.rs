@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 use super::{Format, structured};
-use crate::plan::schema::{Action, Batch, Kind, Plan, StepPlan};
+use crate::plan::schema::{Action, Batch, Kind, Plan, Recipe, StepPlan};
 use crate::text::{plural, prefix, rfc3339, short_sha};
 
 /// A plan, with what `verify` found that does not stop it.
@@ -99,7 +99,7 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 }
                 StepPlan::Batch(b) => {
                     writeln!(out, "  step {}/{}: {}", i + 1, s.steps.len(), b.nodes.join(", "))?;
-                    for n in b.ops.iter().filter(|n| !n.files.is_empty() || !n.restarts.is_empty()) {
+                    for n in b.ops.iter().filter(|n| !n.files.is_empty() || !n.restarts.is_empty() || n.reissue.is_some()) {
                         writeln!(out, "    {}", n.node)?;
                         for f in &n.files {
                             let (sign, shas) = match f.action {
@@ -107,7 +107,11 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
                                 Action::Remove => ("-", format!("sha256 {} -> removed", short_sha(f.old_sha256.as_deref()))),
                                 Action::Modify => ("~", format!("sha256 {} -> {}", short_sha(f.old_sha256.as_deref()), short_sha(f.new_sha256.as_deref()))),
                             };
-                            let private = if f.private && f.action == Action::Modify { ", a private key: written 0600" } else { "" };
+                            let private = match (&f.recipe, f.private && f.action == Action::Modify) {
+                                (Recipe::JoinToken { .. }, _) => ", holds a join token's secret: never shown",
+                                (_, true) => ", a private key: written 0600",
+                                _ => "",
+                            };
                             writeln!(out, "      {sign} {}  ({shas}{private})", f.path)?;
                             for c in &f.changes {
                                 writeln!(out, "          {c}")?;
@@ -116,6 +120,9 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
                         if !n.restarts.is_empty() {
                             let how = if p.options.offline { " (skipped: offline)" } else { "" };
                             writeln!(out, "      restart {}{how}", n.restarts.join(", "))?;
+                        }
+                        if let Some(r) = &n.reissue {
+                            reissue(r, p.options.offline, "    ", out)?;
                         }
                     }
                     gate_line(b, p.options.offline, out)?;
@@ -128,22 +135,29 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
 
 /// A node whose own tool re-issues its certificates: the unit's stop, each file backed up,
 /// the tool, the start that makes the files again.
-fn reissue(r: &crate::plan::schema::Reissue, offline: bool, out: &mut dyn Write) -> io::Result<()> {
+fn reissue(r: &crate::plan::schema::Reissue, offline: bool, pad: &str, out: &mut dyn Write) -> io::Result<()> {
     let skipped = if offline { " (skipped: offline)" } else { "" };
-    writeln!(out, "  stop    {}{skipped}", r.stop)?;
+    writeln!(out, "{pad}  stop    {}{skipped}", r.stop)?;
     for f in &r.files {
         let private = if f.private { ", a private key: backed up 0600" } else { "" };
-        let what = f.what.as_ref().map(|w| format!("\n          {w}")).unwrap_or_default();
-        writeln!(out, "  backup  {}  (sha256 {}{private}){what}", f.path, short_sha(Some(&f.old_sha256)))?;
+        let stays = if f.may_stay { ", may stay as it is" } else { "" };
+        let what = f.what.as_ref().map(|w| format!("\n{pad}          {w}")).unwrap_or_default();
+        let sha = match f.made_in {
+            Some(stage) => format!("as {stage} leaves it"),
+            None => format!("sha256 {}", short_sha(Some(&f.old_sha256))),
+        };
+        writeln!(out, "{pad}  backup  {}  ({sha}{private}{stays}){what}", f.path)?;
     }
     for c in &r.run {
-        writeln!(out, "  run     {c}{skipped}")?;
+        writeln!(out, "{pad}  run     {c}{skipped}")?;
     }
-    writeln!(out, "  start   {}{skipped}: {} makes the {} above again (each checked to differ from its backup)", r.start, r.unit, plural(r.files.len(), "file"))?;
+    let staying = r.files.iter().filter(|f| f.may_stay).count();
+    let but = if staying > 0 { format!(", but the {staying} that may stay") } else { String::new() };
+    writeln!(out, "{pad}  start   {}{skipped}: {} makes the {} above again (each checked to differ from its backup{but})", r.start, r.unit, plural(r.files.len(), "file"))?;
     let with = if r.components.is_empty() { "none of its components was found here".to_string() } else { r.components.join(", ") };
-    writeln!(out, "          restarts with it: {with}")?;
+    writeln!(out, "{pad}          restarts with it: {with}")?;
     for s in &r.serves {
-        writeln!(out, "  check   {}:{} serves what {} then holds{skipped}", s.host, s.port, s.path)?;
+        writeln!(out, "{pad}  check   {}:{} serves what {} then holds{skipped}", s.host, s.port, s.path)?;
     }
     Ok(())
 }
@@ -175,7 +189,7 @@ fn renewal(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
         for (b, o) in &mine {
             if let Some(r) = &o.reissue {
                 files += r.files.len();
-                reissue(r, offline, out)?;
+                reissue(r, offline, "", out)?;
             }
             for f in &o.files {
                 files += 1;

@@ -144,6 +144,11 @@ impl Runner<'_> {
                         });
                         now.insert(f.path.as_str(), b);
                     }
+                    // A file the unit may keep as it was (k3s's chain-less CA copies) is
+                    // backed up like the others but not waited for.
+                    FileData::Found(b) if f.may_stay => {
+                        now.insert(f.path.as_str(), b);
+                    }
                     FileData::Found(_) => missed.push(format!("{} still holds its old bytes", f.path)),
                     _ => missed.push(format!("{} is missing", f.path)),
                 }
