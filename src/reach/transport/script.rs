@@ -138,7 +138,9 @@ fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
 /// Every file to a temp beside it, synced, then renamed into place; its directory synced, and
 /// the sha256 of each printed, one line per file. A temp is made without a fork where it can
 /// be (`.kcert.<pid>.<i>`, created exclusively: never a file or link already there), else
-/// by `mktemp`; every fork counts, on a node that runs this once per file per step.
+/// by `mktemp`; every fork counts, on a node that runs this once per file per step. A file
+/// written back as it was (a backup's round trip) keeps its time stamps too: k3s refuses to
+/// start when a CA file on disk is newer than its datastore's copy (ReconcileBootstrapData).
 pub(super) fn write_body(files: &[WriteFile]) -> String {
     let mut s = String::new();
     if files.is_empty() {
@@ -157,7 +159,8 @@ base64 -d >| "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" |
 {b64}
 KCERT_EOF
 if [ -e "$f{i}" ]; then
-  cp --attributes-only --preserve=mode,ownership -- "$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
+  k=; cmp -s -- "$f{i}" "$t{i}" && k=,timestamps
+  cp --attributes-only --preserve=mode,ownership$k -- "$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
 else
   chmod {mode:o} "$t{i}" || fail "cannot set the mode of {path}"
 fi
