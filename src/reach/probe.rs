@@ -92,6 +92,22 @@ pub struct Handshake<'a> {
     pub path: &'a str,
 }
 
+/// A client chain as TLS wants it sent (RFC 8446 4.4.2: each certificate certifying the one
+/// before): the leaf, then the file's other certificates, the self-signed ones last. A leaf
+/// file that carries a cross-signed CA bundle (k3s: intermediate, new root, the new root
+/// cross-signed by the old, old root) would otherwise put the new self-signed root straight
+/// after the intermediate, where a verifier that takes the first issuer it finds (OpenSSL)
+/// stops short of the old root it trusts; Go's tries every path, and succeeds either way.
+fn issuer_order(chain: Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> {
+    let self_signed = |c: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(c.as_ref()).is_ok_and(|(_, x)| x.subject().as_raw() == x.issuer().as_raw() && x.verify_signature(None).is_ok())
+    };
+    let mut it = chain.into_iter();
+    let Some(leaf) = it.next() else { return Vec::new() };
+    let (roots, rest): (Vec<_>, Vec<_>) = it.partition(|c| self_signed(c));
+    std::iter::once(leaf).chain(rest).chain(roots).collect()
+}
+
 /// Makes a real TLS handshake to `host:port` from the node, then one HTTP GET, and
 /// returns the status code (a rejected client certificate in TLS 1.3 only shows on a read).
 pub async fn exchange(t: &dyn Transport, host: &str, port: u16, h: &Handshake<'_>, timeout: Duration) -> Result<u16, String> {
@@ -123,6 +139,7 @@ pub async fn request(t: &dyn Transport, host: &str, port: u16, h: &Handshake<'_>
     let config = match (h.client_cert_pem, h.client_key_pem) {
         (Some(cert), Some(key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert).collect::<Result<_, _>>().map_err(|e| format!("client certificate: {e:?}"))?;
+            let chain = issuer_order(chain);
             let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| "client key: no private key in it".to_string())?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate and key: {e}"))?
         }
