@@ -44,13 +44,14 @@ fn stored_serial(f: &Fleet, node: &str) -> String {
     sh(c, &script).trim().trim_start_matches("serial=").to_lowercase()
 }
 
-/// A script writing a new certificate for the supervisor (serial `serial`, from the server CA)
-/// as dynamiclistener keeps it, a TLS Secret as JSON, to `dest`.
+/// A script writing a new certificate for the supervisor (serial `serial`, from the server CA,
+/// for the node's address too, as dynamiclistener's: agents reach :6443 by it) as
+/// dynamiclistener keeps it, a TLS Secret as JSON, to `dest`.
 fn secret_script(serial: &str, dest: &str) -> String {
     format!(
         r#"set -e; t=$(mktemp -d); cd "$t"
         openssl ecparam -name prime256v1 -genkey -noout -out k
-        printf 'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
+        printf 'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:%s\n' "$(hostname -i | awk '{{print $1}}')" > ext
         openssl req -new -key k -subj /O=k3s/CN=k3s | openssl x509 -req -CA {TLS}/server-ca.crt -CAkey {TLS}/server-ca.key -set_serial {serial} -days 200 -extfile ext -out c
         printf '{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"k3s-serving","namespace":"kube-system"}},"data":{{"tls.crt":"%s","tls.key":"%s"}},"type":"kubernetes.io/tls"}}' "$(base64 -w0 c)" "$(base64 -w0 k)" > {dest}
         chmod 600 {dest}; cd /; rm -rf "$t""#
@@ -201,7 +202,7 @@ fn a_renewal_killed_inside_a_server_resumes_then_rolls_back(f: &Fleet) {
     let sd = tempfile::tempdir().unwrap();
     let sdir = sd.path().to_str().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let servers = |f: &Fleet| pki_snapshot(f).into_iter().filter(|(n, _)| n.starts_with("cp")).collect::<std::collections::BTreeMap<_, _>>();
+    let servers = |f: &Fleet| steady(f).into_iter().filter(|(n, _)| n.starts_with("cp")).collect::<std::collections::BTreeMap<_, _>>();
     let before = servers(f);
     probe(f, "start").unwrap();
     // Killed once cp2's files are backed up: its k3s stopped, the tool maybe run, maybe not.
@@ -235,7 +236,7 @@ fn a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back(f: 
         grep -q ' k3s-certs kubelet"' /usr/local/bin/systemctl && grep -q fresh-dynamic /usr/local/bin/systemctl"#,
     );
     let before = served(f, "cp1", 6443, "-serial");
-    let others = || pki_snapshot(f).into_iter().filter(|(n, _)| n != "cp1").collect::<std::collections::BTreeMap<_, _>>();
+    let others = || steady(f).into_iter().filter(|(n, _)| n != "cp1").collect::<std::collections::BTreeMap<_, _>>();
     let untouched = others();
     let sd = tempfile::tempdir().unwrap();
     let sdir = sd.path().to_str().unwrap();
@@ -254,7 +255,7 @@ fn a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back(f: 
 
 fn a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were(f: &Fleet) {
     let cp1 = &f.node("cp1").container;
-    let before = pki_snapshot(f);
+    let before = steady(f);
     // The tool deletes the files, then fails.
     sh(cp1, r#"mv /usr/local/bin/k3s /usr/local/bin/k3s.real && printf '#!/bin/sh\n/usr/local/bin/k3s.real "$@"\necho "datastore unreachable" >&2\nexit 1\n' > /usr/local/bin/k3s && chmod +x /usr/local/bin/k3s"#);
     let run = f.kcert(&["renew", "--yes", "--gate-timeout", "20s"]).run();
@@ -263,17 +264,101 @@ fn a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were(f: &Fle
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(said.contains("cp1: `k3s certificate rotate --service admin") && said.contains("exit 1: datastore unreachable (k3s was started again)") && said.contains("rolled back"), "{said}");
     // Started again, k3s made what the tool deleted; the rollback put every file back.
-    assert_same_snapshot("after the failed renewal's rollback", &before, &pki_snapshot(f));
+    assert_same_snapshot("after the failed renewal's rollback", &before, &steady(f));
     expiry(f, 0);
     verify_live_clean(f);
 }
 
-fn rotate_ca_refuses_on_k3s_and_changes_nothing(f: &Fleet) {
-    let before = pki_snapshot(f);
-    let run = f.kcert(&["rotate-ca", "--yes"]).run();
-    run.status(2);
-    assert!(run.stderr.contains("no `rotation` section"), "{}", run.stderr);
-    assert_same_snapshot("after a refused rotate-ca", &before, &pki_snapshot(f));
+/// The kubelet certificates every node's agent (a server's own too) is given anew at each
+/// start (pkg/agent/config), left out of a comparison with the files before.
+const REMADE: [&str; 2] = ["/var/lib/rancher/k3s/agent/client-kubelet.crt", "/var/lib/rancher/k3s/agent/serving-kubelet.crt"];
+
+/// `pki_snapshot` without the files in `REMADE`.
+fn steady(f: &Fleet) -> std::collections::BTreeMap<String, String> {
+    pki_snapshot(f).into_iter().map(|(n, s)| (n, s.lines().filter(|l| !REMADE.iter().any(|r| l.ends_with(r))).collect::<Vec<_>>().join("\n"))).collect()
+}
+
+/// The hash a join token pins for `node`'s server CA bundle, as k3s computes it (the stand-in's
+/// own hashCA, docker/pki/k3s-bootstrap.sh).
+fn ca_hash_on(f: &Fleet, node: &str, bundle: &str) -> String {
+    sh(&f.node(node).container, &format!("bash -c '. /opt/kcert-fleet/pki/k3s-bootstrap.sh; k3s_ca_hash {bundle}'")).trim().to_string()
+}
+
+/// The CA hash pinned by the join token in `node`'s unit environment, if any.
+fn pinned(f: &Fleet, node: &str) -> Option<String> {
+    let env = sh(&f.node(node).container, "cat /etc/systemd/system/k3s*.service.env");
+    env.lines().find_map(|l| l.strip_prefix("K3S_TOKEN='K10")).map(|t| t.split("::").next().unwrap().to_string())
+}
+
+fn rotate_ca_killed_resumed_under_probes_then_rolled_back(f: &Fleet) {
+    let sd = tempfile::tempdir().unwrap();
+    let sdir = sd.path().to_str().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let before = steady(f);
+    let old_hash = ca_hash_on(f, "cp1", &format!("{TLS}/server-ca.crt"));
+    let joined = ["cp2", "cp3", "w1", "w2"];
+    for n in joined {
+        assert_eq!(pinned(f, n).as_deref(), Some(old_hash.as_str()), "{n} joined with a secure token");
+    }
+    // The dry run reads as k3s's runbook.
+    let plan = f.kcert(&["rotate-ca", "--dry-run"]).run();
+    plan.status(0).stdout_has("k3s certificate rotate-ca --path /var/lib/rancher/k3s/server/kcert-rotate-ca/").stdout_has("~ /etc/systemd/system/k3s-agent.service.env").stdout_has("S5 the old roots let go");
+    probe(f, "start").unwrap();
+    // Killed inside S4 once cp2's files are backed up (cp1 already on the new CAs).
+    let mut child = spawn(f, &["rotate-ca", "--yes", "--state-dir", sdir], logs.path(), "rotate-ca");
+    kill_when(&mut child, sd.path(), 0, "inside cp2's restart onto the new CAs (its files backed up)", |v| v["event"] == "backup" && v["node"] == "cp2");
+    let done = f.kcert(&["resume", "--yes", "--state-dir", sdir]).run();
+    done.status(0);
+    let probes = probe(f, "stop");
+    no_failed_handshake(probes, "while the CAs were rotated, killed and resumed");
+    let lines = journal_lines(sd.path());
+    let handed: Vec<_> = lines.iter().filter(|v| v["event"] == "api" && v["ok"] == true && v["name"].as_str().unwrap().starts_with("k3s certificate rotate-ca")).collect();
+    assert_eq!(handed.len(), 2, "the new set handed over once, the pruned set once: {handed:?}");
+    // Every leaf on every node chains to the new roots, and only to them.
+    for n in ["cp1", "cp2", "cp3"] {
+        let c = &f.node(n).container;
+        for (leaf, ca) in [("serving-kube-apiserver", "server-ca"), ("client-admin", "client-ca"), ("etcd/server-client", "etcd/server-ca"), ("etcd/peer-server-client", "etcd/peer-ca"), ("client-auth-proxy", "request-header-ca")] {
+            sh(c, &format!("test $(grep -c BEGIN {TLS}/{ca}.crt) = 2 && openssl verify -CAfile {TLS}/{ca}.crt {TLS}/{leaf}.crt"));
+            let old = std::fs::read_to_string(f.state.join(format!("pki/{n}{TLS}/{ca}.crt"))).unwrap();
+            assert!(!sh(c, &format!("cat {TLS}/{ca}.crt")).contains(old.lines().nth(1).unwrap()), "{n}: {ca}.crt still holds the old root");
+        }
+    }
+    for n in ["cp1", "cp2", "cp3", "w1", "w2"] {
+        sh(&f.node(n).container, "a=/var/lib/rancher/k3s/agent; test $(grep -c BEGIN $a/server-ca.crt) = 2 && openssl verify -CAfile $a/server-ca.crt $a/serving-kubelet.crt && openssl verify -CAfile $a/client-ca.crt $a/client-kubelet.crt");
+    }
+    // Every secure token follows the new CA's hash, as k3s computes it for what it hands out.
+    let new_hash = ca_hash_on(f, "cp1", &format!("{TLS}/server-ca.crt"));
+    assert_ne!(new_hash, old_hash);
+    for n in joined {
+        assert_eq!(pinned(f, n).as_deref(), Some(new_hash.as_str()), "{n}: its token");
+    }
+    assert!(sh(&f.node("cp1").container, "cat /var/lib/rancher/k3s/server/token").starts_with(&format!("K10{new_hash}::")));
+    expiry(f, 0);
+    verify_live_clean(f);
+
+    // Rolled back through the datastore: the old CAs, the old tokens, every file as it was.
+    probe(f, "start").unwrap();
+    let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
+    let probes = probe(f, "stop");
+    rb.status(0).stdout_has("restored");
+    no_failed_handshake(probes, "while the rotation was rolled back");
+    // Every server byte for byte; an agent fetches all its certificates and keys again at each
+    // start (pkg/agent/config), so its CAs and token are compared, and its certificates must
+    // chain to the old CAs.
+    let after = steady(f);
+    let agent_kept = |s: &str| s.lines().filter(|l| [".service.env", "/agent/client-ca.crt", "/agent/server-ca.crt"].iter().any(|e| l.ends_with(e))).collect::<Vec<_>>().join("\n");
+    for (n, sums) in &before {
+        if n.starts_with("cp") {
+            assert_eq!(sums, &after[n], "a k3s CA rotation rolled back: files on {n} differ");
+        } else {
+            assert_eq!(agent_kept(sums), agent_kept(&after[n]), "a k3s CA rotation rolled back: {n}'s CAs or token differ");
+            sh(&f.node(n).container, "a=/var/lib/rancher/k3s/agent; openssl verify -CAfile $a/server-ca.crt $a/serving-kubelet.crt && openssl verify -CAfile $a/client-ca.crt $a/client-kubelet.crt $a/client-kube-proxy.crt");
+        }
+    }
+    for n in joined {
+        assert_eq!(pinned(f, n).as_deref(), Some(old_hash.as_str()), "{n}: its token after the rollback");
+    }
+    verify_live_clean(f);
 }
 
 fn main() {
@@ -282,7 +367,7 @@ fn main() {
         ("verify_live_handshakes_along_every_k3s_edge", verify_live_handshakes_along_every_k3s_edge),
         ("a_supervisor_serving_a_stale_cert_is_said_until_it_restarts", a_supervisor_serving_a_stale_cert_is_said_until_it_restarts),
         ("a_removed_dynamic_cert_is_made_again_from_the_server_ca_at_start", a_removed_dynamic_cert_is_made_again_from_the_server_ca_at_start),
-        ("rotate_ca_refuses_on_k3s_and_changes_nothing", rotate_ca_refuses_on_k3s_and_changes_nothing),
+        ("rotate_ca_killed_resumed_under_probes_then_rolled_back", rotate_ca_killed_resumed_under_probes_then_rolled_back),
         ("the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it", the_seed_s_pitfall_a_restart_leaves_6443_stale_and_renew_mends_it),
         ("a_renewal_killed_inside_a_server_resumes_then_rolls_back", a_renewal_killed_inside_a_server_resumes_then_rolls_back),
         ("a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back", a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back),

@@ -37,11 +37,51 @@ http {
 CONF
 }
 
+# go_chain FILE: the path of FILE's certificates in the order a Go peer's verifier would use
+# them: the self-signed ones after the rest (FILE itself when that is its order already). The
+# stand-ins here are nginx and curl (OpenSSL) in place of Go programs (the apiserver, kubelet,
+# k3s): Go's verifier tries every candidate issuer, OpenSSL takes the first that matches and
+# stops at an untrusted self-signed one, so a cross-signed CA bundle (intermediate, new root,
+# the new root cross-signed by the old, old root: k3s's rotate-ca layout) after a leaf would
+# fail with OpenSSL against the old root where Go succeeds through the cross-signed copy.
+go_chain() {
+  local src=$1 out t
+  # Kept by the content it was made from (a file replaced while it is read cannot leave a stale
+  # copy behind), each caller writing its own temp (the probes and a render may ask at once).
+  mkdir -p /run/kcert/chains
+  t=$(mktemp /run/kcert/chains/.tmp.XXXXXX)
+  cat "$src" > "$t" 2>/dev/null || { rm -f "$t"; echo "$src"; return; }
+  out=/run/kcert/chains/$(sha256sum < "$t" | cut -c1-32).pem
+  if [ -f "$out" ]; then rm -f "$t"; echo "$out"; return; fi
+  issuer_order "$t" > "$t.o" || { rm -f "$t" "$t.o"; echo "$src"; return; }
+  mv "$t.o" "$out"
+  rm -f "$t"
+  echo "$out"
+}
+
+# issuer_order FILE: FILE's certificates, the first first, then the others with the
+# self-signed ones last (see go_chain).
+issuer_order() {
+  local t n i
+  t=$(mktemp -d)
+  n=$(awk -v d="$t" '/BEGIN CERTIFICATE/{n++; f=d"/"n".pem"} f{print > f} /END CERTIFICATE/{close(f); f=""} END{print n+0}' "$1")
+  : > "$t/first"; : > "$t/last"
+  for i in $(seq 1 "$n"); do
+    if [ "$i" -gt 1 ] && [ "$(openssl x509 -in "$t/$i.pem" -noout -subject | cut -d= -f2-)" = "$(openssl x509 -in "$t/$i.pem" -noout -issuer | cut -d= -f2-)" ]; then
+      cat "$t/$i.pem" >> "$t/last"
+    else
+      cat "$t/$i.pem" >> "$t/first"
+    fi
+  done
+  cat "$t/first" "$t/last"
+  rm -rf "$t"
+}
+
 # proxy_tls CERT KEY CA: the lines of an nginx location that passes requests on over mTLS, as a
 # client with CERT/KEY, verifying the server against CA.
 proxy_tls() {
   cat <<LOC
-      proxy_ssl_certificate $1;
+      proxy_ssl_certificate $(go_chain "$1");
       proxy_ssl_certificate_key $2;
       proxy_ssl_trusted_certificate $3;
       proxy_ssl_verify on;

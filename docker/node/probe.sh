@@ -21,9 +21,9 @@ hardway=0
 # handshake: a certificate error still fails.
 k3s=0
 [ -d /var/lib/rancher/k3s ] && k3s=1
+. /opt/kcert-fleet/lib.sh
 if [ -f /etc/systemd/system/kubelet.service ]; then
   hardway=1
-  . /opt/kcert-fleet/lib.sh
 fi
 
 attempt() {
@@ -42,9 +42,10 @@ attempt() {
 
 # refused OUTPUT: nothing listened, or the far end went away mid-exchange (a k3s unit stopped on
 # purpose, every component with it; an agent's load balancer passing on a server that stops).
-# A certificate a peer rejects is an HTTP 400 or a TLS alert, never this.
+# A certificate a peer rejects is an HTTP 400 or a TLS alert, never this (curl's
+# SSL_ERROR_SYSCALL and "Empty reply" are the connection cut under a handshake or a request).
 refused() {
-  case $1 in *"connection refused"*|*"Failed to connect"*|*"Could not connect"*|*"Couldn't connect"*|*"Connection reset by peer"*|*"Unable to connect to the server: EOF"*) return 0 ;; esac
+  case $1 in *"connection refused"*|*"Failed to connect"*|*"Could not connect"*|*"Couldn't connect"*|*"Connection reset by peer"*|*"Unable to connect to the server: EOF"*|*"SSL_ERROR_SYSCALL"*|*"Empty reply from server"*) return 0 ;; esac
   return 1
 }
 
@@ -84,7 +85,7 @@ kubelets() {
   for p in $peers; do
     # shellcheck disable=SC2086
     attempt "apiserver->kubelet@$node->${p#*=}" curl -sSf -o /dev/null --max-time 5 $verify \
-      --cert "$1" --key "$2" "https://${p%%=*}:10250/healthz"
+      --cert "$(go_chain "$1")" --key "$2" "https://${p%%=*}:10250/healthz"
   done
 }
 

@@ -51,7 +51,7 @@ $etcd
   }
   server {
     listen $port ssl;
-    ssl_certificate $(f tls-cert-file);
+    ssl_certificate $(go_chain "$(f tls-cert-file)");
     ssl_certificate_key $(f tls-private-key-file);
     ssl_client_certificate $(f client-ca-file);
     ssl_verify_client on;

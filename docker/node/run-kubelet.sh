@@ -43,7 +43,7 @@ cat > "$dir/nginx.conf" <<CONF
 $(nginx_head "$dir")
   server {
     listen 10250 ssl;
-    ssl_certificate $cert;
+    ssl_certificate $(go_chain "$cert");
     ssl_certificate_key $key;
     ssl_client_certificate $ca;
     ssl_verify_client on;

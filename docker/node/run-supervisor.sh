@@ -55,7 +55,7 @@ render() {
 $(nginx_head "$dir")
   server {
     listen 6443 ssl;
-    ssl_certificate $dir/tls.crt;
+    ssl_certificate $(go_chain "$dir/tls.crt");
     ssl_certificate_key $dir/tls.key;
     ssl_client_certificate $tls/client-ca.crt;
     ssl_verify_client optional;

@@ -16,7 +16,8 @@ eckey() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null;
 # days is left as it is.
 k3s_leaf() {
   if [ "${K3S_ONLY_STALE:-0}" = 1 ] && [ -f "$1.crt" ] && [ -f "$1.key" ] &&
-    openssl x509 -in "$1.crt" -noout -checkend $((K3S_RENEW_DAYS * 86400)) >/dev/null 2>&1; then
+    openssl x509 -in "$1.crt" -noout -checkend $((K3S_RENEW_DAYS * 86400)) >/dev/null 2>&1 &&
+    k3s_signed_by_first "$1.crt" "$2.crt"; then
     return 0
   fi
   [ -f "$1.key" ] || eckey "$1.key"
@@ -25,8 +26,21 @@ k3s_leaf() {
   openssl req -new -key "$1.key" -subj "$3" 2>/dev/null |
     openssl x509 -req -CA "$2.crt" -CAkey "$2.key" -set_serial "$(serial)" -days 365 -sha256 -extfile "$ext" -out "$1.crt.tmp" 2>/dev/null
   rm -f "$ext"
-  cat "$2.crt" >> "$1.crt.tmp"
+  # The leaf, then its CA file, as k3s writes it; on the fleet in issuer order (the stand-ins'
+  # OpenSSL verifiers, unlike k3s's Go ones, stop at a self-signed root met before the
+  # cross-signed one: docker/node/lib.sh, go_chain).
+  if command -v issuer_order >/dev/null 2>&1; then issuer_order "$2.crt" >> "$1.crt.tmp"; else cat "$2.crt" >> "$1.crt.tmp"; fi
   mv "$1.crt.tmp" "$1.crt"
+}
+
+# k3s_signed_by_first LEAF CA: whether LEAF's certificate is signed by the first certificate of
+# the CA file (after a CA rotation the first is the new intermediate: deps.go re-issues the rest).
+k3s_signed_by_first() {
+  local t ok=1
+  t=$(mktemp)
+  openssl x509 -in "$2" -out "$t" 2>/dev/null && openssl x509 -in "$1" 2>/dev/null | openssl verify -partial_chain -CAfile "$t" >/dev/null 2>&1 && ok=0
+  rm -f "$t"
+  return $ok
 }
 
 # k3s_apiserver_sans NAME IP: the apiserver's (and the supervisor's) names.
