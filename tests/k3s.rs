@@ -370,21 +370,26 @@ fn renew_on_k3s_plans_k3s_s_own_procedure_and_never_runs_on_files_alone() {
     bad.status(2).stderr_has("\"apiserver\"").stderr_has("api-server, auth-proxy");
     // Files alone cannot be renewed by k3s's start: refused, nothing changed.
     let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--yes"]).run();
-    run.status(2).stderr_has("distribution k3s").stderr_has("files alone (--root) cannot be renewed");
+    run.status(2).stderr_has("distribution k3s").stderr_has("files alone (--root) cannot be changed this way");
     assert_eq!(snapshot(&s1), before, "a refused renewal changed a file");
 }
 
 /// The recipe text of the plan's staged file ending in `name`, in the stage `stage`.
 fn staged(plan: &serde_json::Value, stage: &str, name: &str) -> String {
     let stage = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == stage).unwrap();
-    let op = stage["steps"][0]["ops"][0]["files"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap_or_else(|| panic!("{name} not staged"));
+    let op = stage["steps"][0]["ops"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(name) && !p.contains("-old/")))
+        .unwrap_or_else(|| panic!("{name} not staged"));
     let text = &op["recipe"]["text"];
     // A saved plan stores each text once, by sha256; a dry run's JSON carries it in place.
     text.as_str().map(str::to_string).unwrap_or_else(|| plan["texts"][text["sha256"].as_str().unwrap()].as_str().unwrap().to_string())
 }
 
 #[test]
-fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_is_not_carried_out_yet() {
+fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_never_runs_on_files_alone() {
     let tmp = tempfile::tempdir().unwrap();
     k3s_tree(tmp.path());
     let s2 = tmp.path().join("s2");
@@ -392,12 +397,15 @@ fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_is_not_carried_out_yet() {
     let before = snapshot(&s2);
     let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run();
     run.status(0)
-        .stdout_has("S1 the cross-signed CAs staged on local and handed to k3s's datastore")
+        .stdout_has("S1 the cross-signed CAs (and the old, for a rollback) staged on local")
+        .stdout_has("-old/tls/server-ca.key  (new, mode 0600)")
         .stdout_has("/var/lib/rancher/k3s/server/kcert-rotate-ca/")
         .stdout_has("/tls/etcd/peer-ca.key  (new, mode 0600)")
         .stdout_has("/tls/service.key  (new, mode 0600)")
         .stdout_has("k3s certificate rotate-ca --path /var/lib/rancher/k3s/server/kcert-rotate-ca/")
-        .stdout_has("S4 every node restarts onto the new CAs (k3s re-issues every leaf): servers one at a time, then the agents")
+        .stdout_has("S4 k3s's datastore takes the new CAs and every node restarts onto them (k3s re-issues every leaf): servers one at a time, then the agents")
+        .stdout_has("rollback: k3s certificate rotate-ca --path='/var/lib/rancher/k3s/server/kcert-rotate-ca/")
+        .stdout_has("-old' --force")
         .stdout_has("delete the kube-system/k3s-serving secret")
         .stdout_has("~ /etc/systemd/system/k3s.service.env")
         .stdout_has("holds a join token's secret: never shown")
@@ -411,8 +419,8 @@ fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_is_not_carried_out_yet() {
     let s5 = &run.stdout[run.stdout.find("\nS5 ").unwrap()..];
     let s4 = &run.stdout[run.stdout.find("\nS4 ").unwrap()..run.stdout.find("\nS5 ").unwrap()];
     assert!(s4.contains("backup  /var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt") && !s5.contains("serving-kube-apiserver.crt"), "{}", run.stdout);
-    // S4 before S5, the API step before the first stop.
-    assert!(s4.find("k3s-serving").unwrap() < s4.find("systemctl stop k3s").unwrap());
+    // In S4 the hand-over first, then the secret, then the first stop.
+    assert!(s4.find("k3s certificate rotate-ca --path").unwrap() < s4.find("k3s-serving").unwrap() && s4.find("k3s-serving").unwrap() < s4.find("systemctl stop k3s").unwrap());
 
     // The plan, as JSON: no key, no token secret; what it stages is k3s's layout, judged by
     // openssl; the token follows the staged server CA's hash, as k3s computes it.
@@ -453,8 +461,8 @@ fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_is_not_carried_out_yet() {
     Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run", "--ca", "cluster"]).run().status(2).stderr_has("--ca cluster: not one of k3s's CA types (client, server, request-header, etcd/peer, etcd/server)");
     // An agent alone has no server to hand the set to.
     Test::new().args(["rotate-ca", "--local", "--root"]).args([tmp.path().join("a1")]).args(["--dry-run"]).run().status(2).stderr_has("no k3s server among the nodes");
-    // Carrying it out is refused by name, nothing changed.
-    Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--yes"]).run().status(2).stderr_has("does not carry it out yet");
+    // k3s's start makes the files: on files alone it is refused, nothing changed.
+    Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--yes"]).run().status(2).stderr_has("files alone (--root) cannot be changed this way");
     assert_eq!(snapshot(&s2), before, "a refused rotation changed a file");
 }
 

@@ -258,7 +258,7 @@ fn bad_input_is_refused_naming_what_and_where_and_changes_nothing() {
     std::fs::write(&junk, "{\"kind\": \"bogus\", \"version\": 2}").unwrap();
     c.kcert(&["apply", junk.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("not a kcert plan of a known kind (rotate-ca or renew): its kind is \"bogus\"");
     std::fs::write(&junk, "{\"kind\": \"renew\", \"version\": 1}").unwrap();
-    c.kcert(&["apply", junk.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("plan format version 1 (an older kcert's format); this kcert reads version 4");
+    c.kcert(&["apply", junk.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("plan format version 1 (an older kcert's format); this kcert reads version 5");
     std::fs::write(&junk, "{\"kind\": ").unwrap();
     c.kcert(&["apply", junk.to_str().unwrap(), "--yes"]).run().status(2).stderr_has("junk.json:1:").stderr_has("not a kcert plan");
     c.kcert(&["apply", "/nonexistent/plan.json", "--yes"]).run().status(2).stderr_has("plan /nonexistent/plan.json");

@@ -126,30 +126,15 @@ async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>,
             if p.plan.counts().0 == 0 {
                 return Ok(Ended::Planned { plan: Box::new(p.plan), warnings, saved: None });
             }
-            runnable(&p.plan)?;
             if p.plan.options.offline && p.plan.batches().any(|b| b.ops.iter().any(|o| o.reissue.is_some())) {
                 let pb = &p.gathered.playbook.name;
-                return Err(Error::input(format!("distribution {pb}"), format!("{pb} re-issues its certificates itself when its unit starts, so files alone (--root) cannot be renewed; run against the nodes (--dry-run shows the plan); nothing was changed")));
+                return Err(Error::input(format!("distribution {pb}"), format!("{pb} makes its certificates itself when its unit starts, so files alone (--root) cannot be changed this way; run against the nodes (--dry-run shows the plan); nothing was changed")));
             }
             (run.confirm)(&p.plan, &warnings)?;
             let report = start(&p.plan, &p.keys, &p.gathered.playbook, &p.gathered, fleet, run, now).await?;
             Ok(Ended::Ran(report))
         }
     }
-}
-
-/// A CA rotation through a distribution's own datastore (k3s) is planned and proven, but this
-/// kcert cannot carry it out yet: its rollback must go back through the datastore too (the
-/// tool run again with the old set), which the runner does not do. Refused before anything
-/// changes, by name.
-fn runnable(plan: &Plan) -> Result<()> {
-    if plan.kind == crate::plan::Kind::RotateCa && plan.batches().any(|b| b.ops.iter().any(|o| o.reissue.is_some())) {
-        return Err(Error::input(
-            format!("plan {}", plan.id),
-            "a CA rotation through the distribution's own tool (k3s certificate rotate-ca) can be planned and reviewed (--dry-run, --plan-out), but this kcert does not carry it out yet: its rollback would have to go back through k3s's datastore, which kcert's runner does not do; nothing was changed",
-        ));
-    }
-    Ok(())
 }
 
 /// A new run of a plan: the run folder gets the plan and the keys (0600), the journal its
@@ -307,7 +292,6 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, from_ansible: bool, ru
     }
     let keys_dir = keys::plan_keys_dir(&run.state_dir, &plan.id);
     let keys = if plan.cas.is_empty() { BTreeMap::new() } else { saved::plan_keys(&plan, &keys_dir)? };
-    runnable(&plan)?;
     holds_up(&mut g, &plan, &keys, &Done::default()).await?;
     (run.confirm)(&plan, &[])?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -157,7 +157,7 @@ pub fn preflight(offline: bool, extra: &[&str]) -> StagePlan {
         checks.push(format!("clock skew under {}s on every node", MAX_CLOCK_SKEW.as_secs()));
         checks.push("etcd has quorum: every member answers /health through its client TLS".into());
     }
-    StagePlan { id: StageId::Preflight, name: StageId::Preflight.name().into(), checks, steps: Vec::new() }
+    StagePlan { id: StageId::Preflight, name: StageId::Preflight.name().into(), checks, steps: Vec::new(), undo: None }
 }
 
 /// Proves a finished plan on the model it was made from, and records the proof's figures.

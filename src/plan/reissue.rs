@@ -85,7 +85,7 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
                 continue;
             }
             let private = pb.file(name).is_some_and(|f| f.kind == FileKind::Key) || crate::pki::edit::has_private_key(bytes) || k3s::tls_secret(bytes).is_some();
-            files.push(ReissuedFile { path: path.clone(), old_sha256: sha256(bytes), private, bytes: bytes.len() as u64, what, may_stay: false, made_in: None });
+            files.push(ReissuedFile { path: path.clone(), old_sha256: sha256(bytes), private, bytes: bytes.len() as u64, what, remade: unit.remade.contains(name), made_in: None });
             if s.remove.contains(name) {
                 removed.push(path.clone());
             }
@@ -144,7 +144,7 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue) -> Result<Plan> {
             } else {
                 None
             };
-            steps.push(StepPlan::Api(ApiCall { name: a.name.clone(), node: node.name.clone(), script: a.script.replace("{kubeconfig}", &shell_quote(kc)), skipped }));
+            steps.push(StepPlan::Api(ApiCall { name: a.name.clone(), node: node.name.clone(), script: a.script.replace("{kubeconfig}", &shell_quote(kc)), skipped, undo: None }));
         }
     }
     let mut notes = Vec::new();

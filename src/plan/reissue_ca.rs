@@ -13,7 +13,7 @@ use super::parts::{self, KeyRef};
 use super::reissue::{cert_in, unit_of};
 use super::rotation::Input;
 use super::schema::{
-    Action, ApiCall, Batch, FileOp, Kind, MadeWith, ModelWrite, NewCa, NodeOps, PLAN_VERSION, Plan, Proof, Recipe, Reissue, ReissuedFile, Served, StageId, StagePlan, StepPlan,
+    Action, ApiCall, Batch, FileOp, Kind, MadeWith, ModelWrite, NewCa, NodeOps, PLAN_VERSION, Plan, Proof, Recipe, Reissue, ReissuedFile, Served, StageId, StagePlan, StageUndo, StepPlan, old_key_id,
 };
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
@@ -97,6 +97,9 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         let olds: BTreeSet<CaId> = found.keys().filter(|id| id.split('@').next() == Some(c.cert.as_str())).cloned().collect();
         let Some(old_root) = found.iter().find(|(_, k)| k.sha256 == old_root.sha256).map(|(id, _)| id.clone()) else { continue };
         keys.insert(c.cert.clone(), set.key.clone());
+        if let Some(k) = std::str::from_utf8(key_pem).ok().filter(|k| k.contains("PRIVATE KEY")) {
+            keys.insert(old_key_id(&c.cert), k.to_string());
+        }
         let old_certs = olds.iter().filter_map(|id| found.get(id).cloned()).collect();
         rotated.push(Rotated { ty: c.ty.clone(), cert: c.cert.clone(), key, set, olds, old_root, new: format!("{}@{}", c.cert, prefix(&inter.sha256, 8)), old_certs });
     }
@@ -104,7 +107,9 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
     if let Some(old) = service {
         match k3s::service_keys(old) {
             Ok(k) => {
-                keys.insert(rc.service_key.clone().unwrap_or_default(), k);
+                let name = rc.service_key.clone().unwrap_or_default();
+                keys.insert(old_key_id(&name), String::from_utf8_lossy(old).into_owned());
+                keys.insert(name, k);
             }
             Err(e) => problems.push(format!("{}: {e}", first.name)),
         }
@@ -115,8 +120,9 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
     if rotated.is_empty() {
         return Err(refuse(vec!["no CA to rotate".into()]));
     }
-    let key_of = |id: &str| keys.get(id).cloned();
     let staging = |suffix: &str| format!("{}/{}{suffix}", rc.staging.trim_end_matches('/'), input.id);
+    let dir = staging("");
+    let old_dir = staging("-old");
 
     // Join tokens pin the server CA bundle's hash: where it changes, every secure token follows.
     let token_hashes = match rotated.iter().find(|x| x.ty == rc.token_ca) {
@@ -139,22 +145,40 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
     let agents: Vec<&NodeFacts> = input.nodes.iter().filter(|n| !is_server(n) && unit_of(r, n).is_some()).collect();
     let offline = input.opts.offline;
     let skipped = |why_online: Option<&str>| -> Option<String> { if offline { Some("offline (--root)".into()) } else { why_online.map(str::to_string) } };
-    let hand_over = |dir: &str, what: &str| ApiCall {
+    // The tool run on the first server with a staged set; `--force` where the set does not
+    // verify against the datastore's (going back to a single old root).
+    let tool = |dir: &str, force: bool| format!("{} {}={}{}", rc.command, rc.path_flag, shell_quote(dir), if force { " --force" } else { "" });
+    let hand_over = |dir: &str, what: &str, undo: Option<String>| ApiCall {
         name: format!("{} {} {dir}: {what}", rc.command, rc.path_flag),
         node: first.name.clone(),
-        script: format!("{} {}={}", rc.command, rc.path_flag, shell_quote(dir)),
+        script: tool(dir, false),
         skipped: skipped(None),
+        undo,
+    };
+    // The datastore set back: the old set as it is on disk now, staged beside the new.
+    let back_to_old = || ApiCall {
+        name: format!("the datastore set back to the old CAs ({} {} {old_dir} --force: the old set has a single root, which k3s only takes forced)", rc.command, rc.path_flag),
+        node: first.name.clone(),
+        script: tool(&old_dir, true),
+        skipped: skipped(None),
+        undo: None,
     };
 
     // S1: the set staged where the tool reads it, then handed to the running server.
-    let dir = staging("");
     let mut staged = Vec::new();
     let mut stage_problems = Vec::new();
     let mut push = |op: std::result::Result<FileOp, String>, path: &str| match op {
         Ok(o) => staged.push(o),
         Err(e) => stage_problems.push(format!("{}: {path}: {e}", first.name)),
     };
+    let key_of = |id: &str| keys.get(id).cloned();
     for x in &rotated {
+        // The old set, for a rollback to hand back: the files as they are, keys from the key store.
+        let (crt, key) = (format!("{old_dir}/tls/{}-ca.crt", x.ty), format!("{old_dir}/tls/{}-ca.key", x.ty));
+        let old_cert = first.pki.named.get(&x.cert).and_then(|p| first.files.get(p)).expect("read above");
+        push(parts::file_op(&crt, None, Some(old_cert), None, false, &key_of, vec![format!("the old {} CA as it is, for a rollback", x.ty)], Vec::new()), &crt);
+        let old_key = keys.get(&old_key_id(&x.cert)).cloned().unwrap_or_default();
+        push(parts::file_op(&key, None, Some(old_key.as_bytes()), Some(KeyRef::Old(x.cert.clone())), true, &key_of, vec!["its key, for a rollback".into()], Vec::new()), &key);
         let (crt, key) = (format!("{dir}/tls/{}-ca.crt", x.ty), format!("{dir}/tls/{}-ca.key", x.ty));
         let said = vec![format!("new {} CA: intermediate, new root, the new root cross-signed by the old, the old root", x.ty)];
         push(parts::file_op(&crt, None, Some(x.set.cert.as_bytes()), None, false, &key_of, said, Vec::new()), &crt);
@@ -172,7 +196,9 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
             &key,
         );
     }
-    if let (Some(name), Some(_)) = (&rc.service_key, service) {
+    if let (Some(name), Some(old)) = (&rc.service_key, service) {
+        let path = format!("{old_dir}/tls/service.key");
+        push(parts::file_op(&path, None, Some(old), Some(KeyRef::Old(name.clone())), true, &key_of, vec!["the service-account keys as they are, for a rollback".into()], Vec::new()), &path);
         let path = format!("{dir}/tls/service.key");
         let k = keys.get(name).cloned().unwrap_or_default();
         push(
@@ -189,19 +215,22 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
             &path,
         );
     }
-    let s1 = vec![
-        StepPlan::Batch(Batch { nodes: vec![first.name.clone()], ops: vec![ops_of(first, staged, Vec::new(), None)], gates: Vec::new() }),
-        StepPlan::Api(hand_over(&dir, "the running server checks the new CAs against the old chain and saves them to its datastore; nothing on disk changes yet")),
-    ];
+    let s1 = vec![StepPlan::Batch(Batch { nodes: vec![first.name.clone()], ops: vec![ops_of(first, staged, Vec::new(), None)], gates: Vec::new() })];
 
-    // S4: every node restarts onto the new CAs.
-    let mut s4 = Vec::new();
+    // S4: the set handed to the running server, then every node restarts onto it. The
+    // hand-over opens the stage so that undoing the stage sets the datastore back first, and
+    // a resume after that hands it over again.
+    let mut s4 = vec![StepPlan::Api(hand_over(
+        &dir,
+        "the running server checks the new CAs against the old chain and saves them to its datastore; nothing on disk changes until a server starts",
+        Some(back_to_old().script),
+    ))];
     if rotated.iter().any(|x| x.ty == rc.token_ca)
         && let Some((node, kc)) = r.kubeconfig.as_ref().and_then(|k| first.pki.named.get(k)).map(|kc| (first, kc))
     {
         for a in &r.api {
             let why = if input.opts.kubernetes_api { None } else { Some("kubernetes_api: false in the inventory") };
-            s4.push(StepPlan::Api(ApiCall { name: a.name.clone(), node: node.name.clone(), script: a.script.replace("{kubeconfig}", &shell_quote(kc)), skipped: skipped(why) }));
+            s4.push(StepPlan::Api(ApiCall { name: a.name.clone(), node: node.name.clone(), script: a.script.replace("{kubeconfig}", &shell_quote(kc)), skipped: skipped(why), undo: None }));
         }
     }
     let before = model.clone();
@@ -250,7 +279,7 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
     }
     let mut s5 = vec![
         StepPlan::Batch(Batch { nodes: vec![first.name.clone()], ops: vec![ops_of(first, pruned_ops, Vec::new(), None)], gates: Vec::new() }),
-        StepPlan::Api(hand_over(&pruned_dir, "the same CAs without the old roots (the service-account keys are kept, old ones included)")),
+        StepPlan::Api(hand_over(&pruned_dir, "the same CAs without the old roots (the service-account keys are kept, old ones included)", Some(tool(&dir, false)))),
     ];
     for group in node_groups(&servers, &agents, input.opts.batch_size) {
         let mut batch = Batch { nodes: Vec::new(), ops: Vec::new(), gates: Vec::new() };
@@ -300,14 +329,21 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         cas,
         stages: vec![
             parts::preflight(offline, &["every server holds the same CA files (the datastore's copies)", "the trust graph verifies as the files stand (kcert verify)"]),
-            StagePlan { id: StageId::NewCa, name: format!("the cross-signed CAs staged on {} and handed to {}'s datastore", first.name, pb.name), checks: Vec::new(), steps: s1 },
+            StagePlan { id: StageId::NewCa, name: format!("the cross-signed CAs (and the old, for a rollback) staged on {}", first.name), checks: Vec::new(), steps: s1, undo: None },
             StagePlan {
                 id: StageId::Resign,
-                name: format!("every node restarts onto the new CAs ({} re-issues every leaf): servers one at a time, then the agents", pb.name),
+                name: format!("{0}'s datastore takes the new CAs and every node restarts onto them ({0} re-issues every leaf): servers one at a time, then the agents", pb.name),
                 checks: Vec::new(),
                 steps: s4,
+                undo: Some(StageUndo { in_order: true }),
             },
-            StagePlan { id: StageId::Prune, name: "the old roots let go: handed over again without them, every node restarted".into(), checks: Vec::new(), steps: s5 },
+            StagePlan {
+                id: StageId::Prune,
+                name: "the old roots let go: handed over again without them, every node restarted".into(),
+                checks: Vec::new(),
+                steps: s5,
+                undo: Some(StageUndo { in_order: true }),
+            },
         ],
         proof: Proof::default(),
         notes,
@@ -392,18 +428,24 @@ fn reissued_files(
         let store = leaves_change && stores.contains(&f.name) && rotated.iter().any(|x| x.ty == rc.token_ca);
         // A kubeconfig naming files (server/cred) keeps its bytes; one embedding them is written again.
         let embeds = f.kind != FileKind::Kubeconfig || kubeconfig::parse_kubeconfig(bytes).is_ok_and(|kc| !kc.embedded.is_empty());
+        // A CA's chain-less copy (`*.nochain.crt`) is its file's first certificate, written at
+        // start: the new intermediate from S4 on, unchanged when the old roots go.
         let chainless = f.kind == FileKind::Cert && f.key.is_none() && f.signer.is_none() && !stores.contains(&f.name);
+        if chainless && made_in.is_some() {
+            continue;
+        }
         // A bundle or leaf no component's ref names (the agent's server-ca.crt, which its
         // kubeconfigs name) is not on the model: its bytes say whether a rotated CA is in it.
         // Leaves are re-issued when the CAs change (S4), not when the old roots go (S5).
         let holds_old = f.kind != FileKind::Kubeconfig && f.kind != FileKind::Key && holds_rotated(bytes, rotated, made_in.is_none());
-        if !(writes.contains(path) && embeds || ca_key || service_key || store || holds_old) {
+        let remade = unit_of(r, n).is_some_and(|u| u.remade.contains(&f.name));
+        if !(writes.contains(path) && embeds || ca_key || service_key || store || holds_old || remade) {
             continue;
         }
         let private = f.kind == FileKind::Key || crate::pki::edit::has_private_key(bytes) || k3s::tls_secret(bytes).is_some();
         let what = cert_in(pb, &f.name, bytes).map(|c| format!("{}, expires {}", c.subject, rfc3339(c.not_after)));
         let (old_sha256, what) = if made_in.is_some() { (String::new(), None) } else { (sha256(bytes), what) };
-        out.push(ReissuedFile { path: path.clone(), old_sha256, private, bytes: bytes.len() as u64, what, may_stay: chainless, made_in });
+        out.push(ReissuedFile { path: path.clone(), old_sha256, private, bytes: bytes.len() as u64, what, remade, made_in });
     }
     out
 }

@@ -408,7 +408,7 @@ pub(super) fn skeleton(input: &Input<'_>, offline: bool, name: String, steps: Ve
         options: Options { batch_size: input.batch_size, kubernetes_api: input.kubernetes_api, offline, leaf_days: input.days, cas: Vec::new(), ca_days: None, key_type: None, certs: input.certs.clone() },
         facts: parts::facts(input.nodes),
         cas: Vec::new(),
-        stages: vec![parts::preflight(offline, &[]), StagePlan { id: StageId::Renew, name, checks: Vec::new(), steps }],
+        stages: vec![parts::preflight(offline, &[]), StagePlan { id: StageId::Renew, name, checks: Vec::new(), steps, undo: None }],
         proof: Proof::default(),
         notes: Vec::new(),
         node_notes: Vec::new(),

@@ -16,8 +16,11 @@ use crate::pki::sign::KeyType;
 
 /// The version of the plan format; a saved plan of another version is refused. 3: recipe
 /// texts stored once in a table by sha256 (`stored`). 4: a node's renewal by its own tool
-/// (`NodeOps::reissue`), which a kcert of format 3 would not know to run.
-pub const PLAN_VERSION: u32 = 4;
+/// (`NodeOps::reissue`), which a kcert of format 3 would not know to run. 5: a rotation
+/// through a datastore (k3s), undone through it (`StagePlan::undo`, `ApiCall::undo`) and
+/// backing up what an earlier stage made (`ReissuedFile::made_in`), which a kcert of format 4
+/// would roll back file by file, against the datastore.
+pub const PLAN_VERSION: u32 = 5;
 
 /// What a plan does: which command made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,18 @@ pub struct StagePlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
     pub steps: Vec<StepPlan>,
+    /// How the stage is undone where undoing each step's files in reverse is not enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<StageUndo>,
+}
+
+/// A stage whose changes a datastore carries (k3s), undone first step first: the datastore
+/// set back (its API step's `undo`), then each node restarted onto what it holds again before
+/// the nodes that followed it, as the rotation went (an agent checks its restored token
+/// against the CA a server hands out, which must be the old one by then).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageUndo {
+    pub in_order: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,9 +308,10 @@ pub struct ReissuedFile {
     /// What it holds now, for a reviewer (none for a key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub what: Option<String>,
-    /// The unit may leave it as it is: backed up and restored with the others, not waited for.
+    /// The unit makes it anew at every start (an agent's kubelet certificates): a rollback
+    /// restores its backup whatever it holds by then, as any later start changes it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub may_stay: bool,
+    pub remade: bool,
     /// Its bytes by then are what the node made in this earlier stage of the same run (read
     /// back and journaled there), not known when planned: `old_sha256` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -481,6 +497,9 @@ pub struct ApiCall {
     pub script: String,
     /// Why it does not run (no API server reachable, offline).
     pub skipped: Option<String>,
+    /// What sets it back when its stage is rolled back (none: nothing to set back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -99,6 +99,10 @@ pub struct Unit {
     pub start: String,
     /// The components that stop and start with it.
     pub components: Vec<String>,
+    /// Files (`files` names) it makes anew at every start, whatever else changed (an agent's
+    /// kubelet certificates, asked of a server each time).
+    #[serde(default)]
+    pub remade: Vec<String>,
 }
 
 impl Reissue {
@@ -135,6 +139,9 @@ impl Reissue {
                 if !has_component(c) {
                     out.push(format!("reissue.units.{}: unknown component {c:?}", u.name));
                 }
+            }
+            for f in u.remade.iter().filter(|f| !has_file(f)) {
+                out.push(format!("reissue.units.{}: remade: unknown file {f:?}", u.name));
             }
         }
         if let Some(k) = &self.kubeconfig

@@ -86,6 +86,9 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
         for c in &s.checks {
             writeln!(out, "  check    {c}")?;
         }
+        if s.undo.as_ref().is_some_and(|u| u.in_order) {
+            writeln!(out, "  rollback: its steps are undone first to last (the datastore set back first, then the nodes as they went)")?;
+        }
         if s.steps.is_empty() && s.checks.is_empty() {
             writeln!(out, "  nothing to do")?;
         }
@@ -95,6 +98,9 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
                     writeln!(out, "  step {}/{}: on {}: {}", i + 1, s.steps.len(), a.node, a.name)?;
                     if let Some(why) = &a.skipped {
                         writeln!(out, "      skipped: {why}")?;
+                    }
+                    if let Some(undo) = &a.undo {
+                        writeln!(out, "      rollback: {undo}")?;
                     }
                 }
                 StepPlan::Batch(b) => {
@@ -140,20 +146,17 @@ fn reissue(r: &crate::plan::schema::Reissue, offline: bool, pad: &str, out: &mut
     writeln!(out, "{pad}  stop    {}{skipped}", r.stop)?;
     for f in &r.files {
         let private = if f.private { ", a private key: backed up 0600" } else { "" };
-        let stays = if f.may_stay { ", may stay as it is" } else { "" };
         let what = f.what.as_ref().map(|w| format!("\n{pad}          {w}")).unwrap_or_default();
         let sha = match f.made_in {
             Some(stage) => format!("as {stage} leaves it"),
             None => format!("sha256 {}", short_sha(Some(&f.old_sha256))),
         };
-        writeln!(out, "{pad}  backup  {}  ({sha}{private}{stays}){what}", f.path)?;
+        writeln!(out, "{pad}  backup  {}  ({sha}{private}){what}", f.path)?;
     }
     for c in &r.run {
         writeln!(out, "{pad}  run     {c}{skipped}")?;
     }
-    let staying = r.files.iter().filter(|f| f.may_stay).count();
-    let but = if staying > 0 { format!(", but the {staying} that may stay") } else { String::new() };
-    writeln!(out, "{pad}  start   {}{skipped}: {} makes the {} above again (each checked to differ from its backup{but})", r.start, r.unit, plural(r.files.len(), "file"))?;
+    writeln!(out, "{pad}  start   {}{skipped}: {} makes the {} above again (each checked to differ from its backup)", r.start, r.unit, plural(r.files.len(), "file"))?;
     let with = if r.components.is_empty() { "none of its components was found here".to_string() } else { r.components.join(", ") };
     writeln!(out, "{pad}          restarts with it: {with}")?;
     for s in &r.serves {

@@ -1,7 +1,8 @@
 //! Owns: one node's renewal by its own tool (k3s): the unit stopped, every file the tool will
-//! make again backed up on the node (sha256 read back, journaled), the tool run, the unit
-//! started, each file checked to be new and journaled as written; after any failure past the
-//! stop, the unit started again so the node is not left down.
+//! make again backed up on the node (sha256 read back, journaled; what an earlier stage made,
+//! as that stage journaled it), the tool run, the unit started, each file checked to be new
+//! and journaled as written; after any failure past the stop, the unit started again so the
+//! node is not left down.
 //! Must not: make a certificate or key itself (the node's tool does), or gate (the step does).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,9 +25,10 @@ impl Runner<'_> {
             return Ok(0);
         }
         if self.offline() {
-            return Err(format!("{node}: {} re-issues its certificates when it starts: files alone (--root) cannot be renewed this way; nothing was changed", r.unit));
+            return Err(format!("{node}: {} re-issues its certificates when it starts: files alone (--root) cannot be changed this way; nothing was changed", r.unit));
         }
         let t = self.t(node)?.clone();
+        let r = &self.made_earlier(node, r)?;
         let paths: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
         self.forget(node, &paths);
         self.note(node, format!("stopping {}", r.unit));
@@ -48,6 +50,33 @@ impl Runner<'_> {
                 }
             }
         }
+    }
+
+    /// `r` with the bytes an earlier stage made filled in: each such file's sha256 as that
+    /// stage's read-back journaled it (the last one, where a rollback and a resume redid it).
+    fn made_earlier(&self, node: &str, r: &Reissue) -> std::result::Result<Reissue, String> {
+        let mut r = r.clone();
+        if r.files.iter().all(|f| f.made_in.is_none()) {
+            return Ok(r);
+        }
+        let records = self.journal.lock().expect("journal lock").records().map_err(|e| format!("the journal cannot be read back: {e}"))?;
+        for f in r.files.iter_mut() {
+            let Some(stage) = f.made_in else { continue };
+            let made = records.iter().rev().find_map(|rec| match rec {
+                Record::Written { node: n, path, new_sha256, at, .. } if n == node && path == &f.path && at.stage == stage => Some(new_sha256.clone()),
+                _ => None,
+            });
+            // A file that stage's start left as it was (one that may stay) is as planned there.
+            let kept = || {
+                let s = self.plan.stage(stage)?;
+                s.steps.iter().filter_map(|st| match st {
+                    crate::plan::schema::StepPlan::Batch(b) => Some(b),
+                    _ => None,
+                }).flat_map(|b| &b.ops).filter(|o| o.node == node).flat_map(|o| o.reissue.iter().flat_map(|r| &r.files)).find(|g| g.path == f.path).map(|g| g.old_sha256.clone())
+            };
+            f.old_sha256 = made.or_else(kept).ok_or_else(|| format!("{node}: {}: {stage} journaled no bytes of it; nothing was changed", f.path))?;
+        }
+        Ok(r)
     }
 
     async fn reissue_stopped(&self, stage: StageId, bi: usize, node: &str, t: &dyn Transport, r: &Reissue) -> std::result::Result<usize, String> {
@@ -142,11 +171,6 @@ impl Runner<'_> {
                             new_sha256: sha256(&b),
                             at: At::step(stage, bi),
                         });
-                        now.insert(f.path.as_str(), b);
-                    }
-                    // A file the unit may keep as it was (k3s's chain-less CA copies) is
-                    // backed up like the others but not waited for.
-                    FileData::Found(b) if f.may_stay => {
                         now.insert(f.path.as_str(), b);
                     }
                     FileData::Found(_) => missed.push(format!("{} still holds its old bytes", f.path)),

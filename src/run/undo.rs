@@ -1,6 +1,7 @@
 //! Owns: undoing stages: each step's files back from the node's backups (each checked to be
 //! still what the run wrote, each backup against the journal's sha256), created files
-//! removed, components restarted, gates passed again; a stage after a failure, or
+//! removed, components restarted, gates passed again, an API step set back where its plan
+//! says how (a datastore), a datastore's stage first step first; a stage after a failure, or
 //! `kcert rollback` down to a stage.
 //! Must not: restore a file that changed since the run wrote it.
 
@@ -16,6 +17,12 @@ use crate::plan::StageId;
 use crate::plan::schema::{Batch, StepPlan};
 use crate::reach::transport::{FileData, WriteFile};
 use crate::text::short_sha;
+
+/// Whether `node`'s unit makes `path` anew at every start (the plan's reissued files say so):
+/// what the run wrote there is gone by the next start, whoever started it.
+fn remade(plan: &crate::plan::Plan, node: &str, path: &str) -> bool {
+    plan.batches().flat_map(|b| &b.ops).filter(|o| o.node == node).flat_map(|o| o.reissue.iter().flat_map(|r| &r.files)).any(|f| f.path == path && f.remade)
+}
 
 impl Runner<'_> {
     /// Undoes stage `si` in reverse step order: each step's files back from the node's
@@ -33,7 +40,21 @@ impl Runner<'_> {
                 _ => None,
             })
             .collect();
-        for bi in (0..stage.steps.len()).rev() {
+        // An API step that succeeded is set back where its plan says how (a datastore).
+        let api_done = |bi: usize| records.iter().any(|r| matches!(r, Record::Api { stage: s, step, ok: true, .. } if *s == stage.id && *step == bi));
+        let order: Vec<usize> = match &stage.undo {
+            Some(u) if u.in_order => (0..stage.steps.len()).collect(),
+            _ => (0..stage.steps.len()).rev().collect(),
+        };
+        for bi in order {
+            if let StepPlan::Api(a) = &stage.steps[bi]
+                && let Some(script) = &a.undo
+                && api_done(bi)
+                && !self.offline()
+            {
+                let back = crate::plan::schema::ApiCall { name: format!("set back: {script}"), node: a.node.clone(), script: script.clone(), skipped: None, undo: None };
+                self.set_back(stage.id, &back).await?;
+            }
             let StepPlan::Batch(b) = &stage.steps[bi] else { continue };
             let mine: Vec<&Live> = live.iter().filter(|l| l.step == bi).collect();
             if mine.is_empty() {
@@ -98,6 +119,19 @@ impl Runner<'_> {
         })
     }
 
+    /// Runs what sets a stage's datastore back; its outcome journaled, its failure stops the rollback.
+    async fn set_back(&self, stage: StageId, a: &crate::plan::schema::ApiCall) -> std::result::Result<(), String> {
+        self.note(&a.node, a.name.clone());
+        let out = self.t(&a.node)?.run(&a.script).await.map_err(|e| format!("{}: {e}", a.node))?;
+        let detail = if out.success() { out.stdout_text().trim().to_string() } else { out.stderr_text() };
+        if !out.success() {
+            let msg = format!("{} failed on {} (exit {:?}): {detail}", a.name, a.node, out.status);
+            let _ = self.rec(&Record::StageRolledBack { stage, status: Finish::Failed, message: msg.clone() });
+            return Err(msg);
+        }
+        Ok(())
+    }
+
     /// A unit's stop or start command on a node, its failure said with the command.
     async fn unit_command(&self, node: &str, cmd: &str) -> std::result::Result<(), String> {
         super::reissue::shell(self.t(node)?.as_ref(), cmd).await.map_err(|e| format!("{node}: `{cmd}` failed: {e}"))
@@ -122,7 +156,7 @@ impl Runner<'_> {
                 continue;
             }
             let wrote = written.get(&(node.to_string(), l.path.clone())).cloned().or_else(|| planned(&l.path).map(|f| f.new_sha256.clone().unwrap_or_default()));
-            if wrote.as_deref() != Some(cur.as_str()) {
+            if wrote.as_deref() != Some(cur.as_str()) && !remade(self.plan, node, &l.path) {
                 return Err(format!("{node}: {} changed since this run wrote it (sha256 {}); not restored: look at it, then run `kcert rollback` again", l.path, short_sha(Some(&cur))));
             }
             todo.push(l);
@@ -242,6 +276,10 @@ impl Runner<'_> {
                 let expected = now.get(&key).cloned().unwrap_or_else(|| before.clone());
                 per_node.entry(l.node).or_default().entry(l.path).or_insert((before, expected));
             }
+        }
+        // What a unit makes anew at every start is not the run's to vouch for any more.
+        for (node, files) in per_node.iter_mut() {
+            files.retain(|path, _| !remade(self.plan, node, path));
         }
         let mut bad = Vec::new();
         for (node, files) in &per_node {

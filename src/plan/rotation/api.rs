@@ -47,7 +47,7 @@ impl Planner<'_> {
         rot.api
             .iter()
             .filter(|a| a.when == when)
-            .map(|a| StepPlan::Api(ApiCall { name: a.name.clone(), node: api_node.clone(), script: render_script(&a.script, &kc, &bundle, &cluster.new_pem, &cluster.old_pem), skipped: skipped.clone() }))
+            .map(|a| StepPlan::Api(ApiCall { name: a.name.clone(), node: api_node.clone(), script: render_script(&a.script, &kc, &bundle, &cluster.new_pem, &cluster.old_pem), skipped: skipped.clone(), undo: None }))
             .collect()
     }
 }

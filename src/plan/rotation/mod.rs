@@ -147,7 +147,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         s1.ops.push(NodeOps { node: node.clone(), files, restarts: Vec::new(), model: Vec::new(), reissue: None });
     }
     s1.nodes = s1_nodes;
-    stages.push(StagePlan { id: StageId::NewCa, name: StageId::NewCa.name().into(), checks: Vec::new(), steps: vec![StepPlan::Batch(s1)] });
+    stages.push(StagePlan { id: StageId::NewCa, name: StageId::NewCa.name().into(), checks: Vec::new(), steps: vec![StepPlan::Batch(s1)], undo: None });
 
     type StageFn<'x> = fn(&mut Planner<'x>, &str, &mut Pending);
     let trust: StageFn = Planner::trust_both;
@@ -211,9 +211,9 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 steps.push(StepPlan::Batch(clean));
             }
         }
-        stages.push(StagePlan { id, name: id.name().into(), checks: Vec::new(), steps });
+        stages.push(StagePlan { id, name: id.name().into(), checks: Vec::new(), steps, undo: None });
         if id == StageId::Trust {
-            stages.push(StagePlan { id: StageId::ApiObjects, name: StageId::ApiObjects.name().into(), checks: Vec::new(), steps: planner.api_calls(ApiWhen::Trust) });
+            stages.push(StagePlan { id: StageId::ApiObjects, name: StageId::ApiObjects.name().into(), checks: Vec::new(), steps: planner.api_calls(ApiWhen::Trust), undo: None });
         }
         // The signing pair is one matching cert and key at every boundary.
         let pair_problems = planner.check_pairs(id);
