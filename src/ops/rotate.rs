@@ -96,26 +96,7 @@ pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions
     if aliases.is_empty() {
         return Err(Error::input("rotate-ca", format!("nothing to rotate; nothing was changed:\n  {}", notes.join("\n  "))));
     }
-    let offline = gathered.offline();
-    let input = Input {
-        playbook: pb,
-        target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible },
-        nodes: &gathered.nodes,
-        checks: if offline { Vec::new() } else { gates::checks(pb, &gathered.nodes) },
-        opts: Options {
-            batch_size: opts.batch_size.unwrap_or(fleet.batch_size).max(1),
-            kubernetes_api: fleet.kubernetes_api,
-            offline,
-            leaf_days: opts.leaf_days,
-            cas: aliases.clone(),
-            ca_days: Some(opts.ca_days),
-            key_type: opts.key_type,
-            certs: Vec::new(),
-        },
-        id: crate::run::journal::stamped_id("plan", opts.now)?,
-        cluster: fleet.cluster.clone(),
-        now: opts.now,
-    };
+    let input = input(fleet, &gathered, opts, aliases.clone())?;
     let refused = |p: Vec<String>| Error::input("rotate-ca", format!("nothing was changed:\n  {}", p.join("\n  ")));
     let olds = rotation::old_cas(&input, &aliases).map_err(refused)?;
     // Checked before any key is made: what a rotation cannot fix refuses it.
@@ -145,12 +126,21 @@ fn by_its_tool(fleet: &Fleet, opts: &RotateOptions, gathered: Gathered) -> Resul
     let pb = &gathered.playbook;
     let r = pb.reissue.as_ref().expect("checked by the caller");
     let rc = r.rotate_ca.as_ref().expect("checked by the caller");
-    let offline = gathered.offline();
     let (refuse, warnings) = file_checks(&gathered, opts.now);
     if !refuse.is_empty() {
         return Err(Error::input("rotate-ca", format!("the cluster's files do not verify; nothing was changed:\n  {}", refuse.join("\n  "))));
     }
-    let input = Input {
+    let input = input(fleet, &gathered, opts, opts.cas.clone())?;
+    let (plan, keys) = crate::plan::reissue_ca::plan(&input, r, rc, &opts.cas)?;
+    drop(input);
+    Ok(Prepared { gathered, plan, keys, warnings })
+}
+
+/// What the planners are given: the gathered nodes, the live checks (none offline), the options.
+fn input<'g>(fleet: &Fleet, gathered: &'g Gathered, opts: &RotateOptions, cas: Vec<String>) -> Result<Input<'g>> {
+    let pb = &gathered.playbook;
+    let offline = gathered.offline();
+    Ok(Input {
         playbook: pb,
         target: PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible },
         nodes: &gathered.nodes,
@@ -160,7 +150,7 @@ fn by_its_tool(fleet: &Fleet, opts: &RotateOptions, gathered: Gathered) -> Resul
             kubernetes_api: fleet.kubernetes_api,
             offline,
             leaf_days: opts.leaf_days,
-            cas: opts.cas.clone(),
+            cas,
             ca_days: Some(opts.ca_days),
             key_type: opts.key_type,
             certs: Vec::new(),
@@ -168,10 +158,7 @@ fn by_its_tool(fleet: &Fleet, opts: &RotateOptions, gathered: Gathered) -> Resul
         id: crate::run::journal::stamped_id("plan", opts.now)?,
         cluster: fleet.cluster.clone(),
         now: opts.now,
-    };
-    let (plan, keys) = crate::plan::reissue_ca::plan(&input, r, rc, &opts.cas)?;
-    drop(input);
-    Ok(Prepared { gathered, plan, keys, warnings })
+    })
 }
 
 /// S0's file checks (`kcert verify`): keys that do not match their certificates, signing
