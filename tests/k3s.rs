@@ -467,6 +467,27 @@ fn rotate_ca_on_k3s_reads_as_k3s_s_runbook_and_never_runs_on_files_alone() {
 }
 
 #[test]
+fn rotate_ca_on_k3s_names_the_file_that_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s2 = tmp.path().join("s2");
+    let tls = s2.join("var/lib/rancher/k3s/server/tls");
+    let good = std::fs::read(tls.join("client-ca.crt")).unwrap();
+    std::fs::write(tls.join("client-ca.crt"), "not a certificate\n").unwrap();
+    let before = snapshot(&s2);
+    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run", "--ca", "client"]).run();
+    run.status(2).stderr_has("/var/lib/rancher/k3s/server/tls/client-ca.crt");
+    assert_eq!(snapshot(&s2), before, "a refused rotation changed a file");
+    std::fs::write(tls.join("client-ca.crt"), good).unwrap();
+    std::fs::remove_file(tls.join("service.key")).unwrap();
+    std::fs::write(tls.join("service.key"), "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n").unwrap();
+    let before = snapshot(&s2);
+    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run", "--ca", "server"]).run();
+    run.status(2).stderr_has("/var/lib/rancher/k3s/server/tls/service.key: service.key: key 1 of 1");
+    assert_eq!(snapshot(&s2), before, "a refused rotation changed a file");
+}
+
+#[test]
 fn renew_dry_run_on_the_real_world_k3s_sets_names_k3s_s_commands() {
     let rw = common::real_world();
     // k3s.yaml alone (a server's): the admin's embedded certificate, by the server's unit.

@@ -44,8 +44,12 @@ attempt() {
 # purpose, every component with it; an agent's load balancer passing on a server that stops).
 # A certificate a peer rejects is an HTTP 400 or a TLS alert, never this (curl's
 # SSL_ERROR_SYSCALL and "Empty reply" are the connection cut under a handshake or a request).
+# Matched without regard to case: curl says "Connection reset by peer", Go's net package (kubectl,
+# etcdctl) "read: connection reset by peer".
 refused() {
-  case $1 in *"connection refused"*|*"Failed to connect"*|*"Could not connect"*|*"Couldn't connect"*|*"Connection reset by peer"*|*"Unable to connect to the server: EOF"*|*"SSL_ERROR_SYSCALL"*|*"Empty reply from server"*) return 0 ;; esac
+  case $(printf '%s' "$1" | tr '[:upper:]' '[:lower:]') in
+    *"connection refused"*|*"failed to connect"*|*"could not connect"*|*"couldn't connect"*|*"connection reset by peer"*|*"unable to connect to the server: eof"*|*"ssl_error_syscall"*|*"empty reply from server"*) return 0 ;;
+  esac
   return 1
 }
 

@@ -126,7 +126,7 @@ async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>,
             if p.plan.counts().0 == 0 {
                 return Ok(Ended::Planned { plan: Box::new(p.plan), warnings, saved: None });
             }
-            if p.plan.options.offline && p.plan.batches().any(|b| b.ops.iter().any(|o| o.reissue.is_some())) {
+            if p.plan.options.offline && p.plan.made_by_nodes() {
                 let pb = &p.gathered.playbook.name;
                 return Err(Error::input(format!("distribution {pb}"), format!("{pb} makes its certificates itself when its unit starts, so files alone (--root) cannot be changed this way; run against the nodes (--dry-run shows the plan); nothing was changed")));
             }

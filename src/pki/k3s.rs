@@ -250,8 +250,14 @@ pub fn cross_signed(product: &str, ty: &str, cert_pem: &[u8], key_pem: &[u8], da
 /// a set without the old first key: validateServiceKey).
 pub fn service_keys(old: &[u8]) -> Result<String, SignError> {
     let text = std::str::from_utf8(old).map_err(|_| SignError::Leaf("service.key: not PEM text".into()))?;
-    if !blocks(text).map_err(|e| SignError::Leaf(format!("service.key: {e}")))?.iter().any(|b| b.label.ends_with("PRIVATE KEY")) {
+    let keys: Vec<_> = blocks(text).map_err(|e| SignError::Leaf(format!("service.key: {e}")))?.into_iter().filter(|b| b.label.ends_with("PRIVATE KEY")).collect();
+    if keys.is_empty() {
         return Err(SignError::Leaf("service.key: no private key in it".into()));
+    }
+    // Every key is read at the apiserver's start (--service-account-key-file): one that does
+    // not load would stop it on every server the set reaches.
+    for (i, b) in keys.iter().enumerate() {
+        load_key(text[b.start..b.end].as_bytes()).map_err(|e| SignError::Leaf(format!("service.key: key {} of {}: {e}", i + 1, keys.len())))?;
     }
     let new = KeyType::Rsa2048.generate().map_err(|e| SignError::Leaf(format!("service.key: cannot generate a key: {e}")))?;
     let mut out = new.serialize_pem();

@@ -97,7 +97,7 @@ pub fn check(p: &Plan) -> std::result::Result<(), String> {
     }
     // A rotation a datastore carries (k3s) has no trust stage of its own: the nodes take old
     // and new together at their restart, and the API objects are k3s's to update.
-    let by_datastore = p.stages.iter().any(|s| s.undo.is_some());
+    let by_datastore = p.by_datastore();
     let wanted: &[StageId] = match p.kind {
         Kind::RotateCa if by_datastore => &[StageId::Preflight, StageId::NewCa, StageId::Resign, StageId::Prune],
         Kind::RotateCa => &[StageId::Preflight, StageId::NewCa, StageId::Trust, StageId::ApiObjects, StageId::Resign, StageId::Prune],
@@ -145,9 +145,11 @@ pub fn check(p: &Plan) -> std::result::Result<(), String> {
                             if f.mode > 0o7777 || (f.private && f.mode & 0o077 != 0) {
                                 return Err(format!("{at}.mode: {:o} is not a mode kcert writes", f.mode));
                             }
-                            // A datastore rotation (k3s) also stages the service-account keys it makes.
+                            // A datastore rotation (k3s) also stages the service-account keys it makes
+                            // (a key file of server/tls itself, as `service.key`).
+                            let service_key = |ca: &str| by_datastore && ca.ends_with(".key") && !ca.contains('/');
                             if let Recipe::CaKey { ca, .. } | Recipe::OldCaKey { ca } = &f.recipe
-                                && (!(cas.contains(ca.as_str()) || by_datastore && !ca.contains('/')) || !f.private)
+                                && (!(cas.contains(ca.as_str()) || service_key(ca)) || !f.private)
                             {
                                 return Err(format!("{at}.recipe: the key of CA {ca:?}, which the plan does not rotate (or not written 0600)"));
                             }

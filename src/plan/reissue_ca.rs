@@ -65,8 +65,8 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         fn read<'n>(n: &'n NodeFacts, name: &str) -> Option<(String, &'n Vec<u8>)> {
             n.pki.named.get(name).and_then(|p| n.files.get(p).map(|b| (p.clone(), b)))
         }
-        let (cert_pem, key_pem) = match (read(first, &c.cert), read(first, &key)) {
-            (Some((_, c)), Some((_, k))) => (c, k),
+        let (cert_path, cert_pem, key_path, key_pem) = match (read(first, &c.cert), read(first, &key)) {
+            (Some((cp, c)), Some((kp, k))) => (cp, c, kp, k),
             (cert, _) => {
                 let missing = if cert.is_none() { pb.file(&c.cert).map(|f| f.path.clone()) } else { pb.file(&key).map(|f| f.path.clone()) };
                 problems.push(format!(
@@ -88,7 +88,7 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         let set = match k3s::cross_signed(&rc.product, &c.ty, cert_pem, key_pem, days, input.now, input.opts.key_type) {
             Ok(s) => s,
             Err(e) => {
-                problems.push(format!("{}: {e}", first.name));
+                problems.push(format!("{}: {cert_path} (with {key_path}): {e}", first.name));
                 continue;
             }
         };
@@ -103,15 +103,15 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         let old_certs = olds.iter().filter_map(|id| found.get(id).cloned()).collect();
         rotated.push(Rotated { ty: c.ty.clone(), cert: c.cert.clone(), key, set, olds, old_root, new: format!("{}@{}", c.cert, prefix(&inter.sha256, 8)), old_certs });
     }
-    let service = rc.service_key.as_ref().and_then(|k| first.pki.named.get(k).and_then(|p| first.files.get(p)));
-    if let Some(old) = service {
+    let service = rc.service_key.as_ref().and_then(|k| first.pki.named.get(k).and_then(|p| first.files.get(p).map(|b| (p, b))));
+    if let Some((path, old)) = service {
         match k3s::service_keys(old) {
             Ok(k) => {
                 let name = rc.service_key.clone().unwrap_or_default();
                 keys.insert(old_key_id(&name), String::from_utf8_lossy(old).into_owned());
                 keys.insert(name, k);
             }
-            Err(e) => problems.push(format!("{}: {e}", first.name)),
+            Err(e) => problems.push(format!("{}: {path}: {e}", first.name)),
         }
     }
     if !problems.is_empty() {
@@ -196,7 +196,7 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
             &key,
         );
     }
-    if let (Some(name), Some(old)) = (&rc.service_key, service) {
+    if let (Some(name), Some(old)) = (&rc.service_key, service.map(|(_, b)| b)) {
         let path = format!("{old_dir}/tls/service.key");
         push(parts::file_op(&path, None, Some(old), Some(KeyRef::Old(name.clone())), true, &key_of, vec!["the service-account keys as they are, for a rollback".into()], Vec::new()), &path);
         let path = format!("{dir}/tls/service.key");

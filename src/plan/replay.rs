@@ -64,7 +64,7 @@ pub fn replay(pb: &Playbook, nodes: &[NodeFacts], plan: &Plan, keys: &BTreeMap<S
     }
     // Where the nodes make the new files themselves (a datastore's rotation, k3s), the end
     // is theirs to reach: it is checked on the nodes after each start, not replayed here.
-    let by_nodes = plan.batches().any(|b| b.ops.iter().any(|o| o.reissue.is_some()));
+    let by_nodes = plan.made_by_nodes();
     if out.is_empty() && plan.kind == Kind::RotateCa && !by_nodes {
         let after: Vec<NodeFacts> = nodes
             .iter()

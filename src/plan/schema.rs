@@ -572,6 +572,18 @@ impl Plan {
         })
     }
 
+    /// The nodes make the new files themselves at start (k3s's procedures): kcert orders, backs
+    /// up and checks, and what the files will hold is known only once they have started.
+    pub fn made_by_nodes(&self) -> bool {
+        self.batches().any(|b| b.ops.iter().any(|o| o.reissue.is_some()))
+    }
+
+    /// A rotation carried by a datastore (k3s): its stages are undone first step first, the
+    /// datastore set back before the nodes restart onto it.
+    pub fn by_datastore(&self) -> bool {
+        self.stages.iter().any(|s| s.undo.is_some())
+    }
+
     /// Every node the plan was made from, in the plan's order.
     pub fn nodes(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
