@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Test, assert_same, expected_in, pem_certs, real_world, reported};
+use common::{Test, assert_same, expected_in, pem_certs, real_world, reported, snapshot, staged};
 use kcert::pki::k3s::{self, JoinToken};
 
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -247,9 +247,7 @@ fn tls_key_b64(path: &Path) -> String {
 
 /// Two servers and an agent, as k3s lays their files out (made with openssl).
 fn k3s_tree(dir: &Path) {
-    let script = format!("{}/docker/pki/make-k3s-pki.sh", env!("CARGO_MANIFEST_DIR"));
-    let ok = Command::new("bash").arg(script).arg(dir).args(["s1:10.0.0.1:server", "s2:10.0.0.2:server", "a1:10.0.1.1:agent"]).status().unwrap();
-    assert!(ok.success(), "make-k3s-pki.sh");
+    common::rancher_tree(dir, "k3s");
 }
 
 #[test]
@@ -296,10 +294,6 @@ fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
     }
 }
 
-/// Every file below `root`, by path: its bytes' sha256.
-fn snapshot(root: &Path) -> std::collections::BTreeMap<String, String> {
-    common::walk(root, root).into_iter().map(|(p, rel)| (rel, kcert::pki::sha256(&std::fs::read(p).unwrap()))).collect()
-}
 
 #[test]
 fn verify_checks_every_k3s_trust_edge_and_names_a_broken_one() {
@@ -372,20 +366,6 @@ fn renew_on_k3s_plans_k3s_s_own_procedure_and_never_runs_on_files_alone() {
     let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--yes"]).run();
     run.status(2).stderr_has("distribution k3s").stderr_has("files alone (--root) cannot be changed this way");
     assert_eq!(snapshot(&s1), before, "a refused renewal changed a file");
-}
-
-/// The recipe text of the plan's staged file ending in `name`, in the stage `stage`.
-fn staged(plan: &serde_json::Value, stage: &str, name: &str) -> String {
-    let stage = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == stage).unwrap();
-    let op = stage["steps"][0]["ops"][0]["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(name) && !p.contains("-old/")))
-        .unwrap_or_else(|| panic!("{name} not staged"));
-    let text = &op["recipe"]["text"];
-    // A saved plan stores each text once, by sha256; a dry run's JSON carries it in place.
-    text.as_str().map(str::to_string).unwrap_or_else(|| plan["texts"][text["sha256"].as_str().unwrap()].as_str().unwrap().to_string())
 }
 
 #[test]

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# The leaves of a k3s node as k3s makes them, with openssl: the table of k3s's
+# The leaves of a k3s node as k3s makes them (an RKE2 node's with PRODUCT=rke2: k3s's code
+# names them from version.Program), with openssl: the table of k3s's
 # pkg/daemons/control/deps/deps.go (genClientCerts, genServerCerts, genETCDCerts) and, for the
 # agent's files, pkg/agent/config. Shared by make-k3s-pki.sh (a new cluster's files) and the k3s
 # STAND-IN's start (docker/node/k3s-unit), which makes again, as k3s does at every start, each
@@ -52,13 +53,13 @@ k3s_apiserver_sans() {
 k3s_server_leaves() {
   local tls=$1 name=$2 ip=$3 spec base subject
   for spec in "admin|/O=system:masters/CN=system:admin" \
-              "supervisor|/O=system:masters/CN=system:k3s-supervisor" \
+              "supervisor|/O=system:masters/CN=system:${PRODUCT:-k3s}-supervisor" \
               "controller|/CN=system:kube-controller-manager" \
               "scheduler|/CN=system:kube-scheduler" \
               "kube-apiserver|/O=system:masters/CN=system:apiserver" \
               "kube-proxy|/CN=system:kube-proxy" \
-              "k3s-controller|/CN=system:k3s-controller" \
-              "k3s-cloud-controller|/CN=k3s-cloud-controller-manager"; do
+              "${PRODUCT:-k3s}-controller|/CN=system:${PRODUCT:-k3s}-controller" \
+              "${PRODUCT:-k3s}-cloud-controller|/CN=${PRODUCT:-k3s}-cloud-controller-manager"; do
     IFS="|" read -r base subject <<<"$spec"
     k3s_leaf "$tls/client-$base" "$tls/client-ca" "$subject" clientAuth
   done
@@ -79,5 +80,5 @@ k3s_agent_leaves() {
   k3s_leaf "$agent/client-kubelet" "$cas/client-ca" "/O=system:nodes/CN=system:node:$name" clientAuth
   k3s_leaf "$agent/serving-kubelet" "$cas/server-ca" "/CN=$name" serverAuth "DNS:$name,DNS:localhost,IP:127.0.0.1,IP:$ip"
   k3s_leaf "$agent/client-kube-proxy" "$cas/client-ca" "/CN=system:kube-proxy" clientAuth
-  k3s_leaf "$agent/client-k3s-controller" "$cas/client-ca" "/CN=system:k3s-controller" clientAuth
+  k3s_leaf "$agent/client-${PRODUCT:-k3s}-controller" "$cas/client-ca" "/CN=system:${PRODUCT:-k3s}-controller" clientAuth
 }

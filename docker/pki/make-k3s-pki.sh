@@ -25,14 +25,26 @@
 #   * on servers, the embedded etcd's config as k3s writes it (server/db/etcd/config, etcd's
 #     YAML config file: pkg/etcd/etcd.go), every server a member;
 #
-# usage: make-k3s-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: server or agent, or the
-#        test fleet's cp or worker; the first server is the one the others join)
+# With PRODUCT=rke2 (as k3s's contrib/util/rotate-default-ca-certs.sh takes it), an RKE2
+# cluster's: RKE2 runs k3s's code with version.Program = rke2, so the same files under
+# /var/lib/rancher/rke2, rke2 in the names k3s builds from the program, and RKE2's ports and
+# units: the apiserver itself on :6443 (the servers' kubeconfigs, and an agent's through its
+# load balancer on 127.0.0.1:6443), the supervisor on :9345 (rke2 pkg/cli/defaults), the join
+# token in /etc/rancher/rke2/config.yaml (rke2's docs), units rke2-server and rke2-agent.
+# usage: [PRODUCT=k3s|rke2] make-k3s-pki.sh OUT NAME:IP:ROLE [NAME:IP:ROLE ...]   (ROLE: server
+#        or agent, or the test fleet's cp or worker; the first server is the one the others join)
 set -euo pipefail
 umask 022
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=k3s-lib.sh
 . "$(dirname "$0")/k3s-lib.sh"
+P=${PRODUCT:-k3s}
+case $P in
+  k3s) api_port=6444 sup_port=6443 server_unit=k3s agent_unit=k3s-agent ;;
+  rke2) api_port=6443 sup_port=9345 server_unit=rke2-server agent_unit=rke2-agent ;;
+  *) echo "make-k3s-pki.sh: PRODUCT is k3s or rke2, not $P" >&2; exit 2 ;;
+esac
 out=$1; shift
 nodes=("$@")
 ca_dir="$out/.ca"
@@ -75,9 +87,9 @@ KC
   chmod 600 "$1"
 }
 
-ca "$ca_dir/client-ca" "k3s-client-ca@$ts"
-ca "$ca_dir/server-ca" "k3s-server-ca@$ts"
-ca "$ca_dir/request-header-ca" "k3s-request-header-ca@$ts"
+ca "$ca_dir/client-ca" "$P-client-ca@$ts"
+ca "$ca_dir/server-ca" "$P-server-ca@$ts"
+ca "$ca_dir/request-header-ca" "$P-request-header-ca@$ts"
 ca "$ca_dir/etcd/server-ca" "etcd-server-ca@$ts"
 ca "$ca_dir/etcd/peer-ca" "etcd-peer-ca@$ts"
 openssl genrsa -traditional -out "$ca_dir/service.key" 2048 2>/dev/null
@@ -99,11 +111,11 @@ for spec in "${nodes[@]}"; do
   IFS=: read -r name ip role <<<"$spec"
   role=$(role_of "$role")
   root="$out/$name"
-  data="$root/var/lib/rancher/k3s"
+  data="$root/var/lib/rancher/$P"
   agent="$data/agent"
-  mkdir -p "$agent" "$root/etc/rancher/k3s" "$root/etc/systemd/system"
-  unit=k3s-agent
-  [ "$role" = server ] && unit=k3s
+  mkdir -p "$agent" "$root/etc/rancher/$P" "$root/etc/systemd/system"
+  unit=$agent_unit
+  [ "$role" = server ] && unit=$server_unit
 
   if [ "$role" = server ]; then
     tls="$data/server/tls"
@@ -116,27 +128,26 @@ for spec in "${nodes[@]}"; do
     cp "$ca_dir/server-ca.crt" "$tls/server-ca.nochain.crt"
     cp -p "$ca_dir/service.key" "$tls/service.key"
     cp -p "$ca_dir/service.key" "$tls/service.current.key"
-    api=https://127.0.0.1:6444
-    T=/var/lib/rancher/k3s/server/tls
-    C=/var/lib/rancher/k3s/server/cred
+    api=https://127.0.0.1:$api_port
+    T=/var/lib/rancher/$P/server/tls
     k3s_server_leaves "$tls" "$name" "$ip"
     for spec2 in "admin|admin" "supervisor|supervisor" "controller|controller" "scheduler|scheduler" \
-                 "kube-apiserver|api-server" "k3s-cloud-controller|cloud-controller"; do
+                 "kube-apiserver|api-server" "$P-cloud-controller|cloud-controller"; do
       IFS="|" read -r base kc <<<"$spec2"
       file_kubeconfig "$cred/$kc.kubeconfig" "$api" "$T/server-ca.crt" "$T/client-$base.crt" "$T/client-$base.key"
     done
     apisans=$(k3s_apiserver_sans "$name" "$ip")
 
-    # The supervisor's dynamic listener cert for :6443, signed by the server CA.
+    # The supervisor's dynamic listener cert for its port, signed by the server CA.
     t=$(mktemp -d)
-    k3s_leaf "$t/serving" "$tls/server-ca" "/O=k3s/CN=k3s" serverAuth "$apisans"
+    k3s_leaf "$t/serving" "$tls/server-ca" "/O=$P/CN=$P" serverAuth "$apisans"
     cat > "$tls/dynamic-cert.json" <<J
-{"kind":"Secret","apiVersion":"v1","metadata":{"name":"k3s-serving","namespace":"kube-system","creationTimestamp":null,"annotations":{"listener.cattle.io/cn-127.0.0.1":"127.0.0.1","listener.cattle.io/cn-$ip":"$ip","listener.cattle.io/cn-kubernetes":"kubernetes","listener.cattle.io/cn-localhost":"localhost","listener.cattle.io/cn-$name":"$name","listener.cattle.io/fingerprint":"SHA1=$(openssl x509 -in "$t/serving.crt" -noout -fingerprint -sha1 | cut -d= -f2 | tr -d :)"}},"data":{"tls.crt":"$(b64 "$t/serving.crt")","tls.key":"$(b64 "$t/serving.key")"},"type":"kubernetes.io/tls"}
+{"kind":"Secret","apiVersion":"v1","metadata":{"name":"$P-serving","namespace":"kube-system","creationTimestamp":null,"annotations":{"listener.cattle.io/cn-127.0.0.1":"127.0.0.1","listener.cattle.io/cn-$ip":"$ip","listener.cattle.io/cn-kubernetes":"kubernetes","listener.cattle.io/cn-localhost":"localhost","listener.cattle.io/cn-$name":"$name","listener.cattle.io/fingerprint":"SHA1=$(openssl x509 -in "$t/serving.crt" -noout -fingerprint -sha1 | cut -d= -f2 | tr -d :)"}},"data":{"tls.crt":"$(b64 "$t/serving.crt")","tls.key":"$(b64 "$t/serving.key")"},"type":"kubernetes.io/tls"}
 J
     chmod 600 "$tls/dynamic-cert.json"
 
-    # The admin kubeconfig, everything embedded, on the supervisor's port.
-    embedded_kubeconfig "$root/etc/rancher/k3s/k3s.yaml" default default default https://127.0.0.1:6443 \
+    # The admin kubeconfig, everything embedded, on :6443 (k3s's supervisor, rke2's apiserver).
+    embedded_kubeconfig "$root/etc/rancher/$P/$P.yaml" default default default https://127.0.0.1:6443 \
       "$tls/server-ca.crt" "$tls/client-admin.crt" "$tls/client-admin.key"
     rm -rf "$t"
 
@@ -144,7 +155,7 @@ J
     mkdir -p "$data/server/db/etcd"
     cat > "$data/server/db/etcd/config" <<E
 name: $name-$ip
-data-dir: /var/lib/rancher/k3s/server/db/etcd
+data-dir: /var/lib/rancher/$P/server/db/etcd
 listen-client-urls: https://127.0.0.1:2379,https://$ip:2379
 advertise-client-urls: https://$ip:2379
 listen-peer-urls: https://127.0.0.1:2380,https://$ip:2380
@@ -166,20 +177,25 @@ E
 
     echo "$token" > "$data/server/token"
     chmod 600 "$data/server/token"
-    ln -s /var/lib/rancher/k3s/server/token "$data/server/node-token"
+    ln -s "/var/lib/rancher/$P/server/token" "$data/server/node-token"
   fi
 
-  # Every node runs the agent: kubelet, kube-proxy and the k3s controller's files.
-  A=/var/lib/rancher/k3s/agent
+  # Every node runs the agent: kubelet, kube-proxy and the k3s (rke2) controller's files.
+  A=/var/lib/rancher/$P/agent
   cp "$ca_dir/client-ca.crt" "$ca_dir/server-ca.crt" "$agent/"
   k3s_agent_leaves "$agent" "$ca_dir" "$name" "$ip"
-  file_kubeconfig "$agent/kubelet.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-kubelet.crt" "$A/client-kubelet.key"
-  file_kubeconfig "$agent/kubeproxy.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-kube-proxy.crt" "$A/client-kube-proxy.key"
-  file_kubeconfig "$agent/k3scontroller.kubeconfig" https://127.0.0.1:6444 "$A/server-ca.crt" "$A/client-k3s-controller.crt" "$A/client-k3s-controller.key"
+  file_kubeconfig "$agent/kubelet.kubeconfig" "https://127.0.0.1:$api_port" "$A/server-ca.crt" "$A/client-kubelet.crt" "$A/client-kubelet.key"
+  file_kubeconfig "$agent/kubeproxy.kubeconfig" "https://127.0.0.1:$api_port" "$A/server-ca.crt" "$A/client-kube-proxy.crt" "$A/client-kube-proxy.key"
+  file_kubeconfig "$agent/${P}controller.kubeconfig" "https://127.0.0.1:$api_port" "$A/server-ca.crt" "$A/client-$P-controller.crt" "$A/client-$P-controller.key"
 
   # Every node but the first server joined with the secure token.
-  if [ "$ip" != "$first_server_ip" ]; then
-    printf "K3S_TOKEN='%s'\nK3S_URL='https://%s:6443'\n" "$token" "$first_server_ip" > "$root/etc/systemd/system/$unit.service.env"
+  if [ "$P" = rke2 ]; then
+    if [ "$ip" != "$first_server_ip" ]; then
+      printf "server: https://%s:%s\ntoken: %s\n" "$first_server_ip" "$sup_port" "$token" > "$root/etc/rancher/rke2/config.yaml"
+      chmod 600 "$root/etc/rancher/rke2/config.yaml"
+    fi
+  elif [ "$ip" != "$first_server_ip" ]; then
+    printf "K3S_TOKEN='%s'\nK3S_URL='https://%s:%s'\n" "$token" "$first_server_ip" "$sup_port" > "$root/etc/systemd/system/$unit.service.env"
     chmod 600 "$root/etc/systemd/system/$unit.service.env"
   else
     : > "$root/etc/systemd/system/$unit.service.env"

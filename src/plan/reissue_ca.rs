@@ -13,7 +13,7 @@ use super::parts::{self, KeyRef};
 use super::reissue::{cert_in, unit_of};
 use super::rotation::Input;
 use super::schema::{
-    Action, ApiCall, Batch, FileOp, Kind, MadeWith, ModelWrite, NewCa, NodeOps, PLAN_VERSION, Plan, Proof, Recipe, Reissue, ReissuedFile, Served, StageId, StagePlan, StageUndo, StepPlan, old_key_id,
+    Action, ApiCall, Batch, FileOp, ModelWrite, NewCa, NodeOps, Plan, Recipe, Reissue, ReissuedFile, Served, StageId, StagePlan, StageUndo, StepPlan, old_key_id,
 };
 use crate::error::{Error, Result};
 use crate::gather::facts::NodeFacts;
@@ -316,39 +316,25 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         notes.push(format!("{} takes the new CAs at its servers' start: this plan can be reviewed from files (--root), but only run against the nodes", pb.name));
     }
     let cas = rotated.iter().map(|x| new_ca(first, x, &dir)).collect();
-    let mut plan = Plan {
-        version: PLAN_VERSION,
-        kind: Kind::RotateCa,
-        id: input.id.clone(),
-        created_at: rfc3339(input.now),
-        cluster: input.cluster.clone(),
-        made_with: MadeWith::now(pb),
-        target: input.target.clone(),
-        options: input.opts.clone(),
-        facts: parts::facts(input.nodes),
-        cas,
-        stages: vec![
-            parts::preflight(offline, &["every server holds the same CA files (the datastore's copies)", "the trust graph verifies as the files stand (kcert verify)"]),
-            StagePlan { id: StageId::NewCa, name: format!("the cross-signed CAs (and the old, for a rollback) staged on {}", first.name), checks: Vec::new(), steps: s1, undo: None },
-            StagePlan {
-                id: StageId::Resign,
-                name: format!("{0}'s datastore takes the new CAs and every node restarts onto them ({0} re-issues every leaf): servers one at a time, then the agents", pb.name),
-                checks: Vec::new(),
-                steps: s4,
-                undo: Some(StageUndo { in_order: true }),
-            },
-            StagePlan {
-                id: StageId::Prune,
-                name: "the old roots let go: handed over again without them, every node restarted".into(),
-                checks: Vec::new(),
-                steps: s5,
-                undo: Some(StageUndo { in_order: true }),
-            },
-        ],
-        proof: Proof::default(),
-        notes,
-        node_notes: Vec::new(),
-    };
+    let stages = vec![
+        parts::preflight(offline, &["every server holds the same CA files (the datastore's copies)", "the trust graph verifies as the files stand (kcert verify)"]),
+        StagePlan { id: StageId::NewCa, name: format!("the cross-signed CAs (and the old, for a rollback) staged on {}", first.name), checks: Vec::new(), steps: s1, undo: None },
+        StagePlan {
+            id: StageId::Resign,
+            name: format!("{0}'s datastore takes the new CAs and every node restarts onto them ({0} re-issues every leaf): servers one at a time, then the agents", pb.name),
+            checks: Vec::new(),
+            steps: s4,
+            undo: Some(StageUndo { in_order: true }),
+        },
+        StagePlan {
+            id: StageId::Prune,
+            name: "the old roots let go: handed over again without them, every node restarted".into(),
+            checks: Vec::new(),
+            steps: s5,
+            undo: Some(StageUndo { in_order: true }),
+        },
+    ];
+    let mut plan = input.rotation(cas, stages, notes);
     parts::prove(&model, &mut plan).map_err(refuse)?;
     Ok((plan, keys))
 }

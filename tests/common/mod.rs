@@ -265,3 +265,31 @@ pub fn text_of(path: &Path) -> String {
 pub fn plan_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text_of(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Every file below `root`, by path: its bytes' sha256.
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, String> {
+    walk(root, root).into_iter().map(|(p, rel)| (rel, kcert::pki::sha256(&std::fs::read(p).unwrap()))).collect()
+}
+
+/// Two servers (s1, s2) and an agent (a1) of a k3s cluster, or with `product` "rke2" an RKE2
+/// one, as it lays their files out (`docker/pki/make-k3s-pki.sh`, openssl only).
+pub fn rancher_tree(dir: &Path, product: &str) {
+    let script = format!("{}/docker/pki/make-k3s-pki.sh", env!("CARGO_MANIFEST_DIR"));
+    let ok = Command::new("bash").arg(script).arg(dir).args(["s1:10.0.0.1:server", "s2:10.0.0.2:server", "a1:10.0.1.1:agent"]).env("PRODUCT", product).status().unwrap();
+    assert!(ok.success(), "make-k3s-pki.sh ({product})");
+}
+
+/// The recipe text of a k3s/RKE2 rotation plan's staged file ending in `name` (the new set, not
+/// the old), in the stage `stage`.
+pub fn staged(plan: &serde_json::Value, stage: &str, name: &str) -> String {
+    let stage = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == stage).unwrap();
+    let op = stage["steps"][0]["ops"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(name) && !p.contains("-old/")))
+        .unwrap_or_else(|| panic!("{name} not staged"));
+    let text = &op["recipe"]["text"];
+    // A saved plan stores each text once, by sha256; a dry run's JSON carries it in place.
+    text.as_str().map(str::to_string).unwrap_or_else(|| plan["texts"][text["sha256"].as_str().unwrap()].as_str().unwrap().to_string())
+}

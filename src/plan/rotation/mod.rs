@@ -39,6 +39,28 @@ pub struct Input<'a> {
     pub now: i64,
 }
 
+impl Input<'_> {
+    /// A rotation plan of these stages, not yet proven: what every rotation planner fills in the same way.
+    pub fn rotation(&self, cas: Vec<NewCa>, stages: Vec<StagePlan>, notes: Vec<String>) -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            kind: Kind::RotateCa,
+            id: self.id.clone(),
+            created_at: rfc3339(self.now),
+            cluster: self.cluster.clone(),
+            made_with: MadeWith::now(self.playbook),
+            target: self.target.clone(),
+            options: self.opts.clone(),
+            facts: parts::facts(self.nodes),
+            cas,
+            stages,
+            proof: Proof::default(),
+            notes,
+            node_notes: Vec::new(),
+        }
+    }
+}
+
 /// Makes the whole plan: stages, steps, file ops with recipes, restarts and gates; then
 /// proves it. Every problem found is returned (nothing is half planned).
 pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Result<Plan, Vec<String>> {
@@ -261,22 +283,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             input.opts.leaf_days
         ));
     }
-    let mut plan = Plan {
-        version: PLAN_VERSION,
-        kind: Kind::RotateCa,
-        id: input.id.clone(),
-        created_at: rfc3339(input.now),
-        cluster: input.cluster.clone(),
-        made_with: MadeWith::now(pb),
-        target: input.target.clone(),
-        options: input.opts.clone(),
-        facts: parts::facts(input.nodes),
-        cas,
-        stages,
-        proof: Proof::default(),
-        notes,
-        node_notes: Vec::new(),
-    };
+    let mut plan = input.rotation(cas, stages, notes);
     parts::prove(&model, &mut plan)?;
     plan.proof.tokens = planner.tokens.edges();
     Ok(plan)
