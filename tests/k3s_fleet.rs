@@ -290,12 +290,12 @@ fn pinned(f: &Fleet, node: &str) -> Option<String> {
     env.lines().find_map(|l| l.strip_prefix("K3S_TOKEN='K10")).map(|t| t.split("::").next().unwrap().to_string())
 }
 
-/// Last of the scenarios: it leaves the fleet on the new CAs (its rollback is not run here, see
-/// the README).
-fn rotate_ca_killed_and_resumed_under_probes(f: &Fleet) {
+/// Last of the scenarios (the longest, and a failure in it cannot leave a run unfinished for another).
+fn rotate_ca_killed_resumed_under_probes_then_rolled_back(f: &Fleet) {
     let sd = tempfile::tempdir().unwrap();
     let sdir = sd.path().to_str().unwrap();
     let logs = tempfile::tempdir().unwrap();
+    let before = steady(f);
     let old_hash = ca_hash_on(f, "cp1", &format!("{TLS}/server-ca.crt"));
     let joined = ["cp2", "cp3", "w1", "w2"];
     for n in joined {
@@ -336,6 +336,30 @@ fn rotate_ca_killed_and_resumed_under_probes(f: &Fleet) {
     assert!(sh(&f.node("cp1").container, "cat /var/lib/rancher/k3s/server/token").starts_with(&format!("K10{new_hash}::")));
     expiry(f, 0);
     verify_live_clean(f);
+
+    // Rolled back through the datastore: the old CAs, the old tokens, every file as it was.
+    probe(f, "start").unwrap();
+    let rb = f.kcert(&["rollback", "--yes", "--state-dir", sdir]).run();
+    let probes = probe(f, "stop");
+    rb.status(0).stdout_has("restored");
+    no_failed_handshake(probes, "while the rotation was rolled back");
+    // Every server byte for byte; an agent fetches all its certificates and keys again at each
+    // start (pkg/agent/config), so its CAs and token are compared, and its certificates must
+    // chain to the old CAs.
+    let after = steady(f);
+    let agent_kept = |s: &str| s.lines().filter(|l| [".service.env", "/agent/client-ca.crt", "/agent/server-ca.crt"].iter().any(|e| l.ends_with(e))).collect::<Vec<_>>().join("\n");
+    for (n, sums) in &before {
+        if n.starts_with("cp") {
+            assert_eq!(sums, &after[n], "a k3s CA rotation rolled back: files on {n} differ");
+        } else {
+            assert_eq!(agent_kept(sums), agent_kept(&after[n]), "a k3s CA rotation rolled back: {n}'s CAs or token differ");
+            sh(&f.node(n).container, "a=/var/lib/rancher/k3s/agent; openssl verify -CAfile $a/server-ca.crt $a/serving-kubelet.crt && openssl verify -CAfile $a/client-ca.crt $a/client-kubelet.crt $a/client-kube-proxy.crt");
+        }
+    }
+    for n in joined {
+        assert_eq!(pinned(f, n).as_deref(), Some(old_hash.as_str()), "{n}: its token after the rollback");
+    }
+    verify_live_clean(f);
 }
 
 fn main() {
@@ -348,7 +372,7 @@ fn main() {
         ("a_renewal_killed_inside_a_server_resumes_then_rolls_back", a_renewal_killed_inside_a_server_resumes_then_rolls_back),
         ("a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back", a_listener_still_serving_its_old_cert_stops_the_renewal_and_it_rolls_back),
         ("a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were", a_tool_failing_half_way_leaves_the_node_up_and_its_files_as_they_were),
-        ("rotate_ca_killed_and_resumed_under_probes", rotate_ca_killed_and_resumed_under_probes),
+        ("rotate_ca_killed_resumed_under_probes_then_rolled_back", rotate_ca_killed_resumed_under_probes_then_rolled_back),
     ];
     harness_flavour(scenarios, "k3s", None);
 }
