@@ -13,10 +13,27 @@ use super::journal::{At, Done, Record};
 use super::node::backup_path;
 use crate::pki::{first_cert, k3s, sha256};
 use crate::plan::StageId;
-use crate::plan::schema::{Reissue, Served};
+use crate::plan::schema::{Reissue, ReissuedFile, Served, StepPlan};
 use crate::reach::probe::served_chain;
 use crate::reach::transport::{FileData, Replace, Transport, WriteFile};
 use crate::text::short_sha;
+
+/// The plan's entry for `path` among the files `node`'s own tool makes again, in stage `stage`
+/// (any stage: None).
+pub(super) fn reissued<'p>(plan: &'p crate::plan::Plan, stage: Option<StageId>, node: &str, path: &str) -> Option<&'p ReissuedFile> {
+    plan.stages
+        .iter()
+        .filter(|s| stage.is_none_or(|id| s.id == id))
+        .flat_map(|s| &s.steps)
+        .filter_map(|st| match st {
+            StepPlan::Batch(b) => Some(b),
+            StepPlan::Api(_) => None,
+        })
+        .flat_map(|b| &b.ops)
+        .filter(|o| o.node == node)
+        .flat_map(|o| o.reissue.iter().flat_map(|r| &r.files))
+        .find(|f| f.path == path)
+}
 
 impl Runner<'_> {
     /// Renews `node` by its tool; returns how many files were made again (0: done before).
@@ -67,13 +84,7 @@ impl Runner<'_> {
                 _ => None,
             });
             // A file that stage's start left as it was (one that may stay) is as planned there.
-            let kept = || {
-                let s = self.plan.stage(stage)?;
-                s.steps.iter().filter_map(|st| match st {
-                    crate::plan::schema::StepPlan::Batch(b) => Some(b),
-                    _ => None,
-                }).flat_map(|b| &b.ops).filter(|o| o.node == node).flat_map(|o| o.reissue.iter().flat_map(|r| &r.files)).find(|g| g.path == f.path).map(|g| g.old_sha256.clone())
-            };
+            let kept = || reissued(self.plan, Some(stage), node, &f.path).map(|g| g.old_sha256.clone());
             f.old_sha256 = made.or_else(kept).ok_or_else(|| format!("{node}: {}: {stage} journaled no bytes of it; nothing was changed", f.path))?;
         }
         Ok(r)

@@ -21,7 +21,7 @@ use crate::text::short_sha;
 /// Whether `node`'s unit makes `path` anew at every start (the plan's reissued files say so):
 /// what the run wrote there is gone by the next start, whoever started it.
 fn remade(plan: &crate::plan::Plan, node: &str, path: &str) -> bool {
-    plan.batches().flat_map(|b| &b.ops).filter(|o| o.node == node).flat_map(|o| o.reissue.iter().flat_map(|r| &r.files)).any(|f| f.path == path && f.remade)
+    super::reissue::reissued(plan, None, node, path).is_some_and(|f| f.remade)
 }
 
 impl Runner<'_> {
