@@ -155,14 +155,6 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
         skipped: skipped(None),
         undo,
     };
-    // The datastore set back: the old set as it is on disk now, staged beside the new.
-    let back_to_old = || ApiCall {
-        name: format!("the datastore set back to the old CAs ({} {} {old_dir} --force: the old set has a single root, which k3s only takes forced)", rc.command, rc.path_flag),
-        node: first.name.clone(),
-        script: tool(&old_dir, true),
-        skipped: skipped(None),
-        undo: None,
-    };
 
     // S1: the set staged where the tool reads it, then handed to the running server.
     let mut staged = Vec::new();
@@ -223,7 +215,9 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
     let mut s4 = vec![StepPlan::Api(hand_over(
         &dir,
         "the running server checks the new CAs against the old chain and saves them to its datastore; nothing on disk changes until a server starts",
-        Some(back_to_old().script),
+        // Undone by setting the datastore back to the old set staged beside the new (a single
+        // old root, which k3s takes only with --force).
+        Some(tool(&old_dir, true)),
     ))];
     if rotated.iter().any(|x| x.ty == rc.token_ca)
         && let Some((node, kc)) = r.kubeconfig.as_ref().and_then(|k| first.pki.named.get(k)).map(|kc| (first, kc))
