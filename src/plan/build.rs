@@ -88,57 +88,61 @@ fn is_ca_file(f: &crate::playbook::KnownFile) -> bool {
     f.kind == FileKind::Cert && f.key.is_some() && f.signer.is_none()
 }
 
-/// The model of the whole fleet.
+/// The model of the whole fleet (each node's files and readers on every core: they read only
+/// that node's facts).
 pub fn model(pb: &Playbook, nodes: &[NodeFacts]) -> Model {
     let cas = cas(pb, nodes);
     let mut m = Model::default();
-    for n in nodes {
-        // Every file a component ref names, with the kind the ref gives it.
-        let mut kinds: BTreeMap<String, FileKind> = BTreeMap::new();
-        for c in &pb.components {
-            for r in &c.refs {
-                if let (Some(path), Some(file)) = (n.pki.path_of(Some(&c.name), &r.key), pb.file(&r.file)) {
-                    let kind = if is_ca_file(file) { FileKind::Trust } else { r.kind.unwrap_or(file.kind) };
-                    // A CA read as a trust bundle and as a signing cert is modelled as trust.
-                    if kind != FileKind::Key && kind != FileKind::Pubkey {
-                        kinds.entry(path.to_string()).and_modify(|k| if kind == FileKind::Trust { *k = kind }).or_insert(kind);
-                    }
-                }
-            }
-        }
-        for f in pb.files.iter().filter(|f| matches!(f.kind, FileKind::Cert | FileKind::Kubeconfig)) {
-            if let Some(path) = n.pki.named.get(&f.name) {
-                kinds.entry(path.clone()).or_insert(if is_ca_file(f) { FileKind::Trust } else { f.kind });
-            }
-        }
-        for (path, kind) in &kinds {
-            if let Some(bytes) = n.files.get(path)
-                && let Some(c) = content(path, bytes, *kind, &n.files, &cas)
-            {
-                m.files.insert(FileId::new(&n.name, path), c);
-            }
-        }
-        for c in &pb.components {
-            if !n.pki.components.contains_key(&c.name) {
-                continue;
-            }
-            let mut reads: Vec<String> = n.pki.refs.iter().filter(|((comp, _), _)| comp == &c.name).map(|(_, p)| p.clone()).collect();
-            for f in pb.files.iter().filter(|f| f.read_by.as_deref() == Some(c.name.as_str())) {
-                reads.extend(n.pki.named.get(&f.name).cloned());
-            }
-            reads.sort();
-            reads.dedup();
-            m.readers.push(Reader { node: n.name.clone(), name: c.name.clone(), reads, fresh: false });
-        }
+    for (files, readers) in crate::par::map(nodes, |n| node_model(pb, n, &cas)) {
+        m.files.extend(files);
+        m.readers.extend(readers);
     }
     let (edges, readers) = edges(pb, nodes, &m);
     m.edges = edges;
+    let mut have: BTreeSet<(String, String)> = m.readers.iter().map(|r| (r.node.clone(), r.name.clone())).collect();
     for r in readers {
-        if !m.readers.iter().any(|c| c.node == r.node && c.name == r.name) {
+        if have.insert((r.node.clone(), r.name.clone())) {
             m.readers.push(r);
         }
     }
     m
+}
+
+/// One node's part of the model: its files' contents and its components as readers.
+fn node_model(pb: &Playbook, n: &NodeFacts, cas: &BTreeMap<CaId, CertInfo>) -> (Vec<(FileId, Content)>, Vec<Reader>) {
+    // Every file a component ref names, with the kind the ref gives it.
+    let mut kinds: BTreeMap<String, FileKind> = BTreeMap::new();
+    for c in &pb.components {
+        for r in &c.refs {
+            if let (Some(path), Some(file)) = (n.pki.path_of(Some(&c.name), &r.key), pb.file(&r.file)) {
+                let kind = if is_ca_file(file) { FileKind::Trust } else { r.kind.unwrap_or(file.kind) };
+                // A CA read as a trust bundle and as a signing cert is modelled as trust.
+                if kind != FileKind::Key && kind != FileKind::Pubkey {
+                    kinds.entry(path.to_string()).and_modify(|k| if kind == FileKind::Trust { *k = kind }).or_insert(kind);
+                }
+            }
+        }
+    }
+    for f in pb.files.iter().filter(|f| matches!(f.kind, FileKind::Cert | FileKind::Kubeconfig)) {
+        if let Some(path) = n.pki.named.get(&f.name) {
+            kinds.entry(path.clone()).or_insert(if is_ca_file(f) { FileKind::Trust } else { f.kind });
+        }
+    }
+    let files = kinds.iter().filter_map(|(path, kind)| Some((FileId::new(&n.name, path), content(path, n.files.get(path)?, *kind, &n.files, cas)?))).collect();
+    let mut readers = Vec::new();
+    for c in &pb.components {
+        if !n.pki.components.contains_key(&c.name) {
+            continue;
+        }
+        let mut reads: Vec<String> = n.pki.refs.iter().filter(|((comp, _), _)| comp == &c.name).map(|(_, p)| p.clone()).collect();
+        for f in pb.files.iter().filter(|f| f.read_by.as_deref() == Some(c.name.as_str())) {
+            reads.extend(n.pki.named.get(&f.name).cloned());
+        }
+        reads.sort();
+        reads.dedup();
+        readers.push(Reader { node: n.name.clone(), name: c.name.clone(), reads, fresh: false });
+    }
+    (files, readers)
 }
 
 /// Who reads a kubeconfig: the component whose ref or `read_by` names it, else kubectl

@@ -45,6 +45,9 @@ fn token_uses<'p>(pb: &'p Playbook, nodes: &[NodeFacts]) -> Vec<TokenUse<'p>> {
 /// hold (a token the signer makes, the verifier accepts), and the keys tokens already out
 /// were signed with. A plan must keep every pair that held and accept every such token.
 pub struct TokenBaseline {
+    /// Every use, as (node index, component index in the playbook, key flag, signs): found
+    /// once, as they depend only on the facts (a check after every step walks only these).
+    uses: Vec<(usize, usize, String, bool)>,
     held: BTreeSet<(usize, usize)>,
     /// (who signed them, the key, the verifiers that accept them).
     issued: Vec<(String, Vec<u8>, Vec<usize>)>,
@@ -53,7 +56,12 @@ pub struct TokenBaseline {
 impl TokenBaseline {
     pub fn new(pb: &Playbook, nodes: &[NodeFacts]) -> TokenBaseline {
         let get = |node: &str, path: &str| nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(path).cloned());
-        let state = token_state(pb, nodes, &get);
+        let uses = token_uses(pb, nodes)
+            .into_iter()
+            .filter_map(|u| Some((u.node, pb.components.iter().position(|c| std::ptr::eq(c, u.component))?, u.key.to_string(), u.signs)))
+            .collect();
+        let mut base = TokenBaseline { uses, held: BTreeSet::new(), issued: Vec::new() };
+        let state = token_state(pb, nodes, &base, &get);
         let mut held = BTreeSet::new();
         let mut issued = Vec::new();
         for (si, (_, s, key)) in state.iter().enumerate().filter(|(_, (u, _, _))| u.signs) {
@@ -64,7 +72,15 @@ impl TokenBaseline {
                 issued.push((s.clone(), k, accept));
             }
         }
-        TokenBaseline { held, issued }
+        base.held = held;
+        base.issued = issued;
+        base
+    }
+
+    /// Whether a change to node `i`'s files can change what the tokens' keys are: only the
+    /// nodes with a use (a step that changes none of them leaves every token edge as it was).
+    pub fn involves(&self, i: usize) -> bool {
+        self.uses.iter().any(|(n, ..)| *n == i)
     }
 
     /// The token edges a plan is checked on: signer to verifier, and tokens already out to
@@ -78,10 +94,11 @@ impl TokenBaseline {
 type UseState<'p> = (TokenUse<'p>, String, Result<Vec<Vec<u8>>, String>);
 
 /// Each use with what its file holds now.
-fn token_state<'p>(pb: &'p Playbook, nodes: &[NodeFacts], get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<UseState<'p>> {
+fn token_state<'p>(pb: &'p Playbook, nodes: &[NodeFacts], base: &'p TokenBaseline, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<UseState<'p>> {
     let mut flags: BTreeMap<(usize, &str), Option<BTreeMap<String, String>>> = BTreeMap::new();
-    token_uses(pb, nodes)
-        .into_iter()
+    base.uses
+        .iter()
+        .map(|(node, c, key, signs)| TokenUse { node: *node, component: &pb.components[*c], key, signs: *signs })
         .map(|u| {
             let n = &nodes[u.node];
             let f = flags.entry((u.node, u.component.name.as_str())).or_insert_with(|| flags_now(u.component, &n.pki, &|p| get(&n.name, p)));
@@ -103,7 +120,7 @@ fn token_state<'p>(pb: &'p Playbook, nodes: &[NodeFacts], get: &dyn Fn(&str, &st
 /// (`when`: after which step): a signer whose tokens a verifier accepted and no longer does,
 /// or a token already out that a verifier no longer accepts.
 pub fn token_problems(pb: &Playbook, nodes: &[NodeFacts], base: &TokenBaseline, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>, when: &str) -> Vec<String> {
-    let state = token_state(pb, nodes, get);
+    let state = token_state(pb, nodes, base, get);
     let mut out = Vec::new();
     for &(si, vi) in &base.held {
         let ((_, s, sk), (_, v, vk)) = (&state[si], &state[vi]);
@@ -163,6 +180,11 @@ mod tests {
         let nodes = vec![node("cp1", &sa, &sa, &[(&sa, old.clone())])];
         let base = TokenBaseline::new(&pb, &nodes);
         assert_eq!(base.edges(), 2, "signer -> verifier, and the tokens it issued -> verifier");
+        // A node with no use of the keys (a worker) cannot change them: the planner skips the
+        // check after a step that touched only such nodes.
+        let worker = NodeFacts { name: "w1".into(), address: "10.0.1.1".into(), control_plane: false, offline: true, pki: NodePki::default(), files: BTreeMap::new(), hostname: None };
+        let with_worker = TokenBaseline::new(&pb, &[worker, nodes[0].clone()]);
+        assert!(!with_worker.involves(0) && with_worker.involves(1), "only the control-plane node holds a use");
         fn files(f: Vec<(&str, Vec<u8>)>) -> impl Fn(&str, &str) -> Option<Vec<u8>> {
             let f: Vec<(String, Vec<u8>)> = f.into_iter().map(|(p, b)| (p.to_string(), b)).collect();
             move |_: &str, p: &str| f.iter().find(|(q, _)| q == p).map(|(_, b)| b.clone())

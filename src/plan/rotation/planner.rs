@@ -26,7 +26,8 @@ pub(super) struct Rot {
     pub(super) new_pem: String,
     pub(super) old_pem: String,
     pub(super) key_pem: String,
-    pub(super) signer: Signer,
+    /// Shared with the thread that signs S4's leaves ahead.
+    pub(super) signer: std::sync::Arc<Signer>,
 }
 
 /// Current bytes of every file, as the plan so far leaves them. Equal contents are held once

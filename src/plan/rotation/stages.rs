@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::planner::{Pending, Planner};
+use super::planner::{Pending, Planner, Presigned};
 use crate::pki::{edit, find_issuer, kubeconfig};
 use crate::plan::model::{CaId, Content};
 
@@ -259,7 +259,11 @@ impl Planner<'_> {
 
     /// Signs ahead, on every core, every leaf S4 will re-sign on `nodes`; `resign_text` then
     /// takes each signature from the store instead of signing in turn.
-    pub(super) fn presign(&mut self, nodes: &[String]) {
+    /// Starts signing S4's leaves ahead, on every core, on a thread of its own: S4 re-signs
+    /// only leaves S2 leaves as they are (S2 changes trusts and signing pairs, never a leaf),
+    /// so the signatures are made while S2 and the API stage are planned. Whatever is not
+    /// made ahead S4 signs itself (`resign_text`): this is a cache, never the only way.
+    pub(super) fn presign_start(&self, nodes: &[String]) -> std::thread::JoinHandle<Presigned> {
         let mut wanted: Vec<(crate::pki::CertInfo, usize, Vec<String>)> = Vec::new();
         for node in nodes {
             for job in self.s4_jobs(node) {
@@ -276,14 +280,23 @@ impl Planner<'_> {
             }
         }
         let v = self.v;
-        let rots = &self.rots;
-        let signed = crate::par::map(&wanted, |(leaf, ri, extra)| rots[*ri].signer.resign(leaf, v, extra).ok());
-        let mut store = self.presigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for ((leaf, ri, extra), renewed) in wanted.into_iter().zip(signed) {
-            if let Some(r) = renewed {
-                store.entry((leaf.sha256, ri, extra)).or_default().push(r);
+        let signers: Vec<std::sync::Arc<crate::pki::sign::Signer>> = self.rots.iter().map(|r| r.signer.clone()).collect();
+        std::thread::spawn(move || {
+            let signed = crate::par::map(&wanted, |(leaf, ri, extra)| signers[*ri].resign(leaf, v, extra).ok());
+            let mut store = Presigned::new();
+            for ((leaf, ri, extra), renewed) in wanted.into_iter().zip(signed) {
+                if let Some(r) = renewed {
+                    store.entry((leaf.sha256, ri, extra)).or_default().push(r);
+                }
             }
-        }
+            store
+        })
+    }
+
+    /// Takes the signatures `presign_start` made (none if its thread failed: S4 signs them).
+    pub(super) fn presign_finish(&mut self, ahead: std::thread::JoinHandle<Presigned>) {
+        let made = ahead.join().unwrap_or_default();
+        *self.presigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = made;
     }
 
     fn switch_signing_pairs(&mut self, node: &str, p: &mut Pending) {
