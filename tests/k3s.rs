@@ -468,6 +468,28 @@ fn rotate_ca_on_k3s_names_the_file_that_stops_it() {
 }
 
 #[test]
+fn renew_on_k3s_says_which_file_of_a_pair_is_missing_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s1 = tmp.path().join("s1");
+    let crt = "/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt";
+    std::fs::remove_file(s1.join(&crt[1..])).unwrap();
+    let before = snapshot(&s1);
+    // Its key is backed up and the tool told; the missing half is named, not passed over.
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run", "--certs", "api-server"]).run();
+    run.status(0)
+        .stdout_has("backup  /var/lib/rancher/k3s/server/tls/serving-kube-apiserver.key")
+        .stdout_has("k3s makes the 3 files above again")
+        .stdout_has(&format!("note    {crt} is not there, though /var/lib/rancher/k3s/server/tls/serving-kube-apiserver.key is"));
+    assert!(!run.stdout.contains(&format!("backup  {crt}")), "{}", run.stdout);
+    assert_eq!(snapshot(&s1), before, "a dry run changed a file");
+    // An agent has no server files, and neither half of them: nothing to say of them.
+    let agent = Test::new().args(["renew", "--local", "--root"]).args([tmp.path().join("a1")]).args(["--dry-run"]).run();
+    agent.status(0);
+    assert!(!agent.stdout.contains("is not there"), "{}", agent.stdout);
+}
+
+#[test]
 fn renew_dry_run_on_the_real_world_k3s_sets_names_k3s_s_commands() {
     let rw = common::real_world();
     // k3s.yaml alone (a server's): the admin's embedded certificate, by the server's unit.

@@ -52,10 +52,26 @@ pub(super) fn cert_in(pb: &Playbook, name: &str, bytes: &[u8]) -> Option<CertInf
     }
 }
 
-/// One node's part, or why it has none (a note) or cannot be planned (an error).
-fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], n: &NodeFacts) -> std::result::Result<Option<Reissue>, String> {
+/// A file of a chosen service that is not on the node although its pair is (a cert without
+/// its key, or a key without its cert): the tool makes it at the unit's start, with nothing
+/// of it to back up; a reviewer is told. (A file whose pair is absent too belongs to the
+/// other kind of node: an agent has no server files.)
+fn missing_half(pb: &Playbook, n: &NodeFacts, name: &str) -> Option<String> {
+    let f = pb.file(name)?;
+    let partner = match &f.key {
+        Some(key) => key.as_str(),
+        None => pb.files.iter().find(|c| c.key.as_deref() == Some(name))?.name.as_str(),
+    };
+    let there = n.pki.named.get(partner).filter(|p| n.files.contains_key(*p))?;
+    Some(format!("{} is not there, though {there} is: there is nothing of it to back up, and {} makes it again when its unit starts", f.path, pb.name))
+}
+
+/// One node's part, or why it has none (a note) or cannot be planned (an error); and what a
+/// reviewer should know of it.
+fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], n: &NodeFacts) -> std::result::Result<(Option<Reissue>, Vec<String>), String> {
     let node = &n.name;
-    let Some(unit) = unit_of(r, n) else { return Ok(None) };
+    let Some(unit) = unit_of(r, n) else { return Ok((None, Vec::new())) };
+    let mut notes = Vec::new();
     let mut services = Vec::new();
     let mut files: Vec<ReissuedFile> = Vec::new();
     let mut removed = Vec::new();
@@ -64,7 +80,10 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
     for s in chosen {
         let mut any = false;
         for name in &s.files {
-            let Some(path) = n.pki.named.get(name) else { continue };
+            let Some(path) = n.pki.named.get(name) else {
+                notes.extend(missing_half(pb, n, name));
+                continue;
+            };
             let Some(bytes) = n.files.get(path) else {
                 return Err(format!("{node}: {path}: could not be read; it must be backed up before {} makes it again", r.command));
             };
@@ -96,7 +115,7 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
         }
     }
     if files.is_empty() {
-        return Ok(None);
+        return Ok((None, notes));
     }
     // Told every service by name: the tool deletes only files kcert has backed up (without
     // one it would rotate every service it knows, files kcert never read among them).
@@ -109,7 +128,7 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
     let components = unit.components.iter().filter(|c| n.pki.components.contains_key(*c)).cloned().collect();
     let serves =
         n.pki.endpoints.iter().filter_map(|e| e.file.as_ref().filter(|p| seen.contains(*p)).map(|p| Served { host: e.host.clone(), port: e.port, path: p.clone() })).collect();
-    Ok(Some(Reissue { unit: unit.name.clone(), stop: unit.stop.clone(), run, start: unit.start.clone(), components, files, creates, serves }))
+    Ok((Some(Reissue { unit: unit.name.clone(), stop: unit.stop.clone(), run, start: unit.start.clone(), components, files, creates, serves }), notes))
 }
 
 /// Plans the renewal of every node by the distribution's own tool, and proves it: the same
@@ -119,9 +138,16 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue) -> Result<Plan> {
     let chosen = chosen(r, &input.certs)?;
     let mut problems = parts::unreadable_kubeconfigs(pb, input.nodes);
     let mut per_node = Vec::new();
+    let mut node_notes = Vec::new();
     for n in input.nodes {
         match plan_node(pb, r, &chosen, n) {
-            Ok(p) => per_node.push(p),
+            Ok((p, notes)) => {
+                if p.is_none() {
+                    node_notes.push(NodeNote { node: n.name.clone(), note: format!("nothing {} re-issues for the chosen services is on it", r.command) });
+                }
+                node_notes.extend(notes.into_iter().map(|note| NodeNote { node: n.name.clone(), note }));
+                per_node.push(p);
+            }
             Err(e) => {
                 problems.push(e);
                 per_node.push(None);
@@ -170,13 +196,6 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue) -> Result<Plan> {
     if offline && !steps.is_empty() {
         notes.push(format!("{} re-issues these certificates when its unit starts: this plan can be reviewed from files (--root), but only run against the nodes", pb.name));
     }
-    let node_notes: Vec<NodeNote> = input
-        .nodes
-        .iter()
-        .zip(&per_node)
-        .filter(|(_, p)| p.is_none())
-        .map(|(n, _)| NodeNote { node: n.name.clone(), note: format!("nothing {} re-issues for the chosen services is on it", r.command) })
-        .collect();
     let name = format!("{} re-issues its certificates (`{}`), one server at a time, then the agents", pb.name, r.command);
     let mut plan = super::renew::skeleton(input, offline, name, steps);
     plan.notes = notes;
