@@ -429,7 +429,7 @@ impl NodeFacts {
         self.files
             .iter()
             .filter(|(_, b)| kubeconfig::looks_like_kubeconfig(b))
-            .filter_map(|(p, b)| kubeconfig::identity(b).ok().map(|id| (p.as_str(), id.server)))
+            .filter_map(|(p, b)| kubeconfig::public_identity(b).ok().map(|id| (p.as_str(), id.server)))
             .collect()
     }
 }

@@ -351,6 +351,16 @@ fn material(d: &Option<String>, p: &Option<String>) -> Result<Option<Material>, 
     Ok(p.clone().map(Material::Path))
 }
 
+/// Public identities worked out so far (without their keys; up to 4 MiB of texts).
+static PUBLIC: super::memo::Memo<Result<Identity, String>> = super::memo::Memo::new(4 << 20);
+
+/// `identity` without the client key (`key` is None; an unreadable key is still an error):
+/// the server, CA and client certificate, which the trust model and the plans' checks read
+/// for every node's kubeconfigs (most workers' are one text), remembered by text.
+pub fn public_identity(bytes: &[u8]) -> Result<Identity, String> {
+    PUBLIC.get_or(bytes, || identity(bytes).map(|id| Identity { key: None, ..id }))
+}
+
 /// The client key of the user named `user` (its own, whatever the current context says).
 pub fn user_key(bytes: &[u8], user: &str) -> Result<Option<Material>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
@@ -408,6 +418,18 @@ mod tests {
         assert!(matches!(id.key, Some(Material::Data(ref d)) if d == b"secret"));
         assert!(matches!(id.cert, Some(Material::Path(ref p)) if p == "../pki/a.crt"));
         assert!(!format!("{id:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_public_identity_is_the_identity_without_its_key() {
+        let id = public_identity(KC.as_bytes()).unwrap();
+        assert_eq!(id.server, "https://x:6443");
+        assert!(matches!(id.cert, Some(Material::Path(ref p)) if p == "../pki/a.crt"));
+        assert!(id.key.is_none(), "the key is never kept");
+        assert!(public_identity(KC.as_bytes()).unwrap().key.is_none(), "nor when remembered");
+        // A key that does not decode is still an error, as `identity` says.
+        let bad = KC.replace(&base64::engine::general_purpose::STANDARD.encode("secret"), "not*base64");
+        assert_eq!(public_identity(bad.as_bytes()).unwrap_err(), identity(bad.as_bytes()).unwrap_err());
     }
 
     #[test]

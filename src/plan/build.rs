@@ -66,7 +66,7 @@ fn trust_of(certs: &[CertInfo], cas: &BTreeMap<CaId, CertInfo>) -> BTreeSet<CaId
 
 fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, Vec<u8>>, cas: &BTreeMap<CaId, CertInfo>) -> Option<Content> {
     if kind == FileKind::Kubeconfig {
-        let id = kubeconfig::identity(bytes).ok()?;
+        let id = kubeconfig::public_identity(bytes).ok()?;
         let load = |which: Part| id.load(which, path, files).ok().flatten();
         let client_signer = load(Part::Cert).and_then(|b| first_cert(&b).ok()).map(|c| ca_id_of(&c, cas));
         let trusts = load(Part::Ca).and_then(|b| parse_pem(&b).ok()).map(|p| trust_of(&p.certs, cas)).unwrap_or_default();

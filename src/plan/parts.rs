@@ -200,7 +200,7 @@ pub fn unreadable_kubeconfigs(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<String>
                 Ok(kc) => {
                     let bad: Vec<String> = kc.embedded.iter().filter_map(|e| e.content.as_ref().err().map(|err| format!("{at}: {}: {err}", e.field.display()))).collect();
                     if bad.is_empty()
-                        && let Err(e) = kubeconfig::identity(bytes)
+                        && let Err(e) = kubeconfig::public_identity(bytes)
                     {
                         out.push(format!("{at}: {e}"));
                     }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{CaId, Content, Edge, Effect, Effects, End, FileId, Model, Reader};
+use super::model::{CaId, Content, Edge, Effect, Effects, End, Model, Reader};
 
 /// Why a plan is refused: where it breaks and which edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,10 +20,12 @@ pub struct Violation {
     pub why: String,
 }
 
-/// Files on disk and, per component, the files as it loaded them at its last start.
+/// Files on disk and, per component, the files as it loaded them at its last start; every
+/// name and content borrowed from the model and the plan (a check after each of tens of
+/// thousands of steps allocates nothing).
 struct State<'m> {
-    disk: BTreeMap<FileId, Content>,
-    loaded: BTreeMap<(String, String), BTreeMap<String, Content>>,
+    disk: BTreeMap<(&'m str, &'m str), &'m Content>,
+    loaded: BTreeMap<(&'m str, &'m str), BTreeMap<&'m str, &'m Content>>,
     /// (node, component) -> the component, looked up for every side of every check.
     readers: BTreeMap<(&'m str, &'m str), &'m Reader>,
     model: &'m Model,
@@ -31,24 +33,39 @@ struct State<'m> {
 
 impl<'m> State<'m> {
     fn new(model: &'m Model) -> State<'m> {
+        let disk: BTreeMap<(&str, &str), &Content> = model.files.iter().map(|(k, c)| ((k.node.as_str(), k.path.as_str()), c)).collect();
         let mut loaded = BTreeMap::new();
         for c in &model.readers {
-            loaded.insert((c.node.clone(), c.name.clone()), snapshot(&model.files, &c.node, &c.reads));
+            loaded.insert((c.node.as_str(), c.name.as_str()), snapshot(&disk, &c.node, &c.reads));
         }
         let readers = model.readers.iter().map(|c| ((c.node.as_str(), c.name.as_str()), c)).collect();
-        State { disk: model.files.clone(), loaded, readers, model }
+        State { disk, loaded, readers, model }
+    }
+
+    /// A step's change: a file written, or a component restarted (it loads what is on disk).
+    fn apply(&mut self, step: &'m Effect) {
+        match step {
+            Effect::Write { node, path, content } => {
+                self.disk.insert((node.as_str(), path.as_str()), content);
+            }
+            Effect::Restart { node, component } => {
+                let reads = self.readers.get(&(node.as_str(), component.as_str())).map(|c| c.reads.as_slice()).unwrap_or(&[]);
+                let snap = snapshot(&self.disk, node, reads);
+                self.loaded.insert((node.as_str(), component.as_str()), snap);
+            }
+        }
     }
 
     /// What a side sees of one of its files: fresh clients read the disk, the rest what they loaded.
-    fn view(&self, side: &End, path: &str) -> Option<&Content> {
+    fn view(&self, side: &End, path: &str) -> Option<&'m Content> {
         let fresh = self.readers.get(&(side.node.as_str(), side.component.as_str())).is_none_or(|c| c.fresh);
         if fresh {
-            return self.disk.get(&FileId::new(&side.node, path));
+            return self.disk.get(&(side.node.as_str(), path)).copied();
         }
-        self.loaded.get(&(side.node.clone(), side.component.clone())).and_then(|m| m.get(path))
+        self.loaded.get(&(side.node.as_str(), side.component.as_str())).and_then(|m| m.get(path)).copied()
     }
 
-    fn presents(&self, side: &End) -> Result<Option<&CaId>, String> {
+    fn presents(&self, side: &End) -> Result<Option<&'m CaId>, String> {
         let Some(path) = &side.cert else { return Ok(None) };
         match self.view(side, path) {
             Some(Content::Leaf { signer }) => Ok(Some(signer)),
@@ -58,7 +75,7 @@ impl<'m> State<'m> {
         }
     }
 
-    fn trusts(&self, side: &End) -> Result<Option<&BTreeSet<CaId>>, String> {
+    fn trusts(&self, side: &End) -> Result<Option<&'m BTreeSet<CaId>>, String> {
         let Some(path) = &side.trust else { return Ok(None) };
         match self.view(side, path) {
             Some(Content::Trust { cas }) => Ok(Some(cas)),
@@ -81,8 +98,8 @@ impl<'m> State<'m> {
     }
 }
 
-fn snapshot(files: &BTreeMap<FileId, Content>, node: &str, reads: &[String]) -> BTreeMap<String, Content> {
-    reads.iter().filter_map(|p| files.get(&FileId::new(node, p)).map(|c| (p.clone(), c.clone()))).collect()
+fn snapshot<'m>(disk: &BTreeMap<(&'m str, &'m str), &'m Content>, node: &'m str, reads: &'m [String]) -> BTreeMap<&'m str, &'m Content> {
+    reads.iter().filter_map(|p| disk.get(&(node, p.as_str())).map(|c| (p.as_str(), *c))).collect()
 }
 
 fn describe(step: &Effect) -> String {
@@ -103,7 +120,7 @@ pub fn broken(model: &Model) -> Vec<(usize, String)> {
 /// a write, those with a side that reads the written file from disk (a fresh reader); a
 /// restart, those with a side that is the restarted component. Every other edge sees what it
 /// saw before, so by induction every edge holds after every step.
-pub fn prove(model: &Model, plan: &[Effects]) -> Result<(), Violation> {
+pub fn prove<'m>(model: &'m Model, plan: &'m [Effects]) -> Result<(), Violation> {
     let mut state = State::new(model);
     let (by_file, by_reader) = edge_index(model, &state);
     let check = |state: &State, edges: &mut dyn Iterator<Item = &Edge>, stage: &str, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
@@ -120,17 +137,10 @@ pub fn prove(model: &Model, plan: &[Effects]) -> Result<(), Violation> {
     let none: &[usize] = &[];
     for stage in plan {
         for (i, step) in stage.effects.iter().enumerate() {
+            state.apply(step);
             let touched = match step {
-                Effect::Write { node, path, content } => {
-                    state.disk.insert(FileId::new(node, path), content.clone());
-                    by_file.get(&(node.as_str(), path.as_str())).map_or(none, Vec::as_slice)
-                }
-                Effect::Restart { node, component } => {
-                    let reads = state.readers.get(&(node.as_str(), component.as_str())).map(|c| c.reads.as_slice()).unwrap_or(&[]);
-                    let snap = snapshot(&state.disk, node, reads);
-                    state.loaded.insert((node.clone(), component.clone()), snap);
-                    by_reader.get(&(node.as_str(), component.as_str())).map_or(none, Vec::as_slice)
-                }
+                Effect::Write { node, path, .. } => by_file.get(&(node.as_str(), path.as_str())).map_or(none, Vec::as_slice),
+                Effect::Restart { node, component } => by_reader.get(&(node.as_str(), component.as_str())).map_or(none, Vec::as_slice),
             };
             check(&state, &mut touched.iter().map(|&j| &model.edges[j]), &stage.name, i + 1, &|| describe(step))?;
         }
@@ -169,6 +179,7 @@ fn edge_index<'m>(model: &'m Model, state: &State<'m>) -> (EdgeIndex<'m>, EdgeIn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::model::FileId;
     
 
     fn trust(cas: &[&str]) -> Content {
@@ -318,16 +329,8 @@ mod tests {
         let mut state = State::new(model);
         for stage in plan {
             for (i, step) in std::iter::once(None).chain(stage.effects.iter().map(Some)).enumerate() {
-                match step {
-                    Some(Effect::Write { node, path, content }) => {
-                        state.disk.insert(FileId::new(node, path), content.clone());
-                    }
-                    Some(Effect::Restart { node, component }) => {
-                        let reads = state.readers.get(&(node.as_str(), component.as_str())).map(|c| c.reads.clone()).unwrap_or_default();
-                        let snap = snapshot(&state.disk, node, &reads);
-                        state.loaded.insert((node.clone(), component.clone()), snap);
-                    }
-                    None => {}
+                if let Some(step) = step {
+                    state.apply(step);
                 }
                 if let Some(e) = model.edges.iter().find(|e| state.check(e).is_err()) {
                     let what = step.map_or_else(|| "before the stage".to_string(), describe);

@@ -184,7 +184,7 @@ pub fn external_cas(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<(String, String)>
             let Some(flags) = n.pki.components.get(&c.name) else { continue };
             for x in &c.external {
                 let Some(path) = flags.get(&x.key) else { continue };
-                let Some(cert) = n.files.get(path).and_then(|b| kubeconfig::identity(b).ok()).and_then(|id| match id.cert {
+                let Some(cert) = n.files.get(path).and_then(|b| kubeconfig::public_identity(b).ok()).and_then(|id| match id.cert {
                     Some(kubeconfig::Material::Data(d)) => first_cert(&d).ok(),
                     _ => None,
                 }) else {

@@ -32,9 +32,12 @@ impl Planner<'_> {
                 _ => Vec::new(),
             };
         };
-        if let (Ok(before), Ok(after)) = (manifest_flags(&String::from_utf8_lossy(o)), manifest_flags(&String::from_utf8_lossy(n)))
+        // Flags only of a text that is neither PEM nor a kubeconfig (asked first: parsing
+        // every certificate file as a manifest would only fail).
+        if !String::from_utf8_lossy(o).contains("-----BEGIN")
+            && !kubeconfig::looks_like_kubeconfig(o)
+            && let (Ok(before), Ok(after)) = (manifest_flags(&String::from_utf8_lossy(o)), manifest_flags(&String::from_utf8_lossy(n)))
             && !before.is_empty()
-            && !String::from_utf8_lossy(o).contains("-----BEGIN")
         {
             let lines: Vec<String> = after.iter().filter(|(k, v)| before.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} -> {v}", before.get(k).map(String::as_str).unwrap_or("(unset)"))).collect();
             if !lines.is_empty() {
