@@ -257,12 +257,10 @@ impl Planner<'_> {
         jobs
     }
 
-    /// Signs ahead, on every core, every leaf S4 will re-sign on `nodes`; `resign_text` then
-    /// takes each signature from the store instead of signing in turn.
-    /// Starts signing S4's leaves ahead, on every core, on a thread of its own: S4 re-signs
-    /// only leaves S2 leaves as they are (S2 changes trusts and signing pairs, never a leaf),
-    /// so the signatures are made while S2 and the API stage are planned. Whatever is not
-    /// made ahead S4 signs itself (`resign_text`): this is a cache, never the only way.
+    /// Starts signing every leaf S4 will re-sign on `nodes`, on every core, on a thread of its
+    /// own: S2 changes trusts and signing pairs, never a leaf, so the leaves are known before
+    /// it and are signed while S2 and the API stage are planned. `resign_text` takes each
+    /// signature from the store; what is not there, S4 signs itself (a cache, never the only way).
     pub(super) fn presign_start(&self, nodes: &[String]) -> std::thread::JoinHandle<Presigned> {
         let mut wanted: Vec<(crate::pki::CertInfo, usize, Vec<String>)> = Vec::new();
         for node in nodes {
