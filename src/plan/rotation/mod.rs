@@ -17,7 +17,6 @@ use planner::{Pending, Planner, Rot, Vfs};
 
 use super::build;
 use super::gates::Check;
-use super::model::FileId;
 use super::parts;
 use super::schema::{Batch, Kind, MadeWith, ModelWrite, NewCa, NodeOps, Options, PLAN_VERSION, Plan, PlanTarget, Proof, StageId, StagePlan, StepPlan};
 use crate::gather::facts::NodeFacts;
@@ -165,13 +164,13 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             planner.write_key(&mut p, node, &sk, i);
             planner.staged.entry(node.clone()).or_default().extend([sc, sk]);
         }
-        let files = planner.ops(node, &p);
+        let files = planner.ops(node, &mut p);
         s1.ops.push(NodeOps { node: node.clone(), files, restarts: Vec::new(), model: Vec::new(), reissue: None });
     }
     s1.nodes = s1_nodes;
     stages.push(StagePlan { id: StageId::NewCa, name: StageId::NewCa.name().into(), checks: Vec::new(), steps: vec![StepPlan::Batch(s1)], undo: None });
 
-    type StageFn<'x> = fn(&mut Planner<'x>, &str, &mut Pending);
+    type StageFn<'x> = fn(&Planner<'x>, &str, &mut Pending);
     let trust: StageFn = Planner::trust_both;
     let sign: StageFn = Planner::resign_all;
     let prune: StageFn = Planner::prune;
@@ -185,16 +184,17 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         }
         for nodes in &node_batches {
             let mut batch = Batch { nodes: nodes.clone(), ops: Vec::new(), gates: Vec::new() };
-            // Each node's changes in turn (the planner's state is one); their file ops, which
-            // read only their own node's files, on every core.
-            let mut pending = Vec::new();
-            for node in nodes {
+            // Each node's changes, on every core: a stage reads only its own node's files and
+            // model as the step before left them, and collects its changes apart; they are
+            // taken in, in the batch's order, before the file ops are made (on every core too).
+            let made = crate::par::map(nodes, |node| {
                 let mut p = Pending::default();
-                f(&mut planner, node, &mut p);
-                for (path, content) in &p.model {
-                    planner.state.insert(FileId::new(node, path), content.clone());
-                }
-                pending.push((node, p));
+                f(&planner, node, &mut p);
+                p
+            });
+            let mut pending: Vec<(&String, Pending)> = nodes.iter().zip(made).collect();
+            for (node, p) in &mut pending {
+                planner.absorb(node, p);
             }
             let made = crate::par::map(&pending, |(node, p)| planner.ops_of(node, p));
             for ((node, p), (files, problems)) in pending.into_iter().zip(made) {
@@ -229,7 +229,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 for path in paths {
                     planner.touch(&mut p, &node, &path, None);
                 }
-                let files = planner.ops(&node, &p);
+                let files = planner.ops(&node, &mut p);
                 clean.nodes.push(node.clone());
                 clean.ops.push(NodeOps { node, files, restarts: Vec::new(), model: Vec::new(), reissue: None });
             }

@@ -67,15 +67,24 @@ impl<'a> Vfs<'a> {
     }
 }
 
-/// One stage's changes to one node, being collected.
+/// One stage's changes to one node, being collected: everything the stage would change in
+/// the planner's state, kept here until `Planner::absorb` takes it in, so the nodes of a
+/// batch are worked out at once, each reading only its own node and the state before the step.
 #[derive(Default)]
 pub(super) struct Pending {
     /// (path) -> the ca name whose key it holds: written from the key store.
     pub(super) private: BTreeMap<String, parts::KeyRef>,
-    /// Paths touched, in order, with their bytes before the stage touched them.
+    /// Paths touched, in order, with their bytes before the stage touched them and now.
     pub(super) touched: Vec<String>,
     pub(super) before: BTreeMap<String, Option<Vec<u8>>>,
+    pub(super) after: BTreeMap<String, Option<Vec<u8>>>,
     pub(super) model: BTreeMap<String, Content>,
+    pub(super) problems: Vec<String>,
+    /// Staged copies made, for the clean-up.
+    pub(super) staged: Vec<String>,
+    /// Signing pairs split off, by component: (rotation, cert flag value, key flag value).
+    pub(super) splits: Vec<(String, (usize, String, String))>,
+    pub(super) sa_splits: Vec<SaSplit>,
 }
 
 /// A CA key that is also the service-account key, split off in S2 on one node.
@@ -177,30 +186,65 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    pub(super) fn touch(&mut self, p: &mut Pending, node: &str, path: &str, bytes: Option<Vec<u8>>) {
-        if !p.before.contains_key(path) {
-            p.touched.push(path.to_string());
-            p.before.insert(path.to_string(), self.vfs.get(node, path));
+    /// A file's bytes as this stage has left them so far on `node` (its own changes first).
+    pub(super) fn get(&self, p: &Pending, node: &str, path: &str) -> Option<Vec<u8>> {
+        match p.after.get(path) {
+            Some(b) => b.clone(),
+            None => self.vfs.get(node, path),
         }
-        self.vfs.set(node, path, bytes);
+    }
+
+    pub(super) fn touch(&self, p: &mut Pending, node: &str, path: &str, bytes: Option<Vec<u8>>) {
+        if !p.before.contains_key(path) {
+            let before = self.get(p, node, path);
+            p.touched.push(path.to_string());
+            p.before.insert(path.to_string(), before);
+        }
+        p.after.insert(path.to_string(), bytes);
     }
 
     /// Applies `f` to a file's current bytes (a problem is recorded when it fails).
-    pub(super) fn edit(&mut self, p: &mut Pending, node: &str, path: &str, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) {
-        let Some(old) = self.vfs.get(node, path) else {
-            self.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
+    pub(super) fn edit(&self, p: &mut Pending, node: &str, path: &str, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) {
+        let Some(old) = self.get(p, node, path) else {
+            p.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
             return;
         };
         match f(&old) {
             Ok(new) if new != old => self.touch(p, node, path, Some(new)),
             Ok(_) => {}
-            Err(e) => self.problems.push(format!("{node}: {path}: {e}")),
+            Err(e) => p.problems.push(format!("{node}: {path}: {e}")),
+        }
+    }
+
+    /// Takes in one node's changes of a step, as `Pending` collected them: its files, its
+    /// model, its problems, staged copies, split pairs and private keys.
+    pub(super) fn absorb(&mut self, node: &str, p: &mut Pending) {
+        for (path, bytes) in std::mem::take(&mut p.after) {
+            self.vfs.set(node, &path, bytes);
+        }
+        for (path, content) in &p.model {
+            self.state.insert(FileId::new(node, path), content.clone());
+        }
+        self.problems.append(&mut p.problems);
+        if !p.staged.is_empty() {
+            self.staged.entry(node.to_string()).or_default().append(&mut p.staged);
+        }
+        for (component, split) in p.splits.drain(..) {
+            self.splits.insert((node.to_string(), component), split);
+        }
+        self.sa_splits.append(&mut p.sa_splits);
+        for (path, key) in &p.private {
+            let id = match key {
+                parts::KeyRef::New(name) => name.clone(),
+                parts::KeyRef::Old(name) => old_key_id(name),
+            };
+            self.private.insert((node.to_string(), path.clone()), id);
         }
     }
 
     /// Sets a component's flags on a node, each in the file that sets it (a manifest, a
     /// unit, a drop-in or an environment file).
-    pub(super) fn set_flags(&mut self, p: &mut Pending, node: &str, component: &str, flags: &[(&str, &str)]) {
+    pub(super) fn set_flags(&self, p: &mut Pending, node: &str, component: &str, flags: &[(&str, &str)]) {
         let sets: Vec<(&str, &str, &str)> = flags.iter().map(|(f, v)| (component, *f, *v)).collect();
         self.set_flags_of(p, node, &sets);
     }
@@ -208,24 +252,24 @@ impl<'a> Planner<'a> {
     /// Sets (component, flag, value) on a node; refused when the rewrite would change any
     /// other flag too (two flags sharing one variable: `--root-ca-file=${CA}` beside
     /// `--cluster-signing-cert-file=${CA}`).
-    pub(super) fn set_flags_of(&mut self, p: &mut Pending, node: &str, sets: &[(&str, &str, &str)]) {
+    pub(super) fn set_flags_of(&self, p: &mut Pending, node: &str, sets: &[(&str, &str, &str)]) {
         let pb = self.input.playbook;
         let n = self.node(node);
-        let flags_of = |planner: &Self| -> BTreeMap<String, BTreeMap<String, String>> {
+        let flags_of = |p: &Pending| -> BTreeMap<String, BTreeMap<String, String>> {
             pb.components
                 .iter()
                 .filter(|c| n.pki.components.contains_key(&c.name))
-                .filter_map(|c| crate::gather::facts::flags_now(c, &n.pki, &|path| planner.vfs.get(node, path)).map(|f| (c.name.clone(), f)))
+                .filter_map(|c| crate::gather::facts::flags_now(c, &n.pki, &|path| self.get(p, node, path)).map(|f| (c.name.clone(), f)))
                 .collect()
         };
-        let before = flags_of(self);
+        let before = flags_of(p);
         for (component, flag, value) in sets {
             match super::parts::flag_file(pb, n, component, flag) {
                 Ok((path, how)) => self.edit(p, node, &path, |b| how.apply(b, flag, value)),
-                Err(e) => self.problems.push(e),
+                Err(e) => p.problems.push(e),
             }
         }
-        let after = flags_of(self);
+        let after = flags_of(p);
         let meant = |c: &str, k: &str| {
             sets.iter().any(|(sc, sf, _)| *sc == c && (*sf == k || pb.component(c).and_then(|x| x.flag_fields.get(*sf)).is_some_and(|field| field == k)))
         };
@@ -233,7 +277,7 @@ impl<'a> Planner<'a> {
             for (k, v) in flags {
                 let was = before.get(c).and_then(|f| f.get(k));
                 if was != Some(v) && !meant(c, k) {
-                    self.problems.push(format!("{node}: setting {} would also change {c}'s {k} (from {} to {v}): they share a variable; write each as --flag=value", sets.iter().map(|(c, f, _)| format!("{c}'s {f}")).collect::<Vec<_>>().join(", "), was.map(String::as_str).unwrap_or("unset")));
+                    p.problems.push(format!("{node}: setting {} would also change {c}'s {k} (from {} to {v}): they share a variable; write each as --flag=value", sets.iter().map(|(c, f, _)| format!("{c}'s {f}")).collect::<Vec<_>>().join(", "), was.map(String::as_str).unwrap_or("unset")));
                 }
             }
         }
@@ -273,8 +317,9 @@ impl<'a> Planner<'a> {
         self.state.range(from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c.clone())).collect()
     }
 
-    /// A node's changes in one step, as file ops.
-    pub(super) fn ops(&mut self, node: &str, p: &Pending) -> Vec<FileOp> {
+    /// A node's changes in one step, taken in, as file ops.
+    pub(super) fn ops(&mut self, node: &str, p: &mut Pending) -> Vec<FileOp> {
+        self.absorb(node, p);
         let (ops, problems) = self.ops_of(node, p);
         self.problems.extend(problems);
         ops
@@ -307,14 +352,14 @@ impl<'a> Planner<'a> {
 
     /// Writes rotation `ri`'s new CA key at `path`; in a file that holds the CA's certificate
     /// too, its certificates become the new CA and its key block the new key.
-    pub(super) fn write_key(&mut self, p: &mut Pending, node: &str, path: &str, ri: usize) {
+    pub(super) fn write_key(&self, p: &mut Pending, node: &str, path: &str, ri: usize) {
         let key = self.rots[ri].key_pem.clone();
-        let bytes = match self.vfs.get(node, path) {
+        let bytes = match self.get(p, node, path) {
             Some(cur) if !edit::cert_shas(&cur).unwrap_or_default().is_empty() => {
                 match edit::set_certs(&cur, std::slice::from_ref(&self.rots[ri].new_pem)).and_then(|b| edit::set_key(&b, &key)) {
                     Ok(b) => b,
                     Err(e) => {
-                        self.problems.push(format!("{node}: {path}: {e}"));
+                        p.problems.push(format!("{node}: {path}: {e}"));
                         return;
                     }
                 }
@@ -323,7 +368,6 @@ impl<'a> Planner<'a> {
         };
         self.touch(p, node, path, Some(bytes));
         p.private.insert(path.to_string(), parts::KeyRef::New(self.rots[ri].old.name.clone()));
-        self.private.insert((node.to_string(), path.to_string()), self.rots[ri].old.name.clone());
     }
 
     /// A key of the run's key store by its id: a new CA key by the CA's name, an old one by
@@ -338,14 +382,13 @@ impl<'a> Planner<'a> {
     }
 
     /// Writes a copy of rotation `ri`'s old CA key (its other use keeps it).
-    pub(super) fn write_old_key(&mut self, p: &mut Pending, node: &str, path: &str, ri: usize) {
+    pub(super) fn write_old_key(&self, p: &mut Pending, node: &str, path: &str, ri: usize) {
         let Some(key) = self.key_of(&old_key_id(&self.rots[ri].old.name)) else {
-            self.problems.push(format!("{node}: the old {} CA key was not read", self.rots[ri].old.alias));
+            p.problems.push(format!("{node}: the old {} CA key was not read", self.rots[ri].old.alias));
             return;
         };
         self.touch(p, node, path, Some(key.into_bytes()));
         p.private.insert(path.to_string(), parts::KeyRef::Old(self.rots[ri].old.name.clone()));
-        self.private.insert((node.to_string(), path.to_string()), old_key_id(&self.rots[ri].old.name));
     }
 
     /// Every signing pair of every node, as the plan leaves the files after stage `stage`.

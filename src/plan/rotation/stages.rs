@@ -49,7 +49,7 @@ impl Planner<'_> {
     /// Every trust on a node (bundle or kubeconfig CA data) that holds an old CA: with `adding`
     /// (S2) its successor is added where missing; without (S5) the old CA is pruned where the
     /// successor is there. The bytes and the model change together.
-    fn retrust(&mut self, node: &str, p: &mut Pending, adding: bool) {
+    fn retrust(&self, node: &str, p: &mut Pending, adding: bool) {
         for (path, content) in self.model_files(node) {
             let picked: Vec<usize> = match &content {
                 Content::Trust { cas } | Content::Kubeconfig { trusts: cas, .. } => {
@@ -74,7 +74,7 @@ impl Planner<'_> {
     }
 
     /// S2 on one node: every trust holding an old CA also holds its successor.
-    pub(super) fn trust_both(&mut self, node: &str, p: &mut Pending) {
+    pub(super) fn trust_both(&self, node: &str, p: &mut Pending) {
         self.retrust(node, p, true);
         // The CA files themselves on the nodes that hold the key, even where nothing reads them as trust.
         for i in 0..self.rots.len() {
@@ -93,7 +93,7 @@ impl Planner<'_> {
     /// apiserver verifies with a private key as well as a public one), their flags repointed,
     /// their readers restarted; so every service-account token stays valid through the
     /// rotation and after it.
-    fn split_service_account_keys(&mut self, node: &str, p: &mut Pending) {
+    fn split_service_account_keys(&self, node: &str, p: &mut Pending) {
         let pb = self.input.playbook;
         let Some(tokens) = &pb.tokens else { return };
         for ri in 0..self.rots.len() {
@@ -112,18 +112,18 @@ impl Planner<'_> {
             let dir = key_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
             let taken = |p: &str| n.pki.files.contains(p) || n.files.contains_key(p);
             let Some(copy) = ["service-account-key.pem", "sa-from-ca-key.pem"].iter().map(|f| format!("{dir}/{f}")).find(|p| !taken(p)) else {
-                self.problems.push(format!("{node}: the {} CA is also the service-account key, and {dir}/service-account-key.pem and {dir}/sa-from-ca-key.pem both exist: kcert will not overwrite either to split it off", self.rots[ri].old.alias));
+                p.problems.push(format!("{node}: the {} CA is also the service-account key, and {dir}/service-account-key.pem and {dir}/sa-from-ca-key.pem both exist: kcert will not overwrite either to split it off", self.rots[ri].old.alias));
                 continue;
             };
             self.write_old_key(p, node, &copy, ri);
             let sets: Vec<(&str, &str, &str)> = uses.iter().map(|(c, f)| (c.as_str(), f.as_str(), copy.as_str())).collect();
             self.set_flags_of(p, node, &sets);
-            self.sa_splits.push(super::planner::SaSplit { node: node.to_string(), ri, key: key_path, copy, uses });
+            p.sa_splits.push(super::planner::SaSplit { node: node.to_string(), ri, key: key_path, copy, uses });
         }
     }
 
-    fn kubeconfig_trust(&mut self, node: &str, path: &str, p: &mut Pending, old_sha: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, String>) {
-        let Some(bytes) = self.vfs.get(node, path) else {
+    fn kubeconfig_trust(&self, node: &str, path: &str, p: &mut Pending, old_sha: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, String>) {
+        let Some(bytes) = self.get(p, node, path) else {
             return;
         };
         let fields = Self::ca_fields(&bytes, old_sha);
@@ -141,7 +141,7 @@ impl Planner<'_> {
     /// The controller-manager signs with --cluster-signing-cert-file/-key-file, which kubeadm
     /// points at ca.crt/ca.key: while ca.crt is a bundle, point the cert flag at a copy of
     /// the old CA (the key stays the old one), so the pair stays one matching cert and key.
-    fn split_signing_pairs(&mut self, node: &str, p: &mut Pending) {
+    fn split_signing_pairs(&self, node: &str, p: &mut Pending) {
         let pb = self.input.playbook;
         for pair in &pb.pairs {
             let n = self.node(node);
@@ -154,42 +154,42 @@ impl Planner<'_> {
             let copy = self.staged_path(&cert, "old");
             let old_pem = self.rots[ri].old_pem.clone();
             self.touch(p, node, &copy, Some(old_pem.into_bytes()));
-            self.staged.entry(node.to_string()).or_default().push(copy.clone());
+            p.staged.push(copy.clone());
             self.set_flags(p, node, &pair.component, &[(&pair.cert, &copy)]);
-            self.splits.insert((node.to_string(), pair.component.clone()), (ri, cert, key));
+            p.splits.push((pair.component.clone(), (ri, cert, key)));
         }
     }
 
     /// S4 on one node: every leaf and kubeconfig client cert signed by an old CA is re-signed
     /// by its successor (keeping subject, SANs, usages and key); self-signed leaves the
     /// playbook re-homes move onto the new CA; the signing pair switches to the new CA.
-    pub(super) fn resign_all(&mut self, node: &str, p: &mut Pending) {
+    pub(super) fn resign_all(&self, node: &str, p: &mut Pending) {
         for job in self.s4_jobs(node) {
             let ri = job.ri;
             match &job.what {
                 Resign::File { extra, rehome } => {
-                    if let Some(bytes) = self.vfs.get(node, &job.path) {
+                    if let Some(bytes) = self.get(p, node, &job.path) {
                         match self.resign_text(&bytes, ri, extra, *rehome) {
                             Ok(new) => self.touch(p, node, &job.path, Some(new)),
-                            Err(e) => self.problems.push(format!("{node}: {}: {e}", job.path)),
+                            Err(e) => p.problems.push(format!("{node}: {}: {e}", job.path)),
                         }
                     }
                 }
                 Resign::Fields(fields) => {
-                    let bytes = self.vfs.get(node, &job.path).unwrap_or_default();
+                    let bytes = self.get(p, node, &job.path).unwrap_or_default();
                     for field in fields {
                         let new = edit::kubeconfig_data(&bytes, field).and_then(|pem| self.resign_text(&pem, ri, &[], false));
                         match new {
                             Ok(pem) => self.edit(p, node, &job.path, |b| edit::edit_kubeconfig(b, field, |_| Ok(pem))),
-                            Err(e) => self.problems.push(format!("{node}: {}: {field}: {e}", job.path)),
+                            Err(e) => p.problems.push(format!("{node}: {}: {field}: {e}", job.path)),
                         }
                     }
                 }
                 Resign::Reference(target) => {
-                    if let Some(tb) = self.vfs.get(node, target) {
+                    if let Some(tb) = self.get(p, node, target) {
                         match self.resign_text(&tb, ri, &[], false) {
                             Ok(new) => self.touch(p, node, target, Some(new)),
-                            Err(e) => self.problems.push(format!("{node}: {target} (the client certificate of {}): {e}", job.path)),
+                            Err(e) => p.problems.push(format!("{node}: {target} (the client certificate of {}): {e}", job.path)),
                         }
                     }
                 }
@@ -297,7 +297,7 @@ impl Planner<'_> {
         *self.presigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = made;
     }
 
-    fn switch_signing_pairs(&mut self, node: &str, p: &mut Pending) {
+    fn switch_signing_pairs(&self, node: &str, p: &mut Pending) {
         let pb = self.input.playbook;
         for pair in &pb.pairs {
             if let Some((ri, _, _)) = self.splits.get(&(node.to_string(), pair.component.clone())).cloned() {
@@ -313,7 +313,7 @@ impl Planner<'_> {
             let (Some(cert), Some(key)) = (n.pki.refs.get(&(pair.component.clone(), pair.cert.clone())).cloned(), n.pki.refs.get(&(pair.component.clone(), pair.key.clone())).cloned()) else {
                 continue;
             };
-            let Some(bytes) = self.vfs.get(node, &cert) else {
+            let Some(bytes) = self.get(p, node, &cert) else {
                 continue;
             };
             let shas = edit::cert_shas(&bytes).unwrap_or_default();
@@ -331,7 +331,7 @@ impl Planner<'_> {
 
     /// S5 on one node: trusts drop the old CA; the CA files become the new CA and its key;
     /// the signing pair points back at them.
-    pub(super) fn prune(&mut self, node: &str, p: &mut Pending) {
+    pub(super) fn prune(&self, node: &str, p: &mut Pending) {
         self.retrust(node, p, false);
         for i in 0..self.rots.len() {
             if let Some((cert, key)) = self.holder(i, node) {
