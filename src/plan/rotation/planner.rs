@@ -118,7 +118,7 @@ pub(super) struct Planner<'a> {
     pub(super) problems: Vec<String>,
     /// Leaves re-signed to expire with their new CA, sooner than `--days` asked.
     pub(super) capped: std::sync::atomic::AtomicUsize,
-    /// Signatures made ahead by `presign`, by (leaf sha256, rotation, extra SANs): each
+    /// Signatures made ahead by `presign_start`, by (leaf sha256, rotation, extra SANs): each
     /// taken once, so two files holding one leaf still get a certificate each.
     pub(super) presigned: std::sync::Mutex<Presigned>,
     /// Node name -> its index in the input; per rotation, the nodes holding its key

@@ -201,7 +201,7 @@ impl Planner<'_> {
 
     /// What S4 re-signs on one node, as the files stand before it: per model file, which
     /// rotation signs it, the PEM texts whose first certificate it re-signs, and the file's
-    /// model afterwards. `resign_all` carries it out; `presign` signs it all ahead, in parallel.
+    /// model afterwards. `resign_all` carries it out; `presign_start` signs it all ahead, on every core.
     pub(super) fn s4_jobs(&self, node: &str) -> Vec<S4Job> {
         let pb = self.input.playbook;
         let rehome_paths: BTreeMap<String, usize> = pb
