@@ -219,6 +219,16 @@ pub struct StagePlan {
     pub undo: Option<StageUndo>,
 }
 
+impl StagePlan {
+    /// The stage's batches, its API steps left out.
+    pub fn batches(&self) -> impl Iterator<Item = &Batch> {
+        self.steps.iter().filter_map(|s| match s {
+            StepPlan::Batch(b) => Some(b),
+            StepPlan::Api(_) => None,
+        })
+    }
+}
+
 /// A stage whose changes a datastore carries (k3s), undone first step first: the datastore
 /// set back (its API step's `undo`), then each node restarted onto what it holds again before
 /// the nodes that followed it, as the rotation went (an agent checks its restored token
@@ -566,10 +576,7 @@ impl Plan {
     }
 
     pub fn batches(&self) -> impl Iterator<Item = &Batch> {
-        self.stages.iter().flat_map(|s| &s.steps).filter_map(|s| match s {
-            StepPlan::Batch(b) => Some(b),
-            StepPlan::Api(_) => None,
-        })
+        self.stages.iter().flat_map(StagePlan::batches)
     }
 
     /// The nodes make the new files themselves at start (k3s's procedures): kcert orders, backs

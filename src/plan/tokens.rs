@@ -47,7 +47,7 @@ fn token_uses<'p>(pb: &'p Playbook, nodes: &[NodeFacts]) -> Vec<TokenUse<'p>> {
 pub struct TokenBaseline {
     /// Every use, as (node index, component index in the playbook, key flag, signs): found
     /// once, as they depend only on the facts (a check after every step walks only these).
-    uses: Vec<(usize, usize, String, bool)>,
+    uses: Vec<Use>,
     held: BTreeSet<(usize, usize)>,
     /// (who signed them, the key, the verifiers that accept them).
     issued: Vec<(String, Vec<u8>, Vec<usize>)>,
@@ -56,12 +56,11 @@ pub struct TokenBaseline {
 impl TokenBaseline {
     pub fn new(pb: &Playbook, nodes: &[NodeFacts]) -> TokenBaseline {
         let get = |node: &str, path: &str| nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(path).cloned());
-        let uses = token_uses(pb, nodes)
+        let uses: Vec<Use> = token_uses(pb, nodes)
             .into_iter()
             .filter_map(|u| Some((u.node, pb.components.iter().position(|c| std::ptr::eq(c, u.component))?, u.key.to_string(), u.signs)))
             .collect();
-        let mut base = TokenBaseline { uses, held: BTreeSet::new(), issued: Vec::new() };
-        let state = token_state(pb, nodes, &base, &get);
+        let state = token_state(pb, nodes, &uses, &get);
         let mut held = BTreeSet::new();
         let mut issued = Vec::new();
         for (si, (_, s, key)) in state.iter().enumerate().filter(|(_, (u, _, _))| u.signs) {
@@ -72,9 +71,7 @@ impl TokenBaseline {
                 issued.push((s.clone(), k, accept));
             }
         }
-        base.held = held;
-        base.issued = issued;
-        base
+        TokenBaseline { uses, held, issued }
     }
 
     /// Whether a change to node `i`'s files can change what the tokens' keys are: only the
@@ -90,14 +87,16 @@ impl TokenBaseline {
     }
 }
 
+/// A use as the baseline keeps it: (node index, component index in the playbook, key flag, signs).
+type Use = (usize, usize, String, bool);
+
 /// A use with what its file holds now: its label, and its public keys or why there are none.
 type UseState<'p> = (TokenUse<'p>, String, Result<Vec<Vec<u8>>, String>);
 
 /// Each use with what its file holds now.
-fn token_state<'p>(pb: &'p Playbook, nodes: &[NodeFacts], base: &'p TokenBaseline, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<UseState<'p>> {
+fn token_state<'p>(pb: &'p Playbook, nodes: &[NodeFacts], uses: &'p [Use], get: &dyn Fn(&str, &str) -> Option<Vec<u8>>) -> Vec<UseState<'p>> {
     let mut flags: BTreeMap<(usize, &str), Option<BTreeMap<String, String>>> = BTreeMap::new();
-    base.uses
-        .iter()
+    uses.iter()
         .map(|(node, c, key, signs)| TokenUse { node: *node, component: &pb.components[*c], key, signs: *signs })
         .map(|u| {
             let n = &nodes[u.node];
@@ -120,7 +119,7 @@ fn token_state<'p>(pb: &'p Playbook, nodes: &[NodeFacts], base: &'p TokenBaselin
 /// (`when`: after which step): a signer whose tokens a verifier accepted and no longer does,
 /// or a token already out that a verifier no longer accepts.
 pub fn token_problems(pb: &Playbook, nodes: &[NodeFacts], base: &TokenBaseline, get: &dyn Fn(&str, &str) -> Option<Vec<u8>>, when: &str) -> Vec<String> {
-    let state = token_state(pb, nodes, base, get);
+    let state = token_state(pb, nodes, &base.uses, get);
     let mut out = Vec::new();
     for &(si, vi) in &base.held {
         let ((_, s, sk), (_, v, vk)) = (&state[si], &state[vi]);

@@ -13,7 +13,7 @@ use super::journal::{At, Done, Record};
 use super::node::backup_path;
 use crate::pki::{first_cert, k3s, sha256};
 use crate::plan::StageId;
-use crate::plan::schema::{Reissue, ReissuedFile, Served, StepPlan};
+use crate::plan::schema::{Reissue, ReissuedFile, Served};
 use crate::reach::probe::served_chain;
 use crate::reach::transport::{FileData, Replace, Transport, WriteFile};
 use crate::text::short_sha;
@@ -24,11 +24,7 @@ pub(super) fn reissued<'p>(plan: &'p crate::plan::Plan, stage: Option<StageId>, 
     plan.stages
         .iter()
         .filter(|s| stage.is_none_or(|id| s.id == id))
-        .flat_map(|s| &s.steps)
-        .filter_map(|st| match st {
-            StepPlan::Batch(b) => Some(b),
-            StepPlan::Api(_) => None,
-        })
+        .flat_map(crate::plan::schema::StagePlan::batches)
         .flat_map(|b| &b.ops)
         .filter(|o| o.node == node)
         .flat_map(|o| o.reissue.iter().flat_map(|r| &r.files))
