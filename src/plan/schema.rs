@@ -421,9 +421,15 @@ impl Texts {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Recipe {
     /// The whole new content (certificates, bundles, manifests: public).
-    Text { text: Text },
+    Text {
+        #[serde(serialize_with = "super::stored::text")]
+        text: Text,
+    },
     /// The file's certificate blocks become these; every other block (a key) stays as it was.
-    Certs { certs: Vec<Text> },
+    Certs {
+        #[serde(serialize_with = "super::stored::texts")]
+        certs: Vec<Text>,
+    },
     /// These kubeconfig `*-data` fields become these PEM texts; every other byte stays.
     Kubeconfig { fields: Vec<KubeconfigField> },
     /// The new private key of this CA (a playbook file name), from the run's key store; in a
@@ -431,7 +437,7 @@ pub enum Recipe {
     /// its key block the new key.
     CaKey {
         ca: String,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty", serialize_with = "super::stored::texts")]
         certs: Vec<Text>,
     },
     /// The old private key of this CA, kept under another name for its other use (a binary
@@ -452,6 +458,7 @@ pub fn old_key_id(ca: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KubeconfigField {
     pub field: String,
+    #[serde(serialize_with = "super::stored::text")]
     pub pem: Text,
 }
 

@@ -3,13 +3,14 @@
 //! sha256, each recipe naming it as `sha256:<hex>`; and the way back, every reference checked.
 //! Must not: read or write files, or change what a plan says (the two forms are one plan).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::schema::{Plan, StepPlan, Text};
 use crate::pki::sha256;
@@ -52,23 +53,56 @@ pub fn json_of(bytes: &[u8], limit: u64) -> Result<std::borrow::Cow<'_, [u8]>, S
     Ok(std::borrow::Cow::Owned(out))
 }
 
+thread_local! {
+    /// While `write_json` runs on this thread: every recipe text it has met, by sha256.
+    static STORING: RefCell<Option<BTreeMap<String, Text>>> = const { RefCell::new(None) };
+}
+
+/// The plan's JSON with every recipe text written as `sha256:<hex>` and stored once in
+/// `texts`, serialized straight from `plan` (no copy of it: at 5,000 nodes a copy was 46 MB).
 fn write_json(plan: &Plan, out: &mut dyn Write) {
+    /// The table `plan`'s texts went into: serialized after them (serde keeps field order).
+    struct Table;
+    impl Serialize for Table {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            STORING.with(|t| t.borrow_mut().take()).unwrap_or_default().serialize(s)
+        }
+    }
     #[derive(Serialize)]
     struct Saved<'a> {
         #[serde(flatten)]
         plan: &'a Plan,
-        texts: BTreeMap<String, Text>,
+        texts: Table,
     }
-    let mut stored = plan.clone();
-    let mut texts = BTreeMap::new();
-    for_each_text(&mut stored, &mut |s: &mut Text| {
-        let sha = sha256(s.as_bytes());
-        let text = std::mem::replace(s, format!("{REF}{sha}").into());
-        texts.entry(sha).or_insert(text);
-        Ok(())
-    })
-    .expect("storing never fails");
-    serde_json::to_writer_pretty(out, &Saved { plan: &stored, texts }).expect("plans serialize into memory")
+    STORING.with(|t| *t.borrow_mut() = Some(BTreeMap::new()));
+    let written = serde_json::to_writer_pretty(out, &Saved { plan, texts: Table });
+    STORING.with(|t| *t.borrow_mut() = None);
+    written.expect("plans serialize into memory")
+}
+
+/// How a recipe's text serializes: as itself, or while `write_json` runs, as its reference,
+/// the text stored in the table.
+pub(super) fn text<S: Serializer>(t: &Text, s: S) -> Result<S::Ok, S::Error> {
+    let reference = STORING.with(|table| {
+        let mut table = table.borrow_mut();
+        let table = table.as_mut()?;
+        let sha = sha256(t.as_bytes());
+        let reference = format!("{REF}{sha}");
+        table.entry(sha).or_insert_with(|| t.clone());
+        Some(reference)
+    });
+    s.serialize_str(reference.as_deref().unwrap_or(t))
+}
+
+/// `text` for each of a list.
+pub(super) fn texts<S: Serializer>(ts: &[Text], s: S) -> Result<S::Ok, S::Error> {
+    struct One<'a>(&'a Text);
+    impl Serialize for One<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            text(self.0, s)
+        }
+    }
+    s.collect_seq(ts.iter().map(One))
 }
 
 /// The `texts` table taken out of a saved plan's JSON, each entry checked against its sha256.
