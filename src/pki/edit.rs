@@ -16,14 +16,24 @@ pub struct Block {
     pub label: String,
     pub start: usize,
     pub end: usize,
-    /// sha256 of the DER, for certificate blocks only.
+    /// sha256 of the DER, for certificate blocks only (`blocks`; `locate` leaves it out).
     pub sha256: Option<String>,
 }
 
 const CERT: &str = "CERTIFICATE";
 
-/// Every PEM block of a text, in order.
+/// Every PEM block of a text, in order, each certificate's DER decoded for its sha256.
 pub fn blocks(text: &str) -> Result<Vec<Block>, String> {
+    scan(text, true)
+}
+
+/// Every PEM block of a text, in order, located only (no `sha256`: nothing decoded), for the
+/// edits that move blocks and never compare them.
+fn locate(text: &str) -> Result<Vec<Block>, String> {
+    scan(text, false)
+}
+
+fn scan(text: &str, shas: bool) -> Result<Vec<Block>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
     while let Some(i) = text[pos..].find("-----BEGIN ") {
@@ -38,7 +48,7 @@ pub fn blocks(text: &str) -> Result<Vec<Block>, String> {
         } else if text[end..].starts_with('\n') {
             end += 1;
         }
-        let sha256 = if label == CERT {
+        let sha256 = if shas && label == CERT {
             let body: String = text[line_end..end_at].split_whitespace().collect();
             let der = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).map_err(|e| format!("a certificate block has bad base64: {e}"))?;
             Some(hex(&Sha256::digest(&der)))
@@ -62,7 +72,7 @@ fn with_newline(s: &str) -> String {
 /// The certificate blocks of a text, each as its own PEM text.
 pub fn cert_pems(bytes: &[u8]) -> Result<Vec<String>, String> {
     let text = text_of(bytes)?;
-    Ok(blocks(text)?.into_iter().filter(|b| b.label == CERT).map(|b| with_newline(text[b.start..b.end].trim_end())).collect())
+    Ok(locate(text)?.into_iter().filter(|b| b.label == CERT).map(|b| with_newline(text[b.start..b.end].trim_end())).collect())
 }
 
 /// sha256 of the DER of every certificate in the text.
@@ -80,7 +90,7 @@ pub fn add_cert(bytes: &[u8], pem: &str) -> Result<Vec<u8>, String> {
     if new.iter().all(|s| have.contains(s)) {
         return Ok(bytes.to_vec());
     }
-    let all = blocks(text)?;
+    let all = locate(text)?;
     if all.iter().any(|b| b.label != CERT)
         && let Some(last) = all.iter().rfind(|b| b.label == CERT)
     {
@@ -113,7 +123,7 @@ pub fn remove_cert(bytes: &[u8], sha256: &str) -> Result<Vec<u8>, String> {
 /// every other block (a private key sharing the file) and byte kept as it was.
 pub fn set_certs(bytes: &[u8], pems: &[impl AsRef<str>]) -> Result<Vec<u8>, String> {
     let text = text_of(bytes)?;
-    let certs: Vec<Block> = blocks(text)?.into_iter().filter(|b| b.label == CERT).collect();
+    let certs: Vec<Block> = locate(text)?.into_iter().filter(|b| b.label == CERT).collect();
     let Some(first) = certs.first() else {
         return Err("no certificate block to replace".into());
     };
@@ -135,7 +145,7 @@ pub fn set_certs(bytes: &[u8], pems: &[impl AsRef<str>]) -> Result<Vec<u8>, Stri
 /// with certificates, its first private key block alone.
 pub fn key_pem(bytes: &[u8]) -> Option<String> {
     let text = text_of(bytes).ok()?;
-    let all = blocks(text).ok()?;
+    let all = locate(text).ok()?;
     if !all.iter().any(|b| b.label == CERT) {
         return Some(text.to_string());
     }
@@ -146,13 +156,14 @@ pub fn key_pem(bytes: &[u8]) -> Option<String> {
 /// key share one file); every other byte kept.
 pub fn set_key(bytes: &[u8], key: &str) -> Result<Vec<u8>, String> {
     let text = text_of(bytes)?;
-    let b = blocks(text)?.into_iter().find(|b| b.label.ends_with("PRIVATE KEY")).ok_or("no private key block to replace")?;
+    let b = locate(text)?.into_iter().find(|b| b.label.ends_with("PRIVATE KEY")).ok_or("no private key block to replace")?;
     Ok(format!("{}{}{}", &text[..b.start], with_newline(key.trim_end()), &text[b.end..]).into_bytes())
 }
 
 /// True when the text holds a private key block (such a file is never put in a plan whole).
 pub fn has_private_key(bytes: &[u8]) -> bool {
-    String::from_utf8_lossy(bytes).contains("PRIVATE KEY-----") || String::from_utf8_lossy(bytes).contains("client-key-data:")
+    let text = String::from_utf8_lossy(bytes);
+    text.contains("PRIVATE KEY-----") || text.contains("client-key-data:")
 }
 
 /// The kubeconfig with the `*-data` value of `field` (as `clusters[k].certificate-authority-data`
