@@ -490,6 +490,32 @@ fn renew_on_k3s_says_which_file_of_a_pair_is_missing_and_changes_nothing() {
 }
 
 #[test]
+fn renew_on_k3s_says_when_a_key_is_not_the_key_of_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s1 = tmp.path().join("s1");
+    let crt = "/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt";
+    let key = "/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.key";
+    // Another key where the apiserver's serving key was: the pair no longer matches.
+    must(s1.join(&key[1..]).parent().unwrap(), &["genrsa", "-out", "serving-kube-apiserver.key", "2048"]);
+    let before = snapshot(&s1);
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run", "--certs", "api-server"]).run();
+    run.status(0).stdout_has(&format!("backup  {key}")).stdout_has(&format!("note    {key} is not the key of {crt} (CN=kube-apiserver"));
+    assert!(run.stdout.contains("k3s makes both again, which mends the pair"), "{}", run.stdout);
+    assert_eq!(snapshot(&s1), before, "a dry run changed a file");
+    // Not a key at all: said so, by file.
+    std::fs::write(s1.join(&key[1..]), "not a key\n").unwrap();
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&s1]).args(["--dry-run", "--certs", "api-server"]).run();
+    run.status(0).stdout_has(&format!("note    {key} cannot be checked against {crt}: no private key kcert can read in it"));
+    // A matching pair is not remarked on.
+    let fresh = tempfile::tempdir().unwrap();
+    k3s_tree(fresh.path());
+    let run = Test::new().args(["renew", "--local", "--root"]).args([fresh.path().join("s1")]).args(["--dry-run"]).run();
+    run.status(0);
+    assert!(!run.stdout.contains("which mends the pair") && !run.stdout.contains("cannot be checked against"), "{}", run.stdout);
+}
+
+#[test]
 fn renew_dry_run_on_the_real_world_k3s_sets_names_k3s_s_commands() {
     let rw = common::real_world();
     // k3s.yaml alone (a server's): the admin's embedded certificate, by the server's unit.

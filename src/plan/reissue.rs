@@ -66,6 +66,22 @@ fn missing_half(pb: &Playbook, n: &NodeFacts, name: &str) -> Option<String> {
     Some(format!("{} is not there, though {there} is: there is nothing of it to back up, and {} makes it again when its unit starts", f.path, pb.name))
 }
 
+/// A chosen service's certificate whose key file (both on the node) is not its key, or is no
+/// key kcert can read: the tool makes both again, which mends it, but a reviewer is told why
+/// the pair was wrong (`verify` reports the same edges failing).
+fn mismatched_pair(pb: &Playbook, n: &NodeFacts, name: &str) -> Option<String> {
+    let key_name = pb.file(name)?.key.as_deref()?;
+    let cert_path = n.pki.named.get(name)?;
+    let key_path = n.pki.named.get(key_name)?;
+    let cert = cert_in(pb, name, n.files.get(cert_path)?)?;
+    let why = match crate::pki::sign::key_matches(&cert, n.files.get(key_path)?) {
+        Ok(true) => return None,
+        Ok(false) => format!("is not the key of {cert_path} ({})", cert.subject),
+        Err(e) => format!("cannot be checked against {cert_path}: {e}"),
+    };
+    Some(format!("{key_path} {why}: {} makes both again, which mends the pair", pb.name))
+}
+
 /// One node's part, or why it has none (a note) or cannot be planned (an error); and what a
 /// reviewer should know of it.
 fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], n: &NodeFacts) -> std::result::Result<(Option<Reissue>, Vec<String>), String> {
@@ -84,6 +100,9 @@ fn plan_node(pb: &Playbook, r: &reissue::Reissue, chosen: &[&reissue::Service], 
                 notes.extend(missing_half(pb, n, name));
                 continue;
             };
+            if let Some(note) = mismatched_pair(pb, n, name).filter(|m| !notes.contains(m)) {
+                notes.push(note);
+            }
             let Some(bytes) = n.files.get(path) else {
                 return Err(format!("{node}: {path}: could not be read; it must be backed up before {} makes it again", r.command));
             };
