@@ -18,7 +18,7 @@ use crate::playbook::Playbook;
 use crate::pki::sign::MAX_CLOCK_SKEW;
 
 /// Which CA key a private file op writes, from the run's key store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeyRef {
     /// The CA's new key.
     New(String),

@@ -112,6 +112,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         holders: Vec::new(),
         tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
         texts: Default::default(),
+        made: Default::default(),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
@@ -206,6 +207,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 batch.ops.push(NodeOps { node: node.clone(), files, restarts, model, reissue: None });
             }
             planner.vfs.forget_unused();
+            planner.made.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
             if batch.ops.iter().any(|o| !o.files.is_empty()) {
                 if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
                     batch.gates = parts::gates_for(pb, &input.checks, nodes);

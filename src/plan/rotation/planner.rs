@@ -129,6 +129,10 @@ pub(super) struct Planner<'a> {
     pub(super) tokens: crate::plan::tokens::TokenBaseline,
     /// One copy of each distinct recipe text (most workers' bundles are one text).
     pub(super) texts: crate::plan::schema::Texts,
+    /// The public file ops of the current step, by what they are made of (old and new bytes):
+    /// a change that is the same on many nodes of a batch (a bundle, a kubeconfig, one text
+    /// across a kubeadm fleet's workers) is described and checked once. Emptied every step.
+    pub(super) made: std::sync::Mutex<std::collections::HashMap<(Option<Vec<u8>>, Option<Vec<u8>>), Result<FileOp, String>>>,
 }
 
 impl<'a> Planner<'a> {
@@ -331,17 +335,38 @@ impl<'a> Planner<'a> {
         let mut out = Vec::new();
         let mut problems = Vec::new();
         for path in &p.touched {
-            let old = p.before.get(path).cloned().flatten();
-            let new = self.vfs.get(node, path);
+            let key = (p.before.get(path).cloned().flatten(), self.vfs.get(node, path));
+            let (old, new) = (key.0.as_deref(), key.1.as_deref());
             if old == new {
                 continue;
             }
             let private = p.private.contains_key(path) || self.private.contains_key(&(node.to_string(), path.clone()));
-            let keys = |id: &str| self.key_of(id);
-            let changes = self.describe(old.as_deref(), new.as_deref(), private);
-            match parts::file_op(path, old.as_deref(), new.as_deref(), p.private.get(path).cloned(), private, &keys, changes, Vec::new()) {
+            let make = || {
+                let keys = |id: &str| self.key_of(id);
+                let changes = self.describe(old, new, private);
+                let mut op = parts::file_op(path, old, new, p.private.get(path).cloned(), private, &keys, changes, Vec::new())?;
+                self.texts.intern_ops(std::slice::from_mut(&mut op));
+                Ok(op)
+            };
+            // A public file op is what its old and new bytes make of it, at its path; a key's
+            // op is made each time (no key is kept).
+            let made: Result<FileOp, String> = if private {
+                make()
+            } else {
+                let lock = || self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let seen = lock().get(&key).cloned();
+                match seen {
+                    Some(made) => made,
+                    None => {
+                        let made = make();
+                        lock().insert(key, made.clone());
+                        made
+                    }
+                }
+            };
+            match made {
                 Ok(mut op) => {
-                    self.texts.intern_ops(std::slice::from_mut(&mut op));
+                    op.path.clone_from(path);
                     out.push(op)
                 }
                 Err(e) => problems.push(format!("{node}: {path}: {e}")),
