@@ -178,6 +178,11 @@ fn a_dry_run_shows_every_stage_and_changes_nothing() {
     assert_eq!(ids, ["S0", "S1", "S2", "S3", "S4", "S5"]);
     assert_eq!(v["kind"], "rotate-ca");
     assert_eq!(v["cas"].as_array().unwrap().len(), 3);
+    // A re-signed leaf reads with its old issuer and the new CA that signed it, by fingerprint.
+    let ca = v["cas"].as_array().unwrap().iter().find(|c| c["old_subject"] == "CN=kubernetes").unwrap();
+    let label = |side: &str| format!("{} [{}]", ca[format!("{side}_subject")].as_str().unwrap(), &ca[format!("{side}_sha256")].as_str().unwrap()[..8]);
+    let want = format!("re-signed CN=kube-apiserver: issuer {} -> {}, expires", label("old"), label("new"));
+    assert!(json.stdout.contains(&want), "no {want:?} in the plan");
 }
 
 

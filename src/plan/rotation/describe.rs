@@ -123,6 +123,9 @@ fn cert_diff(old: &[CertInfo], new: &[CertInfo], p: &Planner<'_>) -> Vec<String>
 }
 
 fn issuer_label(c: &CertInfo, p: &Planner<'_>) -> String {
+    if let Some(&ri) = p.ours.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&c.sha256) {
+        return p.ca_label(&p.rots[ri].new_cert);
+    }
     let known: Vec<&CertInfo> = p.rots.iter().flat_map(|r| [&r.old.cert, &r.new_cert]).collect();
     match find_issuer(c, &known) {
         Some(ca) => p.ca_label(ca),

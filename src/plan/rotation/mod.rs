@@ -113,6 +113,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
         texts: Default::default(),
         made: Default::default(),
+        ours: Default::default(),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the

@@ -132,6 +132,9 @@ pub(super) struct Planner<'a> {
     /// The public file ops of the current step, by what they are made of (old and new bytes):
     /// a change that is the same on many nodes of a batch (a bundle, a kubeconfig, one text
     /// across a kubeadm fleet's workers) is described and checked once. Emptied every step.
+    /// Leaves this plan signed, by sha256: the rotation whose new CA signed them (a reviewer's
+    /// issuer label needs no signature check for a certificate kcert made itself).
+    pub(super) ours: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     pub(super) made: std::sync::Mutex<std::collections::HashMap<(Option<Vec<u8>>, Option<Vec<u8>>), Result<FileOp, String>>>,
 }
 
@@ -303,6 +306,7 @@ impl<'a> Planner<'a> {
         if renewed.capped {
             self.capped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        self.ours.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(crate::pki::sha256(&renewed.der), ri);
         let mut out = vec![renewed.pem];
         for (pem, c) in pems.iter().zip(&parsed).skip(1) {
             if let Some(x) = self.rots.iter().find(|x| x.old.cert.sha256 == c.sha256) {
