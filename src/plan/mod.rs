@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod parts;
 pub mod prove;
 pub mod read;
+pub mod recipe;
 pub mod reissue;
 pub mod reissue_ca;
 pub mod replay;
