@@ -113,6 +113,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
         texts: Default::default(),
         made: Default::default(),
+        edits: Default::default(),
         ours: Default::default(),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
@@ -209,6 +210,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             }
             planner.vfs.forget_unused();
             planner.made.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+            planner.edits.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
             if batch.ops.iter().any(|o| !o.files.is_empty()) {
                 if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
                     batch.gates = parts::gates_for(pb, &input.checks, nodes);

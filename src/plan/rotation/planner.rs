@@ -135,6 +135,8 @@ pub(super) struct Planner<'a> {
     /// Leaves this plan signed, by sha256: the rotation whose new CA signed them (a reviewer's
     /// issuer label needs no signature check for a certificate kcert made itself).
     pub(super) ours: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The public edits of the current step (`edit_as`), by the bytes edited and the change.
+    pub(super) edits: std::sync::Mutex<std::collections::HashMap<(Vec<u8>, String), Result<Vec<u8>, String>>>,
     pub(super) made: std::sync::Mutex<std::collections::HashMap<(Option<Vec<u8>>, Option<Vec<u8>>), Result<FileOp, String>>>,
 }
 
@@ -216,7 +218,34 @@ impl<'a> Planner<'a> {
             p.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
             return;
         };
-        match f(&old) {
+        let made = f(&old);
+        self.settle(p, node, path, &old, made);
+    }
+
+    /// `edit` by a change that `what` names whole (it is all `f` depends on besides the
+    /// bytes): remembered for the step, so the same change of the same text on many nodes
+    /// (a bundle, a kubeconfig: one text across a kubeadm fleet's workers) is made once.
+    pub(super) fn edit_as(&self, p: &mut Pending, node: &str, path: &str, what: String, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) {
+        let Some(old) = self.get(p, node, path) else {
+            p.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
+            return;
+        };
+        let lock = || self.edits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (old, what);
+        let seen = lock().get(&key).cloned();
+        let made = match seen {
+            Some(made) => made,
+            None => {
+                let made = f(&key.0);
+                lock().insert(key.clone(), made.clone());
+                made
+            }
+        };
+        self.settle(p, node, path, &key.0, made);
+    }
+
+    fn settle(&self, p: &mut Pending, node: &str, path: &str, old: &[u8], made: Result<Vec<u8>, String>) {
+        match made {
             Ok(new) if new != old => self.touch(p, node, path, Some(new)),
             Ok(_) => {}
             Err(e) => p.problems.push(format!("{node}: {path}: {e}")),

@@ -63,9 +63,11 @@ impl Planner<'_> {
             for &i in &picked {
                 let (pem, sha) = (self.rots[i].new_pem.clone(), self.rots[i].old.cert.sha256.clone());
                 let change = |b: &[u8]| if adding { edit::add_cert(b, &pem) } else { edit::remove_cert(b, &sha) };
+                // Named whole: the new CA added, or the old one removed, of rotation i.
+                let what = format!("{} {i}", if adding { "add" } else { "remove" });
                 match &content {
-                    Content::Trust { .. } => self.edit(p, node, &path, change),
-                    _ => self.kubeconfig_trust(node, &path, p, &sha, change),
+                    Content::Trust { .. } => self.edit_as(p, node, &path, what, change),
+                    _ => self.kubeconfig_trust(node, &path, p, &sha, &what, change),
                 }
             }
             let ids: Vec<CaId> = picked.iter().map(|&i| if adding { self.rots[i].new_id.clone() } else { self.rots[i].old.id.clone() }).collect();
@@ -122,19 +124,19 @@ impl Planner<'_> {
         }
     }
 
-    fn kubeconfig_trust(&self, node: &str, path: &str, p: &mut Pending, old_sha: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, String>) {
+    fn kubeconfig_trust(&self, node: &str, path: &str, p: &mut Pending, old_sha: &str, what: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>, String>) {
         let Some(bytes) = self.get(p, node, path) else {
             return;
         };
         let fields = Self::ca_fields(&bytes, old_sha);
         if fields.is_empty() {
             if let Some(r) = Self::ca_ref(&bytes, path) {
-                self.edit(p, node, &r, &f);
+                self.edit_as(p, node, &r, what.to_string(), &f);
             }
             return;
         }
         for field in fields {
-            self.edit(p, node, path, |b| edit::edit_kubeconfig(b, &field, &f));
+            self.edit_as(p, node, path, format!("{what} in {field}"), |b| edit::edit_kubeconfig(b, &field, &f));
         }
     }
 
