@@ -74,10 +74,17 @@ fn write_json(plan: &Plan, out: &mut dyn Write) {
         plan: &'a Plan,
         texts: Table,
     }
+    /// Ends the storing however serializing ends (a panic unwinding included), so a plan
+    /// serialized later on this thread writes its texts, not references.
+    struct Storing;
+    impl Drop for Storing {
+        fn drop(&mut self) {
+            STORING.with(|t| *t.borrow_mut() = None);
+        }
+    }
     STORING.with(|t| *t.borrow_mut() = Some(BTreeMap::new()));
-    let written = serde_json::to_writer_pretty(out, &Saved { plan, texts: Table });
-    STORING.with(|t| *t.borrow_mut() = None);
-    written.expect("plans serialize into memory")
+    let _storing = Storing;
+    serde_json::to_writer_pretty(out, &Saved { plan, texts: Table }).expect("plans serialize into memory")
 }
 
 /// How a recipe's text serializes: as itself, or while `write_json` runs, as its reference,

@@ -129,14 +129,16 @@ pub(super) struct Planner<'a> {
     pub(super) tokens: crate::plan::tokens::TokenBaseline,
     /// One copy of each distinct recipe text (most workers' bundles are one text).
     pub(super) texts: crate::plan::schema::Texts,
-    /// The public file ops of the current step, by what they are made of (old and new bytes):
-    /// a change that is the same on many nodes of a batch (a bundle, a kubeconfig, one text
-    /// across a kubeadm fleet's workers) is described and checked once. Emptied every step.
     /// Leaves this plan signed, by sha256: the rotation whose new CA signed them (a reviewer's
     /// issuer label needs no signature check for a certificate kcert made itself).
     pub(super) ours: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// The public edits of the current step (`edit_as`), by the bytes edited and the change.
+    /// Emptied after each batch (S1's and the clean-up's stay until the next: an entry is
+    /// right wherever its key matches, so keeping one longer costs only memory).
     pub(super) edits: std::sync::Mutex<std::collections::HashMap<(Vec<u8>, String), Result<Vec<u8>, String>>>,
+    /// The public file ops of the current step, by what they are made of (old and new bytes):
+    /// a change that is the same on many nodes of a batch (a bundle, a kubeconfig, one text
+    /// across a kubeadm fleet's workers) is described and checked once. Emptied as `edits` is.
     pub(super) made: std::sync::Mutex<std::collections::HashMap<(Option<Vec<u8>>, Option<Vec<u8>>), Result<FileOp, String>>>,
 }
 
