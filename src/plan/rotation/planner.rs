@@ -99,6 +99,9 @@ pub(super) struct SaSplit {
     pub uses: Vec<(String, String)>,
 }
 
+/// What one step made, by what it was made of (shared by the nodes worked out on every core).
+pub(super) type StepMemo<K, V> = std::sync::Mutex<std::collections::HashMap<K, Result<V, String>>>;
+
 pub(super) struct Planner<'a> {
     pub(super) input: &'a Input<'a>,
     /// The trust model as the plan so far leaves it.
@@ -135,11 +138,11 @@ pub(super) struct Planner<'a> {
     /// The public edits of the current step (`edit_as`), by the bytes edited and the change.
     /// Emptied after each batch (S1's and the clean-up's stay until the next: an entry is
     /// right wherever its key matches, so keeping one longer costs only memory).
-    pub(super) edits: std::sync::Mutex<std::collections::HashMap<(Vec<u8>, String), Result<Vec<u8>, String>>>,
+    pub(super) edits: StepMemo<(Vec<u8>, String), Vec<u8>>,
     /// The public file ops of the current step, by what they are made of (old and new bytes):
     /// a change that is the same on many nodes of a batch (a bundle, a kubeconfig, one text
     /// across a kubeadm fleet's workers) is described and checked once. Emptied as `edits` is.
-    pub(super) made: std::sync::Mutex<std::collections::HashMap<(Option<Vec<u8>>, Option<Vec<u8>>), Result<FileOp, String>>>,
+    pub(super) made: StepMemo<(Option<Vec<u8>>, Option<Vec<u8>>), FileOp>,
 }
 
 impl<'a> Planner<'a> {
