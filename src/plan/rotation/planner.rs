@@ -99,6 +99,9 @@ pub(super) struct SaSplit {
     pub uses: Vec<(String, String)>,
 }
 
+/// A file's bytes before and after a change (None: there is no file).
+pub(super) type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What one step made, by what it was made of (shared by the nodes worked out on every core).
 pub(super) type StepMemo<K, V> = std::sync::Mutex<std::collections::HashMap<K, Result<V, String>>>;
 
@@ -142,7 +145,7 @@ pub(super) struct Planner<'a> {
     /// The public file ops of the current step, by what they are made of (old and new bytes):
     /// a change that is the same on many nodes of a batch (a bundle, a kubeconfig, one text
     /// across a kubeadm fleet's workers) is described and checked once. Emptied as `edits` is.
-    pub(super) made: StepMemo<(Option<Vec<u8>>, Option<Vec<u8>>), FileOp>,
+    pub(super) made: StepMemo<Change, FileOp>,
 }
 
 impl<'a> Planner<'a> {
