@@ -263,7 +263,17 @@ fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
         assert_same(node, &reported(&json), &want);
         assert_eq!(want.values().map(Vec::len).sum::<usize>(), certs, "{node}: the certificates k3s keeps (each leaf file holds its CA too)");
         assert!(json["errors"].as_array().unwrap().is_empty(), "{node}: {}", run.stdout);
+        // Each certificate's CA is named by the CA's own file, never by the copy that rides in
+        // another leaf's file after it (every k3s leaf file holds its CA too): no `name[1]` in
+        // the CERTIFICATE AUTHORITY column (an embedded field, `(users[default]...)`, may have one).
+        let table = Test::new().args(["expiry", "--local", "--root"]).args([&root]).run();
+        for line in table.stdout.lines().skip(1) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert!(!words[2..].iter().any(|w| w.contains('[') && !w.starts_with('(')), "{node}: a CA named by a chain copy: {line}");
+        }
         if node != "a1" {
+            let etcd_client = table.stdout.lines().find(|l| l.split_whitespace().nth(1) == Some("etcd-client")).expect("etcd/client.crt read");
+            assert!(etcd_client.contains(" etcd-server-ca "), "{node}: {etcd_client}");
             // The supervisor's :6443 cert, from dynamic-cert.json's tls.crt, never its tls.key.
             let served = json["certificates"].as_array().unwrap().iter().find(|c| c["source"] == "secret").expect("dynamic-cert.json read");
             assert_eq!(served["subject"], "O=k3s, CN=k3s");

@@ -205,8 +205,11 @@ fn add_node(report: &mut ExpiryReport, node: &str, found: NodeFindings) {
     // CA names come from files first: a kubeconfig's copy of the CA is not its name.
     let mut ca_order: Vec<&FoundCert> = found.certs.iter().filter(|c| c.cert.is_ca && c.source != Source::Endpoint).collect();
     // One CA under several names (a binary cluster's ca.pem copied to /etc/etcd) is named
-    // by the shortest name, alphabetically: `ca` before `etcd-ca`.
-    ca_order.sort_by_key(|c| (c.source != Source::File, c.name.len(), c.name.clone()));
+    // by the shortest name, alphabetically: `ca` before `etcd-ca`; and by its own file before
+    // a copy riding in another file's chain (k3s's etcd/client.crt carries the etcd server CA
+    // after its leaf: `etcd-server-ca`, not `etcd-client[1]`).
+    let own_file = |c: &FoundCert| found.certs.iter().find(|x| x.path == c.path && x.embedded_key == c.embedded_key).is_some_and(|x| std::ptr::eq(x, c));
+    ca_order.sort_by_key(|c| (c.source != Source::File, !own_file(c), c.name.len(), c.name.clone()));
     let cas: Vec<&CertInfo> = ca_order.iter().map(|c| &c.cert).collect();
     for (i, c) in found.certs.iter().enumerate() {
         let authority = if c.cert.self_issued && find_issuer(&c.cert, &[&c.cert]).is_some() {
