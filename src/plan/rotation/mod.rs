@@ -208,9 +208,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
                 let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), &readers, &changed, &model_changed) };
                 batch.ops.push(NodeOps { node: node.clone(), files, restarts, model, reissue: None });
             }
-            planner.vfs.forget_unused();
-            planner.made.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-            planner.edits.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+            planner.end_step();
             if batch.ops.iter().any(|o| !o.files.is_empty()) {
                 if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
                     batch.gates = parts::gates_for(pb, &input.checks, nodes);

@@ -105,6 +105,17 @@ pub(super) type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// What one step made, by what it was made of (shared by the nodes worked out on every core).
 pub(super) type StepMemo<K, V> = std::sync::Mutex<std::collections::HashMap<K, Result<V, String>>>;
 
+/// What `memo` holds for `key`, made (and kept) when it holds nothing yet.
+fn remember<K: std::hash::Hash + Eq + Clone, V: Clone>(memo: &StepMemo<K, V>, key: &K, make: impl FnOnce() -> Result<V, String>) -> Result<V, String> {
+    let lock = || memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = lock().get(key).cloned();
+    seen.unwrap_or_else(|| {
+        let made = make();
+        lock().insert(key.clone(), made.clone());
+        made
+    })
+}
+
 pub(super) struct Planner<'a> {
     pub(super) input: &'a Input<'a>,
     /// The trust model as the plan so far leaves it.
@@ -222,10 +233,7 @@ impl<'a> Planner<'a> {
 
     /// Applies `f` to a file's current bytes (a problem is recorded when it fails).
     pub(super) fn edit(&self, p: &mut Pending, node: &str, path: &str, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) {
-        let Some(old) = self.get(p, node, path) else {
-            p.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
-            return;
-        };
+        let Some(old) = self.to_edit(p, node, path) else { return };
         let made = f(&old);
         self.settle(p, node, path, &old, made);
     }
@@ -234,22 +242,26 @@ impl<'a> Planner<'a> {
     /// bytes): remembered for the step, so the same change of the same text on many nodes
     /// (a bundle, a kubeconfig: one text across a kubeadm fleet's workers) is made once.
     pub(super) fn edit_as(&self, p: &mut Pending, node: &str, path: &str, what: String, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>) {
-        let Some(old) = self.get(p, node, path) else {
-            p.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
-            return;
-        };
-        let lock = || self.edits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(old) = self.to_edit(p, node, path) else { return };
         let key = (old, what);
-        let seen = lock().get(&key).cloned();
-        let made = match seen {
-            Some(made) => made,
-            None => {
-                let made = f(&key.0);
-                lock().insert(key.clone(), made.clone());
-                made
-            }
-        };
+        let made = remember(&self.edits, &key, || f(&key.0));
         self.settle(p, node, path, &key.0, made);
+    }
+
+    /// A file's bytes as the step finds them, for an edit; a file never read is a problem.
+    fn to_edit(&self, p: &mut Pending, node: &str, path: &str) -> Option<Vec<u8>> {
+        let old = self.get(p, node, path);
+        if old.is_none() {
+            p.problems.push(format!("{node}: {path}: was not read; kcert will not change a file it has not seen"));
+        }
+        old
+    }
+
+    /// Ends a step: contents no file holds any more, and the step's memos, are let go.
+    pub(super) fn end_step(&mut self) {
+        self.vfs.forget_unused();
+        self.edits.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.made.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     fn settle(&self, p: &mut Pending, node: &str, path: &str, old: &[u8], made: Result<Vec<u8>, String>) {
@@ -391,20 +403,7 @@ impl<'a> Planner<'a> {
             };
             // A public file op is what its old and new bytes make of it, at its path; a key's
             // op is made each time (no key is kept).
-            let made: Result<FileOp, String> = if private {
-                make()
-            } else {
-                let lock = || self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let seen = lock().get(&key).cloned();
-                match seen {
-                    Some(made) => made,
-                    None => {
-                        let made = make();
-                        lock().insert(key, made.clone());
-                        made
-                    }
-                }
-            };
+            let made = if private { make() } else { remember(&self.made, &key, make) };
             match made {
                 Ok(mut op) => {
                     op.path.clone_from(path);
