@@ -2,22 +2,13 @@
 //! results in the order of the inputs.
 //! Must not: do I/O or hold state; the work itself is the caller's.
 
-use std::num::NonZeroUsize;
+use rayon::prelude::*;
 
-/// `f` over `items` on up to one thread per core (scoped: nothing outlives the call), in
-/// contiguous chunks; the results come back in `items`' order. One core, or one item: no thread.
-pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    let threads = cores.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-    })
+/// `f` over `items` on rayon's pool (one thread per core, made once per process and shared by
+/// every caller, so work handed in by two threads at once interleaves on the same cores); the
+/// results come back in `items`' order. One core: no thread but the caller's.
+pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    items.par_iter().map(f).collect()
 }
 
 #[cfg(test)]

@@ -137,10 +137,16 @@ impl<'m> ReaderIndex<'m> {
     }
 }
 
-/// sha256 of every file the plan is made from, per node, sorted.
+/// sha256 of every file the plan is made from, per node, sorted (the nodes on every core).
 pub fn facts(nodes: &[NodeFacts]) -> Vec<Fact> {
-    let mut v: Vec<Fact> = nodes.iter().flat_map(|n| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: sha256(b) })).collect();
-    v.sort();
+    let mut by_name: Vec<&NodeFacts> = nodes.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    // Each node's files come in path order: in node order they are sorted already, unless
+    // two nodes share a name.
+    let mut v: Vec<Fact> = crate::par::map(&by_name, |n| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: sha256(b) }).collect::<Vec<_>>()).into_iter().flatten().collect();
+    if !v.is_sorted() {
+        v.sort();
+    }
     v
 }
 

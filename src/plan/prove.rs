@@ -23,6 +23,7 @@ pub struct Violation {
 /// Files on disk and, per component, the files as it loaded them at its last start; every
 /// name and content borrowed from the model and the plan (a check after each of tens of
 /// thousands of steps allocates nothing).
+#[derive(Clone)]
 struct State<'m> {
     disk: BTreeMap<(&'m str, &'m str), &'m Content>,
     loaded: BTreeMap<(&'m str, &'m str), BTreeMap<&'m str, &'m Content>>,
@@ -119,31 +120,43 @@ pub fn broken(model: &Model) -> Vec<(usize, String)> {
 /// checked once before the first stage; after a step, only the edges that step can change:
 /// a write, those with a side that reads the written file from disk (a fresh reader); a
 /// restart, those with a side that is the restarted component. Every other edge sees what it
-/// saw before, so by induction every edge holds after every step.
+/// saw before, so by induction every edge holds after every step. Each stage is judged on a
+/// core of its own, from the state the stages before it leave (their steps applied unchecked:
+/// each is judged by its own job); the earliest stage that breaks an edge is the answer, so
+/// the verdict is the one a step-by-step run gives.
 pub fn prove<'m>(model: &'m Model, plan: &'m [Effects]) -> Result<(), Violation> {
-    let mut state = State::new(model);
-    let (by_file, by_reader) = edge_index(model, &state);
-    let check = |state: &State, edges: &mut dyn Iterator<Item = &Edge>, stage: &str, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
+    let base = State::new(model);
+    let index = edge_index(model, &base);
+    let stages: Vec<usize> = (0..plan.len()).collect();
+    let verdicts = crate::par::map(&stages, |&k| {
+        let mut state = base.clone();
+        plan[..k].iter().flat_map(|s| &s.effects).for_each(|step| state.apply(step));
+        judge(model, &index, state, &plan[k], k == 0)
+    });
+    verdicts.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+}
+
+/// One stage's steps, from `state` (every edge checked first when it is the first stage).
+fn judge<'m>(model: &'m Model, (by_file, by_reader): &(EdgeIndex<'m>, EdgeIndex<'m>), mut state: State<'m>, stage: &'m Effects, first: bool) -> Result<(), Violation> {
+    let check = |state: &State, edges: &mut dyn Iterator<Item = &Edge>, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
         for e in edges {
             if let Err(why) = state.check(e) {
-                return Err(Violation { stage: stage.into(), step, what: what(), edge: e.label(), why });
+                return Err(Violation { stage: stage.name.clone(), step, what: what(), edge: e.label(), why });
             }
         }
         Ok(())
     };
-    if let Some(first) = plan.first() {
-        check(&state, &mut model.edges.iter(), &first.name, 0, &|| "before the stage".into())?;
+    if first {
+        check(&state, &mut model.edges.iter(), 0, &|| "before the stage".into())?;
     }
     let none: &[usize] = &[];
-    for stage in plan {
-        for (i, step) in stage.effects.iter().enumerate() {
-            state.apply(step);
-            let touched = match step {
-                Effect::Write { node, path, .. } => by_file.get(&(node.as_str(), path.as_str())).map_or(none, Vec::as_slice),
-                Effect::Restart { node, component } => by_reader.get(&(node.as_str(), component.as_str())).map_or(none, Vec::as_slice),
-            };
-            check(&state, &mut touched.iter().map(|&j| &model.edges[j]), &stage.name, i + 1, &|| describe(step))?;
-        }
+    for (i, step) in stage.effects.iter().enumerate() {
+        state.apply(step);
+        let touched = match step {
+            Effect::Write { node, path, .. } => by_file.get(&(node.as_str(), path.as_str())).map_or(none, Vec::as_slice),
+            Effect::Restart { node, component } => by_reader.get(&(node.as_str(), component.as_str())).map_or(none, Vec::as_slice),
+        };
+        check(&state, &mut touched.iter().map(|&j| &model.edges[j]), i + 1, &|| describe(step))?;
     }
     Ok(())
 }

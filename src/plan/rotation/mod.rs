@@ -7,6 +7,7 @@ mod api;
 mod cas;
 mod describe;
 mod planner;
+mod presign;
 mod stages;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -107,7 +108,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
         private: BTreeMap::new(),
         problems: Vec::new(),
         capped: Default::default(),
-        presigned: Default::default(),
+        presigned: presign::Presign::none(),
         index: input.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect(),
         holders: Vec::new(),
         tokens: crate::plan::tokens::TokenBaseline::new(pb, input.nodes),
@@ -177,14 +178,9 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     let trust: StageFn = Planner::trust_both;
     let sign: StageFn = Planner::resign_all;
     let prune: StageFn = Planner::prune;
-    let mut ahead = Some(planner.presign_start(&node_batches.concat()));
+    planner.presigned = planner.presign_start(&node_batches.concat());
     for (id, f) in [(StageId::Trust, trust), (StageId::Resign, sign), (StageId::Prune, prune)] {
         let mut steps = Vec::new();
-        if id == StageId::Resign
-            && let Some(ahead) = ahead.take()
-        {
-            planner.presign_finish(ahead);
-        }
         for nodes in &node_batches {
             let mut batch = Batch { nodes: nodes.clone(), ops: Vec::new(), gates: Vec::new() };
             // Each node's changes, on every core: a stage reads only its own node's files and

@@ -15,9 +15,6 @@ use crate::plan::model::{CaId, Content, FileId};
 use crate::plan::parts;
 use crate::plan::schema::{FileOp, StageId, old_key_id};
 
-/// Signatures made ahead, by (leaf sha256, rotation index, extra SANs).
-pub(super) type Presigned = std::collections::HashMap<(String, usize, Vec<String>), Vec<crate::pki::sign::Renewed>>;
-
 /// What the planner keeps per rotated CA.
 pub(super) struct Rot {
     pub(super) old: OldCa,
@@ -135,9 +132,9 @@ pub(super) struct Planner<'a> {
     pub(super) problems: Vec<String>,
     /// Leaves re-signed to expire with their new CA, sooner than `--days` asked.
     pub(super) capped: std::sync::atomic::AtomicUsize,
-    /// Signatures made ahead by `presign_start`, by (leaf sha256, rotation, extra SANs): each
-    /// taken once, so two files holding one leaf still get a certificate each.
-    pub(super) presigned: std::sync::Mutex<Presigned>,
+    /// Signatures being made ahead by `presign_start`, by (leaf sha256, rotation, extra SANs):
+    /// each taken once, so two files holding one leaf still get a certificate each.
+    pub(super) presigned: super::presign::Presign,
     /// Node name -> its index in the input; per rotation, the nodes holding its key
     /// (node, cert path, key path): looked up for every node, so made once.
     pub(super) index: BTreeMap<String, usize>,
@@ -347,7 +344,7 @@ impl<'a> Planner<'a> {
         let pems = edit::cert_pems(bytes)?;
         let parsed = parse_pem(bytes).map_err(|e| e.to_string())?.certs;
         let leaf = parsed.first().ok_or("no certificate in it")?;
-        let ahead = self.presigned.lock().ok().and_then(|mut m| m.get_mut(&(leaf.sha256.clone(), ri, extra_sans.to_vec())).and_then(Vec::pop));
+        let ahead = self.presigned.take(&(leaf.sha256.clone(), ri, extra_sans.to_vec()));
         let renewed = match ahead {
             Some(r) => r,
             None => r.signer.resign(leaf, self.v, extra_sans).map_err(|e| e.to_string())?,

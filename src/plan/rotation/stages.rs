@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::planner::{Pending, Planner, Presigned};
+use super::planner::{Pending, Planner};
+use super::presign::Presign;
 use crate::pki::{edit, find_issuer, kubeconfig};
 use crate::plan::model::{CaId, Content};
 
@@ -259,11 +260,11 @@ impl Planner<'_> {
         jobs
     }
 
-    /// Starts signing every leaf S4 will re-sign on `nodes`, on every core, on a thread of its
-    /// own: S2 changes trusts and signing pairs, never a leaf, so the leaves are known before
-    /// it and are signed while S2 and the API stage are planned. `resign_text` takes each
-    /// signature from the store; what is not there, S4 signs itself (a cache, never the only way).
-    pub(super) fn presign_start(&self, nodes: &[String]) -> std::thread::JoinHandle<Presigned> {
+    /// Starts signing every leaf S4 will re-sign on `nodes`, in S4's order, on threads of
+    /// their own: S2 changes trusts and signing pairs, never a leaf, so the leaves are known
+    /// before it and are signed while S2, the API stage and S4 itself are planned. `resign_text`
+    /// takes each signature from the store; what is not there, S4 signs itself (a cache, never the only way).
+    pub(super) fn presign_start(&self, nodes: &[String]) -> Presign {
         let mut wanted: Vec<(crate::pki::CertInfo, usize, Vec<String>)> = Vec::new();
         for node in nodes {
             for job in self.s4_jobs(node) {
@@ -279,24 +280,7 @@ impl Planner<'_> {
                 }
             }
         }
-        let v = self.v;
-        let signers: Vec<std::sync::Arc<crate::pki::sign::Signer>> = self.rots.iter().map(|r| r.signer.clone()).collect();
-        std::thread::spawn(move || {
-            let signed = crate::par::map(&wanted, |(leaf, ri, extra)| signers[*ri].resign(leaf, v, extra).ok());
-            let mut store = Presigned::new();
-            for ((leaf, ri, extra), renewed) in wanted.into_iter().zip(signed) {
-                if let Some(r) = renewed {
-                    store.entry((leaf.sha256, ri, extra)).or_default().push(r);
-                }
-            }
-            store
-        })
-    }
-
-    /// Takes the signatures `presign_start` made (none if its thread failed: S4 signs them).
-    pub(super) fn presign_finish(&mut self, ahead: std::thread::JoinHandle<Presigned>) {
-        let made = ahead.join().unwrap_or_default();
-        *self.presigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = made;
+        Presign::start(wanted, self.rots.iter().map(|r| r.signer.clone()).collect(), self.v)
     }
 
     fn switch_signing_pairs(&self, node: &str, p: &mut Pending) {
