@@ -96,6 +96,15 @@ pub(super) struct SaSplit {
     pub uses: Vec<(String, String)>,
 }
 
+/// A leaf this plan signed: the rotation whose new CA signed it, its subject (the leaf's it
+/// re-signs) and its expiry.
+#[derive(Clone)]
+pub(super) struct Signed {
+    pub ri: usize,
+    pub subject: String,
+    pub not_after: i64,
+}
+
 /// A file's bytes before and after a change (None: there is no file).
 pub(super) type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -143,9 +152,9 @@ pub(super) struct Planner<'a> {
     pub(super) tokens: crate::plan::tokens::TokenBaseline,
     /// One copy of each distinct recipe text (most workers' bundles are one text).
     pub(super) texts: crate::plan::schema::Texts,
-    /// Leaves this plan signed, by sha256: the rotation whose new CA signed them (a reviewer's
-    /// issuer label needs no signature check for a certificate kcert made itself).
-    pub(super) ours: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Leaves this plan signed, by sha256: what a reviewer is told of them, known without
+    /// parsing or checking a signature (kcert made them).
+    pub(super) ours: std::sync::Mutex<std::collections::HashMap<String, Signed>>,
     /// The public edits of the current step (`edit_as`), by the bytes edited and the change.
     /// Emptied after each batch (S1's and the clean-up's stay until the next: an entry is
     /// right wherever its key matches, so keeping one longer costs only memory).
@@ -352,7 +361,8 @@ impl<'a> Planner<'a> {
         if renewed.capped {
             self.capped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.ours.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(crate::pki::sha256(&renewed.der), ri);
+        let signed = Signed { ri, subject: leaf.subject.clone(), not_after: renewed.not_after };
+        self.ours.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(crate::pki::sha256(&renewed.der), signed);
         let mut out = vec![renewed.pem];
         for (pem, c) in pems.iter().zip(&parsed).skip(1) {
             if let Some(x) = self.rots.iter().find(|x| x.old.cert.sha256 == c.sha256) {
