@@ -31,7 +31,8 @@ pub(super) struct Rot {
 /// (most workers' bundles and kubeconfigs are the same bytes).
 pub(super) struct Vfs<'a> {
     pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>,
-    pub(super) cur: BTreeMap<(String, String), Option<std::sync::Arc<[u8]>>>,
+    /// node -> path -> bytes (None: removed), for every file the plan so far changes.
+    pub(super) cur: BTreeMap<String, BTreeMap<String, Option<std::sync::Arc<[u8]>>>>,
     pub(super) shared: std::collections::HashSet<std::sync::Arc<[u8]>>,
 }
 
@@ -39,11 +40,15 @@ impl<'a> Vfs<'a> {
     pub(super) fn new(base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>) -> Vfs<'a> {
         Vfs { base, cur: BTreeMap::new(), shared: Default::default() }
     }
-    pub(super) fn get(&self, node: &str, path: &str) -> Option<Vec<u8>> {
-        match self.cur.get(&(node.to_string(), path.to_string())) {
-            Some(v) => v.as_deref().map(<[u8]>::to_vec),
-            None => self.base.get(node).and_then(|f| f.get(path)).cloned(),
+    /// A file's bytes, borrowed.
+    pub(super) fn peek(&self, node: &str, path: &str) -> Option<&[u8]> {
+        match self.cur.get(node).and_then(|files| files.get(path)) {
+            Some(v) => v.as_deref(),
+            None => self.base.get(node).and_then(|f| f.get(path)).map(Vec::as_slice),
         }
+    }
+    pub(super) fn get(&self, node: &str, path: &str) -> Option<Vec<u8>> {
+        self.peek(node, path).map(<[u8]>::to_vec)
     }
     pub(super) fn set(&mut self, node: &str, path: &str, bytes: Option<Vec<u8>>) {
         let held = bytes.map(|b| {
@@ -56,7 +61,10 @@ impl<'a> Vfs<'a> {
                 }
             }
         });
-        self.cur.insert((node.to_string(), path.to_string()), held);
+        match self.cur.get_mut(node) {
+            Some(files) => drop(files.insert(path.to_string(), held)),
+            None => drop(self.cur.insert(node.to_string(), BTreeMap::from([(path.to_string(), held)]))),
+        }
     }
     /// Lets go of contents no file holds any more.
     pub(super) fn forget_unused(&mut self) {
@@ -222,9 +230,14 @@ impl<'a> Planner<'a> {
 
     /// A file's bytes as this stage has left them so far on `node` (its own changes first).
     pub(super) fn get(&self, p: &Pending, node: &str, path: &str) -> Option<Vec<u8>> {
+        self.peek(p, node, path).map(<[u8]>::to_vec)
+    }
+
+    /// `get`, borrowed.
+    pub(super) fn peek<'s>(&'s self, p: &'s Pending, node: &str, path: &str) -> Option<&'s [u8]> {
         match p.after.get(path) {
-            Some(b) => b.clone(),
-            None => self.vfs.get(node, path),
+            Some(b) => b.as_deref(),
+            None => self.vfs.peek(node, path),
         }
     }
 
@@ -395,8 +408,7 @@ impl<'a> Planner<'a> {
         let mut out = Vec::new();
         let mut problems = Vec::new();
         for path in &p.touched {
-            let key = (p.before.get(path).cloned().flatten(), self.vfs.get(node, path));
-            let (old, new) = (key.0.as_deref(), key.1.as_deref());
+            let (old, new) = (p.before.get(path).and_then(Option::as_deref), self.vfs.peek(node, path));
             if old == new {
                 continue;
             }
@@ -410,7 +422,7 @@ impl<'a> Planner<'a> {
             };
             // A public file op is what its old and new bytes make of it, at its path; a key's
             // op is made each time (no key is kept).
-            let made = if private { make() } else { remember(&self.made, &key, make) };
+            let made = if private { make() } else { remember(&self.made, &(old.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec)), make) };
             match made {
                 Ok(mut op) => {
                     op.path.clone_from(path);

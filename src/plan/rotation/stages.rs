@@ -170,14 +170,11 @@ impl Planner<'_> {
         for job in self.s4_jobs(node) {
             let ri = job.ri;
             match &job.what {
-                Resign::File { extra, rehome } => {
-                    if let Some(bytes) = self.get(p, node, &job.path) {
-                        match self.resign_text(&bytes, ri, extra, *rehome) {
-                            Ok(new) => self.touch(p, node, &job.path, Some(new)),
-                            Err(e) => p.problems.push(format!("{node}: {}: {e}", job.path)),
-                        }
-                    }
-                }
+                Resign::File { extra, rehome } => match self.peek(p, node, &job.path).map(|bytes| self.resign_text(bytes, ri, extra, *rehome)) {
+                    Some(Ok(new)) => self.touch(p, node, &job.path, Some(new)),
+                    Some(Err(e)) => p.problems.push(format!("{node}: {}: {e}", job.path)),
+                    None => {}
+                },
                 Resign::Fields(fields) => {
                     let bytes = self.get(p, node, &job.path).unwrap_or_default();
                     for field in fields {
@@ -188,14 +185,11 @@ impl Planner<'_> {
                         }
                     }
                 }
-                Resign::Reference(target) => {
-                    if let Some(tb) = self.get(p, node, target) {
-                        match self.resign_text(&tb, ri, &[], false) {
-                            Ok(new) => self.touch(p, node, target, Some(new)),
-                            Err(e) => p.problems.push(format!("{node}: {target} (the client certificate of {}): {e}", job.path)),
-                        }
-                    }
-                }
+                Resign::Reference(target) => match self.peek(p, node, target).map(|tb| self.resign_text(tb, ri, &[], false)) {
+                    Some(Ok(new)) => self.touch(p, node, target, Some(new)),
+                    Some(Err(e)) => p.problems.push(format!("{node}: {target} (the client certificate of {}): {e}", job.path)),
+                    None => {}
+                },
             }
             p.model.insert(job.path, job.model);
         }
@@ -230,7 +224,7 @@ impl Planner<'_> {
                         (None, Some(&ri)) if *signer != self.rots[ri].new_id => (ri, true),
                         _ => continue,
                     };
-                    if self.vfs.get(node, &path).is_none() {
+                    if self.vfs.peek(node, &path).is_none() {
                         continue;
                     }
                     let extra = if rehome_paths.contains_key(&path) { sans.clone() } else { Vec::new() };
@@ -242,7 +236,7 @@ impl Planner<'_> {
                         continue;
                     };
                     let model = Content::Kubeconfig { client_signer: Some(self.rots[ri].new_id.clone()), trusts: trusts.clone() };
-                    let Some(kc) = self.vfs.get(node, &path).and_then(|b| kubeconfig::parse_kubeconfig(&b).ok()) else {
+                    let Some(kc) = self.vfs.peek(node, &path).and_then(|b| kubeconfig::parse_kubeconfig(b).ok()) else {
                         continue;
                     };
                     let signed_by_old = |c: &crate::pki::PemContent| c.certs.first().is_some_and(|l| find_issuer(l, &[&self.rots[ri].old.cert]).is_some());
