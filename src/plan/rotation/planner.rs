@@ -27,12 +27,15 @@ pub(super) struct Rot {
     pub(super) signer: std::sync::Arc<Signer>,
 }
 
+/// A node's changed files: path -> bytes (None: removed).
+type Changed = BTreeMap<String, Option<std::sync::Arc<[u8]>>>;
+
 /// Current bytes of every file, as the plan so far leaves them. Equal contents are held once
 /// (most workers' bundles and kubeconfigs are the same bytes).
 pub(super) struct Vfs<'a> {
     pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>,
-    /// node -> path -> bytes (None: removed), for every file the plan so far changes.
-    pub(super) cur: BTreeMap<String, BTreeMap<String, Option<std::sync::Arc<[u8]>>>>,
+    /// Every file the plan so far changes, by node.
+    pub(super) cur: BTreeMap<String, Changed>,
     pub(super) shared: std::collections::HashSet<std::sync::Arc<[u8]>>,
 }
 

@@ -14,12 +14,15 @@ use crate::pki::sign::{Renewed, Signer, Validity};
 /// What one signature is asked by: the leaf's sha256, the rotation whose new CA signs, the SANs added.
 pub(super) type Want = (String, usize, Vec<String>);
 
+/// A leaf to sign: the leaf, the rotation whose new CA signs it, the SANs added.
+pub(super) type Leaf = (CertInfo, usize, Vec<String>);
+
 /// The shared store: the leaves in S4's order, a slot for each one's signature, and which
 /// slots each leaf's next signature is in (a leaf held by two files is signed twice: each file
 /// gets a certificate of its own).
 struct Store {
     /// Each leaf is let go once signed; each signature once taken.
-    leaves: Vec<Mutex<Option<(CertInfo, usize, Vec<String>)>>>,
+    leaves: Vec<Mutex<Option<Leaf>>>,
     slots: Vec<OnceLock<Mutex<Option<Renewed>>>>,
     next: AtomicUsize,
     stop: AtomicBool,
@@ -39,7 +42,7 @@ impl Presign {
 
     /// Starts signing `leaves` (leaf, rotation index, SANs added) in their order, on one
     /// thread per core, each with `signers[rotation index]`.
-    pub(super) fn start(leaves: Vec<(CertInfo, usize, Vec<String>)>, signers: Vec<Arc<Signer>>, v: Validity) -> Presign {
+    pub(super) fn start(leaves: Vec<Leaf>, signers: Vec<Arc<Signer>>, v: Validity) -> Presign {
         let mut by_leaf: HashMap<Want, VecDeque<usize>> = HashMap::new();
         for (i, (leaf, ri, extra)) in leaves.iter().enumerate() {
             by_leaf.entry((leaf.sha256.clone(), *ri, extra.clone())).or_default().push_back(i);
