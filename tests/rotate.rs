@@ -282,6 +282,13 @@ fn bad_input_is_refused_naming_what_and_where_and_changes_nothing() {
     write(&pki.join("ca.crt"), &format!("{ca}{fp}"));
     c.rotate(&["--yes"]).run().status(2).stderr_has("hold 2 different CAs").stderr_has("kcert runs");
     write(&pki.join("ca.crt"), &ca);
+    // A leaf that is not PEM at all: the edge that reads it is named, and the file.
+    let leaf = std::fs::read(pki.join("apiserver-etcd-client.crt")).unwrap();
+    std::fs::write(pki.join("apiserver-etcd-client.crt"), "garbage\n").unwrap();
+    let corrupt = c.snapshot();
+    c.rotate(&["--dry-run"]).run().status(2).stderr_has("apiserver-etcd-client.crt is missing or unreadable").stderr_has("edge kube-apiserver -> etcd").stderr_has("nothing was changed");
+    assert_eq!(c.snapshot(), corrupt);
+    std::fs::write(pki.join("apiserver-etcd-client.crt"), &leaf).unwrap();
     // An absent CA key: kubeadm's external-CA mode.
     std::fs::remove_file(pki.join("etcd/ca.key")).unwrap();
     c.rotate(&["--yes", "--ca", "etcd"]).run().status(2).stderr_has("external-CA").stderr_has("looked for local: /etc/kubernetes/pki/etcd/ca.key");

@@ -72,7 +72,7 @@ impl<'m> State<'m> {
             Some(Content::Leaf { signer }) => Ok(Some(signer)),
             Some(Content::Kubeconfig { client_signer, .. }) => Ok(client_signer.as_ref()),
             Some(Content::Trust { .. }) => Err(format!("{path} holds no leaf")),
-            None => Err(format!("{}:{path} is missing", side.node)),
+            None => Err(format!("{}:{path} is missing or unreadable", side.node)),
         }
     }
 
@@ -82,7 +82,7 @@ impl<'m> State<'m> {
             Some(Content::Trust { cas }) => Ok(Some(cas)),
             Some(Content::Kubeconfig { trusts, .. }) => Ok(Some(trusts)),
             Some(Content::Leaf { .. }) => Err(format!("{path} is a leaf, not a trust bundle")),
-            None => Err(format!("{}:{path} is missing", side.node)),
+            None => Err(format!("{}:{path} is missing or unreadable", side.node)),
         }
     }
 
