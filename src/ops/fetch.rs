@@ -16,7 +16,7 @@ use crate::plan::Plan;
 use crate::plan::schema::{Recipe, old_key_id};
 use crate::reach::fleet::Fleet;
 use crate::reach::inventory::{self, LoadOptions};
-use crate::reach::transport::{FileData, Transport};
+use crate::reach::transport::{FileData, Prefetched, Survey, Transport};
 use crate::run::Event;
 use crate::run::copies::{self, NodeCopy};
 use crate::run::journal::{self, Finish, Record};
@@ -52,11 +52,16 @@ async fn control_plane(reach: Reach<'_>) -> Result<Vec<(String, Arc<dyn Transpor
 /// journals alone), the nodes read at once.
 async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>) -> Result<BTreeMap<String, Vec<NodeCopy>>> {
     let per_node = futures::future::join_all(nodes.iter().map(|(name, t)| async move {
-        let ids = match only {
-            Some(id) => vec![id.to_string()],
-            None => copies::node_runs(t.as_ref()).await?,
-        };
-        copies::read_copies(name, t.as_ref(), &ids, only.is_some()).await
+        match only {
+            Some(id) => copies::read_copies(name, t.as_ref(), &[id.to_string()], true).await,
+            None => {
+                // Every journal listed and read in one round trip (the plans are not needed).
+                let ask = Survey { list_read: vec![copies::NODE_RUNS.into()], skip: vec![journal::PLAN_FILE.into()], ..Survey::default() };
+                let seen = Prefetched::survey(t.as_ref(), &ask).await.map_err(|e| e.message)?;
+                let ids = copies::node_runs(&seen).await?;
+                copies::read_copies(name, &seen, &ids, false).await
+            }
+        }
     }))
     .await;
     let mut out: BTreeMap<String, Vec<NodeCopy>> = BTreeMap::new();

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -92,7 +93,7 @@ fn encode(l: &Lease) -> Vec<u8> {
     b
 }
 
-/// Takes the lease on every node in turn (all or none): where a node has none; where the
+/// Takes the lease on every node (all or none; the first node before the others): where a node has none; where the
 /// holder was a process of this machine that is gone; a paused lease of the run being
 /// carried on or undone; a stale one with `--break-lease`. A live lease, or a stale one
 /// without `--break-lease`, refuses (exit 2), naming its holder; what was taken is given back.
@@ -110,66 +111,68 @@ pub async fn take(nodes: Vec<(String, Arc<dyn Transport>)>, run_id: &str, comman
         paused: false,
     };
     let bytes = encode(&mine);
-    let mut taken: Vec<(String, Arc<dyn Transport>)> = Vec::new();
-    let mut said = Vec::new();
-    let mut refusal: Option<String> = None;
-    for (name, t) in &nodes {
-        let first = t.compare_and_swap(LEASE_PATH, None, Some(&bytes)).await;
-        let outcome = match first {
-            Ok(s) if s.swapped => Ok(()),
-            Ok(s) => {
-                let before = s.before.unwrap_or_default();
-                match serde_json::from_slice::<Lease>(&before) {
-                    Err(e) => Err(format!("{name}: {LEASE_PATH} is not a lease kcert can read ({e}); look at it, and remove it if no kcert runs"),),
-                    Ok(held) => {
-                        let why = if held.holder_dead_here() {
-                            Some(format!("{name}: took over the lease of {} (that kcert is not running any more)", held.describe(t0)))
-                        } else if held.paused && how.run_id == Some(held.run_id.as_str()) {
-                            Some(format!("{name}: took over its own paused lease"))
-                        } else if held.stale(t0) && how.break_stale {
-                            Some(format!("{name}: broke the stale lease of {}", held.describe(t0)))
-                        } else {
-                            None
-                        };
-                        match why {
-                            Some(w) => match t.compare_and_swap(LEASE_PATH, Some(&before), Some(&bytes)).await {
-                                Ok(s) if s.swapped => {
-                                    said.push(w);
-                                    Ok(())
-                                }
-                                Ok(_) => Err(format!("{name}: another kcert took the lease at the same moment; nothing was changed")),
-                                Err(e) => Err(format!("{name}: {e}")),
-                            },
-                            None if held.stale(t0) => Err(format!(
-                                "{name}: the cluster's lease is stale ({}: not renewed for over {} s): its kcert may be gone; make sure it is, then pass --break-lease",
-                                held.describe(t0),
-                                STALE_AFTER.as_secs()
-                            )),
-                            None => Err(format!("{name}: the cluster is leased to {}; wait for it to end (kcert runs -i), or stop it first", held.describe(t0))),
-                        }
-                    }
-                }
-            }
-            Err(e) => Err(format!("{name}: cannot take the lease: {e}")),
-        };
-        match outcome {
-            Ok(()) => taken.push((name.clone(), t.clone())),
-            Err(e) => {
-                refusal = Some(e);
-                break;
-            }
+    // The first node alone, so that two kcerts starting at once meet there and one of them
+    // refuses cleanly; then the others at once.
+    let (first, rest) = nodes.split_at(nodes.len().min(1));
+    let mut outcomes = Vec::new();
+    for group in [first, rest] {
+        outcomes.extend(join_all(group.iter().map(|(name, t)| take_one(name, t.as_ref(), &bytes, how, t0))).await);
+        if outcomes.iter().any(|o| o.is_err()) {
+            break;
         }
     }
-    if let Some(why) = refusal {
+    let taken: Vec<(String, Arc<dyn Transport>)> = nodes.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(n, _)| n.clone()).collect();
+    if let Some(Err(why)) = outcomes.iter().find(|o| o.is_err()) {
         for (_, t) in &taken {
             let _ = t.compare_and_swap(LEASE_PATH, Some(&bytes), None).await;
         }
         return Err(Error::input("the cluster's lease", format!("{why}; nothing was changed")));
     }
+    let said: Vec<String> = outcomes.into_iter().filter_map(|o| o.ok().flatten()).collect();
     let current = Arc::new(Mutex::new(bytes));
     let stop: StopSignal = Arc::new(Mutex::new(None));
     let renew = tokio::spawn(renew_loop(taken.clone(), mine, current.clone(), stop.clone()));
     Ok((Held { nodes: taken, current, renew: Some(renew), stop }, said))
+}
+
+/// Takes the lease on one node (see `take`): Ok(what was said about a lease taken over), or
+/// why not.
+async fn take_one(name: &str, t: &dyn Transport, bytes: &[u8], how: Taking<'_>, t0: i64) -> std::result::Result<Option<String>, String> {
+    let first = t.compare_and_swap(LEASE_PATH, None, Some(bytes)).await;
+    match first {
+        Ok(s) if s.swapped => Ok(None),
+        Ok(s) => {
+            let before = s.before.unwrap_or_default();
+            match serde_json::from_slice::<Lease>(&before) {
+                Err(e) => Err(format!("{name}: {LEASE_PATH} is not a lease kcert can read ({e}); look at it, and remove it if no kcert runs")),
+                Ok(held) => {
+                    let why = if held.holder_dead_here() {
+                        Some(format!("{name}: took over the lease of {} (that kcert is not running any more)", held.describe(t0)))
+                    } else if held.paused && how.run_id == Some(held.run_id.as_str()) {
+                        Some(format!("{name}: took over its own paused lease"))
+                    } else if held.stale(t0) && how.break_stale {
+                        Some(format!("{name}: broke the stale lease of {}", held.describe(t0)))
+                    } else {
+                        None
+                    };
+                    match why {
+                        Some(w) => match t.compare_and_swap(LEASE_PATH, Some(&before), Some(bytes)).await {
+                            Ok(s) if s.swapped => Ok(Some(w)),
+                            Ok(_) => Err(format!("{name}: another kcert took the lease at the same moment; nothing was changed")),
+                            Err(e) => Err(format!("{name}: {e}")),
+                        },
+                        None if held.stale(t0) => Err(format!(
+                            "{name}: the cluster's lease is stale ({}: not renewed for over {} s): its kcert may be gone; make sure it is, then pass --break-lease",
+                            held.describe(t0),
+                            STALE_AFTER.as_secs()
+                        )),
+                        None => Err(format!("{name}: the cluster is leased to {}; wait for it to end (kcert runs -i), or stop it first", held.describe(t0))),
+                    }
+                }
+            }
+        }
+        Err(e) => Err(format!("{name}: cannot take the lease: {e}")),
+    }
 }
 
 /// Is `bytes` a lease this very holder wrote (any of its heartbeats)?

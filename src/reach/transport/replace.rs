@@ -4,6 +4,7 @@
 
 use super::script::{WRITE_HEADER, parse_write_files, remove_empty_dirs, remove_files, write_body};
 use super::{Replace, Replaced, WriteFile};
+use crate::pki::sha256;
 use crate::text::shell_quote as quote;
 
 /// `Transport::replace_files` in one script: the check (exit 2, printing `C i` for a file
@@ -62,9 +63,11 @@ pub fn replace_files(files: &[Replace], prune: &[String]) -> String {
         s.push_str(&format!("got={}\necho \"B $got\"\n[ \"$got\" = {} ] || exit 3\n", sums(&files), quote(&backed)));
     }
     let writes: Vec<WriteFile> = files.iter().filter(|f| !f.remove).map(|f| f.file.clone()).collect();
+    // The check above proved what each file holds: whether the new bytes are the same is known.
+    let same: Vec<Option<bool>> = files.iter().filter(|f| !f.remove).map(|f| Some(f.expect.as_deref() == Some(sha256(&f.file.bytes).as_str()))).collect();
     let removes: Vec<String> = files.iter().filter(|f| f.remove).map(|f| f.file.path.clone()).collect();
     s.push_str("echo W\n");
-    s.push_str(&write_body(&writes));
+    s.push_str(&write_body(&writes, &same));
     if !removes.is_empty() {
         s.push_str(&remove_files(&removes));
     }
@@ -183,6 +186,30 @@ mod tests {
                 assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "backups are private");
             }
         }
+    }
+
+    #[test]
+    fn a_file_written_back_as_it_was_keeps_its_time_stamps_and_a_changed_one_does_not() {
+        // k3s refuses to start on a CA file newer than its datastore's copy: a file whose bytes
+        // do not change keeps its mtime, whether the script knows it (replace) or compares.
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for n in ["same.crt", "changed.crt", "written-same.crt"] {
+            std::fs::write(d.join(n), b"old").unwrap();
+            std::fs::File::options().write(true).open(d.join(n)).unwrap().set_modified(old).unwrap();
+        }
+        let reps = vec![rep(&d.join("same.crt"), Some(b"old"), Some(b"old"), None), rep(&d.join("changed.crt"), Some(b"new"), Some(b"old"), None)];
+        let out = std::process::Command::new("sh").arg("-c").arg(replace_files(&reps, &[])).output().unwrap();
+        let got = parse_replace_files(&out.stdout, out.status.code().map(|c| c as u32), &String::from_utf8_lossy(&out.stderr), &reps).unwrap();
+        assert_eq!(got.written, vec![sha256(b"old"), sha256(b"new")]);
+        let w = vec![WriteFile { path: d.join("written-same.crt").to_string_lossy().into_owned(), bytes: b"old".to_vec(), mode: 0o644, private: false }];
+        assert!(std::process::Command::new("sh").arg("-c").arg(super::super::script::write_files(&w)).status().unwrap().success());
+        assert_eq!(mtime(&d.join("same.crt")), old);
+        assert_eq!(mtime(&d.join("written-same.crt")), old);
+        assert_ne!(mtime(&d.join("changed.crt")), old);
+        assert_eq!(std::fs::read(d.join("changed.crt")).unwrap(), b"new");
     }
 
     #[test]

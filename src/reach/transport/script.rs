@@ -124,7 +124,7 @@ pub fn parse_exists(stdout: &[u8], count: usize) -> Result<Vec<bool>, String> {
 /// script exits 1 naming the file. Prints one sha256 per file, read back after the renames.
 pub fn write_files(files: &[WriteFile]) -> String {
     let mut s = String::from(WRITE_HEADER);
-    s.push_str(&write_body(files));
+    s.push_str(&write_body(files, &[]));
     s
 }
 
@@ -138,16 +138,29 @@ fail() { echo "$1" >&2; for x in $tmps; do rm -f "$x"; done; exit 1; }
 /// Every file to a temp beside it, synced, then renamed into place; its directory synced, and
 /// the sha256 of each printed, one line per file. A temp is made without a fork where it can
 /// be (`.kcert.<pid>.<i>`, created exclusively: never a file or link already there), else
-/// by `mktemp`; every fork counts, on a node that runs this once per file per step. A file
-/// written back as it was (a backup's round trip) keeps its time stamps too: k3s refuses to
-/// start when a CA file on disk is newer than its datastore's copy (ReconcileBootstrapData).
-pub(super) fn write_body(files: &[WriteFile]) -> String {
+/// by `mktemp`; every fork counts, on a node that runs this once per file per step: public
+/// text is written by the shell's own `printf` (a builtin in dash, bash and busybox ash, each
+/// failing on a short write, a full disk included), other bytes by `base64 -d`. A file written
+/// back as it was (a backup's round trip) keeps its time stamps too: k3s refuses to start when
+/// a CA file on disk is newer than its datastore's copy (ReconcileBootstrapData). `same[i]`:
+/// whether file i's new bytes are known to be what it holds now (the caller checked its
+/// sha256), so the script need not compare them; missing or `None`: it compares.
+pub(super) fn write_body(files: &[WriteFile], same: &[Option<bool>]) -> String {
     let mut s = String::new();
     if files.is_empty() {
         return s;
     }
     for (i, f) in files.iter().enumerate() {
         let p = quote(&f.path);
+        let path = f.path.replace('"', "");
+        let private = if f.private { format!("\nchmod 600 \"$t{i}\" || fail \"cannot make {path} private\"") } else { String::new() };
+        let keep = match same.get(i).copied().flatten() {
+            Some(true) => ",timestamps",
+            Some(false) => "",
+            None => "$k",
+        };
+        let compare = if keep == "$k" { format!("k=; cmp -s -- \"$f{i}\" \"$t{i}\" && k=,timestamps\n  ") } else { String::new() };
+        let (head, tail) = content(&f.bytes, f.private, i);
         s.push_str(&format!(
             r#"f{i}={p}; if [ -L "$f{i}" ]; then f{i}=$(readlink -f -- {p} 2>/dev/null); [ -n "$f{i}" ] || f{i}={p}; fi
 d=${{f{i}%/*}}; [ -n "$d" ] || d=/
@@ -155,23 +168,17 @@ d=${{f{i}%/*}}; [ -n "$d" ] || d=/
 t{i}="$d/.kcert.$$.{i}"; set -C
 if true 2>/dev/null > "$t{i}"; then set +C; else set +C; t{i}=$(mktemp "$d/.kcert.XXXXXX" 2>/dev/null) || fail "cannot create a temporary file in $d (disk full or read-only?) for {path}"; fi
 tmps="$tmps $t{i}"
-base64 -d >| "$t{i}" <<'KCERT_EOF' || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"
-{b64}
-KCERT_EOF
+{head} || fail "cannot write {path}: $(df -Pk "$d" | awk 'NR==2 {{print $4 " KiB free on " $6}}')"{tail}
 if [ -e "$f{i}" ]; then
-  k=; cmp -s -- "$f{i}" "$t{i}" && k=,timestamps
-  cp --attributes-only --preserve=mode,ownership$k -- "$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"
+  {compare}cp --attributes-only --preserve=mode,ownership{keep} -- "$f{i}" "$t{i}" || fail "cannot copy owner and mode of {path}"{private}
 else
   chmod {mode:o} "$t{i}" || fail "cannot set the mode of {path}"
 fi
 "#,
-            path = f.path.replace('"', ""),
-            b64 = wrap(&base64::engine::general_purpose::STANDARD.encode(&f.bytes)),
-            mode = f.mode,
+            head = head,
+            tail = tail,
+            mode = if f.private { 0o600 } else { f.mode },
         ));
-        if f.private {
-            s.push_str(&format!("chmod 600 \"$t{i}\" || fail \"cannot make {} private\"\n", f.path.replace('"', "")));
-        }
     }
     s.push_str("sync $tmps 2>/dev/null || sync\n");
     for (i, f) in files.iter().enumerate() {
@@ -184,6 +191,18 @@ fi
     // leading backslash: the parse takes it off).
     s.push_str(&format!("sha256sum -- {}\n", all.join(" ")));
     s
+}
+
+/// The command that puts `bytes` into temp file i, and what follows its line (a here-document):
+/// public text (UTF-8 without NUL, which no shell word can hold) by `printf`, single-quoted
+/// as is; anything else through `base64 -d`. Key material never goes by `printf`: were it not
+/// a builtin where the script runs, the key would be in a process's arguments (`ps`).
+fn content(bytes: &[u8], private: bool, i: usize) -> (String, String) {
+    let public = |t: &str| !private && !t.contains('\0') && !t.contains("PRIVATE KEY") && !t.contains("key-data");
+    match std::str::from_utf8(bytes) {
+        Ok(text) if public(text) => (format!("printf '%s' '{}' >| \"$t{i}\"", text.replace('\'', "'\\''")), String::new()),
+        _ => (format!("base64 -d >| \"$t{i}\" <<'KCERT_EOF'"), format!("\n{}\nKCERT_EOF", wrap(&base64::engine::general_purpose::STANDARD.encode(bytes)))),
+    }
 }
 
 fn wrap(b64: &str) -> String {
@@ -412,6 +431,38 @@ mod tests {
         assert_eq!(std::fs::read(&new).unwrap(), vec![7u8; 5000]);
         assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temp files left");
+    }
+
+    #[test]
+    fn text_is_written_byte_for_byte_and_key_material_never_in_plain_sight() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIKEYBODY\n-----END EC PRIVATE KEY-----\n".to_vec();
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("quotes.yaml", "it's 'quoted' $HOME `x` %s %% \\n \\ \"dq\"\r\nno newline at the end, é ✓".as_bytes().to_vec(), false),
+            ("empty.pem", Vec::new(), false),
+            ("nul.bin", b"a\0b\xff\n".to_vec(), false),
+            ("key.pem", key.clone(), true),
+            ("unmarked.pem", key.clone(), false),
+            ("admin.conf", b"users:\n- user:\n    client-key-data: S0VZQk9EWQ==\n".to_vec(), false),
+        ];
+        let files: Vec<WriteFile> = cases.iter().map(|(n, b, private)| WriteFile { path: dir.path().join(n).to_string_lossy().into_owned(), bytes: b.clone(), mode: 0o644, private: *private }).collect();
+        let script = write_files(&files);
+        for secret in ["KEYBODY", "S0VZQk9EWQ=="] {
+            assert!(!script.contains(secret), "{secret} in plain sight in the script");
+        }
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let sums = parse_write_files(&out.stdout, cases.len()).unwrap();
+        for ((n, b, _), sum) in cases.iter().zip(sums) {
+            assert_eq!(&std::fs::read(dir.path().join(n)).unwrap(), b, "{n}");
+            assert_eq!(sum, crate::pki::sha256(b), "{n}");
+        }
+        // A full disk fails either way of writing, so the script says so and changes nothing.
+        for private in [false, true] {
+            let (head, tail) = content(b"some text\n", private, 0);
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("t0=/dev/full\n{head} || echo FAILED{tail}\n")).output().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "FAILED", "private: {private}");
+        }
     }
 
     #[test]
