@@ -21,10 +21,19 @@ pub const HOSTNAME_SCRIPT: &str = "hostname\n";
 /// playbook the node is detected as) with every file in them but keys. Only what these files
 /// name beyond that is asked afterwards.
 pub async fn surveyed<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String]) -> NodeResult<Prefetched<'a>> {
+    surveyed_with(t, playbooks, extra_paths, None).await
+}
+
+/// As `surveyed`, asking what `also` asks in the same round trip.
+pub async fn surveyed_with<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String], also: Option<&Survey>) -> NodeResult<Prefetched<'a>> {
     if t.offline() {
         return Ok(Prefetched::new(t, Default::default()));
     }
-    Prefetched::survey(t, &survey_request(playbooks, extra_paths, &t.user())).await
+    let mut req = survey_request(playbooks, extra_paths, &t.user());
+    if let Some(also) = also {
+        req.merge(also);
+    }
+    Prefetched::survey(t, &req).await
 }
 
 /// The playbooks a node may be: the one the fleet names, or every embedded one (detected).

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::pki::kubeconfig;
 use crate::playbook::Playbook;
 use crate::reach::fleet::{Connected, Fleet};
-use crate::reach::transport::{FileData, NodeFailure, Transport};
+use crate::reach::transport::{FileData, NodeFailure, Snapshot, Survey, Transport};
 pub use facts::NodeFacts;
 use facts::Source;
 
@@ -22,6 +22,8 @@ pub struct Gathered {
     pub playbook: Playbook,
     pub nodes: Vec<NodeFacts>,
     pub connected: Connected,
+    /// What each control-plane node answered to the caller's own question (`gather_asking`).
+    pub asked: BTreeMap<String, Snapshot>,
 }
 
 impl Gathered {
@@ -35,18 +37,30 @@ impl Gathered {
 /// files involved. A node that cannot be read, or where kcert finds no distribution or no PKI,
 /// stops it: nothing was changed.
 pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
-    gather_reusing(fleet, None, extra_paths).await
+    gathering(fleet, None, extra_paths, None).await
+}
+
+/// `gather`, asking each control-plane node `also` in the same round trip as its discovery
+/// (the answers in `Gathered::asked`).
+pub async fn gather_asking(fleet: &Fleet, extra_paths: &[String], also: &Survey) -> Result<Gathered> {
+    gathering(fleet, None, extra_paths, Some(also)).await
 }
 
 /// `gather`, over the connections of `reuse` where it has one (a run reading its nodes back).
 pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[String]) -> Result<Gathered> {
+    gathering(fleet, reuse, extra_paths, None).await
+}
+
+async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[String], also: Option<&Survey>) -> Result<Gathered> {
     let embedded = crate::playbook::embedded();
     let results = fleet
         .run_reusing(reuse, &|_| {}, |t, target| {
             let embedded = &embedded;
             async move {
-                let (pb, facts) = {
-                    let t = discover::surveyed(t.as_ref(), &discover::candidates(fleet.playbook.as_ref(), embedded), extra_paths).await?;
+                let (pb, facts, asked) = {
+                    let also = also.filter(|_| target.goes_alone());
+                    let t = discover::surveyed_with(t.as_ref(), &discover::candidates(fleet.playbook.as_ref(), embedded), extra_paths, also).await?;
+                    let asked = also.map(|_| t.snapshot().clone());
                     let t = &t;
                     let pb = match &fleet.playbook {
                         Some(p) => p.clone(),
@@ -97,9 +111,9 @@ pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_path
                     }
                     files.extend(found(&refs, t.read_files(&refs).await?));
                     let hostname = if t.offline() { None } else { t.run(discover::HOSTNAME_SCRIPT).await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
-                    (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname })
+                    (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname }, asked)
                 };
-                Ok((pb, t, facts))
+                Ok((pb, t, facts, asked))
             }
         })
         .await;
@@ -107,9 +121,13 @@ pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_path
     let mut connections = Vec::new();
     let mut failures = Vec::new();
     let mut playbook: Option<Playbook> = None;
+    let mut asked = BTreeMap::new();
     for (target, r) in results {
         match r {
-            Ok((pb, t, facts)) => {
+            Ok((pb, t, facts, answer)) => {
+                if let Some(a) = answer {
+                    asked.insert(target.name.clone(), a);
+                }
                 match &playbook {
                     Some(first) if first.source != pb.source => failures.push(format!("{}: looks like {}, while other nodes look like {}", target.name, pb.name, first.name)),
                     Some(_) => {}
@@ -124,7 +142,7 @@ pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_path
     if !failures.is_empty() {
         return Err(Error::Runtime(format!("cannot read every node, nothing was changed:\n  {}", failures.join("\n  "))));
     }
-    Ok(Gathered { playbook: playbook.ok_or_else(|| Error::Usage("no nodes".into()))?, nodes, connected: Connected::new(connections) })
+    Ok(Gathered { playbook: playbook.ok_or_else(|| Error::Usage("no nodes".into()))?, nodes, connected: Connected::new(connections), asked })
 }
 
 /// The files that were found, by path.

@@ -16,7 +16,7 @@ use crate::plan::Plan;
 use crate::plan::schema::{Recipe, old_key_id};
 use crate::reach::fleet::Fleet;
 use crate::reach::inventory::{self, LoadOptions};
-use crate::reach::transport::{FileData, Prefetched, Survey, Transport};
+use crate::reach::transport::{FileData, Prefetched, Snapshot, Transport};
 use crate::run::Event;
 use crate::run::copies::{self, NodeCopy};
 use crate::run::journal::{self, Finish, Record};
@@ -49,15 +49,18 @@ async fn control_plane(reach: Reach<'_>) -> Result<Vec<(String, Arc<dyn Transpor
 }
 
 /// Every node's copy of every run it keeps (`only`: of that run, with its plan; else the
-/// journals alone), the nodes read at once.
-async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>) -> Result<BTreeMap<String, Vec<NodeCopy>>> {
+/// journals alone), the nodes read at once; `seen`: what a node already answered to
+/// `copies::journals_survey` (asked with its discovery), so it is not asked again.
+async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>, seen: &BTreeMap<String, Snapshot>) -> Result<BTreeMap<String, Vec<NodeCopy>>> {
     let per_node = futures::future::join_all(nodes.iter().map(|(name, t)| async move {
         match only {
             Some(id) => copies::read_copies(name, t.as_ref(), &[id.to_string()], true).await,
             None => {
                 // Every journal listed and read in one round trip (the plans are not needed).
-                let ask = Survey { list_read: vec![copies::NODE_RUNS.into()], skip: vec![journal::PLAN_FILE.into()], ..Survey::default() };
-                let seen = Prefetched::survey(t.as_ref(), &ask).await.map_err(|e| e.message)?;
+                let seen = match seen.get(name) {
+                    Some(snap) => Prefetched::new(t.as_ref(), snap.clone()),
+                    None => Prefetched::survey(t.as_ref(), &copies::journals_survey()).await.map_err(|e| e.message)?,
+                };
                 let ids = copies::node_runs(&seen).await?;
                 copies::read_copies(name, &seen, &ids, false).await
             }
@@ -78,7 +81,7 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>) 
 pub async fn cluster_runs(reach: Reach<'_>, state_dir: &Path) -> Result<Vec<RunSummary>> {
     let nodes = control_plane(reach).await?;
     let mut out = Vec::new();
-    for (id, copies) in all_copies(&nodes, None).await? {
+    for (id, copies) in all_copies(&nodes, None, &BTreeMap::new()).await? {
         let local = journal::read(state_dir, &id).ok();
         let mut all: Vec<(&str, &[Record])> = copies.iter().map(|c| (c.node.as_str(), c.records.as_slice())).collect();
         if let Some(l) = &local {
@@ -96,8 +99,9 @@ pub async fn cluster_runs(reach: Reach<'_>, state_dir: &Path) -> Result<Vec<RunS
 
 /// The unfinished run (changes still on the nodes, not finished) the cluster's copies show,
 /// said with what to do, unless this machine's own journal of it says it finished since.
-pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], state_dir: &Path, inventory_path: Option<&Path>) -> Result<Option<String>> {
-    for (id, copies) in all_copies(nodes, None).await?.into_iter().rev() {
+/// `seen`: what nodes already answered to `copies::journals_survey`.
+pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], seen: &BTreeMap<String, Snapshot>, state_dir: &Path, inventory_path: Option<&Path>) -> Result<Option<String>> {
+    for (id, copies) in all_copies(nodes, None, seen).await?.into_iter().rev() {
         let Some(best) = copies.iter().max_by_key(|c| c.records.len()) else { continue };
         let local = journal::read(state_dir, &id).ok();
         let records = match &local {
@@ -138,7 +142,7 @@ pub async fn fetch(reach: Reach<'_>, state_dir: &Path, run_id: Option<&str>, obs
             ids.pop().ok_or_else(|| Error::input(format!("cluster of {cluster}"), "no run is kept on its control-plane nodes, nor in this machine's state dir"))?
         }
     };
-    let copies = all_copies(&nodes, Some(&id)).await?.remove(&id).unwrap_or_default();
+    let copies = all_copies(&nodes, Some(&id), &BTreeMap::new()).await?.remove(&id).unwrap_or_default();
     let local = journal::read(state_dir, &id).ok();
     let mut all: Vec<(&str, &[Record])> = copies.iter().map(|c| (c.node.as_str(), c.records.as_slice())).collect();
     if let Some(l) = &local {

@@ -75,15 +75,19 @@ pub struct RunOptions<'a> {
 /// `kcert renew`.
 pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
     refuse_beside_unfinished(fleet, &mode, run)?;
-    let prepared = renew::prepare(fleet, extra_paths, opts).await?;
-    carry_out(prepared, fleet, mode, run, opts.now).await
+    let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::journals_survey()).await?;
+    let unfinished = Unfinished::ask(&gathered, fleet, run);
+    let prepared = renew::prepare(fleet, gathered, opts)?;
+    carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
 }
 
 /// `kcert rotate-ca`.
 pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
     refuse_beside_unfinished(fleet, &mode, run)?;
-    let prepared = rotate::prepare(fleet, extra_paths, opts).await?;
-    carry_out(prepared, fleet, mode, run, opts.now).await
+    let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::journals_survey()).await?;
+    let unfinished = Unfinished::ask(&gathered, fleet, run);
+    let prepared = rotate::prepare(fleet, gathered, opts)?;
+    carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
 }
 
 /// One changing run per cluster: another one's changes still on the nodes refuse a new run
@@ -102,11 +106,39 @@ async fn unfinished_anywhere(connected: &Connected, fleet: &Fleet, target: &Plan
     if let Some(u) = runs::unfinished(state_dir, target) {
         return Ok(Some(u));
     }
-    fetch::cluster_unfinished(&connected.of(&fleet.control_plane()), state_dir, fleet.inventory.as_deref()).await
+    fetch::cluster_unfinished(&connected.of(&fleet.control_plane()), &BTreeMap::new(), state_dir, fleet.inventory.as_deref()).await
 }
 
-async fn carry_out(p: Prepared, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>, now: i64) -> Result<Ended> {
-    let unfinished = unfinished_anywhere(&p.gathered.connected, fleet, &p.plan.target, &run.state_dir).await?;
+/// The question `unfinished_anywhere` asks the control plane, asked while the plan is made
+/// (its answer does not depend on the plan), and given up if the plan fails.
+struct Unfinished(tokio::task::JoinHandle<Result<Option<String>>>);
+
+impl Unfinished {
+    /// `g`: gathered with `copies::journals_survey` asked of the control plane, so that only
+    /// a node that could not answer it then is asked again.
+    fn ask(g: &Gathered, fleet: &Fleet, run: &RunOptions<'_>) -> Unfinished {
+        let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible };
+        let (nodes, seen, state_dir, inventory) = (g.connected.of(&fleet.control_plane()), g.asked.clone(), run.state_dir.clone(), fleet.inventory.clone());
+        Unfinished(tokio::spawn(async move {
+            if let Some(u) = runs::unfinished(&state_dir, &target) {
+                return Ok(Some(u));
+            }
+            fetch::cluster_unfinished(&nodes, &seen, &state_dir, inventory.as_deref()).await
+        }))
+    }
+
+    async fn answer(mut self) -> Result<Option<String>> {
+        (&mut self.0).await.map_err(|e| Error::Runtime(format!("asking the control plane for unfinished runs: {e}")))?
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn carry_out(p: Prepared, unfinished: Option<String>, fleet: &Fleet, mode: Mode, run: &RunOptions<'_>, now: i64) -> Result<Ended> {
     let mut warnings = p.warnings;
     match mode {
         Mode::DryRun | Mode::PlanOut(_) => {
@@ -152,7 +184,7 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, g: &
         }
     };
     let stop = held.stop.clone();
-    let result = async {
+    let runner = (|| {
         let saved = crate::plan::stored::to_bytes(plan);
         keys::write_private(&j.dir.join(journal::PLAN_FILE), &saved)?;
         if !keys.is_empty() {
@@ -161,11 +193,9 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, g: &
         let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), from_ansible: plan.target.from_ansible, nodes: plan.nodes().into_iter().map(str::to_string).collect() };
         j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
         j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&saved) })?;
-        let runner = Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop).seen_at_start(as_gathered(plan, g));
-        Ok(drive(&runner, &Done::default(), fleet).await)
-    }
-    .await;
-    under_lease(held, result).await
+        Ok(Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop).seen_at_start(as_gathered(plan, g)))
+    })();
+    under_lease(held, runner, &Done::default(), fleet).await
 }
 
 /// What each file the plan writes held as gathered, where that is what its first op expects
@@ -188,16 +218,23 @@ fn as_gathered(plan: &Plan, g: &Gathered) -> BTreeMap<crate::run::NodeFile, Opti
     out
 }
 
-/// A run's end under its lease: given back, or kept marked paused for a paused run (what
-/// could not be done is added to the report's notes); an error gives it back too.
-async fn under_lease(held: lease::Held, result: Result<RunReport>) -> Result<RunReport> {
-    match result {
-        Ok(report) => Ok(give_back(held, report).await),
+/// A run under its lease, to its end: its last record is copied to the nodes while the lease
+/// is given back, or kept marked paused for a paused run (what could not be done is added to
+/// the report's notes). A runner that could not be made gives the lease back.
+async fn under_lease(held: lease::Held, runner: Result<Runner<'_>>, done: &Done, fleet: &Fleet) -> Result<RunReport> {
+    let runner = match runner {
+        Ok(r) => r,
         Err(e) => {
             held.release().await;
-            Err(e)
+            return Err(e);
         }
-    }
+    };
+    let mut report = drive(&runner, done, fleet).await;
+    let paused = report.stages.iter().any(|s| s.status == crate::run::StageStatus::Paused);
+    let lease = async { if paused { held.pause().await } else { held.release().await } };
+    let (said, ()) = futures::join!(lease, runner.finish(&report));
+    report.notes.extend(said);
+    Ok(report)
 }
 
 /// Takes the cluster's lease on its control-plane nodes for run `run_id` (all or none);
@@ -211,16 +248,10 @@ async fn take_lease(nodes: &Connected, fleet: &Fleet, run_id: &str, command: &st
     Ok(held)
 }
 
-async fn give_back(held: lease::Held, mut report: RunReport) -> RunReport {
-    let paused = report.stages.iter().any(|s| s.status == crate::run::StageStatus::Paused);
-    let said = if paused { held.pause().await } else { held.release().await };
-    report.notes.extend(said);
-    report
-}
-
-/// Runs a plan to its end; a rotation whose steps all went through is then judged by the
-/// files as they stand on every node, not by the plan's own account: an old CA's key still
-/// trusted anywhere, a leaf still signed by it, a CA file not matching its key, fails it.
+/// Runs a plan to its end (the caller records the end); a rotation whose steps all went
+/// through is then judged by the files as they stand on every node, not by the plan's own
+/// account: an old CA's key still trusted anywhere, a leaf still signed by it, a CA file not
+/// matching its key, fails it.
 async fn drive(runner: &Runner<'_>, done: &Done, fleet: &Fleet) -> RunReport {
     let mut report = runner.run(done).await;
     if report.failure.is_none() && runner.plan.kind == crate::plan::Kind::RotateCa {
@@ -233,7 +264,6 @@ async fn drive(runner: &Runner<'_>, done: &Done, fleet: &Fleet) -> RunReport {
             report.failure = Some(format!("every step ran, but the files do not show a finished rotation:\n  {}\n  look at them, then `kcert rollback {}`", left.join("\n  "), report.run_id));
         }
     }
-    runner.finish(&report).await;
     report
 }
 

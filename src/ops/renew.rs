@@ -1,4 +1,4 @@
-//! Owns: `renew` up to a plan: gathering the facts (CA keys in memory only), choosing the
+//! Owns: `renew` up to a plan, from the gathered facts (CA keys in memory only): choosing the
 //! certificates, planning and proving the renewal.
 //! Must not: print, or change a node (the runner carries the plan out).
 
@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::Prepared;
 use crate::error::Result;
-use crate::gather::gather;
+use crate::gather::Gathered;
 use crate::plan::gates;
 use crate::plan::renew::{self, Input};
 use crate::plan::schema::PlanTarget;
@@ -21,9 +21,8 @@ pub struct RenewOptions {
     pub now: i64,
 }
 
-/// Gathers the fleet and plans the renewal of every node, proven. Nothing is changed.
-pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions) -> Result<Prepared> {
-    let gathered = gather(fleet, extra_paths).await?;
+/// From the gathered facts, plans the renewal of every node, proven. Nothing is changed.
+pub fn prepare(fleet: &Fleet, gathered: Gathered, opts: &RenewOptions) -> Result<Prepared> {
     let input = Input {
         playbook: &gathered.playbook,
         nodes: &gathered.nodes,

@@ -1,4 +1,4 @@
-//! Owns: `rotate-ca` up to a plan: gathering the facts, choosing the CAs, the file checks of
+//! Owns: `rotate-ca` up to a plan, from the gathered facts: choosing the CAs, the file checks of
 //! S0 (what a rotation cannot fix refuses it), making the new CAs and the plan, proving it.
 //! Must not: print, or keep key material anywhere but memory (the caller saves it 0600).
 
@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::Prepared;
 use crate::error::{Error, Result};
-use crate::gather::{Gathered, gather};
+use crate::gather::Gathered;
 use crate::pki::sign::KeyType;
 use crate::plan::gates;
 use crate::plan::rotation::{self, Input};
@@ -25,9 +25,8 @@ pub struct RotateOptions {
     pub now: i64,
 }
 
-/// Gathers the fleet, makes the new CAs and the whole plan, proves it. Nothing is changed.
-pub async fn prepare(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions) -> Result<Prepared> {
-    let gathered = gather(fleet, extra_paths).await?;
+/// From the gathered facts, makes the new CAs and the whole plan, proves it. Nothing is changed.
+pub fn prepare(fleet: &Fleet, gathered: Gathered, opts: &RotateOptions) -> Result<Prepared> {
     let pb = &gathered.playbook;
     if pb.reissue.as_ref().is_some_and(|r| r.rotate_ca.is_some()) {
         return by_its_tool(fleet, opts, gathered);

@@ -212,13 +212,10 @@ pub async fn resume(run_id: Option<&str>, reach: Reach<'_>, run: &RunOptions<'_>
     let nodes = connect(&r.fleet, &r.e.plan).await?;
     let held = super::take_lease(&nodes, &r.fleet, &id, &format!("resume {}", r.e.plan.kind), Some(&id), run).await?;
     let stop = held.stop.clone();
-    let result = async {
-        let j = Journal::reopen(&run.state_dir, &id)?;
-        let runner = Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer).keep_copies_on(r.fleet.control_plane()).stop_when(stop);
-        Ok(super::drive(&runner, &done, &r.fleet).await)
-    }
-    .await;
-    super::under_lease(held, result).await
+    let runner = Journal::reopen(&run.state_dir, &id).map(|j| {
+        Runner::new(&r.e.plan, &r.pb, nodes, &r.fleet.overrides, &r.e.keys, j, run.patience, r.fleet.concurrency, run.on_failure, run.observer).keep_copies_on(r.fleet.control_plane()).stop_when(stop)
+    });
+    super::under_lease(held, runner, &done, &r.fleet).await
 }
 
 /// A run that will not be carried on here still leaves no temp file of a killed write behind

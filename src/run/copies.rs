@@ -10,10 +10,13 @@ use futures::future::join_all;
 
 use super::Runner;
 use super::journal::{self, Record};
-use crate::reach::transport::{FileData, Transport, WriteFile};
+use crate::reach::transport::{FileData, Survey, Transport, WriteFile};
 
 /// Where each control-plane node keeps its copy of every run: `<dir>/<run-id>/`.
 pub const NODE_RUNS: &str = "/var/lib/kcert/runs";
+
+/// The largest journal or plan of a run kcert reads back from a node.
+pub const MAX_RUN_FILE: u64 = 512 * 1024 * 1024;
 
 /// A run's files on a node.
 pub fn run_paths(run_id: &str) -> (String, String) {
@@ -82,6 +85,12 @@ pub struct NodeCopy {
     pub plan: Option<Vec<u8>>,
 }
 
+/// The question that lists every run a node keeps and reads their journals (not their plans),
+/// in one round trip: a survey on its own, or asked with another.
+pub fn journals_survey() -> Survey {
+    Survey { list_read: vec![NODE_RUNS.into()], skip: vec![journal::PLAN_FILE.into()], ..Survey::default() }
+}
+
 /// The runs a node keeps a copy of (their ids, oldest first).
 pub async fn node_runs(t: &dyn Transport) -> Result<Vec<String>, String> {
     let listed = t.list_files(&[NODE_RUNS.to_string()]).await.map_err(|e| e.message)?;
@@ -105,12 +114,19 @@ pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with
             if with_plan { vec![journal, plan] } else { vec![journal] }
         })
         .collect();
-    let data = t.read_files(&wanted).await.map_err(|e| e.message)?;
+    let mut data = t.read_files(&wanted).await.map_err(|e| e.message)?;
+    // A large run's journal (about 1 KB per file it changed) is past what a read takes at once.
+    for (d, path) in data.iter_mut().zip(&wanted) {
+        if let FileData::TooLarge(_) = d {
+            *d = t.read_large(path, MAX_RUN_FILE).await.map_err(|e| e.message)?;
+        }
+    }
     let mut out = Vec::new();
     for (id, chunk) in run_ids.iter().zip(data.chunks(per)) {
         let journal = match &chunk[0] {
             FileData::Found(b) => b.clone(),
             FileData::Missing => continue,
+            FileData::TooLarge(n) => return Err(format!("{}: {n} bytes, more than kcert reads of a run ({MAX_RUN_FILE})", run_paths(id).1)),
             other => return Err(format!("{}: {other:?}", run_paths(id).1)),
         };
         let plan = match chunk.get(1) {
@@ -148,6 +164,28 @@ pub fn lengths(copies: &[(&str, &[Record])]) -> String {
 mod tests {
     use super::*;
     use crate::plan::StageId;
+
+    #[test]
+    fn a_large_run_is_read_back_whole_from_its_node() {
+        // Some 1 KB of journal per file a run changed: a rotation of a few hundred nodes writes
+        // more than a read takes at once (MAX_FILE_BYTES), and must still be read back.
+        use crate::reach::transport::{LocalTransport, MAX_FILE_BYTES};
+        let root = tempfile::tempdir().unwrap();
+        let (plan_path, journal_path) = run_paths("big");
+        let host = |p: &str| root.path().join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(host(&journal_path).parent().unwrap()).unwrap();
+        let line = format!("{}\n", serde_json::to_string(&Record::StageStarted { stage: StageId::Resign }).unwrap());
+        let count = MAX_FILE_BYTES as usize / line.len() + 100;
+        std::fs::write(host(&journal_path), line.repeat(count)).unwrap();
+        let plan: Vec<u8> = (0..MAX_FILE_BYTES as usize + 5).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(host(&plan_path), &plan).unwrap();
+        let t = LocalTransport::new("cp1", Some(root.path().to_path_buf()));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let got = rt.block_on(read_copies("cp1", &t, &["big".to_string()], true)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.records.len(), count);
+        assert_eq!(got[0].1.plan.as_deref(), Some(&plan[..]));
+    }
 
     #[test]
     fn the_longest_copy_wins_when_the_others_are_its_start_and_a_fork_is_refused() {

@@ -158,6 +158,14 @@ pub struct Journal {
     _lock: std::fs::File,
 }
 
+impl Drop for Journal {
+    /// Unlocks outright: a child forked meanwhile shares the lock's open file until it execs,
+    /// and closing this process's copy alone would leave the run locked that long.
+    fn drop(&mut self) {
+        let _ = self._lock.unlock();
+    }
+}
+
 /// Locks the run folder for this process; another kcert holding it is refused, not waited for.
 fn lock(dir: &Path, run_id: &str) -> Result<std::fs::File> {
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(dir.join("lock")).map_err(|e| Error::Runtime(format!("cannot open the lock of run {run_id}: {e}")))?;

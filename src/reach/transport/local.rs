@@ -160,6 +160,25 @@ pub fn resolve_in_root(root: &Path, node_path: &str) -> Result<PathBuf, String> 
     Ok(current.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
 }
 
+impl LocalTransport {
+    fn read_up_to(&self, p: &str, max: u64) -> FileData {
+        let host = match self.host_path(p) {
+            Ok(h) => h,
+            Err(e) => return FileData::Unreadable(e),
+        };
+        match std::fs::metadata(&host) {
+            Err(e) if e.kind() == ErrorKind::NotFound => FileData::Missing,
+            Err(e) => FileData::Unreadable(e.to_string()),
+            Ok(m) if !m.is_file() => FileData::NotAFile,
+            Ok(m) if m.len() > max => FileData::TooLarge(m.len()),
+            Ok(_) => match std::fs::read(&host) {
+                Ok(b) => FileData::Found(b),
+                Err(e) => FileData::Unreadable(e.to_string()),
+            },
+        }
+    }
+}
+
 #[async_trait]
 impl Transport for LocalTransport {
     fn node(&self) -> &str {
@@ -193,25 +212,11 @@ impl Transport for LocalTransport {
     }
 
     async fn read_files(&self, paths: &[String]) -> NodeResult<Vec<FileData>> {
-        Ok(paths
-            .iter()
-            .map(|p| {
-                let host = match self.host_path(p) {
-                    Ok(h) => h,
-                    Err(e) => return FileData::Unreadable(e),
-                };
-                match std::fs::metadata(&host) {
-                    Err(e) if e.kind() == ErrorKind::NotFound => FileData::Missing,
-                    Err(e) => FileData::Unreadable(e.to_string()),
-                    Ok(m) if !m.is_file() => FileData::NotAFile,
-                    Ok(m) if m.len() > MAX_FILE_BYTES => FileData::TooLarge(m.len()),
-                    Ok(_) => match std::fs::read(&host) {
-                        Ok(b) => FileData::Found(b),
-                        Err(e) => FileData::Unreadable(e.to_string()),
-                    },
-                }
-            })
-            .collect())
+        Ok(paths.iter().map(|p| self.read_up_to(p, MAX_FILE_BYTES)).collect())
+    }
+
+    async fn read_large(&self, path: &str, max: u64) -> NodeResult<FileData> {
+        Ok(self.read_up_to(path, max))
     }
 
     async fn list_files(&self, paths: &[String]) -> NodeResult<Vec<String>> {

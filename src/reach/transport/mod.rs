@@ -154,6 +154,9 @@ pub trait Transport: Send + Sync {
     async fn run(&self, script: &str) -> NodeResult<CmdOutput>;
     /// Reads files by absolute node path, in one round trip where the transport allows.
     async fn read_files(&self, paths: &[String]) -> NodeResult<Vec<FileData>>;
+    /// Reads one file that may be larger than `MAX_FILE_BYTES` (kcert's own records), up to
+    /// `max` bytes.
+    async fn read_large(&self, path: &str, max: u64) -> NodeResult<FileData>;
     /// Every regular file under each path (the path itself when it is a file), following links.
     async fn list_files(&self, paths: &[String]) -> NodeResult<Vec<String>>;
     async fn exists(&self, paths: &[String]) -> NodeResult<Vec<bool>>;

@@ -26,6 +26,11 @@ impl<'a> Prefetched<'a> {
         Ok(Prefetched::new(inner, snap))
     }
 
+    /// What the survey saw.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
     /// How many questions went to the transport underneath.
     pub fn asks(&self) -> usize {
         self.asks.load(Ordering::Relaxed)
@@ -86,6 +91,10 @@ impl Transport for Prefetched<'_> {
             },
         )
         .await
+    }
+    async fn read_large(&self, path: &str, max: u64) -> NodeResult<FileData> {
+        self.ask();
+        self.inner.read_large(path, max).await
     }
     async fn list_files(&self, paths: &[String]) -> NodeResult<Vec<String>> {
         let known: Option<Vec<&[String]>> = paths.iter().map(|p| self.snap.listing(p)).collect();

@@ -14,6 +14,11 @@ fn words(paths: &[String]) -> String {
 /// One header line per file, then for found files one line of base64: line-framed, so a
 /// failing `cat` cannot desynchronise the parse.
 pub fn read_files(paths: &[String]) -> String {
+    read_files_up_to(paths, MAX_FILE_BYTES)
+}
+
+/// `read_files`, with files up to `max` bytes read.
+pub fn read_files_up_to(paths: &[String], max: u64) -> String {
     format!(
         r#"for f in {}; do
   if [ ! -e "$f" ]; then echo M
@@ -27,7 +32,6 @@ pub fn read_files(paths: &[String]) -> String {
 done
 "#,
         words(paths),
-        max = MAX_FILE_BYTES
     )
 }
 

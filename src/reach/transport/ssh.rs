@@ -393,6 +393,11 @@ impl Transport for SshTransport {
             .map_err(|e| NodeFailure::command(format!("reading files: {e}; stderr: {}", out.stderr_text())))
     }
 
+    async fn read_large(&self, path: &str, max: u64) -> NodeResult<FileData> {
+        let out = self.run(&script::read_files_up_to(&[path.to_string()], max)).await?;
+        script::parse_read_files(&out.stdout, 1).map(|mut v| v.remove(0)).map_err(|e| NodeFailure::command(format!("reading {path}: {e}; stderr: {}", out.stderr_text())))
+    }
+
     async fn list_files(&self, paths: &[String]) -> NodeResult<Vec<String>> {
         if paths.is_empty() {
             return Ok(Vec::new());

@@ -34,6 +34,19 @@ pub struct Survey {
     pub alternatives: Vec<Alternative>,
 }
 
+impl Survey {
+    /// Asks what `other` asks too, in the same round trip.
+    pub fn merge(&mut self, other: &Survey) {
+        self.read.extend(other.read.iter().cloned());
+        self.exists.extend(other.exists.iter().cloned());
+        self.list_read.extend(other.list_read.iter().cloned());
+        self.list.extend(other.list.iter().cloned());
+        self.skip.extend(other.skip.iter().filter(|p| !self.skip.contains(p)).cloned().collect::<Vec<_>>());
+        self.run.extend(other.run.iter().cloned());
+        self.alternatives.extend(other.alternatives.iter().cloned());
+    }
+}
+
 /// Directories surveyed only where one of `when` exists and none of `unless` does (and no
 /// earlier alternative held): a distribution's own directories, where it was detected.
 #[derive(Debug, Clone, Default)]
