@@ -424,10 +424,17 @@ fn the_node_keeps_the_run_so_another_machine_sees_it_and_carries_it_on_or_back()
     }
     assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::read(kept.join("journal.jsonl")).unwrap(), std::fs::read(c.state.join("runs").join(&id).join("journal.jsonl")).unwrap(), "the node's journal is the operator's");
+    // Beside it, what it says of the run, so that later runs need not read it: ended, with
+    // its number of records.
+    let state = || std::fs::read_to_string(kept.join("state")).unwrap();
+    let records = || std::fs::read_to_string(kept.join("journal.jsonl")).unwrap().lines().count();
+    assert_eq!(state(), format!("ended {}\n", records()));
+    assert_eq!(std::fs::metadata(kept.join("state")).unwrap().permissions().mode() & 0o777, 0o600);
     let rotated = c.snapshot();
     // Back to the S4 boundary: the run is unfinished.
     c.kcert(&["rollback", &id, "--to-stage", "S4", "--yes"]).run().status(0);
     let at_s4 = c.snapshot();
+    assert_eq!(state(), "open\n", "a run rolled back part of the way is open again");
     // A second operator, on a machine that never saw the run (another state dir), is told of it.
     let other = tempfile::tempdir().unwrap();
     let elsewhere = |args: &[&str]| Test::new().args(args.iter().copied()).args(["--state-dir".as_ref(), other.path().as_os_str()]);
@@ -443,6 +450,15 @@ fn the_node_keeps_the_run_so_another_machine_sees_it_and_carries_it_on_or_back()
     let third = tempfile::tempdir().unwrap();
     Test::new().args(["rollback", "--root", root, "--yes", "--state-dir", third.path().to_str().unwrap()]).run().status(0).stderr_has(&format!("run {id}"));
     assert_eq!(c.snapshot(), before, "rolled back from the node's copy: every byte as before");
+    assert_eq!(state(), format!("ended {}\n", records()), "rolled back whole: nothing is left to finish");
+    // An ended run's journal is not read by later runs' check for an unfinished one: garbage
+    // in it stops nothing. Without its state (a copy an older kcert made) it is read, and said.
+    let journal = std::fs::read(kept.join("journal.jsonl")).unwrap();
+    std::fs::write(kept.join("journal.jsonl"), "garbage\nmore garbage\n").unwrap();
+    elsewhere(&["renew", "--local", "--root", root, "--dry-run"]).run().status(0);
+    std::fs::remove_file(kept.join("state")).unwrap();
+    elsewhere(&["renew", "--local", "--root", root, "--dry-run"]).run().status(1).stderr_has(&format!("runs/{id}/journal.jsonl: line 1"));
+    std::fs::write(kept.join("journal.jsonl"), journal).unwrap();
     // The operator's first machine, shorter now, is said so and the longest copy wins.
     let first = c.kcert(&["runs", "--root", root]).run();
     first.status(0).stdout_has(&id).stdout_has("rolled back");

@@ -48,32 +48,60 @@ async fn control_plane(reach: Reach<'_>) -> Result<Vec<(String, Arc<dyn Transpor
     Ok(out)
 }
 
-/// Every node's copy of every run it keeps (`only`: of that run, with its plan; else the
-/// journals alone), the nodes read at once; `seen`: what a node already answered to
-/// `copies::journals_survey` (asked with its discovery), so it is not asked again.
-async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>, seen: &BTreeMap<String, Snapshot>) -> Result<BTreeMap<String, Vec<NodeCopy>>> {
+/// Which copies `all_copies` reads.
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    /// Of this run, with its plan.
+    Run(&'a str),
+    /// Of every run, their journals alone.
+    Every,
+    /// Of every run whose copy does not say it ended (`copies::states`), their journals alone.
+    NotEnded,
+}
+
+/// The copies `all_copies` read, by run id; and (`Which::NotEnded`) the copies it did not
+/// read because they say they ended: by run id, (node, the journal's records).
+type Copies = (BTreeMap<String, Vec<NodeCopy>>, BTreeMap<String, Vec<(String, usize)>>);
+
+/// Every node's copies of the runs it keeps, the nodes read at once; `seen`: what a node
+/// already answered to `copies::states_survey` (asked with its discovery), so it is not asked
+/// again.
+async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], which: Which<'_>, seen: &BTreeMap<String, Snapshot>) -> Result<Copies> {
     let per_node = futures::future::join_all(nodes.iter().map(|(name, t)| async move {
-        match only {
-            Some(id) => copies::read_copies(name, t.as_ref(), &[id.to_string()], true).await,
-            None => {
-                // Every journal listed and read in one round trip (the plans are not needed).
-                let seen = match seen.get(name) {
-                    Some(snap) => Prefetched::new(t.as_ref(), snap.clone()),
-                    None => Prefetched::survey(t.as_ref(), &copies::journals_survey()).await.map_err(|e| e.message)?,
-                };
-                let ids = copies::node_runs(&seen).await?;
-                copies::read_copies(name, &seen, &ids, false).await
-            }
+        let survey = match which {
+            Which::Run(id) => return Ok((copies::read_copies(name, t.as_ref(), &[id.to_string()], true).await?, Vec::new())),
+            // Every journal listed and read in one round trip (the plans are not needed).
+            Which::Every => copies::journals_survey(),
+            // The runs listed and their states read in one round trip; the journals of those not
+            // known to have ended (seldom any) in a second.
+            Which::NotEnded => copies::states_survey(),
+        };
+        let seen = match seen.get(name) {
+            Some(snap) => Prefetched::new(t.as_ref(), snap.clone()),
+            None => Prefetched::survey(t.as_ref(), &survey).await.map_err(|e| e.message)?,
+        };
+        let mut ids = copies::node_runs(&seen).await?;
+        let mut ended = Vec::new();
+        if let Which::NotEnded = which {
+            let states = copies::states(&seen, &ids).await?;
+            let (done, open): (Vec<_>, Vec<_>) = ids.into_iter().zip(states).partition(|(_, s)| s.is_some());
+            ended = done.into_iter().filter_map(|(id, s)| Some((id, s?))).collect();
+            ids = open.into_iter().map(|(id, _)| id).collect();
         }
+        Ok::<_, String>((copies::read_copies(name, &seen, &ids, false).await?, ended))
     }))
     .await;
-    let mut out: BTreeMap<String, Vec<NodeCopy>> = BTreeMap::new();
+    let (mut read, mut ended): Copies = Default::default();
     for ((name, _), got) in nodes.iter().zip(per_node) {
-        for (id, c) in got.map_err(|e| Error::node(name.clone(), e))? {
-            out.entry(id).or_default().push(c);
+        let (copies, done) = got.map_err(|e| Error::node(name.clone(), e))?;
+        for (id, c) in copies {
+            read.entry(id).or_default().push(c);
+        }
+        for (id, n) in done {
+            ended.entry(id).or_default().push((name.clone(), n));
         }
     }
-    Ok(out)
+    Ok((read, ended))
 }
 
 /// `kcert runs -i INVENTORY`: the runs the cluster's control plane keeps, each as its longest
@@ -81,7 +109,7 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], only: Option<&str>, 
 pub async fn cluster_runs(reach: Reach<'_>, state_dir: &Path) -> Result<Vec<RunSummary>> {
     let nodes = control_plane(reach).await?;
     let mut out = Vec::new();
-    for (id, copies) in all_copies(&nodes, None, &BTreeMap::new()).await? {
+    for (id, copies) in all_copies(&nodes, Which::Every, &BTreeMap::new()).await?.0 {
         let local = journal::read(state_dir, &id).ok();
         let mut all: Vec<(&str, &[Record])> = copies.iter().map(|c| (c.node.as_str(), c.records.as_slice())).collect();
         if let Some(l) = &local {
@@ -99,25 +127,39 @@ pub async fn cluster_runs(reach: Reach<'_>, state_dir: &Path) -> Result<Vec<RunS
 
 /// The unfinished run (changes still on the nodes, not finished) the cluster's copies show,
 /// said with what to do, unless this machine's own journal of it says it finished since.
-/// `seen`: what nodes already answered to `copies::journals_survey`.
+/// `seen`: what nodes already answered to `copies::states_survey`. A copy that says it ended
+/// is not read: it stands for its run unless a longer copy (a node's or this machine's) says
+/// more.
 pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], seen: &BTreeMap<String, Snapshot>, state_dir: &Path, inventory_path: Option<&Path>) -> Result<Option<String>> {
-    for (id, copies) in all_copies(nodes, None, seen).await?.into_iter().rev() {
-        let Some(best) = copies.iter().max_by_key(|c| c.records.len()) else { continue };
-        let local = journal::read(state_dir, &id).ok();
-        let records = match &local {
-            Some(l) if l.len() > best.records.len() => l,
-            _ => &best.records,
+    let (read, ended) = all_copies(nodes, Which::NotEnded, seen).await?;
+    let ids: std::collections::BTreeSet<&String> = read.keys().chain(ended.keys()).collect();
+    for id in ids.into_iter().rev() {
+        let copies = read.get(id).map(Vec::as_slice).unwrap_or_default();
+        let done = ended.get(id).map(Vec::as_slice).unwrap_or_default();
+        let open_len = copies.iter().map(|c| c.records.len()).max().unwrap_or(0);
+        let ended_len = done.iter().map(|(_, n)| *n).max();
+        let local = journal::read(state_dir, id).ok();
+        let local_len = local.as_ref().map_or(0, Vec::len);
+        if ended_len.is_some_and(|n| n >= open_len && n >= local_len) {
+            continue;
+        }
+        let best = copies.iter().max_by_key(|c| c.records.len()).map(|c| &c.records);
+        let records = match (&local, best) {
+            (Some(l), Some(b)) if l.len() > b.len() => l,
+            (_, Some(b)) => b,
+            (Some(l), None) => l,
+            (None, None) => continue,
         };
         let d = journal::done(records);
         if d.live_files > 0 && d.finished != Some(Finish::Ok) {
-            let s = summary(&id, records);
-            let held: Vec<&str> = copies.iter().map(|c| c.node.as_str()).collect();
+            let s = summary(id, records);
+            let held: std::collections::BTreeSet<&str> = copies.iter().map(|c| c.node.as_str()).chain(done.iter().map(|(n, _)| n.as_str())).collect();
             let inv = inventory_path.map(|p| format!(" -i {}", p.display())).unwrap_or_default();
             return Ok(Some(format!(
                 "the {} run {id} on this cluster is unfinished ({}; its journal is kept on {}): carry it on with `kcert resume{inv} {id}`, or undo it with `kcert rollback{inv} {id}`",
                 s.command,
                 s.state.as_str(),
-                held.join(", ")
+                held.into_iter().collect::<Vec<_>>().join(", ")
             )));
         }
     }
@@ -142,7 +184,7 @@ pub async fn fetch(reach: Reach<'_>, state_dir: &Path, run_id: Option<&str>, obs
             ids.pop().ok_or_else(|| Error::input(format!("cluster of {cluster}"), "no run is kept on its control-plane nodes, nor in this machine's state dir"))?
         }
     };
-    let copies = all_copies(&nodes, Some(&id), &BTreeMap::new()).await?.remove(&id).unwrap_or_default();
+    let copies = all_copies(&nodes, Which::Run(&id), &BTreeMap::new()).await?.0.remove(&id).unwrap_or_default();
     let local = journal::read(state_dir, &id).ok();
     let mut all: Vec<(&str, &[Record])> = copies.iter().map(|c| (c.node.as_str(), c.records.as_slice())).collect();
     if let Some(l) = &local {
@@ -229,4 +271,77 @@ async fn fetch_keys(plan: &Plan, nodes: &[(String, Arc<dyn Transport>)], dir: &P
             missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Kind, StageId};
+    use crate::reach::transport::LocalTransport;
+    use crate::run::journal::{At, TargetRecord};
+
+    /// A renew run's journal: started, one file changed on cp1 (live), and `end` after it.
+    fn journal(id: &str, end: &[Record]) -> Vec<u8> {
+        let target = TargetRecord { inventory: None, root: None, from_ansible: false, nodes: vec!["cp1".into()] };
+        let at = At::step(StageId::Resign, 0);
+        let mut records = vec![
+            Record::RunStarted { run_id: id.into(), command: Kind::Renew, at: "2026-12-05T00:00:00Z".into(), target },
+            Record::StageStarted { stage: StageId::Resign },
+            Record::Backup { node: "cp1".into(), path: "/etc/a.crt".into(), backup: "/b/a.crt".into(), sha256: "aa".into(), at: at.clone(), absent: false },
+            Record::Written { node: "cp1".into(), path: "/etc/a.crt".into(), old_sha256: "aa".into(), new_sha256: "bb".into(), at },
+        ];
+        records.extend(end.iter().cloned());
+        records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>().into_bytes()
+    }
+
+    /// A control-plane node (a directory tree) keeping run `id`: its journal, and its state file
+    /// when given.
+    fn node(name: &str, id: &str, journal: &[u8], state: Option<&str>) -> (tempfile::TempDir, (String, Arc<dyn Transport>)) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(copies::NODE_RUNS.trim_start_matches('/')).join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("journal.jsonl"), journal).unwrap();
+        if let Some(s) = state {
+            std::fs::write(dir.join("state"), s).unwrap();
+        }
+        let t: Arc<dyn Transport> = Arc::new(LocalTransport::new(name, Some(root.path().to_path_buf())));
+        (root, (name.to_string(), t))
+    }
+
+    #[test]
+    fn an_ended_copy_is_not_read_and_stands_for_its_run_unless_a_longer_copy_says_more() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        let unfinished = |nodes: &[(String, Arc<dyn Transport>)]| rt.block_on(cluster_unfinished(nodes, &BTreeMap::new(), state_dir.path(), None)).unwrap();
+        let id = "20261205T000000Z-renew-abcdef";
+        let finished = journal(id, &[Record::RunFinished { status: Finish::Ok, message: "done".into() }]);
+        let paused = journal(id, &[Record::Paused { stage: StageId::Resign, step: 0, message: "stopped".into() }]);
+        // What a run writes beside its journal: ended (with its records) or open.
+        assert_eq!(copies::ended(&finished), Some(5));
+        assert_eq!(copies::ended(&paused), None, "a paused run with a changed file is open");
+        let rolled_back = journal(id, &[Record::StageRolledBack { stage: StageId::Resign, status: Finish::Ok, message: "restored".into() }, Record::RolledBack { at: "t".into(), status: Finish::Ok, message: "".into() }]);
+        assert_eq!(copies::ended(&rolled_back), Some(6), "nothing it changed is left");
+        // A copy that says it ended is not read: garbage in its journal stops nothing.
+        let (_a, cp1) = node("cp1", id, b"garbage\nmore garbage\n", Some("ended 5\n"));
+        assert_eq!(unfinished(std::slice::from_ref(&cp1)), None);
+        // The same copy without a state (an older kcert's) is read, and its garbage said.
+        let (_b, old) = node("cp1", id, b"garbage\nmore garbage\n", None);
+        let err = rt.block_on(cluster_unfinished(&[old], &BTreeMap::new(), state_dir.path(), None)).unwrap_err().to_string();
+        assert!(err.contains("journal.jsonl") && err.contains("line 1"), "{err}");
+        // An open copy is read and judged: a paused run with a changed file is unfinished...
+        let (_c, cp2) = node("cp2", id, &paused, Some("open\n"));
+        let said = unfinished(std::slice::from_ref(&cp2)).expect("unfinished");
+        assert!(said.contains(id) && said.contains("kept on cp2") && said.contains("kcert resume"), "{said}");
+        // ...unless another node's ended copy is at least as long (cp2 missed the last copy).
+        assert_eq!(unfinished(&[cp1.clone(), cp2.clone()]), None);
+        // An ended copy shorter than an open one (a later resume reached cp2 only) is stale.
+        let (_d, short) = node("cp1", id, b"garbage\n", Some("ended 4\n"));
+        let said = unfinished(&[short, cp2.clone()]).expect("the longer open copy wins");
+        assert!(said.contains("kept on cp1, cp2"), "{said}");
+        // This machine's own longer journal of the run says more than an ended copy too.
+        let local = state_dir.path().join("runs").join(id);
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::write(local.join("journal.jsonl"), journal(id, &[Record::StepDone { stage: StageId::Resign, step: 0 }, Record::Paused { stage: StageId::Resign, step: 1, message: "stopped".into() }])).unwrap();
+        assert!(unfinished(std::slice::from_ref(&cp1)).is_some_and(|s| s.contains(id)));
+    }
 }

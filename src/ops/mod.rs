@@ -75,7 +75,7 @@ pub struct RunOptions<'a> {
 /// `kcert renew`.
 pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
     refuse_beside_unfinished(fleet, &mode, run)?;
-    let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::journals_survey()).await?;
+    let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::states_survey()).await?;
     let unfinished = Unfinished::ask(&gathered, fleet, run);
     let prepared = renew::prepare(fleet, gathered, opts)?;
     carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
@@ -84,7 +84,7 @@ pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, m
 /// `kcert rotate-ca`.
 pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
     refuse_beside_unfinished(fleet, &mode, run)?;
-    let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::journals_survey()).await?;
+    let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::states_survey()).await?;
     let unfinished = Unfinished::ask(&gathered, fleet, run);
     let prepared = rotate::prepare(fleet, gathered, opts)?;
     carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
@@ -114,7 +114,7 @@ async fn unfinished_anywhere(connected: &Connected, fleet: &Fleet, target: &Plan
 struct Unfinished(tokio::task::JoinHandle<Result<Option<String>>>);
 
 impl Unfinished {
-    /// `g`: gathered with `copies::journals_survey` asked of the control plane, so that only
+    /// `g`: gathered with `copies::states_survey` asked of the control plane, so that only
     /// a node that could not answer it then is asked again.
     fn ask(g: &Gathered, fleet: &Fleet, run: &RunOptions<'_>) -> Unfinished {
         let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible };

@@ -1,7 +1,8 @@
 //! Owns: the copy of a run the control-plane nodes keep, so that the run outlives the
 //! operator's machine: `/var/lib/kcert/runs/<run-id>/` (0700) holding the plan and the
-//! journal (0600), written whole and atomically at every step boundary; and reading the
-//! copies back: which runs a cluster knows, and the longest consistent journal of one.
+//! journal (0600), written whole and atomically at every step boundary, and the run's state
+//! (whether it ended); and reading the copies back: which runs a cluster knows, which of them
+//! may be unfinished, and the longest consistent journal of one.
 //! Must not: hold key material (plans and journals carry none) or decide what a run does.
 
 use std::collections::BTreeMap;
@@ -20,7 +21,45 @@ pub const MAX_RUN_FILE: u64 = 512 * 1024 * 1024;
 
 /// A run's files on a node.
 pub fn run_paths(run_id: &str) -> (String, String) {
-    (format!("{NODE_RUNS}/{run_id}/{}", journal::PLAN_FILE), format!("{NODE_RUNS}/{run_id}/journal.jsonl"))
+    (format!("{NODE_RUNS}/{run_id}/{}", journal::PLAN_FILE), format!("{NODE_RUNS}/{run_id}/{JOURNAL_FILE}"))
+}
+
+const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// Beside a node's copy of a run: whether its journal leaves anything for a later run to
+/// finish (`open`) or not (`ended N`: it finished, or nothing it changed is left on the nodes;
+/// N: the journal's records, to weigh it against other copies), so that the check for an
+/// unfinished run need not read every journal a cluster ever kept. A copy without it (made by
+/// an older kcert) is judged from its journal.
+const STATE_FILE: &str = "state";
+
+fn state_path(run_id: &str) -> String {
+    format!("{NODE_RUNS}/{run_id}/{STATE_FILE}")
+}
+
+fn state_text(ended: Option<usize>) -> Vec<u8> {
+    match ended {
+        Some(n) => format!("ended {n}\n").into_bytes(),
+        None => b"open\n".to_vec(),
+    }
+}
+
+/// A state file's `ended N`, else None (open, missing, or not a state).
+fn state_ended(bytes: &[u8]) -> Option<usize> {
+    std::str::from_utf8(bytes).ok()?.trim_end().strip_prefix("ended ")?.parse().ok()
+}
+
+/// Whether a journal leaves nothing for a later run to finish (what `ops::fetch` refuses a new
+/// run beside, read the other way), with its number of records. Only a journal whose last
+/// record ends a process (`RunFinished`, `RolledBack`) is read whole; any other is open.
+pub fn ended(journal_bytes: &[u8]) -> Option<usize> {
+    let last = journal_bytes.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()).unwrap_or_default();
+    if !matches!(serde_json::from_slice(last), Ok(Record::RunFinished { .. } | Record::RolledBack { .. })) {
+        return None;
+    }
+    let records = journal::parse(journal_bytes).ok()?;
+    let d = journal::done(&records);
+    (d.live_files == 0 || d.finished == Some(journal::Finish::Ok)).then_some(records.len())
 }
 
 impl Runner<'_> {
@@ -37,7 +76,15 @@ impl Runner<'_> {
         };
         let journal = std::fs::read(dir.join("journal.jsonl")).map_err(|e| format!("cannot read the journal back to copy it to the nodes: {e}"))?;
         let (plan_path, journal_path) = run_paths(&run_id);
-        let mut files = vec![WriteFile { path: journal_path, bytes: journal, mode: 0o600, private: true }];
+        // The run's state goes before its journal (files are renamed into place in order): a
+        // copy is never called ended while the journal beside it may still say otherwise.
+        let ended = ended(&journal);
+        let state_due = *self.state_shared.lock().expect("state lock") != Some(ended);
+        let mut files = Vec::new();
+        if state_due {
+            files.push(WriteFile { path: state_path(&run_id), bytes: state_text(ended), mode: 0o600, private: false });
+        }
+        files.push(WriteFile { path: journal_path, bytes: journal, mode: 0o600, private: true });
         // The plan does not change: copied once per process (a resume copies it again).
         let plan_copied = self.plan_copied.load(std::sync::atomic::Ordering::SeqCst);
         if !plan_copied {
@@ -55,6 +102,7 @@ impl Runner<'_> {
         let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
         if failed.is_empty() {
             self.plan_copied.store(true, std::sync::atomic::Ordering::SeqCst);
+            *self.state_shared.lock().expect("state lock") = Some(ended);
             Ok(())
         } else { Err(format!("the run's copy could not be kept on every control-plane node: {}", failed.join("; "))) }
     }
@@ -91,6 +139,20 @@ pub fn journals_survey() -> Survey {
     Survey { list_read: vec![NODE_RUNS.into()], skip: vec![journal::PLAN_FILE.into()], ..Survey::default() }
 }
 
+/// The question that lists every run a node keeps and reads their states, not their journals
+/// (nor plans): a cluster's history costs the check for an unfinished run a listing, and only
+/// a run not known to have ended has its journal read (`not_ended`).
+pub fn states_survey() -> Survey {
+    Survey { list_read: vec![NODE_RUNS.into()], skip: vec![journal::PLAN_FILE.into(), JOURNAL_FILE.into()], ..Survey::default() }
+}
+
+/// What a node's copies of these runs say of their state: Some(records) where the copy ended
+/// (`ended`), None where it did not or does not say.
+pub async fn states(t: &dyn Transport, run_ids: &[String]) -> Result<Vec<Option<usize>>, String> {
+    let states = t.read_files(&run_ids.iter().map(|id| state_path(id)).collect::<Vec<_>>()).await.map_err(|e| e.message)?;
+    Ok(states.iter().map(|s| if let FileData::Found(b) = s { state_ended(b) } else { None }).collect())
+}
+
 /// The runs a node keeps a copy of (their ids, oldest first).
 pub async fn node_runs(t: &dyn Transport) -> Result<Vec<String>, String> {
     let listed = t.list_files(&[NODE_RUNS.to_string()]).await.map_err(|e| e.message)?;
@@ -106,6 +168,9 @@ pub async fn node_runs(t: &dyn Transport) -> Result<Vec<String>, String> {
 /// A node's copies of these runs, those it has (`with_plan`: their plans too, else the
 /// journals alone), read in one round trip.
 pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with_plan: bool) -> Result<Vec<(String, NodeCopy)>, String> {
+    if run_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let per = if with_plan { 2 } else { 1 };
     let wanted: Vec<String> = run_ids
         .iter()
