@@ -60,7 +60,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
                 let (pb, facts, asked) = {
                     let also = also.filter(|_| target.goes_alone());
                     let t = discover::surveyed_with(t.as_ref(), &discover::candidates(fleet.playbook.as_ref(), embedded), extra_paths, also).await?;
-                    let asked = also.map(|_| t.snapshot().clone());
+                    let asked = also.map(|a| t.snapshot().answers_to(a));
                     let t = &t;
                     let pb = match &fleet.playbook {
                         Some(p) => p.clone(),

@@ -327,7 +327,7 @@ mod tests {
         // The same copy without a state (an older kcert's) is read, and its garbage said.
         let (_b, old) = node("cp1", id, b"garbage\nmore garbage\n", None);
         let err = rt.block_on(cluster_unfinished(&[old], &BTreeMap::new(), state_dir.path(), None)).unwrap_err().to_string();
-        assert!(err.contains("journal.jsonl") && err.contains("line 1"), "{err}");
+        assert!(err.contains("journal.jsonl") && err.contains("line 1") && err.contains("aside"), "{err}");
         // An open copy is read and judged: a paused run with a changed file is unfinished...
         let (_c, cp2) = node("cp2", id, &paused, Some("open\n"));
         let said = unfinished(std::slice::from_ref(&cp2)).expect("unfinished");

@@ -198,7 +198,9 @@ pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with
             Some(FileData::Found(b)) => Some(b.clone()),
             _ => None,
         };
-        let records = journal::parse(&journal).map_err(|e| format!("{}: {e}", run_paths(id).1))?;
+        let records = journal::parse(&journal).map_err(|e| {
+            format!("{}: {e}; this copy of run {id} cannot be read, so kcert cannot tell whether the run left changes on the nodes; the other control-plane nodes keep copies of it too: once it is known to be over, move {NODE_RUNS}/{id} aside on this node", run_paths(id).1)
+        })?;
         out.push((id.clone(), NodeCopy { node: node.to_string(), records, journal, plan }));
     }
     Ok(out)

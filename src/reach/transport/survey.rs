@@ -100,6 +100,21 @@ impl Snapshot {
     pub fn ran(&self, script: &str) -> Option<&CmdOutput> {
         self.ran.get(script)
     }
+
+    /// Only the answers to what `req` asks (its files, its directories' listings and files, its
+    /// paths and scripts): what a caller that asked `req` beside a larger survey keeps.
+    pub fn answers_to(&self, req: &Survey) -> Snapshot {
+        let dirs: Vec<&str> = req.list_read.iter().chain(&req.list).map(|d| d.trim_end_matches('/')).collect();
+        let under = |p: &str| dirs.iter().any(|d| p.strip_prefix(d).is_some_and(|r| r.is_empty() || r.starts_with('/'))) || req.read.iter().any(|r| r == p);
+        Snapshot {
+            files: self.files.iter().filter(|(p, _)| under(p)).map(|(p, d)| (p.clone(), d.clone())).collect(),
+            asked: self.asked.iter().filter(|p| req.read.contains(p)).cloned().collect(),
+            whole: self.whole.iter().filter(|d| dirs.contains(&d.as_str())).cloned().collect(),
+            listed: self.listed.iter().filter(|(d, _)| dirs.contains(&d.trim_end_matches('/'))).map(|(d, l)| (d.clone(), l.clone())).collect(),
+            exists: self.exists.iter().filter(|(p, _)| req.exists.contains(p)).map(|(p, e)| (p.clone(), *e)).collect(),
+            ran: self.ran.iter().filter(|(s, _)| req.run.contains(s)).map(|(s, o)| (s.clone(), o.clone())).collect(),
+        }
+    }
 }
 
 fn absolute(paths: &[String]) -> Vec<&String> {
@@ -326,6 +341,15 @@ mod tests {
         assert_eq!((hello.status, hello.stdout.as_slice()), (Some(0), b"hello\n".as_slice()));
         let failed = snap.ran("printf 'a\\n\\n'; exit 3\n").unwrap();
         assert_eq!((failed.status, failed.stdout.as_slice()), (Some(3), b"a\n\n".as_slice()), "output kept exactly, status too");
+        // Kept for a smaller question asked beside it: its answers, as they were, and no other.
+        let small = Survey { list_read: vec!["/pki".into()], ..Survey::default() };
+        let kept = snap.answers_to(&small);
+        for p in ["/pki/ca.crt", "/pki/sub/it's.pem", "/pki/sub/none.pem", "/pki/big.crt", "/pki/link.conf"] {
+            assert_eq!(kept.file(p), snap.file(p), "{p}");
+        }
+        assert_eq!(kept.listing("/pki"), snap.listing("/pki"));
+        assert_eq!((kept.file("/etc/kubelet.conf"), kept.file("/gone/x.crt"), kept.listing("/units")), (None, None, None), "what it did not ask is let go");
+        assert!(kept.ran("echo hello\n").is_none() && kept.exists("/etc/none").is_none());
 
         // The same files through the separate scripts give the same answers.
         let paths: Vec<String> = ["/etc/kubelet.conf", "/etc/none", "/pki", "/pki/ca.crt", "/pki/big.crt", "/pki/sub/it's.pem"].iter().map(|p| format!("{root}{p}")).collect();
