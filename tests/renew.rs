@@ -275,7 +275,7 @@ fn edge_pems(root: &Path, e: &serde_json::Value) -> (String, Option<String>, Opt
         read(&client)
     };
     let server_pem = e["server_cert"].is_object().then(|| read(&file(e["server"].as_str().unwrap())));
-    let server_trust = e["server_trust_file"].as_str().map(|p| read(p));
+    let server_trust = e["server_trust_file"].as_str().map(&read);
     let client_trust = e["client_trust_file"].as_str().map(|p| {
         if p == "certificate-authority-data" {
             use base64::Engine;
@@ -453,7 +453,7 @@ fn a_kill_between_the_writes_and_their_journal_records_still_rolls_back_byte_for
         .take_while(|l| !l.contains("\"event\":\"run-finished\""))
         .filter(|l| {
             let written = l.contains("\"event\":\"written\"");
-            let keep = !(written && seen_written) && !l.contains("\"event\":\"step-done\"") && !l.contains("\"event\":\"stage-done\"");
+            let keep = (!written || !seen_written) && !l.contains("\"event\":\"step-done\"") && !l.contains("\"event\":\"stage-done\"");
             seen_written |= written;
             keep
         })

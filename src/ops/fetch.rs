@@ -287,7 +287,7 @@ mod tests {
         let mut records = vec![
             Record::RunStarted { run_id: id.into(), command: Kind::Renew, at: "2026-12-05T00:00:00Z".into(), target },
             Record::StageStarted { stage: StageId::Resign },
-            Record::Backup { node: "cp1".into(), path: "/etc/a.crt".into(), backup: "/b/a.crt".into(), sha256: "aa".into(), at: at.clone(), absent: false },
+            Record::Backup { node: "cp1".into(), path: "/etc/a.crt".into(), backup: "/b/a.crt".into(), sha256: "aa".into(), at, absent: false },
             Record::Written { node: "cp1".into(), path: "/etc/a.crt".into(), old_sha256: "aa".into(), new_sha256: "bb".into(), at },
         ];
         records.extend(end.iter().cloned());

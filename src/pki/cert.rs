@@ -156,7 +156,7 @@ pub fn format_name(name: &X509Name) -> String {
                         Ok(v) => escape_2253(v),
                         Err(_) => match decode_string(attr.attr_value()) {
                             Some(v) => escape_2253(&v),
-                            None => format!("#{}", hex(attr.attr_value().data.as_ref())),
+                            None => format!("#{}", hex(attr.attr_value().data)),
                         },
                     };
                     format!("{key}={value}")
@@ -171,7 +171,7 @@ pub fn format_name(name: &X509Name) -> String {
 /// String types x509-parser leaves undecoded: BMP (UTF-16), Universal (UTF-32), and
 /// Teletex/T61 holding plain ASCII/UTF-8, which is what real certificates put there.
 fn decode_string(v: &x509_parser::asn1_rs::Any) -> Option<String> {
-    let data = v.data.as_ref();
+    let data = v.data;
     match v.tag().0 {
         0x1e => {
             let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();

@@ -257,7 +257,7 @@ pub fn service_keys(old: &[u8]) -> Result<String, SignError> {
     // Every key is read at the apiserver's start (--service-account-key-file): one that does
     // not load would stop it on every server the set reaches.
     for (i, b) in keys.iter().enumerate() {
-        load_key(text[b.start..b.end].as_bytes()).map_err(|e| SignError::Leaf(format!("service.key: key {} of {}: {e}", i + 1, keys.len())))?;
+        load_key(&text.as_bytes()[b.start..b.end]).map_err(|e| SignError::Leaf(format!("service.key: key {} of {}: {e}", i + 1, keys.len())))?;
     }
     let new = KeyType::Rsa2048.generate().map_err(|e| SignError::Leaf(format!("service.key: cannot generate a key: {e}")))?;
     let mut out = new.serialize_pem();

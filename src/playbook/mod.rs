@@ -436,7 +436,7 @@ impl Playbook {
                 return Err(bad(format!("rotation.api_ca: {:?} is not one of rotation.cas", r.api_ca)));
             }
             for f in &r.rehome {
-                if !self.file(f).is_some_and(|x| x.signer.is_some()) {
+                if self.file(f).is_none_or(|x| x.signer.is_none()) {
                     return Err(bad(format!("rotation.rehome: {f:?} is not a certificate with a signer among the files")));
                 }
             }

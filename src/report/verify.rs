@@ -291,9 +291,8 @@ pub fn graph(pb: &Playbook, nodes: &[NodeFacts], now: i64) -> (Vec<EdgeReport>, 
                     let sm = side_material(server, &e.server, None);
                     let mut problems: Vec<Problem> = cm.problems.iter().chain(&sm.problems).cloned().collect();
                     if let Some(cert) = &cm.cert {
-                        match &sm.trust {
-                            Some(t) => problems.extend(chain_problem(cert, t, now, "client certificate")),
-                            None => {}
+                        if let Some(t) = &sm.trust {
+                            problems.extend(chain_problem(cert, t, now, "client certificate"));
                         }
                         if let Some(k) = &cm.key
                             && !key_matches(cert, k).unwrap_or(false)
@@ -467,7 +466,7 @@ mod tests {
         assert_eq!(chain_problem(&c, std::slice::from_ref(&c), now, "it"), None);
         let late = chain_problem(&c, std::slice::from_ref(&c), c.not_after + 1, "it").unwrap();
         assert!(late.kind == ProblemKind::OutOfDate && late.message.contains("expired"), "{late}");
-        let other = cert(&tempfile::tempdir().unwrap().path().to_path_buf(), "basicConstraints=critical,CA:TRUE", "2");
+        let other = cert(tempfile::tempdir().unwrap().path(), "basicConstraints=critical,CA:TRUE", "2");
         let stranger = chain_problem(&c, &[other], now, "it").unwrap();
         assert!(stranger.kind == ProblemKind::Untrusted && stranger.message.contains("not signed by any CA"), "{stranger}");
     }

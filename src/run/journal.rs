@@ -362,10 +362,8 @@ pub fn live_backups(records: &[Record], stage: StageId) -> Vec<Live> {
     let mut out: Vec<Live> = Vec::new();
     for r in records {
         match r {
-            Record::Backup { node, path, backup, sha256, at, absent } if at.stage == stage => {
-                if !out.iter().any(|b| b.step == at.step && &b.node == node && &b.path == path) {
-                    out.push(Live { step: at.step, node: node.clone(), path: path.clone(), backup: backup.clone(), sha256: sha256.clone(), absent: *absent });
-                }
+            Record::Backup { node, path, backup, sha256, at, absent } if at.stage == stage && !out.iter().any(|b| b.step == at.step && &b.node == node && &b.path == path) => {
+                out.push(Live { step: at.step, node: node.clone(), path: path.clone(), backup: backup.clone(), sha256: sha256.clone(), absent: *absent });
             }
             Record::StageRolledBack { stage: s, status: Finish::Ok, .. } if *s == stage => out.clear(),
             _ => {}
