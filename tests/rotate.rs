@@ -364,6 +364,15 @@ fn no_second_run_starts_while_one_on_the_cluster_is_unfinished() {
     }
     // A dry run still shows its plan, and says it cannot run yet.
     c.kcert(&["renew", "--local", "--root", root, "--dry-run"]).run().status(0).stdout_has("cannot run until that run is resumed or rolled back");
+    // A plan saved meanwhile is refused when applied: by this machine, and by one that never
+    // saw the run (the node's copy says it).
+    let saved = tempfile::tempdir().unwrap();
+    let plan = saved.path().join("renew.plan");
+    c.kcert(&["renew", "--local", "--root", root, "--plan-out", plan.to_str().unwrap()]).run().status(0);
+    c.kcert(&["apply", plan.to_str().unwrap(), "--yes"]).run().status(2).stderr_has(&format!("run {id} on this cluster is unfinished"));
+    let other = saved.path().join("state");
+    Test::new().args(["apply", plan.to_str().unwrap(), "--yes", "--state-dir", other.to_str().unwrap()]).run().status(2).stderr_has(&format!("run {id} on this cluster is unfinished")).stderr_has("kept on local");
+    assert_eq!(c.snapshot(), half, "a refused apply changed nothing");
     // Once it is finished, a new run may start.
     c.kcert(&["resume", &id, "--yes"]).run().status(0);
     c.kcert(&["renew", "--local", "--root", root, "--yes"]).run().status(0);

@@ -76,7 +76,7 @@ pub struct RunOptions<'a> {
 pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
     refuse_beside_unfinished(fleet, &mode, run)?;
     let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::states_survey()).await?;
-    let unfinished = Unfinished::ask(&gathered, fleet, run);
+    let unfinished = Unfinished::ask(&gathered, fleet, target_of(fleet), run);
     let prepared = renew::prepare(fleet, gathered, opts)?;
     carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
 }
@@ -85,7 +85,7 @@ pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, m
 pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptions, mode: Mode, run: &RunOptions<'_>) -> Result<Ended> {
     refuse_beside_unfinished(fleet, &mode, run)?;
     let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::states_survey()).await?;
-    let unfinished = Unfinished::ask(&gathered, fleet, run);
+    let unfinished = Unfinished::ask(&gathered, fleet, target_of(fleet), run);
     let prepared = rotate::prepare(fleet, gathered, opts)?;
     carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
 }
@@ -93,31 +93,26 @@ pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptio
 /// One changing run per cluster: another one's changes still on the nodes refuse a new run
 /// before anything is read (a plan made now would start from its half-way state).
 fn refuse_beside_unfinished(fleet: &Fleet, mode: &Mode, run: &RunOptions<'_>) -> Result<()> {
-    let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible };
-    match (mode, runs::unfinished(&run.state_dir, &target)) {
+    match (mode, runs::unfinished(&run.state_dir, &target_of(fleet))) {
         (Mode::Run, Some(u)) => Err(Error::input(format!("cluster {}", fleet.cluster), format!("{u}; nothing was changed"))),
         _ => Ok(()),
     }
 }
 
-/// The unfinished run on this cluster, as this machine's state dir or the control-plane
-/// nodes' copies know it (another operator's, another machine's).
-async fn unfinished_anywhere(connected: &Connected, fleet: &Fleet, target: &PlanTarget, state_dir: &Path) -> Result<Option<String>> {
-    if let Some(u) = runs::unfinished(state_dir, target) {
-        return Ok(Some(u));
-    }
-    fetch::cluster_unfinished(&connected.of(&fleet.control_plane()), &BTreeMap::new(), state_dir, fleet.inventory.as_deref()).await
+/// How a run on this fleet reaches its nodes again, as its journal keeps it.
+fn target_of(fleet: &Fleet) -> PlanTarget {
+    PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible }
 }
 
-/// The question `unfinished_anywhere` asks the control plane, asked while the plan is made
-/// (its answer does not depend on the plan), and given up if the plan fails.
+/// The unfinished run on this cluster, as this machine's state dir (its runs on `target`) or
+/// the control-plane nodes' copies (another operator's, another machine's) know it: asked
+/// while the plan is made or checked (the answer does not depend on it), given up if that fails.
 struct Unfinished(tokio::task::JoinHandle<Result<Option<String>>>);
 
 impl Unfinished {
     /// `g`: gathered with `copies::states_survey` asked of the control plane, so that only
     /// a node that could not answer it then is asked again.
-    fn ask(g: &Gathered, fleet: &Fleet, run: &RunOptions<'_>) -> Unfinished {
-        let target = PlanTarget { inventory: fleet.inventory.clone(), root: fleet.root(), from_ansible: fleet.from_ansible };
+    fn ask(g: &Gathered, fleet: &Fleet, target: PlanTarget, run: &RunOptions<'_>) -> Unfinished {
         let (nodes, seen, state_dir, inventory) = (g.connected.of(&fleet.control_plane()), g.asked.clone(), run.state_dir.clone(), fleet.inventory.clone());
         Unfinished(tokio::spawn(async move {
             if let Some(u) = runs::unfinished(&state_dir, &target) {
@@ -309,7 +304,8 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, from_ansible: bool, ru
         None => runs::Reach { inventory: plan.target.inventory.as_deref(), root: plan.target.root.as_deref(), from_ansible: plan.target.from_ansible },
     };
     let fleet = fleet_of(reach, &pb)?;
-    let mut g = crate::gather::gather(&fleet, &[]).await?;
+    let mut g = crate::gather::gather_asking(&fleet, &[], &crate::run::copies::states_survey()).await?;
+    let unfinished = Unfinished::ask(&g, &fleet, plan.target.clone(), run);
     let moved = facts_moved(&plan, &g);
     if !moved.is_empty() {
         return Err(Error::input(
@@ -317,7 +313,7 @@ pub async fn apply(path: &Path, inventory: Option<&Path>, from_ansible: bool, ru
             format!("the cluster moved since the plan was made ({}); nothing was changed:\n  {}\n  make a new plan: kcert {} --plan-out FILE", plan.created_at, moved.join("\n  "), plan.kind),
         ));
     }
-    if let Some(u) = unfinished_anywhere(&g.connected, &fleet, &plan.target, &run.state_dir).await? {
+    if let Some(u) = unfinished.answer().await? {
         return Err(Error::input(format!("cluster {}", plan.cluster), format!("{u}; nothing was changed")));
     }
     let keys_dir = keys::plan_keys_dir(&run.state_dir, &plan.id);
