@@ -1,6 +1,7 @@
 //! Owns: the copy of a run the control-plane nodes keep, so that the run outlives the
 //! operator's machine: `/var/lib/kcert/runs/<run-id>/` (0700) holding the plan and the
-//! journal (0600), written whole and atomically at every step boundary, and the run's state
+//! journal (0600), kept up to date at every step boundary (written whole and atomically at a
+//! process's first copy, then only the records a node lacks appended), and the run's state
 //! (whether it ended); and reading the copies back: which runs a cluster knows, which of them
 //! may be unfinished, and the longest consistent journal of one.
 //! Must not: hold key material (plans and journals carry none) or decide what a run does.
@@ -84,22 +85,48 @@ impl Runner<'_> {
         if state_due {
             files.push(WriteFile { path: state_path(&run_id), bytes: state_text(ended), mode: 0o600, private: false });
         }
-        files.push(WriteFile { path: journal_path, bytes: journal, mode: 0o600, private: true });
+        let size = journal.len() as u64;
+        files.push(WriteFile { path: journal_path.clone(), bytes: journal, mode: 0o600, private: true });
         // The plan does not change: copied once per process (a resume copies it again).
         let plan_copied = self.plan_copied.load(std::sync::atomic::Ordering::SeqCst);
         if !plan_copied {
             let plan = std::fs::read(dir.join(journal::PLAN_FILE)).map_err(|e| format!("cannot read the plan back to copy it to the nodes: {e}"))?;
             files.insert(0, WriteFile { path: plan_path, bytes: plan, mode: 0o600, private: true });
         }
+        // The journal only grows: a node this process copied it to before, with nothing else
+        // due, is sent only the records it lacks, appended while its copy is the size this
+        // process left it (a torn append is ignored as a torn tail is). Otherwise, or when that
+        // fails, the whole copy is written atomically.
+        let journal = &files.last().expect("the journal").bytes;
+        let appendable = plan_copied && !state_due;
         let results = join_all(self.copies.iter().map(|node| {
-            let files = &files;
+            let (files, journal_path) = (&files, &journal_path);
             async move {
                 let t = self.t(node)?;
-                t.write_files(files).await.map(|_| ()).map_err(|e| format!("{node}: {e}"))
+                let had = appendable.then(|| self.copied.lock().expect("copied lock").get(node).copied()).flatten().filter(|h| *h <= size);
+                if let Some(had) = had {
+                    if had == size {
+                        return Ok(node);
+                    }
+                    if let Ok(Some(now)) = t.append_file(journal_path, had, &journal[had as usize..]).await
+                        && now == size
+                    {
+                        return Ok(node);
+                    }
+                }
+                t.write_files(files).await.map(|_| node).map_err(|e| format!("{node}: {e}"))
             }
         }))
         .await;
-        let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+        let mut failed = Vec::new();
+        for r in results {
+            match r {
+                Ok(node) => {
+                    self.copied.lock().expect("copied lock").insert(node.clone(), size);
+                }
+                Err(e) => failed.push(e),
+            }
+        }
         if failed.is_empty() {
             self.plan_copied.store(true, std::sync::atomic::Ordering::SeqCst);
             *self.state_shared.lock().expect("state lock") = Some(ended);

@@ -178,6 +178,8 @@ pub struct Runner<'a> {
     plan_copied: std::sync::atomic::AtomicBool,
     /// What every node that keeps a copy was last told of the run's state (`copies::ended`).
     state_shared: Mutex<Option<Option<usize>>>,
+    /// The size of the journal each node that keeps a copy was left holding by this process.
+    copied: Mutex<BTreeMap<String, u64>>,
     /// What each file written by the plan held when this process last read or wrote it (None:
     /// absent): a step reads only what it has not seen; the node checks it is still so.
     seen: Mutex<BTreeMap<NodeFile, Option<Vec<u8>>>>,
@@ -215,7 +217,7 @@ impl<'a> Runner<'a> {
         on_failure: OnFailure,
         observer: &'a (dyn Fn(&Event) + Sync),
     ) -> Runner<'a> {
-        Runner { plan, playbook, nodes, overrides, keys, journal: Mutex::new(journal), patience, concurrency, on_failure, observer, tally: Mutex::new(BTreeMap::new()), copies: Vec::new(), stop: None, plan_copied: std::sync::atomic::AtomicBool::new(false), state_shared: Mutex::new(None), seen: Mutex::new(BTreeMap::new()) }
+        Runner { plan, playbook, nodes, overrides, keys, journal: Mutex::new(journal), patience, concurrency, on_failure, observer, tally: Mutex::new(BTreeMap::new()), copies: Vec::new(), stop: None, plan_copied: std::sync::atomic::AtomicBool::new(false), state_shared: Mutex::new(None), copied: Mutex::new(BTreeMap::new()), seen: Mutex::new(BTreeMap::new()) }
     }
 
     /// The nodes that keep a copy of the run's plan and journal (the control plane; every

@@ -283,6 +283,23 @@ impl Transport for LocalTransport {
         Ok(sums)
     }
 
+    async fn append_file(&self, path: &str, had: u64, bytes: &[u8]) -> NodeResult<Option<u64>> {
+        use std::io::Write;
+        let p = self.host_path(path).map_err(NodeFailure::command)?;
+        let failed = |e: std::io::Error| NodeFailure::command(format!("cannot append to {path}: {e}"));
+        let mut f = match std::fs::OpenOptions::new().append(true).open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(failed(e)),
+        };
+        if f.metadata().map_err(failed)?.len() != had {
+            return Ok(None);
+        }
+        f.write_all(bytes).map_err(failed)?;
+        f.sync_all().map_err(failed)?;
+        Ok(Some(f.metadata().map_err(failed)?.len()))
+    }
+
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
         let mut dirs = Vec::new();
         for p in paths {

@@ -174,6 +174,13 @@ pub trait Transport: Send + Sync {
     /// Writes every file atomically, all temp files first, then all renames, so a failure
     /// while writing (a full disk) changes nothing. Returns each file's sha256 as read back.
     async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>>;
+    /// Appends `bytes` to a file while it is `had` bytes long, and syncs it (kcert's own
+    /// append-only records): Some(the size it then has), or None when it was not that size (or
+    /// the transport does not append), and nothing was appended. A failed append leaves at
+    /// most a torn tail, which the size says.
+    async fn append_file(&self, _path: &str, _had: u64, _bytes: &[u8]) -> NodeResult<Option<u64>> {
+        Ok(None)
+    }
     /// Removes files (one already gone is fine; a symlink itself, not its target), then syncs
     /// their directories.
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()>;

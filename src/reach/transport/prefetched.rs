@@ -126,6 +126,9 @@ impl Transport for Prefetched<'_> {
     async fn write_files(&self, files: &[WriteFile]) -> NodeResult<Vec<String>> {
         self.inner.write_files(files).await
     }
+    async fn append_file(&self, path: &str, had: u64, bytes: &[u8]) -> NodeResult<Option<u64>> {
+        self.inner.append_file(path, had, bytes).await
+    }
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
         self.inner.remove_files(paths).await
     }

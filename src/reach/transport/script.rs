@@ -197,15 +197,49 @@ fi
     s
 }
 
+/// Appends `bytes` to the file at `path` when it is `had` bytes long, then syncs it; prints the
+/// size it then has (`A<size>`), or the size it had instead (`S<size>`, -1: absent) and appends
+/// nothing. A failed append leaves at most a torn tail, which the size says.
+pub fn append_file(path: &str, had: u64, bytes: &[u8]) -> String {
+    let p = quote(path);
+    let (head, tail) = put(bytes, false, ">>", "\"$f\"");
+    format!(
+        r#"f={p}; s=$(stat -L -c %s -- "$f" 2>/dev/null) || s=-1
+if [ "$s" != {had} ]; then printf 'S%s\n' "$s"; exit 0; fi
+{head}{tail}
+sync "$f" 2>/dev/null || sync
+printf 'A%s\n' "$(stat -L -c %s -- "$f")"
+"#
+    )
+}
+
+/// What `append_file` printed: Ok(Some(size)) once appended, Ok(None) when the file was not
+/// the size expected (nothing appended).
+pub fn parse_append_file(stdout: &[u8]) -> Result<Option<u64>, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().next().unwrap_or_default();
+    let size = |v: &str| v.parse::<u64>().map_err(|_| format!("a bad answer to an append: {text:?}"));
+    match (line.strip_prefix('A'), line.strip_prefix('S')) {
+        (Some(v), _) => size(v).map(Some),
+        (_, Some(_)) => Ok(None),
+        _ => Err(format!("a bad answer to an append: {text:?}")),
+    }
+}
+
 /// The command that puts `bytes` into temp file i, and what follows its line (a here-document):
 /// public text (UTF-8 without NUL, which no shell word can hold) by `printf`, single-quoted
 /// as is; anything else through `base64 -d`. Key material never goes by `printf`: were it not
 /// a builtin where the script runs, the key would be in a process's arguments (`ps`).
 fn content(bytes: &[u8], private: bool, i: usize) -> (String, String) {
+    put(bytes, private, ">|", &format!("\"$t{i}\""))
+}
+
+/// As `content`, into `target` (a shell word) by redirection `op` (`>|` or `>>`).
+fn put(bytes: &[u8], private: bool, op: &str, target: &str) -> (String, String) {
     let public = |t: &str| !private && !t.contains('\0') && !t.contains("PRIVATE KEY") && !t.contains("key-data");
     match std::str::from_utf8(bytes) {
-        Ok(text) if public(text) => (format!("printf '%s' '{}' >| \"$t{i}\"", text.replace('\'', "'\\''")), String::new()),
-        _ => (format!("base64 -d >| \"$t{i}\" <<'KCERT_EOF'"), format!("\n{}\nKCERT_EOF", wrap(&base64::engine::general_purpose::STANDARD.encode(bytes)))),
+        Ok(text) if public(text) => (format!("printf '%s' '{}' {op} {target}", text.replace('\'', "'\\''")), String::new()),
+        _ => (format!("base64 -d {op} {target} <<'KCERT_EOF'"), format!("\n{}\nKCERT_EOF", wrap(&base64::engine::general_purpose::STANDARD.encode(bytes)))),
     }
 }
 
@@ -467,6 +501,35 @@ mod tests {
             let out = std::process::Command::new("sh").arg("-c").arg(format!("t0=/dev/full\n{head} || echo FAILED{tail}\n")).output().unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "FAILED", "private: {private}");
         }
+    }
+
+    #[test]
+    fn an_append_goes_only_onto_a_file_of_the_size_left_and_says_the_size_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's a journal.jsonl");
+        let p = path.to_string_lossy().into_owned();
+        let sh = |script: String| {
+            let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            parse_append_file(&out.stdout).unwrap()
+        };
+        // Absent: nothing appended, nothing made.
+        assert_eq!(sh(append_file(&p, 0, b"x")), None);
+        assert!(!path.exists());
+        std::fs::write(&path, b"{\"a\":1}\n").unwrap();
+        // The size left: appended byte for byte (quotes, $, backslashes, no final newline).
+        let more = "{\"b\":\"it's $HOME \\\\ `x` %s\"}\n{\"c\":".as_bytes();
+        assert_eq!(sh(append_file(&p, 8, more)), Some(8 + more.len() as u64));
+        assert_eq!(std::fs::read(&path).unwrap(), [&b"{\"a\":1}\n"[..], more].concat());
+        // Another size (a copy changed meanwhile): nothing appended.
+        let before = std::fs::read(&path).unwrap();
+        assert_eq!(sh(append_file(&p, 8, b"never")), None);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // Bytes that are not text go through base64, as a write's do.
+        let n = before.len() as u64;
+        assert_eq!(sh(append_file(&p, n, b"\0\xff")), Some(n + 2));
+        assert!(std::fs::read(&path).unwrap().ends_with(b"\0\xff"));
+        assert!(parse_append_file(b"garbage").is_err());
     }
 
     #[test]

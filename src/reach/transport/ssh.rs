@@ -437,6 +437,11 @@ impl Transport for SshTransport {
         script::parse_write_files(&out.stdout, files.len()).map_err(NodeFailure::command)
     }
 
+    async fn append_file(&self, path: &str, had: u64, bytes: &[u8]) -> NodeResult<Option<u64>> {
+        let out = self.run(&script::append_file(path, had, bytes)).await?;
+        script::parse_append_file(&out.stdout).map_err(|e| NodeFailure::command(format!("appending to {path}: {e}; stderr: {}", out.stderr_text())))
+    }
+
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
         if paths.is_empty() {
             return Ok(());
