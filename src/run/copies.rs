@@ -64,9 +64,10 @@ pub fn ended(journal_bytes: &[u8]) -> Option<usize> {
 }
 
 impl Runner<'_> {
-    /// Writes the run's plan and journal, as they stand, to every node that keeps a copy
-    /// (each node's copy whole, atomically: a copy is never half written). Every node that
-    /// could not be written is said.
+    /// Brings every node that keeps a copy up to the run's plan, state and journal as they
+    /// stand: written whole and atomically, or the journal's new records appended (a node's
+    /// copy is always a start of the operator's journal, at most with a torn tail). Every node
+    /// that could not be written is said.
     pub(super) async fn share(&self) -> std::result::Result<(), String> {
         if self.copies.is_empty() {
             return Ok(());
