@@ -19,7 +19,7 @@ use crate::reach::inventory::{self, LoadOptions};
 use crate::reach::transport::{FileData, Prefetched, Snapshot, Transport};
 use crate::run::Event;
 use crate::run::copies::{self, NodeCopy};
-use crate::run::journal::{self, Finish, Record};
+use crate::run::journal::{self, Record};
 use crate::run::keys;
 
 /// The control-plane nodes of an inventory (or the one node a `--root` tree is), connected:
@@ -151,7 +151,7 @@ pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], seen: &B
             (None, None) => continue,
         };
         let d = journal::done(records);
-        if d.live_files > 0 && d.finished != Some(Finish::Ok) {
+        if d.unfinished() {
             let s = summary(id, records);
             let held: std::collections::BTreeSet<&str> = copies.iter().map(|c| c.node.as_str()).chain(done.iter().map(|(n, _)| n.as_str())).collect();
             let inv = inventory_path.map(|p| format!(" -i {}", p.display())).unwrap_or_default();
@@ -278,7 +278,7 @@ mod tests {
     use super::*;
     use crate::plan::{Kind, StageId};
     use crate::reach::transport::LocalTransport;
-    use crate::run::journal::{At, TargetRecord};
+    use crate::run::journal::{At, Finish, TargetRecord};
 
     /// A renew run's journal: started, one file changed on cp1 (live), and `end` after it.
     fn journal(id: &str, end: &[Record]) -> Vec<u8> {

@@ -119,7 +119,7 @@ pub fn unfinished(state_dir: &Path, cluster: &PlanTarget) -> Option<String> {
             continue;
         }
         let d = journal::done(&records);
-        if d.live_files > 0 && d.finished != Some(Finish::Ok) {
+        if d.unfinished() {
             let s = summary(&id, &records);
             return Some(format!("the {command} run {id} on this cluster is unfinished ({}{}): carry it on with `kcert resume {id}`, or undo it with `kcert rollback {id}`", s.state.as_str(), if s.detail.is_empty() { String::new() } else { format!(", {}", s.detail) }));
         }

@@ -50,8 +50,8 @@ fn state_ended(bytes: &[u8]) -> Option<usize> {
     std::str::from_utf8(bytes).ok()?.trim_end().strip_prefix("ended ")?.parse().ok()
 }
 
-/// Whether a journal leaves nothing for a later run to finish (what `ops::fetch` refuses a new
-/// run beside, read the other way), with its number of records. Only a journal whose last
+/// Whether a journal leaves nothing for a later run to finish (`Done::unfinished`, read the
+/// other way), with its number of records. Only a journal whose last
 /// record ends a process (`RunFinished`, `RolledBack`) is read whole; any other is open.
 pub fn ended(journal_bytes: &[u8]) -> Option<usize> {
     let last = journal_bytes.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()).unwrap_or_default();
@@ -59,8 +59,7 @@ pub fn ended(journal_bytes: &[u8]) -> Option<usize> {
         return None;
     }
     let records = journal::parse(journal_bytes).ok()?;
-    let d = journal::done(&records);
-    (d.live_files == 0 || d.finished == Some(journal::Finish::Ok)).then_some(records.len())
+    (!journal::done(&records).unfinished()).then_some(records.len())
 }
 
 impl Runner<'_> {

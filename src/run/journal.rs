@@ -307,6 +307,14 @@ pub struct Done {
     pub rolled_back: Option<Finish>,
 }
 
+impl Done {
+    /// Whether the run leaves work for a later one to finish (resume or roll back): something
+    /// it changed is still on the nodes, and it did not finish. A new run is refused beside it.
+    pub fn unfinished(&self) -> bool {
+        self.live_files > 0 && self.finished != Some(Finish::Ok)
+    }
+}
+
 /// Reads the journal. A step is done once recorded so, and undone again when any of its files
 /// is restored (a stage rolled back, even partly). A restart counts only while it is the
 /// component's latest: a later one (a rollback's) loaded other files, so it must be redone.
