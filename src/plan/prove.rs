@@ -4,9 +4,9 @@
 //! certificate to a CA the client trusts.
 //! Must not: do I/O or build plans; it only judges them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
-use super::model::{CaId, Content, Edge, Effect, Effects, End, Model, Reader};
+use super::model::{CaId, Content, Effect, Effects, End, Model};
 
 /// Why a plan is refused: where it breaks and which edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,55 +20,125 @@ pub struct Violation {
     pub why: String,
 }
 
+/// Where a side of an edge sees one of its files: on disk (a fresh reader, or a side that is
+/// no component of the model), or as its component loaded it (the file's place among what
+/// it reads; `None` when it does not read that file at all).
+#[derive(Clone, Copy)]
+enum Look {
+    Disk(usize),
+    Loaded(usize, Option<usize>),
+}
+
+/// One step, by number: a file written, or a component (of the model, or none) restarted.
+enum Step<'m> {
+    Write(usize, &'m Content),
+    Restart(Option<usize>),
+}
+
+/// Every (node, file) and (node, component) the model and the plan name, numbered once, so a
+/// step and a check find a file by its index, not by comparing names (a proof checks tens of
+/// thousands of steps).
+struct Resolved<'m> {
+    model: &'m Model,
+    files: HashMap<(&'m str, &'m str), usize>,
+    /// (node, component) -> its reader (the last of that name, as a map would keep it).
+    readers: HashMap<(&'m str, &'m str), usize>,
+    /// Each reader's files, by number, in the order it reads them.
+    reads: Vec<Vec<usize>>,
+    /// Each edge's client and server: where each sees its certificate and its trust.
+    sides: Vec<[(Option<Look>, Option<Look>); 2]>,
+    /// Each stage's steps.
+    stages: Vec<Vec<Step<'m>>>,
+}
+
+impl<'m> Resolved<'m> {
+    fn new(model: &'m Model, plan: &'m [Effects]) -> Resolved<'m> {
+        let mut r = Resolved { model, files: HashMap::new(), readers: HashMap::new(), reads: Vec::new(), sides: Vec::new(), stages: Vec::new() };
+        for k in model.files.keys() {
+            r.file(&k.node, &k.path);
+        }
+        for (i, c) in model.readers.iter().enumerate() {
+            r.readers.insert((c.node.as_str(), c.name.as_str()), i);
+            let reads = c.reads.iter().map(|p| r.file(&c.node, p)).collect();
+            r.reads.push(reads);
+        }
+        for e in &model.edges {
+            let sides = [&e.client, &e.server].map(|side| {
+                let loaded = r.readers.get(&(side.node.as_str(), side.component.as_str())).copied().filter(|&i| !model.readers[i].fresh);
+                let mut look = |path: &'m Option<String>| {
+                    let f = r.file(&side.node, path.as_deref()?);
+                    Some(match loaded {
+                        None => Look::Disk(f),
+                        Some(i) => Look::Loaded(i, r.reads[i].iter().position(|&x| x == f)),
+                    })
+                };
+                (look(&side.cert), look(&side.trust))
+            });
+            r.sides.push(sides);
+        }
+        for stage in plan {
+            let steps = stage
+                .effects
+                .iter()
+                .map(|step| match step {
+                    Effect::Write { node, path, content } => Step::Write(r.file(node, path), content),
+                    Effect::Restart { node, component } => Step::Restart(r.readers.get(&(node.as_str(), component.as_str())).copied()),
+                })
+                .collect();
+            r.stages.push(steps);
+        }
+        r
+    }
+
+    fn file(&mut self, node: &'m str, path: &'m str) -> usize {
+        let n = self.files.len();
+        *self.files.entry((node, path)).or_insert(n)
+    }
+}
+
 /// Files on disk and, per component, the files as it loaded them at its last start; every
-/// name and content borrowed from the model and the plan (a check after each of tens of
-/// thousands of steps allocates nothing).
+/// content borrowed from the model and the plan (a check after each of tens of thousands of
+/// steps allocates nothing).
 #[derive(Clone)]
 struct State<'m> {
-    disk: BTreeMap<(&'m str, &'m str), &'m Content>,
-    loaded: BTreeMap<(&'m str, &'m str), BTreeMap<&'m str, &'m Content>>,
-    /// (node, component) -> the component, looked up for every side of every check.
-    readers: BTreeMap<(&'m str, &'m str), &'m Reader>,
-    model: &'m Model,
+    disk: Vec<Option<&'m Content>>,
+    /// By reader: what it loaded of each file it reads, in its order.
+    loaded: Vec<Vec<Option<&'m Content>>>,
 }
 
 impl<'m> State<'m> {
-    fn new(model: &'m Model) -> State<'m> {
-        let disk: BTreeMap<(&str, &str), &Content> = model.files.iter().map(|(k, c)| ((k.node.as_str(), k.path.as_str()), c)).collect();
-        let mut loaded = BTreeMap::new();
-        for c in &model.readers {
-            loaded.insert((c.node.as_str(), c.name.as_str()), snapshot(&disk, &c.node, &c.reads));
+    fn new(r: &Resolved<'m>) -> State<'m> {
+        let mut disk = vec![None; r.files.len()];
+        for (k, c) in &r.model.files {
+            disk[r.files[&(k.node.as_str(), k.path.as_str())]] = Some(c);
         }
-        let readers = model.readers.iter().map(|c| ((c.node.as_str(), c.name.as_str()), c)).collect();
-        State { disk, loaded, readers, model }
+        let loaded = r.reads.iter().map(|reads| reads.iter().map(|&f| disk[f]).collect()).collect();
+        State { disk, loaded }
     }
 
     /// A step's change: a file written, or a component restarted (it loads what is on disk).
-    fn apply(&mut self, step: &'m Effect) {
-        match step {
-            Effect::Write { node, path, content } => {
-                self.disk.insert((node.as_str(), path.as_str()), content);
+    fn apply(&mut self, r: &Resolved<'m>, step: &Step<'m>) {
+        match *step {
+            Step::Write(f, content) => self.disk[f] = Some(content),
+            Step::Restart(Some(i)) => {
+                let disk = &self.disk;
+                self.loaded[i].iter_mut().zip(&r.reads[i]).for_each(|(held, &f)| *held = disk[f]);
             }
-            Effect::Restart { node, component } => {
-                let reads = self.readers.get(&(node.as_str(), component.as_str())).map(|c| c.reads.as_slice()).unwrap_or(&[]);
-                let snap = snapshot(&self.disk, node, reads);
-                self.loaded.insert((node.as_str(), component.as_str()), snap);
-            }
+            Step::Restart(None) => {}
         }
     }
 
     /// What a side sees of one of its files: fresh clients read the disk, the rest what they loaded.
-    fn view(&self, side: &End, path: &str) -> Option<&'m Content> {
-        let fresh = self.readers.get(&(side.node.as_str(), side.component.as_str())).is_none_or(|c| c.fresh);
-        if fresh {
-            return self.disk.get(&(side.node.as_str(), path)).copied();
+    fn view(&self, look: Look) -> Option<&'m Content> {
+        match look {
+            Look::Disk(f) => self.disk[f],
+            Look::Loaded(i, slot) => slot.and_then(|s| self.loaded[i][s]),
         }
-        self.loaded.get(&(side.node.as_str(), side.component.as_str())).and_then(|m| m.get(path)).copied()
     }
 
-    fn presents(&self, side: &End) -> Result<Option<&'m CaId>, String> {
-        let Some(path) = &side.cert else { return Ok(None) };
-        match self.view(side, path) {
+    fn presents(&self, side: &End, look: Option<Look>) -> Result<Option<&'m CaId>, String> {
+        let (Some(path), Some(look)) = (&side.cert, look) else { return Ok(None) };
+        match self.view(look) {
             Some(Content::Leaf { signer }) => Ok(Some(signer)),
             Some(Content::Kubeconfig { client_signer, .. }) => Ok(client_signer.as_ref()),
             Some(Content::Trust { .. }) => Err(format!("{path} holds no leaf")),
@@ -76,9 +146,9 @@ impl<'m> State<'m> {
         }
     }
 
-    fn trusts(&self, side: &End) -> Result<Option<&'m BTreeSet<CaId>>, String> {
-        let Some(path) = &side.trust else { return Ok(None) };
-        match self.view(side, path) {
+    fn trusts(&self, side: &End, look: Option<Look>) -> Result<Option<&'m BTreeSet<CaId>>, String> {
+        let (Some(path), Some(look)) = (&side.trust, look) else { return Ok(None) };
+        match self.view(look) {
             Some(Content::Trust { cas }) => Ok(Some(cas)),
             Some(Content::Kubeconfig { trusts, .. }) => Ok(Some(trusts)),
             Some(Content::Leaf { .. }) => Err(format!("{path} is a leaf, not a trust bundle")),
@@ -86,21 +156,20 @@ impl<'m> State<'m> {
         }
     }
 
-    fn check(&self, e: &Edge) -> Result<(), String> {
-        let pair = [(&e.client, &e.server, "client"), (&e.server, &e.client, "server")];
-        for (presenter, verifier, role) in pair {
-            let (Some(signer), Some(trust)) = (self.presents(presenter)?, self.trusts(verifier)?) else { continue };
-            if !self.model.accepts(trust, signer) {
+    /// Edge `i` of the model, as this state leaves it.
+    fn check(&self, r: &Resolved<'m>, i: usize) -> Result<(), String> {
+        let (e, [client, server]) = (&r.model.edges[i], r.sides[i]);
+        let pair = [(&e.client, client.0, server.1, "client"), (&e.server, server.0, client.1, "server")];
+        for (presenter, cert, trust_look, role) in pair {
+            let verifier = if role == "client" { &e.server } else { &e.client };
+            let (Some(signer), Some(trust)) = (self.presents(presenter, cert)?, self.trusts(verifier, trust_look)?) else { continue };
+            if !r.model.accepts(trust, signer) {
                 let held: Vec<&str> = trust.iter().map(String::as_str).collect();
                 return Err(format!("the {role}'s certificate is signed by {signer}, which the {} does not trust (it trusts {})", if role == "client" { "server" } else { "client" }, held.join(", ")));
             }
         }
         Ok(())
     }
-}
-
-fn snapshot<'m>(disk: &BTreeMap<(&'m str, &'m str), &'m Content>, node: &'m str, reads: &'m [String]) -> BTreeMap<&'m str, &'m Content> {
-    reads.iter().filter_map(|p| disk.get(&(node, p.as_str())).map(|c| (p.as_str(), *c))).collect()
 }
 
 fn describe(step: &Effect) -> String {
@@ -112,8 +181,9 @@ fn describe(step: &Effect) -> String {
 
 /// The edges broken as the model stands, before anything changes: (index, why).
 pub fn broken(model: &Model) -> Vec<(usize, String)> {
-    let state = State::new(model);
-    model.edges.iter().enumerate().filter_map(|(i, e)| state.check(e).err().map(|why| (i, why))).collect()
+    let r = Resolved::new(model, &[]);
+    let state = State::new(&r);
+    (0..model.edges.len()).filter_map(|i| state.check(&r, i).err().map(|why| (i, why))).collect()
 }
 
 /// Simulates `plan` on `model`; the first broken edge refuses the plan. Every edge is
@@ -125,64 +195,58 @@ pub fn broken(model: &Model) -> Vec<(usize, String)> {
 /// each is judged by its own job); the earliest stage that breaks an edge is the answer, so
 /// the verdict is the one a step-by-step run gives.
 pub fn prove<'m>(model: &'m Model, plan: &'m [Effects]) -> Result<(), Violation> {
-    let base = State::new(model);
-    let index = edge_index(model, &base);
+    let r = Resolved::new(model, plan);
+    let base = State::new(&r);
+    let index = edge_index(&r);
     let stages: Vec<usize> = (0..plan.len()).collect();
     let verdicts = crate::par::map(&stages, |&k| {
         let mut state = base.clone();
-        plan[..k].iter().flat_map(|s| &s.effects).for_each(|step| state.apply(step));
-        judge(model, &index, state, &plan[k], k == 0)
+        r.stages[..k].iter().flatten().for_each(|step| state.apply(&r, step));
+        judge(&r, &index, state, &plan[k], &r.stages[k], k == 0)
     });
     verdicts.into_iter().find_map(Result::err).map_or(Ok(()), Err)
 }
 
 /// One stage's steps, from `state` (every edge checked first when it is the first stage).
-fn judge<'m>(model: &'m Model, (by_file, by_reader): &(EdgeIndex<'m>, EdgeIndex<'m>), mut state: State<'m>, stage: &'m Effects, first: bool) -> Result<(), Violation> {
-    let check = |state: &State, edges: &mut dyn Iterator<Item = &Edge>, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
-        for e in edges {
-            if let Err(why) = state.check(e) {
-                return Err(Violation { stage: stage.name.clone(), step, what: what(), edge: e.label(), why });
+fn judge<'m>(r: &Resolved<'m>, (by_file, by_reader): &(Vec<Vec<usize>>, Vec<Vec<usize>>), mut state: State<'m>, stage: &'m Effects, steps: &[Step<'m>], first: bool) -> Result<(), Violation> {
+    let check = |state: &State<'m>, edges: &mut dyn Iterator<Item = usize>, step: usize, what: &dyn Fn() -> String| -> Result<(), Violation> {
+        for i in edges {
+            if let Err(why) = state.check(r, i) {
+                return Err(Violation { stage: stage.name.clone(), step, what: what(), edge: r.model.edges[i].label(), why });
             }
         }
         Ok(())
     };
     if first {
-        check(&state, &mut model.edges.iter(), 0, &|| "before the stage".into())?;
+        check(&state, &mut (0..r.model.edges.len()), 0, &|| "before the stage".into())?;
     }
-    let none: &[usize] = &[];
-    for (i, step) in stage.effects.iter().enumerate() {
-        state.apply(step);
-        let touched = match step {
-            Effect::Write { node, path, .. } => by_file.get(&(node.as_str(), path.as_str())).map_or(none, Vec::as_slice),
-            Effect::Restart { node, component } => by_reader.get(&(node.as_str(), component.as_str())).map_or(none, Vec::as_slice),
+    for (i, (step, effect)) in steps.iter().zip(&stage.effects).enumerate() {
+        state.apply(r, step);
+        let touched: &[usize] = match *step {
+            Step::Write(f, _) => &by_file[f],
+            Step::Restart(Some(c)) => &by_reader[c],
+            Step::Restart(None) => &[],
         };
-        check(&state, &mut touched.iter().map(|&j| &model.edges[j]), i + 1, &|| describe(step))?;
+        check(&state, &mut touched.iter().copied(), i + 1, &|| describe(effect))?;
     }
     Ok(())
 }
 
-type EdgeIndex<'m> = std::collections::HashMap<(&'m str, &'m str), Vec<usize>>;
-
-/// Which edges a step can change: by (node, file) read from disk by a fresh side, and by
-/// (node, component) of a side that sees what it loaded at its last start.
-fn edge_index<'m>(model: &'m Model, state: &State<'m>) -> (EdgeIndex<'m>, EdgeIndex<'m>) {
-    let mut by_file: EdgeIndex = Default::default();
-    let mut by_reader: EdgeIndex = Default::default();
-    for (i, e) in model.edges.iter().enumerate() {
-        for side in [&e.client, &e.server] {
-            let fresh = state.readers.get(&(side.node.as_str(), side.component.as_str())).is_none_or(|c| c.fresh);
-            if fresh {
-                for path in [&side.cert, &side.trust].into_iter().flatten() {
-                    let v = by_file.entry((side.node.as_str(), path.as_str())).or_default();
-                    if v.last() != Some(&i) {
-                        v.push(i);
-                    }
-                }
-            } else {
-                let v = by_reader.entry((side.node.as_str(), side.component.as_str())).or_default();
-                if v.last() != Some(&i) {
-                    v.push(i);
-                }
+/// Which edges a step can change: by file read from disk by a fresh side (or a side that is
+/// no component), and by the component of a side that sees what it loaded at its last start.
+fn edge_index(r: &Resolved<'_>) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let mut by_file = vec![Vec::new(); r.files.len()];
+    let mut by_reader = vec![Vec::new(); r.reads.len()];
+    let add = |v: &mut Vec<usize>, i: usize| {
+        if v.last() != Some(&i) {
+            v.push(i);
+        }
+    };
+    for (i, sides) in r.sides.iter().enumerate() {
+        for look in sides.iter().flat_map(|(cert, trust)| [*cert, *trust]).flatten() {
+            match look {
+                Look::Disk(f) => add(&mut by_file[f], i),
+                Look::Loaded(c, _) => add(&mut by_reader[c], i),
             }
         }
     }
@@ -192,7 +256,7 @@ fn edge_index<'m>(model: &'m Model, state: &State<'m>) -> (EdgeIndex<'m>, EdgeIn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::model::FileId;
+    use crate::plan::model::{Edge, FileId, Reader};
     
 
     fn trust(cas: &[&str]) -> Content {
@@ -306,6 +370,29 @@ mod tests {
     }
 
     #[test]
+    fn each_side_sees_a_file_as_it_reads_it_and_a_file_the_plan_makes_is_seen_once_written() {
+        let mut m = cluster();
+        let end = |node: &str, component: &str, cert: Option<&str>, trust: Option<&str>| End { node: node.into(), component: component.into(), cert: cert.map(Into::into), trust: trust.map(Into::into) };
+        // The kubelet loaded only ca.crt and kubelet.crt: a file it never read is not there for it.
+        m.edges.push(Edge { name: "odd".into(), client: end("cp1", "kubectl", Some("admin.conf"), Some("admin.conf")), server: end("cp1", "kubelet", Some("apiserver.crt"), None) });
+        let b = broken(&m);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].1.contains("cp1:apiserver.crt is missing or unreadable"), "{b:?}");
+        m.edges.pop();
+        // A side that is no component reads the disk; a file the model lacks appears when written;
+        // a restart of a component the model does not know changes nothing.
+        m.edges.push(Edge { name: "curl".into(), client: end("cp2", "curl", Some("new.crt"), None), server: end("cp2", "kube-apiserver", Some("apiserver.crt"), Some("ca.crt")) });
+        let plan = vec![Effects { name: "S1".into(), effects: vec![Effect::Restart { node: "cp2".into(), component: "nothing".into() }, Effect::Write { node: "cp2".into(), path: "new.crt".into(), content: leaf("ca@old") }] }];
+        let r = Resolved::new(&m, &plan);
+        let (mut state, e) = (State::new(&r), m.edges.len() - 1);
+        assert!(state.check(&r, e).unwrap_err().contains("cp2:new.crt is missing or unreadable"));
+        state.apply(&r, &r.stages[0][0]);
+        assert!(state.check(&r, e).is_err());
+        state.apply(&r, &r.stages[0][1]);
+        state.check(&r, e).unwrap();
+    }
+
+    #[test]
     fn pruning_before_every_leaf_is_re_signed_is_refused() {
         let mut plan = runbook();
         plan.swap(1, 2);
@@ -339,15 +426,16 @@ mod tests {
 
     /// The proof as it was before the edge index: every edge after every step.
     fn prove_every_edge(model: &Model, plan: &[Effects]) -> Result<(), Violation> {
-        let mut state = State::new(model);
-        for stage in plan {
-            for (i, step) in std::iter::once(None).chain(stage.effects.iter().map(Some)).enumerate() {
-                if let Some(step) = step {
-                    state.apply(step);
+        let r = Resolved::new(model, plan);
+        let mut state = State::new(&r);
+        for (stage, steps) in plan.iter().zip(&r.stages) {
+            for (i, step) in std::iter::once(None).chain(stage.effects.iter().zip(steps).map(Some)).enumerate() {
+                if let Some((_, step)) = step {
+                    state.apply(&r, step);
                 }
-                if let Some(e) = model.edges.iter().find(|e| state.check(e).is_err()) {
-                    let what = step.map_or_else(|| "before the stage".to_string(), describe);
-                    return Err(Violation { stage: stage.name.clone(), step: i, what, edge: e.label(), why: state.check(e).unwrap_err() });
+                if let Some(e) = (0..model.edges.len()).find(|&e| state.check(&r, e).is_err()) {
+                    let what = step.map_or_else(|| "before the stage".to_string(), |(effect, _)| describe(effect));
+                    return Err(Violation { stage: stage.name.clone(), step: i, what, edge: model.edges[e].label(), why: state.check(&r, e).unwrap_err() });
                 }
             }
         }
