@@ -3,7 +3,7 @@
 //! Must not: grow without bound, or keep a key in a result (PEM parsing only counts key
 //! blocks); its keys are the texts as the caller holds them, a kubeconfig's client key among them.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 /// A parse's results by the exact bytes parsed: no digest to collide, a hit compares the

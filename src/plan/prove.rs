@@ -4,7 +4,9 @@
 //! certificate to a CA the client trusts.
 //! Must not: do I/O or build plans; it only judges them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 
 use super::model::{CaId, Content, Effect, Effects, End, Model};
 
@@ -53,7 +55,7 @@ struct Resolved<'m> {
 
 impl<'m> Resolved<'m> {
     fn new(model: &'m Model, plan: &'m [Effects]) -> Resolved<'m> {
-        let mut r = Resolved { model, files: HashMap::new(), readers: HashMap::new(), reads: Vec::new(), sides: Vec::new(), stages: Vec::new() };
+        let mut r = Resolved { model, files: HashMap::default(), readers: HashMap::default(), reads: Vec::new(), sides: Vec::new(), stages: Vec::new() };
         for k in model.files.keys() {
             r.file(&k.node, &k.path);
         }

@@ -13,7 +13,7 @@ pub type Text = std::sync::Arc<str>;
 
 /// The planners' store of distinct texts: one `Text` per content, however many ops carry it.
 #[derive(Default)]
-pub struct Texts(std::sync::Mutex<std::collections::HashSet<Text>>);
+pub struct Texts(std::sync::Mutex<foldhash::HashSet<Text>>);
 
 impl Texts {
     /// The stored copy of `t` (stored first when new).

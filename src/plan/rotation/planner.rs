@@ -36,7 +36,7 @@ pub(super) struct Vfs<'a> {
     pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>,
     /// Every file the plan so far changes, by node.
     pub(super) cur: BTreeMap<String, Changed>,
-    pub(super) shared: std::collections::HashSet<std::sync::Arc<[u8]>>,
+    pub(super) shared: foldhash::HashSet<std::sync::Arc<[u8]>>,
 }
 
 impl<'a> Vfs<'a> {
@@ -120,7 +120,7 @@ pub(super) struct Signed {
 pub(super) type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// What one step made, by what it was made of (shared by the nodes worked out on every core).
-pub(super) type StepMemo<K, V> = std::sync::Mutex<std::collections::HashMap<K, Result<V, String>>>;
+pub(super) type StepMemo<K, V> = std::sync::Mutex<foldhash::HashMap<K, Result<V, String>>>;
 
 /// What `memo` holds for `key`, made (and kept) when it holds nothing yet.
 fn remember<K: std::hash::Hash + Eq + Clone, V: Clone>(memo: &StepMemo<K, V>, key: &K, make: impl FnOnce() -> Result<V, String>) -> Result<V, String> {
@@ -165,7 +165,7 @@ pub(super) struct Planner<'a> {
     pub(super) texts: crate::plan::schema::Texts,
     /// Leaves this plan signed, by sha256: what a reviewer is told of them, known without
     /// parsing or checking a signature (kcert made them).
-    pub(super) ours: std::sync::Mutex<std::collections::HashMap<String, Signed>>,
+    pub(super) ours: std::sync::Mutex<foldhash::HashMap<String, Signed>>,
     /// The public edits of the current step (`edit_as`), by the bytes edited and the change.
     /// Emptied after each batch (S1's and the clean-up's stay until the next: an entry is
     /// right wherever its key matches, so keeping one longer costs only memory).

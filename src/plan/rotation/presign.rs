@@ -4,7 +4,9 @@
 //! Must not: decide what is signed (S4's jobs do) or be the only way to a signature: what
 //! it does not hold, `resign_text` signs itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -43,7 +45,7 @@ impl Presign {
     /// Starts signing `leaves` (leaf, rotation index, SANs added) in their order, on one
     /// thread per core, each with `signers[rotation index]`.
     pub(super) fn start(leaves: Vec<Leaf>, signers: Vec<Arc<Signer>>, v: Validity) -> Presign {
-        let mut by_leaf: HashMap<Want, VecDeque<usize>> = HashMap::new();
+        let mut by_leaf: HashMap<Want, VecDeque<usize>> = HashMap::default();
         for (i, (leaf, ri, extra)) in leaves.iter().enumerate() {
             by_leaf.entry((leaf.sha256.clone(), *ri, extra.clone())).or_default().push_back(i);
         }
