@@ -19,7 +19,7 @@ use planner::{Pending, Planner, Rot, Vfs};
 use super::build;
 use super::gates::Check;
 use super::parts;
-use super::schema::{Batch, Kind, MadeWith, ModelWrite, NewCa, NodeOps, Options, PLAN_VERSION, Plan, PlanTarget, Proof, StageId, StagePlan, StepPlan};
+use super::schema::{Batch, Fact, Kind, MadeWith, ModelWrite, NewCa, NodeOps, Options, PLAN_VERSION, Plan, PlanTarget, Proof, StageId, StagePlan, StepPlan};
 use crate::gather::facts::NodeFacts;
 use crate::pki::cert::{first_cert, parse_pem};
 use crate::pki::find_issuer;
@@ -42,6 +42,11 @@ pub struct Input<'a> {
 impl Input<'_> {
     /// A rotation plan of these stages, not yet proven: what every rotation planner fills in the same way.
     pub fn rotation(&self, cas: Vec<NewCa>, stages: Vec<StagePlan>, notes: Vec<String>) -> Plan {
+        self.rotation_of(parts::facts(self.nodes), cas, stages, notes)
+    }
+
+    /// The same, with the digests of the files read (`parts::facts`) already worked out.
+    fn rotation_of(&self, facts: Vec<Fact>, cas: Vec<NewCa>, stages: Vec<StagePlan>, notes: Vec<String>) -> Plan {
         Plan {
             version: PLAN_VERSION,
             kind: Kind::RotateCa,
@@ -51,7 +56,7 @@ impl Input<'_> {
             made_with: MadeWith::now(self.playbook),
             target: self.target.clone(),
             options: self.opts.clone(),
-            facts: parts::facts(self.nodes),
+            facts,
             cas,
             stages,
             proof: Proof::default(),
@@ -64,6 +69,13 @@ impl Input<'_> {
 /// Makes the whole plan: stages, steps, file ops with recipes, restarts and gates; then
 /// proves it. Every problem found is returned (nothing is half planned).
 pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Result<Plan, Vec<String>> {
+    // The digest of every file read (the plan's facts: what makes a saved plan stale) is
+    // worked out beside the planning, on a thread of its own, while the model is built and
+    // the signatures are set going (work that keeps one core busy, not two).
+    crate::par::beside(|| parts::facts_on_one_core(input.nodes), |facts| plan_with(input, olds, new_cas, || facts.take()))
+}
+
+fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, facts: impl FnOnce() -> Vec<Fact>) -> Result<Plan, Vec<String>> {
     let pb = input.playbook;
     let model = build::model(pb, input.nodes);
     let mut problems = parts::unreadable_kubeconfigs(pb, input.nodes);
@@ -288,7 +300,7 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
             input.opts.leaf_days
         ));
     }
-    let mut plan = input.rotation(cas, stages, notes);
+    let mut plan = input.rotation_of(facts(), cas, stages, notes);
     plan.proof.tokens = planner.tokens.edges();
     // The planner's copy of every changed file is not needed to prove the plan: let it go first.
     drop(planner);
