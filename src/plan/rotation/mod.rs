@@ -110,7 +110,8 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
     }
     let mut planner = Planner {
         input,
-        state: model.files.clone(),
+        state: BTreeMap::new(),
+        model: &model.files,
         vfs: Vfs::new(input.nodes.iter().map(|n| (n.name.as_str(), &n.files)).collect()),
         v: Validity { now: input.now, days: input.opts.leaf_days },
         rots,

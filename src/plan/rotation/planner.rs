@@ -135,8 +135,10 @@ fn remember<K: std::hash::Hash + Eq + Clone, V: Clone>(memo: &StepMemo<K, V>, ke
 
 pub(super) struct Planner<'a> {
     pub(super) input: &'a Input<'a>,
-    /// The trust model as the plan so far leaves it.
+    /// The trust model's files the plan so far changed, as it leaves them.
     pub(super) state: BTreeMap<FileId, Content>,
+    /// The trust model's files as discovery found them (those not in `state` stay so).
+    pub(super) model: &'a BTreeMap<FileId, Content>,
     pub(super) rots: Vec<Rot>,
     pub(super) vfs: Vfs<'a>,
     pub(super) v: Validity,
@@ -394,7 +396,10 @@ impl<'a> Planner<'a> {
 
     pub(super) fn model_files(&self, node: &str) -> Vec<(String, Content)> {
         let from = FileId::new(node, "");
-        self.state.range(from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c.clone())).collect()
+        let of_node = |m: &'a BTreeMap<FileId, Content>| m.range(from.clone()..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c));
+        let mut files: BTreeMap<String, &Content> = of_node(self.model).collect();
+        files.extend(self.state.range(from.clone()..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c)));
+        files.into_iter().map(|(path, c)| (path, c.clone())).collect()
     }
 
     /// A node's changes in one step, taken in, as file ops.
