@@ -22,7 +22,8 @@ pub fn beside<S: Send, R>(side: impl FnOnce() -> S + Send, main: impl FnOnce(Bes
 pub struct Beside<'scope, S>(std::thread::ScopedJoinHandle<'scope, S>);
 
 impl<S> Beside<'_, S> {
-    /// Waits for the side work and takes its result (a panic there goes on here).
+    /// Waits for the side work and takes its result (a panic there goes on here; side work
+    /// never taken that panicked makes `beside` panic as it returns).
     pub fn take(self) -> S {
         self.0.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
     }

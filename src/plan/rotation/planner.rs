@@ -396,9 +396,9 @@ impl<'a> Planner<'a> {
 
     pub(super) fn model_files(&self, node: &str) -> Vec<(String, Content)> {
         let from = FileId::new(node, "");
-        let of_node = |m: &'a BTreeMap<FileId, Content>| m.range(from.clone()..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c));
+        let of_node = |m: &'a BTreeMap<FileId, Content>| m.range(&from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c));
         let mut files: BTreeMap<String, &Content> = of_node(self.model).collect();
-        files.extend(self.state.range(from.clone()..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c)));
+        files.extend(self.state.range(&from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c)));
         files.into_iter().map(|(path, c)| (path, c.clone())).collect()
     }
 
