@@ -168,7 +168,8 @@ fn changing_without_a_terminal_or_yes_is_refused() {
 fn bad_ca_material_is_refused_naming_node_and_file_and_changes_nothing() {
     let state = tempfile::tempdir().unwrap();
     let pki = "etc/kubernetes/pki";
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn(&Path)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "a CA key that does not match its cert",
             Box::new(move |root: &Path| std::fs::copy(root.join(pki).join("front-proxy-ca.key"), root.join(pki).join("ca.key")).map(|_| ()).unwrap()),

@@ -10,8 +10,11 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 /// bytes. Cleared when the texts it holds pass `max_bytes`.
 pub struct Memo<V> {
     max_bytes: usize,
-    inner: LazyLock<Mutex<(HashMap<Vec<u8>, V>, usize)>>,
+    inner: LazyLock<Mutex<Held<V>>>,
 }
+
+/// The results by the bytes parsed, and how many bytes those texts are.
+type Held<V> = (HashMap<Vec<u8>, V>, usize);
 
 impl<V: Clone> Memo<V> {
     pub const fn new(max_bytes: usize) -> Memo<V> {

@@ -134,6 +134,9 @@ fn label(v: &str) -> String {
     v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
 }
 
+/// A metric of the Prometheus text: its name, its help, and its value for a certificate.
+type Metric<'a> = (&'a str, &'a str, &'a dyn Fn(&CertRow) -> i64);
+
 /// x509-certificate-exporter's metric and label names, plus `node`.
 fn prom(r: &ExpiryReport, out: &mut dyn Write) -> io::Result<()> {
     let labels = |c: &CertRow| {
@@ -150,7 +153,7 @@ fn prom(r: &ExpiryReport, out: &mut dyn Write) -> io::Result<()> {
             label(&c.node)
         )
     };
-    let metrics: [(&str, &str, &dyn Fn(&CertRow) -> i64); 3] = [
+    let metrics: [Metric; 3] = [
         ("x509_cert_not_after", "The date after which the certificate expires. Expressed as a Unix Epoch Time.", &|c| c.cert.not_after),
         ("x509_cert_not_before", "The date before which the certificate is not yet valid. Expressed as a Unix Epoch Time.", &|c| c.cert.not_before),
         ("x509_cert_expired", "Indicates if the certificate is currently expired.", &|c| i64::from(c.cert.not_after <= r.now)),
