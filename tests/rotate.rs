@@ -466,7 +466,8 @@ fn the_node_keeps_the_run_so_another_machine_sees_it_and_carries_it_on_or_back()
     std::fs::write(kept.join("journal.jsonl"), "garbage\nmore garbage\n").unwrap();
     elsewhere(&["renew", "--local", "--root", root, "--dry-run"]).run().status(0);
     std::fs::remove_file(kept.join("state")).unwrap();
-    elsewhere(&["renew", "--local", "--root", root, "--dry-run"]).run().status(1).stderr_has(&format!("runs/{id}/journal.jsonl: line 1")).stderr_has(&format!("move /var/lib/kcert/runs/{id} aside"));
+    // Bad input on the node, as a corrupt PEM is: exit 2, nothing changed.
+    elsewhere(&["renew", "--local", "--root", root, "--dry-run"]).run().status(2).stderr_has(&format!("runs/{id}/journal.jsonl: line 1")).stderr_has(&format!("move /var/lib/kcert/runs/{id} aside"));
     std::fs::write(kept.join("journal.jsonl"), journal).unwrap();
     // The operator's first machine, shorter now, is said so and the longest copy wins.
     let first = c.kcert(&["runs", "--root", root]).run();

@@ -18,7 +18,7 @@ use crate::reach::fleet::Fleet;
 use crate::reach::inventory::{self, LoadOptions};
 use crate::reach::transport::{FileData, Prefetched, Snapshot, Transport};
 use crate::run::Event;
-use crate::run::copies::{self, NodeCopy};
+use crate::run::copies::{self, CopyError, NodeCopy};
 use crate::run::journal::{self, Record};
 use crate::run::keys;
 
@@ -88,12 +88,17 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], which: Which<'_>, se
             ended = done.into_iter().filter_map(|(id, s)| Some((id, s?))).collect();
             ids = open.into_iter().map(|(id, _)| id).collect();
         }
-        Ok::<_, String>((copies::read_copies(name, &seen, &ids, false).await?, ended))
+        Ok::<_, CopyError>((copies::read_copies(name, &seen, &ids, false).await?, ended))
     }))
     .await;
     let (mut read, mut ended): Copies = Default::default();
     for ((name, _), got) in nodes.iter().zip(per_node) {
-        let (copies, done) = got.map_err(|e| Error::node(name.clone(), e))?;
+        // A copy that cannot be read is bad input on that node (nothing was changed); a node
+        // that cannot be asked is a failure.
+        let (copies, done) = got.map_err(|e| match e {
+            CopyError::Reach(m) => Error::node(name.clone(), m),
+            CopyError::Unreadable(m) => Error::input(name.clone(), m),
+        })?;
         for (id, c) in copies {
             read.entry(id).or_default().push(c);
         }
@@ -326,8 +331,10 @@ mod tests {
         assert_eq!(unfinished(std::slice::from_ref(&cp1)), None);
         // The same copy without a state (an older kcert's) is read, and its garbage said.
         let (_b, old) = node("cp1", id, b"garbage\nmore garbage\n", None);
-        let err = rt.block_on(cluster_unfinished(&[old], &BTreeMap::new(), state_dir.path(), None)).unwrap_err().to_string();
-        assert!(err.contains("journal.jsonl") && err.contains("line 1") && err.contains("aside"), "{err}");
+        let err = rt.block_on(cluster_unfinished(&[old], &BTreeMap::new(), state_dir.path(), None)).unwrap_err();
+        assert!(matches!(err, Error::Input { .. }), "bad input on the node, not a failure to reach it: {err:?}");
+        let err = err.to_string();
+        assert!(err.starts_with("cp1: ") && err.contains("journal.jsonl") && err.contains("line 1") && err.contains("aside"), "{err}");
         // An open copy is read and judged: a paused run with a changed file is unfinished...
         let (_c, cp2) = node("cp2", id, &paused, Some("open\n"));
         let said = unfinished(std::slice::from_ref(&cp2)).expect("unfinished");

@@ -192,9 +192,25 @@ pub async fn node_runs(t: &dyn Transport) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
+/// Why a node's copies of runs were not had.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The node could not be asked (it is down, or a read failed on it).
+    Reach(String),
+    /// A copy it keeps cannot be read (torn, garbage, too large): bad input on that node,
+    /// which kcert does not repair; the message says what to do.
+    Unreadable(String),
+}
+
+impl From<String> for CopyError {
+    fn from(e: String) -> CopyError {
+        CopyError::Reach(e)
+    }
+}
+
 /// A node's copies of these runs, those it has (`with_plan`: their plans too, else the
 /// journals alone), read in one round trip.
-pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with_plan: bool) -> Result<Vec<(String, NodeCopy)>, String> {
+pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with_plan: bool) -> Result<Vec<(String, NodeCopy)>, CopyError> {
     if run_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -218,15 +234,15 @@ pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with
         let journal = match &chunk[0] {
             FileData::Found(b) => b.clone(),
             FileData::Missing => continue,
-            FileData::TooLarge(n) => return Err(format!("{}: {n} bytes, more than kcert reads of a run ({MAX_RUN_FILE})", run_paths(id).1)),
-            other => return Err(format!("{}: {other:?}", run_paths(id).1)),
+            FileData::TooLarge(n) => return Err(CopyError::Unreadable(format!("{}: {n} bytes, more than kcert reads of a run ({MAX_RUN_FILE})", run_paths(id).1))),
+            other => return Err(CopyError::Unreadable(format!("{}: {other:?}", run_paths(id).1))),
         };
         let plan = match chunk.get(1) {
             Some(FileData::Found(b)) => Some(b.clone()),
             _ => None,
         };
         let records = journal::parse(&journal).map_err(|e| {
-            format!("{}: {e}; this copy of run {id} cannot be read, so kcert cannot tell whether the run left changes on the nodes; the other control-plane nodes keep copies of it too: once it is known to be over, move {NODE_RUNS}/{id} aside on this node", run_paths(id).1)
+            CopyError::Unreadable(format!("{}: {e}; this copy of run {id} cannot be read, so kcert cannot tell whether the run left changes on the nodes; the other control-plane nodes keep copies of it too: once it is known to be over, move {NODE_RUNS}/{id} aside on this node", run_paths(id).1))
         })?;
         out.push((id.clone(), NodeCopy { node: node.to_string(), records, journal, plan }));
     }
