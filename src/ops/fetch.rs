@@ -59,9 +59,15 @@ enum Which<'a> {
     NotEnded,
 }
 
-/// The copies `all_copies` read, by run id; and (`Which::NotEnded`) the copies it did not
-/// read because they say they ended: by run id, (node, the journal's records).
-type Copies = (BTreeMap<String, Vec<NodeCopy>>, BTreeMap<String, Vec<(String, usize)>>);
+/// What `all_copies` found on the nodes.
+#[derive(Default)]
+struct Copies {
+    /// The copies read, by run id.
+    read: BTreeMap<String, Vec<NodeCopy>>,
+    /// (`Which::NotEnded`) the copies not read because they say they ended: by run id,
+    /// (node, the journal's records).
+    ended: BTreeMap<String, Vec<(String, usize)>>,
+}
 
 /// Every node's copies of the runs it keeps, the nodes read at once; `seen`: what a node
 /// already answered to `copies::states_survey` (asked with its discovery), so it is not asked
@@ -91,7 +97,7 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], which: Which<'_>, se
         Ok::<_, CopyError>((copies::read_copies(name, &seen, &ids, false).await?, ended))
     }))
     .await;
-    let (mut read, mut ended): Copies = Default::default();
+    let mut found = Copies::default();
     for ((name, _), got) in nodes.iter().zip(per_node) {
         // A copy that cannot be read is bad input on that node (nothing was changed); a node
         // that cannot be asked is a failure.
@@ -100,13 +106,13 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], which: Which<'_>, se
             CopyError::Unreadable(m) => Error::input(name.clone(), m),
         })?;
         for (id, c) in copies {
-            read.entry(id).or_default().push(c);
+            found.read.entry(id).or_default().push(c);
         }
         for (id, n) in done {
-            ended.entry(id).or_default().push((name.clone(), n));
+            found.ended.entry(id).or_default().push((name.clone(), n));
         }
     }
-    Ok((read, ended))
+    Ok(found)
 }
 
 /// `kcert runs -i INVENTORY`: the runs the cluster's control plane keeps, each as its longest
@@ -114,7 +120,7 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], which: Which<'_>, se
 pub async fn cluster_runs(reach: Reach<'_>, state_dir: &Path) -> Result<Vec<RunSummary>> {
     let nodes = control_plane(reach).await?;
     let mut out = Vec::new();
-    for (id, copies) in all_copies(&nodes, Which::Every, &BTreeMap::new()).await?.0 {
+    for (id, copies) in all_copies(&nodes, Which::Every, &BTreeMap::new()).await?.read {
         let local = journal::read(state_dir, &id).ok();
         let mut all: Vec<(&str, &[Record])> = copies.iter().map(|c| (c.node.as_str(), c.records.as_slice())).collect();
         if let Some(l) = &local {
@@ -136,7 +142,7 @@ pub async fn cluster_runs(reach: Reach<'_>, state_dir: &Path) -> Result<Vec<RunS
 /// is not read: it stands for its run unless a longer copy (a node's or this machine's) says
 /// more.
 pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], seen: &BTreeMap<String, Snapshot>, state_dir: &Path, inventory_path: Option<&Path>) -> Result<Option<String>> {
-    let (read, ended) = all_copies(nodes, Which::NotEnded, seen).await?;
+    let Copies { read, ended } = all_copies(nodes, Which::NotEnded, seen).await?;
     let ids: std::collections::BTreeSet<&String> = read.keys().chain(ended.keys()).collect();
     for id in ids.into_iter().rev() {
         let copies = read.get(id).map(Vec::as_slice).unwrap_or_default();
@@ -189,7 +195,7 @@ pub async fn fetch(reach: Reach<'_>, state_dir: &Path, run_id: Option<&str>, obs
             ids.pop().ok_or_else(|| Error::input(format!("cluster of {cluster}"), "no run is kept on its control-plane nodes, nor in this machine's state dir"))?
         }
     };
-    let copies = all_copies(&nodes, Which::Run(&id), &BTreeMap::new()).await?.0.remove(&id).unwrap_or_default();
+    let copies = all_copies(&nodes, Which::Run(&id), &BTreeMap::new()).await?.read.remove(&id).unwrap_or_default();
     let local = journal::read(state_dir, &id).ok();
     let mut all: Vec<(&str, &[Record])> = copies.iter().map(|c| (c.node.as_str(), c.records.as_slice())).collect();
     if let Some(l) = &local {
