@@ -149,6 +149,11 @@ pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], seen: &B
         let done = ended.get(id).map(Vec::as_slice).unwrap_or_default();
         let open_len = copies.iter().map(|c| c.records.len()).max().unwrap_or(0);
         let ended_len = done.iter().map(|(_, n)| *n).max();
+        // An ended copy at least as long as every open one stands for its run unless this
+        // machine's journal is longer: its lines bound its records, counted without parsing.
+        if ended_len.is_some_and(|n| n >= open_len && journal::records_at_most(state_dir, id).is_none_or(|m| m <= n)) {
+            continue;
+        }
         let local = journal::read(state_dir, id).ok();
         let local_len = local.as_ref().map_or(0, Vec::len);
         if ended_len.is_some_and(|n| n >= open_len && n >= local_len) {

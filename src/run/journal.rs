@@ -263,6 +263,14 @@ fn read_path(path: &Path) -> Result<Vec<Record>> {
     parse_lines(&bytes).map_err(|(line, message)| Error::InputAt { file: path.to_path_buf(), line, column: 1, message })
 }
 
+/// At most how many records this machine's journal of a run holds (its lines, counted
+/// without parsing them); `None` when it has none that can be read.
+pub fn records_at_most(state_dir: &Path, run_id: &str) -> Option<usize> {
+    let bytes = std::fs::read(run_dir(state_dir, run_id).ok()?.join("journal.jsonl")).ok()?;
+    let newlines = bytes.iter().filter(|b| **b == b'\n').count();
+    Some(newlines + usize::from(bytes.last().is_some_and(|b| *b != b'\n')))
+}
+
 /// A journal's records from its bytes (a node's copy, or the operator's file). A torn last
 /// line (a crash mid-write) is ignored; any other line that is not a record is an error.
 pub fn parse(bytes: &[u8]) -> std::result::Result<Vec<Record>, String> {
