@@ -27,7 +27,8 @@ fn peak_rss_mib() -> f64 {
 fn discover(root: &Path, name: &str, control_plane: bool) -> NodeFacts {
     let fleet = Fleet::local(Some(root.to_path_buf()), Some(kcert::playbook::builtin("kubeadm").unwrap())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut g = rt.block_on(kcert::gather::gather(&fleet, &[])).unwrap();
+    // As `kcert rotate-ca` hands them to its planner.
+    let mut g = rt.block_on(kcert::gather::gather(&fleet, &[])).unwrap().for_planning();
     let mut n = g.nodes.remove(0);
     n.name = name.to_string();
     n.control_plane = control_plane;

@@ -77,7 +77,7 @@ pub async fn renew(fleet: &Fleet, extra_paths: &[String], opts: &RenewOptions, m
     refuse_beside_unfinished(fleet, &mode, run)?;
     let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::states_survey()).await?;
     let unfinished = Unfinished::ask(&gathered, fleet, target_of(fleet), run);
-    let prepared = renew::prepare(fleet, gathered, opts)?;
+    let prepared = renew::prepare(fleet, gathered.for_planning(), opts)?;
     carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
 }
 
@@ -86,7 +86,7 @@ pub async fn rotate_ca(fleet: &Fleet, extra_paths: &[String], opts: &RotateOptio
     refuse_beside_unfinished(fleet, &mode, run)?;
     let gathered = crate::gather::gather_asking(fleet, extra_paths, &crate::run::copies::states_survey()).await?;
     let unfinished = Unfinished::ask(&gathered, fleet, target_of(fleet), run);
-    let prepared = rotate::prepare(fleet, gathered, opts)?;
+    let prepared = rotate::prepare(fleet, gathered.for_planning(), opts)?;
     carry_out(prepared, unfinished.answer().await?, fleet, mode, run, opts.now).await
 }
 
