@@ -150,13 +150,14 @@ pub async fn cluster_unfinished(nodes: &[(String, Arc<dyn Transport>)], seen: &B
         let open_len = copies.iter().map(|c| c.records.len()).max().unwrap_or(0);
         let ended_len = done.iter().map(|(_, n)| *n).max();
         // An ended copy at least as long as every open one stands for its run unless this
-        // machine's journal is longer: its lines bound its records, counted without parsing.
-        if ended_len.is_some_and(|n| n >= open_len && journal::records_at_most(state_dir, id).is_none_or(|m| m <= n)) {
+        // machine's journal is longer: first its lines (they bound its records, counted
+        // without parsing), then, only when they could be more, its records.
+        let ended_stands = |this_machine: usize| ended_len.is_some_and(|n| n >= open_len && n >= this_machine);
+        if ended_stands(journal::records_at_most(state_dir, id).unwrap_or(0)) {
             continue;
         }
         let local = journal::read(state_dir, id).ok();
-        let local_len = local.as_ref().map_or(0, Vec::len);
-        if ended_len.is_some_and(|n| n >= open_len && n >= local_len) {
+        if ended_stands(local.as_ref().map_or(0, Vec::len)) {
             continue;
         }
         let best = copies.iter().max_by_key(|c| c.records.len()).map(|c| &c.records);

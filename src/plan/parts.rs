@@ -139,22 +139,21 @@ impl<'m> ReaderIndex<'m> {
 
 /// sha256 of every file the plan is made from, per node, sorted (the nodes on every core).
 pub fn facts(nodes: &[NodeFacts]) -> Vec<Fact> {
-    facts_by(nodes, |by_name, digests| crate::par::map(by_name, digests).into_iter().flatten().collect())
+    facts_by(nodes, true)
 }
 
 /// The same on the caller's thread alone (for a caller that has it work beside the cores).
 pub fn facts_on_one_core(nodes: &[NodeFacts]) -> Vec<Fact> {
-    facts_by(nodes, |by_name, digests| by_name.iter().flat_map(digests).collect())
+    facts_by(nodes, false)
 }
 
-type NodeDigests = fn(&&NodeFacts) -> Vec<Fact>;
-
-fn facts_by(nodes: &[NodeFacts], each: impl FnOnce(&[&NodeFacts], NodeDigests) -> Vec<Fact>) -> Vec<Fact> {
+fn facts_by(nodes: &[NodeFacts], every_core: bool) -> Vec<Fact> {
     let mut by_name: Vec<&NodeFacts> = nodes.iter().collect();
     by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    let digests = |n: &&NodeFacts| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: sha256(b) }).collect::<Vec<_>>();
+    let mut v: Vec<Fact> = if every_core { crate::par::map(&by_name, digests).into_iter().flatten().collect() } else { by_name.iter().flat_map(digests).collect() };
     // Each node's files come in path order: in node order they are sorted already, unless
     // two nodes share a name.
-    let mut v = each(&by_name, |n| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: sha256(b) }).collect());
     if !v.is_sorted() {
         v.sort();
     }

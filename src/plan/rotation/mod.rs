@@ -21,6 +21,7 @@ use super::gates::Check;
 use super::parts;
 use super::schema::{Batch, Fact, Kind, MadeWith, ModelWrite, NewCa, NodeOps, Options, PLAN_VERSION, Plan, PlanTarget, Proof, StageId, StagePlan, StepPlan};
 use crate::gather::facts::NodeFacts;
+use crate::par::Beside;
 use crate::pki::cert::{first_cert, parse_pem};
 use crate::pki::find_issuer;
 use crate::pki::sign::{KeyType, Signer, Validity};
@@ -72,10 +73,10 @@ pub fn plan(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>) -> Re
     // The digest of every file read (the plan's facts: what makes a saved plan stale) is
     // worked out beside the planning, on a thread of its own, while the model is built and
     // the signatures are set going (work that keeps one core busy, not two).
-    crate::par::beside(|| parts::facts_on_one_core(input.nodes), |facts| plan_with(input, olds, new_cas, || facts.take()))
+    crate::par::beside(|| parts::facts_on_one_core(input.nodes), |facts| plan_with(input, olds, new_cas, facts))
 }
 
-fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, facts: impl FnOnce() -> Vec<Fact>) -> Result<Plan, Vec<String>> {
+fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, facts: Beside<'_, Vec<Fact>>) -> Result<Plan, Vec<String>> {
     let pb = input.playbook;
     let model = build::model(pb, input.nodes);
     let mut problems = parts::unreadable_kubeconfigs(pb, input.nodes);
@@ -301,7 +302,7 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
             input.opts.leaf_days
         ));
     }
-    let mut plan = input.rotation_of(facts(), cas, stages, notes);
+    let mut plan = input.rotation_of(facts.take(), cas, stages, notes);
     plan.proof.tokens = planner.tokens.edges();
     // The planner's copy of every changed file is not needed to prove the plan: let it go first.
     drop(planner);

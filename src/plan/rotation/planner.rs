@@ -122,6 +122,11 @@ pub(super) type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// What one step made, by what it was made of (shared by the nodes worked out on every core).
 pub(super) type StepMemo<K, V> = std::sync::Mutex<foldhash::HashMap<K, Result<V, String>>>;
 
+/// A node's files in `files` (keyed by node, then path), by path.
+fn of_node<'m>(files: &'m BTreeMap<FileId, Content>, node: &'m str) -> impl Iterator<Item = (&'m str, &'m Content)> {
+    files.range(FileId::new(node, "")..).take_while(move |(k, _)| k.node == node).map(|(k, c)| (k.path.as_str(), c))
+}
+
 /// What `memo` holds for `key`, made (and kept) when it holds nothing yet.
 fn remember<K: std::hash::Hash + Eq + Clone, V: Clone>(memo: &StepMemo<K, V>, key: &K, make: impl FnOnce() -> Result<V, String>) -> Result<V, String> {
     let lock = || memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -394,12 +399,11 @@ impl<'a> Planner<'a> {
         edit::set_certs(bytes, &out)
     }
 
+    /// A node's files as the plan has them now: the model's, and over them what the plan changed.
     pub(super) fn model_files(&self, node: &str) -> Vec<(String, Content)> {
-        let from = FileId::new(node, "");
-        let of_node = |m: &'a BTreeMap<FileId, Content>| m.range(&from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c));
-        let mut files: BTreeMap<String, &Content> = of_node(self.model).collect();
-        files.extend(self.state.range(&from..).take_while(|(k, _)| k.node == node).map(|(k, c)| (k.path.clone(), c)));
-        files.into_iter().map(|(path, c)| (path, c.clone())).collect()
+        let mut files: BTreeMap<&str, &Content> = of_node(self.model, node).collect();
+        files.extend(of_node(&self.state, node));
+        files.into_iter().map(|(path, c)| (path.to_string(), c.clone())).collect()
     }
 
     /// A node's changes in one step, taken in, as file ops.
