@@ -1,7 +1,9 @@
 //! Benchmark: the rotate-ca planner on a simulated cluster of N nodes (default 5,000: three
-//! control-plane nodes and N-3 workers), no SSH. The PKI of one control-plane node and one
-//! worker is made with the project's openssl script; every other worker is that worker's
-//! files under another name. Prints the time to build the trust model, to plan (making every
+//! control-plane nodes and N-3 workers), no SSH. The PKI of three control-plane nodes and two
+//! workers is made with the project's openssl script; every other worker is the first
+//! worker's files under another name, each holding its own copy of what differs between the
+//! two workers (the kubelet's certificates and keys) and sharing what is the same bytes on
+//! both, as gathering a real fleet shares it. Prints the time to build the trust model, to plan (making every
 //! file change: re-signing each leaf, editing each bundle and kubeconfig) and to prove the
 //! plan, and the process's peak memory; beside them, the floor: the leaves it re-signs times
 //! one signature's time (measured here) over the cores.
@@ -13,6 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use kcert::gather::NodeFacts;
+use kcert::gather::facts::Shared;
 use kcert::plan::rotation::{self, Input};
 use kcert::plan::schema::Options;
 use kcert::plan::{build, prove};
@@ -62,11 +65,22 @@ fn main() {
     let nodes: usize = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(5000).max(4);
     let dir = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ok = Command::new(repo.join("docker/pki/make-kubeadm-pki.sh")).arg(dir.path()).args(["cp1:10.0.0.1:cp", "cp2:10.0.0.2:cp", "cp3:10.0.0.3:cp", "w1:10.0.1.1:worker"]).status().unwrap().success();
+    let ok = Command::new(repo.join("docker/pki/make-kubeadm-pki.sh")).arg(dir.path()).args(["cp1:10.0.0.1:cp", "cp2:10.0.0.2:cp", "cp3:10.0.0.3:cp", "w1:10.0.1.1:worker", "w2:10.0.1.2:worker"]).status().unwrap().success();
     assert!(ok, "make-kubeadm-pki.sh failed");
     let mut facts: Vec<NodeFacts> = ["cp1", "cp2", "cp3"].iter().map(|n| discover(&dir.path().join(n), n, true)).collect();
     let worker = discover(&dir.path().join("w1"), "w1", false);
-    facts.extend((1..=nodes - 3).map(|i| NodeFacts { name: format!("w{i}"), ..worker.clone() }));
+    // Gathering holds each distinct content once (`gather::facts::Held`): the files two workers
+    // have byte for byte the same are shared by every worker; the rest is each worker's own
+    // (its link and the link's target, one file on disk, share one copy).
+    let other = discover(&dir.path().join("w2"), "w2", false);
+    let own: Vec<&str> = worker.files.iter().filter(|(p, b)| other.files.get(*p) != Some(*b)).map(|(p, _)| p.as_str()).collect();
+    assert!(own.len() >= 3 && own.len() < worker.files.len(), "what two workers do not share: {own:?}");
+    facts.extend((1..=nodes - 3).map(|i| {
+        let mut mine: std::collections::HashMap<&[u8], Shared> = Default::default();
+        let files = worker.files.iter().map(|(p, b)| (p.clone(), if own.contains(&p.as_str()) { mine.entry(&**b).or_insert_with(|| Shared::from(&**b)).clone() } else { b.clone() })).collect();
+        NodeFacts { name: format!("w{i}"), files, ..worker.clone() }
+    }));
+    drop(other);
 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let pb = kcert::playbook::builtin("kubeadm").unwrap();

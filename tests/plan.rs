@@ -99,7 +99,7 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
             let node = g.nodes.iter().find(|n| n.name == op.node).unwrap();
             for f in &op.files {
                 let key = (op.node.clone(), f.path.clone());
-                let old = files.entry(key.clone()).or_insert_with(|| node.files.get(&f.path).cloned()).clone();
+                let old = files.entry(key.clone()).or_insert_with(|| node.files.get(&f.path).map(|b| b.to_vec())).clone();
                 if f.private {
                     files.remove(&key);
                     continue;
@@ -159,4 +159,23 @@ fn the_files_judge_a_rotation_not_the_plan_before_it_the_old_cas_are_everywhere_
     // Without the new keys, the recipes cannot be carried out: said, not panicked on.
     let no_keys = kcert::plan::replay::replay(&g.playbook, &g.nodes, &p, &Default::default(), &Default::default());
     assert!(no_keys.iter().any(|b| b.contains("not in the run's key store")), "{no_keys:#?}");
+}
+
+#[test]
+fn gathering_holds_a_symlink_and_its_target_as_one_copy_of_their_bytes() {
+    // A node made by the project's openssl script: the kubelet's client pem under its dated
+    // name and under the `kubelet-client-current.pem` symlink, one file on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("bash").arg(common::fleet::repo().join("docker/pki/make-kubeadm-pki.sh")).arg(dir.path()).arg("cp1:10.0.0.11:cp").status().unwrap();
+    assert!(ok.success(), "make-kubeadm-pki.sh");
+    let fleet = Fleet::local(Some(dir.path().join("cp1")), Some(kcert::playbook::builtin("kubeadm").unwrap())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let g = rt.block_on(kcert::gather::gather(&fleet, &[])).unwrap();
+    let files = &g.nodes[0].files;
+    let link = &files["/var/lib/kubelet/pki/kubelet-client-current.pem"];
+    let (target, bytes) = files.iter().find(|(p, _)| p.starts_with("/var/lib/kubelet/pki/kubelet-client-2")).expect("the link's dated target was read");
+    assert_eq!(std::fs::read(dir.path().join("cp1").join(&target[1..])).unwrap(), **bytes, "{target} as read");
+    assert!(std::sync::Arc::ptr_eq(link, bytes), "the link and {target} are held as one copy");
+    let apiserver = &files["/etc/kubernetes/pki/apiserver.crt"];
+    assert!(!std::sync::Arc::ptr_eq(link, apiserver) && **link != **apiserver);
 }

@@ -351,6 +351,27 @@ pub fn key_beside(cert: &str) -> Vec<String> {
     out
 }
 
+/// A file's bytes as gathered, held once however many paths and nodes hold them.
+pub type Shared = std::sync::Arc<[u8]>;
+
+/// Every distinct content gathered so far: a file read under another path (a symlink and its
+/// target) or on another node (a kubeadm worker's `ca.crt`, `kubelet.conf`, `config.yaml`)
+/// with the same bytes shares one copy. Nodes are read at the same time, so it is locked.
+#[derive(Default)]
+pub struct Held(std::sync::Mutex<foldhash::HashSet<Shared>>);
+
+impl Held {
+    pub fn hold(&self, bytes: Vec<u8>) -> Shared {
+        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(have) = held.get(bytes.as_slice()) {
+            return have.clone();
+        }
+        let b: Shared = bytes.into();
+        held.insert(b.clone());
+        b
+    }
+}
+
 /// One node's facts, as gathered: what the planners and reports work on. Holds file bytes
 /// (never private keys, except where a key shares a file with a certificate or is embedded in
 /// a kubeconfig: those are copied through, never shown); Debug shows no bytes.
@@ -365,8 +386,9 @@ pub struct NodeFacts {
     pub offline: bool,
     pub pki: NodePki,
     /// Every file read, by path: certificates, kubeconfigs, manifests, configs, the keys
-    /// kubeconfigs and leaves name.
-    pub files: BTreeMap<String, Vec<u8>>,
+    /// kubeconfigs and leaves name. Equal contents are held once (`Shared`): a symlink and its
+    /// target, and the files most nodes share (a kubeadm worker's `ca.crt`, `kubelet.conf`).
+    pub files: BTreeMap<String, Shared>,
     pub hostname: Option<String>,
 }
 
@@ -413,7 +435,7 @@ impl NodeFacts {
     }
 
     /// The CA key of `ca` this node holds, and where.
-    pub fn ca_key(&self, pb: &Playbook, ca: &str) -> Option<(String, &Vec<u8>)> {
+    pub fn ca_key(&self, pb: &Playbook, ca: &str) -> Option<(String, &Shared)> {
         self.ca_key_candidates(pb, ca).into_iter().find_map(|p| self.files.get(&p).map(|b| (p, b)))
     }
 
@@ -487,5 +509,16 @@ mod tests {
         classify("/d/placeholder.pem", b"a CA bundle lives here\n", &want, &mut pki);
         let paths: Vec<_> = pki.errors.iter().map(|e| e.path.clone().unwrap()).collect();
         assert_eq!(paths, vec!["/d/bad.crt", "/d/placeholder.pem"]);
+    }
+
+    #[test]
+    fn equal_contents_are_held_once_and_different_ones_apart() {
+        let held = Held::default();
+        let a = held.hold(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec());
+        let b = held.hold(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec());
+        let c = held.hold(b"-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n".to_vec());
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "the same bytes read twice are one copy");
+        assert!(!std::sync::Arc::ptr_eq(&a, &c) && *a != *c);
+        assert_eq!(&*c, b"-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n");
     }
 }

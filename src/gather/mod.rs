@@ -64,9 +64,10 @@ pub async fn gather_reusing(fleet: &Fleet, reuse: Option<&Connected>, extra_path
 
 async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[String], also: Option<&Survey>) -> Result<Gathered> {
     let embedded = crate::playbook::embedded();
+    let held = facts::Held::default();
     let results = fleet
         .run_reusing(reuse, &|_| {}, |t, target| {
-            let embedded = &embedded;
+            let (embedded, held) = (&embedded, &held);
             async move {
                 let (pb, facts, asked) = {
                     let also = also.filter(|_| target.goes_alone());
@@ -108,7 +109,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
                     // Where a node's join token may be: a CA rotation rewrites the hash it pins.
                     paths.extend(pb.reissue.iter().flat_map(|r| r.rotate_ca.iter()).flat_map(|r| r.tokens.iter().cloned()));
                     let wanted: Vec<String> = paths.into_iter().collect();
-                    let mut files = found(&wanted, t.read_files(&wanted).await?);
+                    let mut files = found(&wanted, t.read_files(&wanted).await?, held);
                     // The files a kubeconfig points at, every user's key among them (the kubelet's
                     // rotating pem holds both cert and key).
                     let mut refs: Vec<String> = Vec::new();
@@ -120,7 +121,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
                             }
                         }
                     }
-                    files.extend(found(&refs, t.read_files(&refs).await?));
+                    files.extend(found(&refs, t.read_files(&refs).await?, held));
                     let hostname = if t.offline() { None } else { t.run(discover::HOSTNAME_SCRIPT).await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
                     (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname }, asked)
                 };
@@ -156,13 +157,13 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
     Ok(Gathered { playbook: playbook.ok_or_else(|| Error::Usage("no nodes".into()))?, nodes, connected: Connected::new(connections), asked })
 }
 
-/// The files that were found, by path.
-fn found(paths: &[String], data: Vec<FileData>) -> BTreeMap<String, Vec<u8>> {
+/// The files that were found, by path, each content held once fleet-wide.
+fn found(paths: &[String], data: Vec<FileData>, held: &facts::Held) -> BTreeMap<String, facts::Shared> {
     paths
         .iter()
         .zip(data)
         .filter_map(|(p, d)| match d {
-            FileData::Found(b) => Some((p.clone(), b)),
+            FileData::Found(b) => Some((p.clone(), held.hold(b))),
             _ => None,
         })
         .collect()

@@ -206,7 +206,7 @@ fn as_gathered(plan: &Plan, g: &Gathered) -> BTreeMap<crate::run::NodeFile, Opti
         let bytes = facts.get(node).and_then(|n| n.files.get(&f.path));
         match (&f.old_sha256, bytes) {
             (None, None) => drop(out.insert((node.to_string(), f.path.clone()), None)),
-            (Some(sha), Some(b)) if crate::pki::sha256(b) == *sha => drop(out.insert((node.to_string(), f.path.clone()), Some(b.clone()))),
+            (Some(sha), Some(b)) if crate::pki::sha256(b) == *sha => drop(out.insert((node.to_string(), f.path.clone()), Some(b.to_vec()))),
             _ => {}
         }
     }
@@ -276,7 +276,7 @@ async fn holds_up(g: &mut Gathered, plan: &Plan, keys: &BTreeMap<String, String>
         let data = t.read_files(&wanted).await.map_err(|e| Error::node(n.name.clone(), e.message))?;
         for (p, d) in wanted.into_iter().zip(data) {
             if let crate::reach::transport::FileData::Found(b) = d {
-                n.files.insert(p, b);
+                n.files.insert(p, b.into());
             }
         }
     }

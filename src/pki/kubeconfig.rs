@@ -260,13 +260,13 @@ impl Identity {
 
     /// The bytes of one credential: embedded, or from `files` (what was read, by absolute path).
     /// None: the identity has no such credential; an error names a referenced file not read.
-    pub fn load(&self, which: Part, kc_path: &str, files: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
+    pub fn load(&self, which: Part, kc_path: &str, files: &std::collections::BTreeMap<String, impl AsRef<[u8]>>) -> Result<Option<Vec<u8>>, String> {
         match self.part(which) {
             None => Ok(None),
             Some(Material::Data(d)) => Ok(Some(d.clone())),
             Some(Material::Path(rel)) => {
                 let abs = resolve_reference(kc_path, rel);
-                files.get(&abs).cloned().map(Some).ok_or_else(|| format!("{abs} (named by {kc_path}): missing"))
+                files.get(&abs).map(|b| Some(b.as_ref().to_vec())).ok_or_else(|| format!("{abs} (named by {kc_path}): missing"))
             }
         }
     }

@@ -64,7 +64,7 @@ fn trust_of(certs: &[CertInfo], cas: &BTreeMap<CaId, CertInfo>) -> BTreeSet<CaId
     certs.iter().map(|c| cas.iter().find(|(_, k)| k.sha256 == c.sha256).map(|(id, _)| id.clone()).unwrap_or_else(|| format!("other:{}", &c.sha256[..8]))).collect()
 }
 
-fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, Vec<u8>>, cas: &BTreeMap<CaId, CertInfo>) -> Option<Content> {
+fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, crate::gather::facts::Shared>, cas: &BTreeMap<CaId, CertInfo>) -> Option<Content> {
     if kind == FileKind::Kubeconfig {
         let id = kubeconfig::public_identity(bytes).ok()?;
         let load = |which: Part| id.load(which, path, files).ok().flatten();

@@ -62,7 +62,7 @@ pub fn plan(input: &Input<'_>, r: &reissue::Reissue, rc: &RotateCa, types: &[Str
     let mut keys = BTreeMap::new();
     for c in chosen {
         let key = pb.file(&c.cert).and_then(|f| f.key.clone()).unwrap_or_default();
-        fn read<'n>(n: &'n NodeFacts, name: &str) -> Option<(String, &'n Vec<u8>)> {
+        fn read<'n>(n: &'n NodeFacts, name: &str) -> Option<(String, &'n crate::gather::facts::Shared)> {
             n.pki.named.get(name).and_then(|p| n.files.get(p).map(|b| (p.clone(), b)))
         }
         let (cert_path, cert_pem, key_path, key_pem) = match (read(first, &c.cert), read(first, &key)) {

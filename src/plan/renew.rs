@@ -144,10 +144,10 @@ fn plan_cert(n: &NodeFacts, name: &str, path: &str, key_path: Option<&str>, sign
     }
     // The key may share the file (kubelet-client-current.pem) or sit beside it.
     let key_bytes = if parse_pem(bytes).map(|c| c.has_private_key()).unwrap_or(false) {
-        bytes.clone()
+        bytes.to_vec()
     } else {
         let kp = key_path.ok_or_else(|| format!("{node}: {path}: no private key is known for it"))?;
-        n.files.get(kp).cloned().ok_or_else(|| format!("{node}: {kp}: the private key of {path} is missing"))?
+        n.files.get(kp).map(|b| b.to_vec()).ok_or_else(|| format!("{node}: {kp}: the private key of {path} is missing"))?
     };
     match key_matches(&leaf, &key_bytes) {
         Ok(true) => {}
@@ -163,7 +163,7 @@ fn plan_cert(n: &NodeFacts, name: &str, path: &str, key_path: Option<&str>, sign
         certs.truncate(1);
     }
     let new = edit::set_certs(bytes, &certs).map_err(|e| format!("{node}: {path}: {e}"))?;
-    Ok(Change { path: path.to_string(), old: bytes.clone(), new, items: vec![item(name, None, &leaf, signer, &renewed)] })
+    Ok(Change { path: path.to_string(), old: bytes.to_vec(), new, items: vec![item(name, None, &leaf, signer, &renewed)] })
 }
 
 type Planned = (Option<Change>, Option<String>);
@@ -201,7 +201,7 @@ fn plan_kubeconfig(pb: &Playbook, n: &NodeFacts, name: &str, path: &str, signer:
         let note = format!("{path}: renewing the client certificate it points at, {target} (the kubelet does not rotate it)");
         return Ok((Some(change), Some(note)));
     }
-    let mut new = bytes.clone();
+    let mut new = bytes.to_vec();
     let mut items = Vec::new();
     // Users that share one client certificate share its renewal: the value changes everywhere at once.
     let mut renewed_raw: BTreeMap<String, Renewed> = BTreeMap::new();
@@ -217,7 +217,7 @@ fn plan_kubeconfig(pb: &Playbook, n: &NodeFacts, name: &str, path: &str, signer:
             Some(Material::Data(d)) => d,
             Some(Material::Path(p)) => {
                 let abs = kubeconfig::resolve_reference(path, &p);
-                n.files.get(&abs).cloned().ok_or_else(|| format!("{node}: {abs}: the client key of {} in {path} is missing", e.field.owner))?
+                n.files.get(&abs).map(|b| b.to_vec()).ok_or_else(|| format!("{node}: {abs}: the client key of {} in {path} is missing", e.field.owner))?
             }
             None => return Err(format!("{what}: user {} has no client key", e.field.owner)),
         };
@@ -236,7 +236,7 @@ fn plan_kubeconfig(pb: &Playbook, n: &NodeFacts, name: &str, path: &str, signer:
         items.push(item(name, Some(e.field.display()), leaf, signer, &renewed));
         renewed_raw.insert(compact, renewed);
     }
-    Ok((Some(Change { path: path.to_string(), old: bytes.clone(), new, items }), None))
+    Ok((Some(Change { path: path.to_string(), old: bytes.to_vec(), new, items }), None))
 }
 
 /// One signer per CA the selection needs, from the first node (control plane first) that
@@ -336,7 +336,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
         .map(|(n, p)| {
             let mut n = n.clone();
             for c in &p.changes {
-                n.files.insert(c.path.clone(), c.new.clone());
+                n.files.insert(c.path.clone(), c.new.as_slice().into());
             }
             n
         })

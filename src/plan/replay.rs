@@ -21,7 +21,7 @@ pub fn replay(pb: &Playbook, nodes: &[NodeFacts], plan: &Plan, keys: &BTreeMap<S
     let get = |files: &BTreeMap<(String, String), Option<Vec<u8>>>, node: &str, path: &str| -> Option<Vec<u8>> {
         match files.get(&(node.to_string(), path.to_string())) {
             Some(v) => v.clone(),
-            None => nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(path).cloned()),
+            None => nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(path).map(|b| b.to_vec())),
         }
     };
     let mut out = Vec::new();
@@ -73,7 +73,7 @@ pub fn replay(pb: &Playbook, nodes: &[NodeFacts], plan: &Plan, keys: &BTreeMap<S
                 for ((node, path), bytes) in &files {
                     if node == &n.name {
                         match bytes {
-                            Some(b) => n.files.insert(path.clone(), b.clone()),
+                            Some(b) => n.files.insert(path.clone(), b.as_slice().into()),
                             None => n.files.remove(path),
                         };
                     }

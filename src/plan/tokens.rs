@@ -55,7 +55,7 @@ pub struct TokenBaseline {
 
 impl TokenBaseline {
     pub fn new(pb: &Playbook, nodes: &[NodeFacts]) -> TokenBaseline {
-        let get = |node: &str, path: &str| nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(path).cloned());
+        let get = |node: &str, path: &str| nodes.iter().find(|n| n.name == node).and_then(|n| n.files.get(path).map(|b| b.to_vec()));
         let uses: Vec<Use> = token_uses(pb, nodes)
             .into_iter()
             .filter_map(|u| Some((u.node, pb.components.iter().position(|c| std::ptr::eq(c, u.component))?, u.key.to_string(), u.signs)))
@@ -167,7 +167,7 @@ mod tests {
             pki.components.insert(c.into(), [(flag.to_string(), path.to_string())].into());
             pki.refs.insert((c.into(), flag.into()), path.into());
         }
-        NodeFacts { name: name.into(), address: "10.0.0.1".into(), control_plane: true, offline: true, pki, files: all, hostname: None }
+        NodeFacts { name: name.into(), address: "10.0.0.1".into(), control_plane: true, offline: true, pki, files: all.into_iter().map(|(p, b)| (p, b.into())).collect(), hostname: None }
     }
 
     #[test]

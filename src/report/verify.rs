@@ -196,7 +196,7 @@ fn side_material(n: &NodeFacts, side: &Side, kubeconfig_path: Option<&str>) -> M
         }
     }
     if let Some(p) = path(&side.key) {
-        m.key = n.files.get(&p).cloned();
+        m.key = n.files.get(&p).map(|b| b.to_vec());
     }
     if let Some(p) = path(&side.trusts) {
         m.trust_file = Some(p.clone());

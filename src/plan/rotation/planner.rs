@@ -33,21 +33,21 @@ type Changed = BTreeMap<String, Option<std::sync::Arc<[u8]>>>;
 /// Current bytes of every file, as the plan so far leaves them. Equal contents are held once
 /// (most workers' bundles and kubeconfigs are the same bytes).
 pub(super) struct Vfs<'a> {
-    pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>,
+    pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, crate::gather::facts::Shared>>,
     /// Every file the plan so far changes, by node.
     pub(super) cur: BTreeMap<String, Changed>,
     pub(super) shared: foldhash::HashSet<std::sync::Arc<[u8]>>,
 }
 
 impl<'a> Vfs<'a> {
-    pub(super) fn new(base: BTreeMap<&'a str, &'a BTreeMap<String, Vec<u8>>>) -> Vfs<'a> {
+    pub(super) fn new(base: BTreeMap<&'a str, &'a BTreeMap<String, crate::gather::facts::Shared>>) -> Vfs<'a> {
         Vfs { base, cur: BTreeMap::new(), shared: Default::default() }
     }
     /// A file's bytes, borrowed.
     pub(super) fn peek(&self, node: &str, path: &str) -> Option<&[u8]> {
         match self.cur.get(node).and_then(|files| files.get(path)) {
             Some(v) => v.as_deref(),
-            None => self.base.get(node).and_then(|f| f.get(path)).map(Vec::as_slice),
+            None => self.base.get(node).and_then(|f| f.get(path)).map(|b| &**b),
         }
     }
     pub(super) fn get(&self, node: &str, path: &str) -> Option<Vec<u8>> {
