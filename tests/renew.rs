@@ -464,3 +464,39 @@ fn a_kill_between_the_writes_and_their_journal_records_still_rolls_back_byte_for
     Test::new().args(["rollback", &id, "--yes", "--state-dir"]).args([state.path()]).run().status(0).stdout_has("restored");
     assert_eq!(sums(&root), original, "every byte back, the unjournaled writes too");
 }
+
+#[test]
+fn a_pair_the_renewal_leaves_alone_whose_key_does_not_match_is_said_and_not_touched() {
+    // A kubeadm node made by the project's openssl script; the kubelet's serving key replaced
+    // by another key (the kubelet could not serve with the pair). A default renewal does not
+    // change kubelet serving certs (`--certs kubelet-serving` does).
+    let made = |dir: &Path| {
+        let ok = Command::new("bash").arg(format!("{}/docker/pki/make-kubeadm-pki.sh", env!("CARGO_MANIFEST_DIR"))).arg(dir).arg("cp1:10.0.0.11:cp").status().unwrap();
+        assert!(ok.success(), "make-kubeadm-pki.sh");
+        dir.join("cp1")
+    };
+    let note = "/var/lib/kubelet/pki/kubelet.crt: its private key /var/lib/kubelet/pki/kubelet.key does not match it";
+    let dir = tempfile::tempdir().unwrap();
+    let root = made(dir.path());
+    let pki = root.join("var/lib/kubelet/pki");
+    let (ok, out) = openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", pki.join("kubelet.key").to_str().unwrap()], b"");
+    assert!(ok, "{out}");
+    let before = sums(&root);
+    let state = tempfile::tempdir().unwrap();
+    let kcert = |extra: &[&str]| Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--state-dir"]).args([state.path()]).args(extra.iter().copied()).run();
+    kcert(&["--dry-run"]).status(0).stdout_has(note).stdout_has("this renewal leaves kubelet-serving alone");
+    kcert(&["--yes"]).status(0).stdout_has(note);
+    let after = sums(&root);
+    for f in ["/var/lib/kubelet/pki/kubelet.crt", "/var/lib/kubelet/pki/kubelet.key"] {
+        assert_eq!(after.get(f), before.get(f), "{f} was left alone");
+    }
+    assert_ne!(after.get("/etc/kubernetes/pki/apiserver.crt"), before.get("/etc/kubernetes/pki/apiserver.crt"), "the renewal itself went ahead");
+    // Asked for, the pair is refused as before, naming it.
+    kcert(&["--yes", "--certs", "kubelet-serving"]).status(2).stderr_has(note);
+    // A node whose pairs all match is given no such note.
+    let clean = tempfile::tempdir().unwrap();
+    let root = made(clean.path());
+    let run = Test::new().args(["renew", "--local", "--root"]).args([&root]).args(["--dry-run", "--state-dir"]).args([state.path()]).run();
+    run.status(0);
+    assert!(!run.stdout.contains("does not match"), "{}", run.stdout);
+}

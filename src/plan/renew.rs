@@ -78,6 +78,9 @@ struct Change {
 struct NodeChanges {
     changes: Vec<Change>,
     notes: Vec<String>,
+    /// What is wrong on the node that the renewal leaves alone: said in the plan's notes, so
+    /// in the run's summary too.
+    warnings: Vec<String>,
 }
 
 fn item(name: &str, field: Option<String>, leaf: &CertInfo, signer: &Signer, r: &Renewed) -> Reissued {
@@ -129,6 +132,23 @@ fn plan_node(pb: &Playbook, n: &NodeFacts, signers: &BTreeMap<String, std::resul
                 out.notes.extend(note);
             }
             Err(e) => problems.push(Problem::File(e)),
+        }
+    }
+    out.warnings = mismatched_pairs(pb, n, selected, &seen);
+    out
+}
+
+/// The certificates this renewal leaves alone whose private key no longer matches them:
+/// said on the node, not mended (the component that loads the pair cannot serve with it).
+fn mismatched_pairs(pb: &Playbook, n: &NodeFacts, selected: &BTreeSet<String>, renewed: &BTreeSet<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in pb.files.iter().filter(|f| f.kind == FileKind::Cert && !selected.contains(&f.name)) {
+        let Some(path) = n.pki.named.get(&f.name).filter(|p| !renewed.contains(p.as_str())) else { continue };
+        let Some(key_path) = f.key.as_ref().and_then(|k| n.pki.named.get(k).cloned().or_else(|| pb.file(k).map(|kf| kf.path.clone()))) else { continue };
+        let (Some(cert), Some(key)) = (n.files.get(path), n.files.get(&key_path)) else { continue };
+        let Ok(leaf) = first_cert(cert) else { continue };
+        if let Ok(false) = key_matches(&leaf, key) {
+            out.push(format!("{path}: its private key {key_path} does not match it; this renewal leaves {} alone, and what loads the pair cannot use it (kcert verify)", f.name));
         }
     }
     out
@@ -385,6 +405,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan> {
     let offline = input.nodes.iter().all(|n| n.offline);
     let mut plan = skeleton(input, offline, StageId::Renew.name().into(), steps);
     plan.notes = capped_note(&planned, input.days).into_iter().collect();
+    plan.notes.extend(input.nodes.iter().zip(&planned).flat_map(|(n, p)| p.warnings.iter().map(move |w| format!("{}: {w}", n.name))));
     plan.node_notes = input.nodes.iter().zip(&planned).flat_map(|(n, p)| p.notes.iter().map(|note| NodeNote { node: n.name.clone(), note: note.clone() })).collect();
     // Re-signing with the same CA must keep every edge that holds now; one already broken
     // (a leaf its peer does not trust) is the operator's to mend, and is said.
