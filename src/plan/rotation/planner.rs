@@ -399,11 +399,22 @@ impl<'a> Planner<'a> {
         edit::set_certs(bytes, &out)
     }
 
-    /// A node's files as the plan has them now: the model's, and over them what the plan changed.
-    pub(super) fn model_files(&self, node: &str) -> Vec<(String, Content)> {
-        let mut files: BTreeMap<&str, &Content> = of_node(self.model, node).collect();
-        files.extend(of_node(&self.state, node));
-        files.into_iter().map(|(path, c)| (path.to_string(), c.clone())).collect()
+    /// A node's files as the plan has them now, by path: the model's, and over them what the
+    /// plan changed (both are sorted by path: merged as they are read, nothing copied).
+    pub(super) fn model_files<'s>(&'s self, node: &'s str) -> impl Iterator<Item = (&'s str, &'s Content)> + 's {
+        let (mut model, mut changed) = (of_node(self.model, node).peekable(), of_node(&self.state, node).peekable());
+        std::iter::from_fn(move || match (model.peek(), changed.peek()) {
+            (Some((m, _)), Some((c, _))) => match m.cmp(c) {
+                std::cmp::Ordering::Less => model.next(),
+                std::cmp::Ordering::Greater => changed.next(),
+                std::cmp::Ordering::Equal => {
+                    model.next();
+                    changed.next()
+                }
+            },
+            (Some(_), None) => model.next(),
+            (None, _) => changed.next(),
+        })
     }
 
     /// A node's changes in one step, taken in, as file ops.

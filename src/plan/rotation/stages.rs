@@ -52,7 +52,7 @@ impl Planner<'_> {
     /// successor is there. The bytes and the model change together.
     fn retrust(&self, node: &str, p: &mut Pending, adding: bool) {
         for (path, content) in self.model_files(node) {
-            let picked: Vec<usize> = match &content {
+            let picked: Vec<usize> = match content {
                 Content::Trust { cas } | Content::Kubeconfig { trusts: cas, .. } => {
                     (0..self.rots.len()).filter(|&i| cas.contains(&self.rots[i].old.id) && cas.contains(&self.rots[i].new_id) != adding).collect()
                 }
@@ -66,13 +66,13 @@ impl Planner<'_> {
                 let change = |b: &[u8]| if adding { edit::add_cert(b, &pem) } else { edit::remove_cert(b, &sha) };
                 // Named whole: the new CA added, or the old one removed, of rotation i.
                 let what = format!("{} {i}", if adding { "add" } else { "remove" });
-                match &content {
-                    Content::Trust { .. } => self.edit_as(p, node, &path, what, change),
-                    _ => self.kubeconfig_trust(node, &path, p, &sha, &what, change),
+                match content {
+                    Content::Trust { .. } => self.edit_as(p, node, path, what, change),
+                    _ => self.kubeconfig_trust(node, path, p, &sha, &what, change),
                 }
             }
             let ids: Vec<CaId> = picked.iter().map(|&i| if adding { self.rots[i].new_id.clone() } else { self.rots[i].old.id.clone() }).collect();
-            p.model.insert(path, if adding { add_trust(&content, &ids) } else { drop_trust(&content, &ids) });
+            p.model.insert(path.to_string(), if adding { add_trust(content, &ids) } else { drop_trust(content, &ids) });
         }
     }
 
@@ -217,36 +217,36 @@ impl Planner<'_> {
         let sans = self.node(node).node_sans();
         let mut jobs = Vec::new();
         for (path, content) in self.model_files(node) {
-            match &content {
+            match content {
                 Content::Leaf { signer } => {
-                    let (ri, rehome) = match (self.rot_of_old(signer), rehome_paths.get(&path)) {
+                    let (ri, rehome) = match (self.rot_of_old(signer), rehome_paths.get(path)) {
                         (Some(ri), _) => (ri, false),
                         (None, Some(&ri)) if *signer != self.rots[ri].new_id => (ri, true),
                         _ => continue,
                     };
-                    if self.vfs.peek(node, &path).is_none() {
+                    if self.vfs.peek(node, path).is_none() {
                         continue;
                     }
-                    let extra = if rehome_paths.contains_key(&path) { sans.clone() } else { Vec::new() };
+                    let extra = if rehome_paths.contains_key(path) { sans.clone() } else { Vec::new() };
                     let model = Content::Leaf { signer: self.rots[ri].new_id.clone() };
-                    jobs.push(S4Job { path, ri, what: Resign::File { extra, rehome }, model });
+                    jobs.push(S4Job { path: path.to_string(), ri, what: Resign::File { extra, rehome }, model });
                 }
                 Content::Kubeconfig { client_signer: Some(s), trusts } => {
                     let Some(ri) = self.rot_of_old(s) else {
                         continue;
                     };
                     let model = Content::Kubeconfig { client_signer: Some(self.rots[ri].new_id.clone()), trusts: trusts.clone() };
-                    let Some(kc) = self.vfs.peek(node, &path).and_then(|b| kubeconfig::parse_kubeconfig(b).ok()) else {
+                    let Some(kc) = self.vfs.peek(node, path).and_then(|b| kubeconfig::parse_kubeconfig(b).ok()) else {
                         continue;
                     };
                     let signed_by_old = |c: &crate::pki::PemContent| c.certs.first().is_some_and(|l| find_issuer(l, &[&self.rots[ri].old.cert]).is_some());
                     let fields: Vec<String> =
                         kc.embedded.iter().filter(|e| e.field.key == "client-certificate-data" && e.content.as_ref().is_ok_and(signed_by_old)).map(|e| e.field.display()).collect();
                     let what = match kc.references.iter().find(|r| r.field.key == "client-certificate") {
-                        Some(r) if fields.is_empty() => Resign::Reference(kubeconfig::resolve_reference(&path, &r.path)),
+                        Some(r) if fields.is_empty() => Resign::Reference(kubeconfig::resolve_reference(path, &r.path)),
                         _ => Resign::Fields(fields),
                     };
-                    jobs.push(S4Job { path, ri, what, model });
+                    jobs.push(S4Job { path: path.to_string(), ri, what, model });
                 }
                 _ => {}
             }
