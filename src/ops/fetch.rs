@@ -84,12 +84,13 @@ async fn all_copies(nodes: &[(String, Arc<dyn Transport>)], which: Which<'_>, se
         };
         let seen = match seen.get(name) {
             Some(snap) => Prefetched::new(t.as_ref(), snap.clone()),
-            None => Prefetched::survey(t.as_ref(), &survey).await.map_err(|e| e.message)?,
+            None => Prefetched::survey(t.as_ref(), &survey).await.map_err(|e| CopyError::Reach(e.message))?,
         };
-        let mut ids = copies::node_runs(&seen).await?;
+        // Listing a node's runs and reading their states are reads: a failure is the node's.
+        let mut ids = copies::node_runs(&seen).await.map_err(CopyError::Reach)?;
         let mut ended = Vec::new();
         if let Which::NotEnded = which {
-            let states = copies::states(&seen, &ids).await?;
+            let states = copies::states(&seen, &ids).await.map_err(CopyError::Reach)?;
             let (done, open): (Vec<_>, Vec<_>) = ids.into_iter().zip(states).partition(|(_, s)| s.is_some());
             ended = done.into_iter().filter_map(|(id, s)| Some((id, s?))).collect();
             ids = open.into_iter().map(|(id, _)| id).collect();

@@ -202,12 +202,6 @@ pub enum CopyError {
     Unreadable(String),
 }
 
-impl From<String> for CopyError {
-    fn from(e: String) -> CopyError {
-        CopyError::Reach(e)
-    }
-}
-
 /// A node's copies of these runs, those it has (`with_plan`: their plans too, else the
 /// journals alone), read in one round trip.
 pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with_plan: bool) -> Result<Vec<(String, NodeCopy)>, CopyError> {
@@ -222,11 +216,11 @@ pub async fn read_copies(node: &str, t: &dyn Transport, run_ids: &[String], with
             if with_plan { vec![journal, plan] } else { vec![journal] }
         })
         .collect();
-    let mut data = t.read_files(&wanted).await.map_err(|e| e.message)?;
+    let mut data = t.read_files(&wanted).await.map_err(|e| CopyError::Reach(e.message))?;
     // A large run's journal (about 1 KB per file it changed) is past what a read takes at once.
     for (d, path) in data.iter_mut().zip(&wanted) {
         if let FileData::TooLarge(_) = d {
-            *d = t.read_large(path, MAX_RUN_FILE).await.map_err(|e| e.message)?;
+            *d = t.read_large(path, MAX_RUN_FILE).await.map_err(|e| CopyError::Reach(e.message))?;
         }
     }
     let mut out = Vec::new();
