@@ -94,11 +94,6 @@ impl NodePki {
             None => self.named.get(key).map(String::as_str),
         }
     }
-
-    /// Certificates found in one file (in file order).
-    pub fn certs_in(&self, path: &str) -> Vec<&FoundCert> {
-        self.certs.iter().filter(|c| c.path == path && c.source != Source::Endpoint).collect()
-    }
 }
 
 /// Where a path came from and what it is expected to hold.
