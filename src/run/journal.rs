@@ -266,9 +266,23 @@ fn read_path(path: &Path) -> Result<Vec<Record>> {
 /// At most how many records this machine's journal of a run holds (its lines, counted
 /// without parsing them); `None` when it has none that can be read.
 pub fn records_at_most(state_dir: &Path, run_id: &str) -> Option<usize> {
-    let bytes = std::fs::read(run_dir(state_dir, run_id).ok()?.join("journal.jsonl")).ok()?;
-    let newlines = bytes.iter().filter(|b| **b == b'\n').count();
-    Some(newlines + usize::from(bytes.last().is_some_and(|b| *b != b'\n')))
+    use std::io::Read;
+    // Read a block at a time: a long run's journal (about 1 KB per file it changed) is never held whole.
+    let mut f = std::fs::File::open(run_dir(state_dir, run_id).ok()?.join("journal.jsonl")).ok()?;
+    let mut block = vec![0u8; 64 * 1024];
+    let (mut newlines, mut last) = (0, None);
+    loop {
+        match f.read(&mut block) {
+            Ok(0) => break,
+            Ok(n) => {
+                newlines += block[..n].iter().filter(|b| **b == b'\n').count();
+                last = Some(block[n - 1]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(newlines + usize::from(last.is_some_and(|b| b != b'\n')))
 }
 
 /// A journal's records from its bytes (a node's copy, or the operator's file). A torn last
@@ -391,6 +405,22 @@ pub fn live_backups(records: &[Record], stage: StageId) -> Vec<Live> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_s_lines_are_counted_across_blocks_a_torn_last_line_included() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("runs/r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(records_at_most(state.path(), "r1"), None, "no journal");
+        // 3,000 lines of 100 bytes: several blocks of 64 KiB.
+        let line = format!("{}\n", "x".repeat(99));
+        std::fs::write(dir.join("journal.jsonl"), line.repeat(3000)).unwrap();
+        assert_eq!(records_at_most(state.path(), "r1"), Some(3000));
+        std::fs::write(dir.join("journal.jsonl"), line.repeat(3000) + "{\"torn").unwrap();
+        assert_eq!(records_at_most(state.path(), "r1"), Some(3001), "a torn last line may be a record");
+        std::fs::write(dir.join("journal.jsonl"), "").unwrap();
+        assert_eq!(records_at_most(state.path(), "r1"), Some(0));
+    }
 
     #[test]
     fn records_round_trip_and_a_torn_tail_is_ignored() {
