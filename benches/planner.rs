@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use kcert::gather::NodeFacts;
-use kcert::gather::facts::Shared;
+use kcert::gather::facts::Contents;
 use kcert::plan::rotation::{self, Input};
 use kcert::plan::schema::Options;
 use kcert::plan::{build, prove};
@@ -76,8 +76,8 @@ fn main() {
     let own: Vec<&str> = worker.files.iter().filter(|(p, b)| other.files.get(*p) != Some(*b)).map(|(p, _)| p.as_str()).collect();
     assert!(own.len() >= 3 && own.len() < worker.files.len(), "what two workers do not share: {own:?}");
     facts.extend((1..=nodes - 3).map(|i| {
-        let mut mine: std::collections::HashMap<&[u8], Shared> = Default::default();
-        let files = worker.files.iter().map(|(p, b)| (p.clone(), if own.contains(&p.as_str()) { mine.entry(&**b).or_insert_with(|| Shared::from(&**b)).clone() } else { b.clone() })).collect();
+        let mut mine = Contents::default();
+        let files = worker.files.iter().map(|(p, b)| (p.clone(), if own.contains(&p.as_str()) { mine.hold(b.to_vec()) } else { b.clone() })).collect();
         NodeFacts { name: format!("w{i}"), files, ..worker.clone() }
     }));
     drop(other);

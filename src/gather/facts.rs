@@ -349,21 +349,37 @@ pub fn key_beside(cert: &str) -> Vec<String> {
 /// A file's bytes as gathered, held once however many paths and nodes hold them.
 pub type Shared = std::sync::Arc<[u8]>;
 
+/// Distinct contents, each held once: equal bytes given to `hold` again come back as the
+/// copy already held. Gathering keeps one (`Held`), so does the rotation planner's view of
+/// the files it changes.
+#[derive(Default)]
+pub struct Contents(foldhash::HashSet<Shared>);
+
+impl Contents {
+    pub fn hold(&mut self, bytes: Vec<u8>) -> Shared {
+        if let Some(have) = self.0.get(bytes.as_slice()) {
+            return have.clone();
+        }
+        let b: Shared = bytes.into();
+        self.0.insert(b.clone());
+        b
+    }
+
+    /// Lets go of contents nothing but this holds any more.
+    pub fn forget_unused(&mut self) {
+        self.0.retain(|b| std::sync::Arc::strong_count(b) > 1);
+    }
+}
+
 /// Every distinct content gathered so far: a file read under another path (a symlink and its
 /// target) or on another node (a kubeadm worker's `ca.crt`, `kubelet.conf`, `config.yaml`)
 /// with the same bytes shares one copy. Nodes are read at the same time, so it is locked.
 #[derive(Default)]
-pub struct Held(std::sync::Mutex<foldhash::HashSet<Shared>>);
+pub struct Held(std::sync::Mutex<Contents>);
 
 impl Held {
     pub fn hold(&self, bytes: Vec<u8>) -> Shared {
-        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(have) = held.get(bytes.as_slice()) {
-            return have.clone();
-        }
-        let b: Shared = bytes.into();
-        held.insert(b.clone());
-        b
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hold(bytes)
     }
 }
 

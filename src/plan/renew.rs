@@ -121,7 +121,7 @@ fn plan_node(pb: &Playbook, n: &NodeFacts, signers: &BTreeMap<String, std::resul
         let result = match f.kind {
             FileKind::Kubeconfig => plan_kubeconfig(pb, n, &f.name, path, signer, v),
             _ => {
-                let key = f.key.as_ref().and_then(|k| n.pki.named.get(k).cloned().or_else(|| pb.file(k).map(|kf| kf.path.clone())));
+                let key = key_file(pb, n, f);
                 let extra = if f.node_sans { n.node_sans() } else { Vec::new() };
                 plan_cert(n, &f.name, path, key.as_deref(), signer, v, f.node_sans, &extra).map(|c| (Some(c), None))
             }
@@ -138,13 +138,19 @@ fn plan_node(pb: &Playbook, n: &NodeFacts, signers: &BTreeMap<String, std::resul
     out
 }
 
+/// Where a certificate file's private key is on this node: the path discovery found for it,
+/// else the playbook's.
+fn key_file(pb: &Playbook, n: &NodeFacts, f: &crate::playbook::KnownFile) -> Option<String> {
+    f.key.as_ref().and_then(|k| n.pki.named.get(k).cloned().or_else(|| pb.file(k).map(|kf| kf.path.clone())))
+}
+
 /// The certificates this renewal leaves alone whose private key no longer matches them:
 /// said on the node, not mended (the component that loads the pair cannot serve with it).
 fn mismatched_pairs(pb: &Playbook, n: &NodeFacts, selected: &BTreeSet<String>, renewed: &BTreeSet<&str>) -> Vec<String> {
     let mut out = Vec::new();
     for f in pb.files.iter().filter(|f| f.kind == FileKind::Cert && !selected.contains(&f.name)) {
         let Some(path) = n.pki.named.get(&f.name).filter(|p| !renewed.contains(p.as_str())) else { continue };
-        let Some(key_path) = f.key.as_ref().and_then(|k| n.pki.named.get(k).cloned().or_else(|| pb.file(k).map(|kf| kf.path.clone()))) else { continue };
+        let Some(key_path) = key_file(pb, n, f) else { continue };
         let (Some(cert), Some(key)) = (n.files.get(path), n.files.get(&key_path)) else { continue };
         let Ok(leaf) = first_cert(cert) else { continue };
         if let Ok(false) = key_matches(&leaf, key) {
@@ -163,13 +169,13 @@ fn plan_cert(n: &NodeFacts, name: &str, path: &str, key_path: Option<&str>, sign
         return Err(format!("{node}: {path}: signed by {:?}, not by the CA {:?}; kcert renews a certificate only with the CA that signed it", leaf.issuer, signer.ca.subject));
     }
     // The key may share the file (kubelet-client-current.pem) or sit beside it.
-    let key_bytes = if parse_pem(bytes).map(|c| c.has_private_key()).unwrap_or(false) {
-        bytes.to_vec()
+    let key_bytes: &[u8] = if parse_pem(bytes).map(|c| c.has_private_key()).unwrap_or(false) {
+        bytes
     } else {
         let kp = key_path.ok_or_else(|| format!("{node}: {path}: no private key is known for it"))?;
-        n.files.get(kp).map(|b| b.to_vec()).ok_or_else(|| format!("{node}: {kp}: the private key of {path} is missing"))?
+        n.files.get(kp).ok_or_else(|| format!("{node}: {kp}: the private key of {path} is missing"))?
     };
-    match key_matches(&leaf, &key_bytes) {
+    match key_matches(&leaf, key_bytes) {
         Ok(true) => {}
         Ok(false) => return Err(format!("{node}: {path}: its private key {} does not match it", key_path.unwrap_or(path))),
         Err(e) => return Err(format!("{node}: {}: {e}", key_path.unwrap_or(path))),

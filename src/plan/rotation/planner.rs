@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::Input;
 use super::cas::OldCa;
-use crate::gather::facts::NodeFacts;
+use crate::gather::facts::{Contents, NodeFacts, Shared};
 use crate::pki::cert::{CertInfo, parse_pem};
 use crate::pki::sign::{Signer, Validity};
 use crate::pki::{edit, find_issuer};
@@ -28,19 +28,19 @@ pub(super) struct Rot {
 }
 
 /// A node's changed files: path -> bytes (None: removed).
-type Changed = BTreeMap<String, Option<std::sync::Arc<[u8]>>>;
+type Changed = BTreeMap<String, Option<Shared>>;
 
 /// Current bytes of every file, as the plan so far leaves them. Equal contents are held once
 /// (most workers' bundles and kubeconfigs are the same bytes).
 pub(super) struct Vfs<'a> {
-    pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, crate::gather::facts::Shared>>,
+    pub(super) base: BTreeMap<&'a str, &'a BTreeMap<String, Shared>>,
     /// Every file the plan so far changes, by node.
     pub(super) cur: BTreeMap<String, Changed>,
-    pub(super) shared: foldhash::HashSet<std::sync::Arc<[u8]>>,
+    pub(super) shared: Contents,
 }
 
 impl<'a> Vfs<'a> {
-    pub(super) fn new(base: BTreeMap<&'a str, &'a BTreeMap<String, crate::gather::facts::Shared>>) -> Vfs<'a> {
+    pub(super) fn new(base: BTreeMap<&'a str, &'a BTreeMap<String, Shared>>) -> Vfs<'a> {
         Vfs { base, cur: BTreeMap::new(), shared: Default::default() }
     }
     /// A file's bytes, borrowed.
@@ -54,16 +54,7 @@ impl<'a> Vfs<'a> {
         self.peek(node, path).map(<[u8]>::to_vec)
     }
     pub(super) fn set(&mut self, node: &str, path: &str, bytes: Option<Vec<u8>>) {
-        let held = bytes.map(|b| {
-            let b: std::sync::Arc<[u8]> = b.into();
-            match self.shared.get(&b) {
-                Some(have) => have.clone(),
-                None => {
-                    self.shared.insert(b.clone());
-                    b
-                }
-            }
-        });
+        let held = bytes.map(|b| self.shared.hold(b));
         match self.cur.get_mut(node) {
             Some(files) => drop(files.insert(path.to_string(), held)),
             None => drop(self.cur.insert(node.to_string(), BTreeMap::from([(path.to_string(), held)]))),
@@ -71,7 +62,7 @@ impl<'a> Vfs<'a> {
     }
     /// Lets go of contents no file holds any more.
     pub(super) fn forget_unused(&mut self) {
-        self.shared.retain(|b| std::sync::Arc::strong_count(b) > 1);
+        self.shared.forget_unused();
     }
 }
 
