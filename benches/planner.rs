@@ -21,10 +21,10 @@ use kcert::plan::schema::Options;
 use kcert::plan::{build, prove};
 use kcert::reach::fleet::Fleet;
 
-/// Peak resident memory of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
+/// Peak resident memory of this process (VmHWM), in MB (10^6 bytes, the goal's unit).
+fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map(|kb| kb / 1024.0).unwrap_or(f64::NAN)
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map(|kib| kib * 1024.0 / 1e6).unwrap_or(f64::NAN)
 }
 
 fn discover(root: &Path, name: &str, control_plane: bool) -> NodeFacts {
@@ -95,7 +95,7 @@ fn main() {
         cluster: "bench".into(),
         now,
     };
-    let rss_before = peak_rss_mib();
+    let rss_before = peak_rss_mb();
 
     let olds = rotation::old_cas(&input, &aliases).unwrap();
     let news = rotation::successors(&olds, 3650, now, None).unwrap();
@@ -108,8 +108,12 @@ fn main() {
     // just before and just after the plan, so a slow moment never lowers the ratio.
     let one_signature = before.min(signature_seconds(&timed, now));
 
-    // The model on its own, after the plan (which builds its own, as `kcert rotate-ca` does:
-    // a second one alive while planning would count twice in the peak).
+    let t = Instant::now();
+    let saved = kcert::plan::stored::to_bytes(&plan);
+    let save_s = t.elapsed().as_secs_f64();
+    // What `kcert rotate-ca` holds at most: the facts, then planning (its model, its proof)
+    // and saving. The model and proof timed alone below are the bench's own, made after.
+    let peak = peak_rss_mb();
     let t = Instant::now();
     let model = build::model(&pb, &facts);
     let model_s = t.elapsed().as_secs_f64();
@@ -117,10 +121,7 @@ fn main() {
     let t = Instant::now();
     prove::prove(&model, &effects).unwrap();
     let prove_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let saved = kcert::plan::stored::to_bytes(&plan);
-    let save_s = t.elapsed().as_secs_f64();
-    let peak = peak_rss_mib();
+    let peak_after = peak_rss_mb();
     if let Some(path) = std::env::var_os("KCERT_BENCH_PLAN") {
         std::fs::write(path, &saved).unwrap();
     }
@@ -158,5 +159,5 @@ fn main() {
     println!("signature floor        {floor:.2} s   ({signed} leaves x {:.2} ms per signature / {cores} cores)", one_signature * 1000.0);
     println!("plan vs floor          {:.2}x   (goal: within 1.3x)", plan_s / floor);
     println!("plan file              {:.1} MB saved (gzip, in {save_s:.2} s); at most {bound:.1} MB were every certificate distinct   (goal: under 15 MB)", saved.len() as f64 / 1e6);
-    println!("peak memory            {peak:.0} MiB (before planning: {rss_before:.0} MiB)   (goal: under 200 MB)");
+    println!("peak memory            {peak:.0} MB (facts before planning: {rss_before:.0} MB; with the bench's own second model and proof after: {peak_after:.0} MB)   (goal: under 200 MB)");
 }

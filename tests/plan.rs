@@ -179,3 +179,50 @@ fn gathering_holds_a_symlink_and_its_target_as_one_copy_of_their_bytes() {
     let apiserver = &files["/etc/kubernetes/pki/apiserver.crt"];
     assert!(!std::sync::Arc::ptr_eq(link, apiserver) && **link != **apiserver);
 }
+
+#[test]
+fn workers_planned_a_batch_at_a_time_end_on_the_new_ca_alone_in_the_stages_order() {
+    use kcert::plan::rotation::{self, Input};
+    use kcert::plan::schema::StepPlan;
+    // A kubeadm control plane and three workers, made with openssl; batches of two workers.
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/pki/make-kubeadm-pki.sh");
+    let made = std::process::Command::new(script).arg(dir.path()).args(["cp1:10.0.0.1:cp", "w1:10.0.1.1:worker", "w2:10.0.1.2:worker", "w3:10.0.1.3:worker"]).status().unwrap();
+    assert!(made.success(), "make-kubeadm-pki.sh failed");
+    let pb = kcert::playbook::builtin("kubeadm").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let nodes: Vec<_> = ["cp1", "w1", "w2", "w3"]
+        .iter()
+        .map(|name| {
+            let fleet = Fleet::local(Some(dir.path().join(name)), Some(pb.clone())).unwrap();
+            let mut n = rt.block_on(kcert::gather::gather(&fleet, &[])).unwrap().for_planning().nodes.remove(0);
+            (n.name, n.control_plane, n.offline) = (name.to_string(), *name == "cp1", false);
+            n
+        })
+        .collect();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let all: Vec<String> = pb.rotation.as_ref().unwrap().cas.keys().cloned().collect();
+    let opts = Options { cas: all.clone(), ca_days: Some(3650), leaf_days: 365, key_type: None, batch_size: 2, kubernetes_api: false, offline: false, certs: vec![] };
+    let input = Input { playbook: &pb, target: Default::default(), nodes: &nodes, checks: vec![], opts, id: "t".into(), cluster: "c".into(), now };
+    let olds = rotation::old_cas(&input, &all).unwrap();
+    let news = rotation::successors(&olds, 3650, now, None).unwrap();
+    let keys = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
+    let p = rotation::plan(&input, olds, news).unwrap();
+    // Every changing stage goes batch by batch, control plane first, each worker batch once.
+    for id in [StageId::Trust, StageId::Resign, StageId::Prune] {
+        let stage = p.stages.iter().find(|s| s.id == id).unwrap();
+        let batches: Vec<Vec<String>> = stage.steps.iter().filter_map(|s| if let StepPlan::Batch(b) = s { Some(b.nodes.clone()) } else { None }).filter(|b| b.iter().any(|n| n.starts_with('w'))).collect();
+        assert_eq!(batches, [vec!["w1".to_string(), "w2".to_string()], vec!["w3".to_string()]], "{id}");
+        let first = stage.steps.iter().position(|s| matches!(s, StepPlan::Batch(b) if b.nodes.iter().any(|n| n.starts_with('w'))));
+        assert!(stage.steps.iter().take(first.unwrap()).any(|s| matches!(s, StepPlan::Batch(b) if b.nodes == ["cp1"])), "{id}: the control plane goes first");
+    }
+    // Replayed op by op on every node's files: each worker trusts the new CAs alone and
+    // holds leaves they signed (a worker's S4 or S5 planned from anything but its own
+    // previous stage would leave an old CA behind).
+    let replayed = kcert::plan::replay::replay(&pb, &nodes, &p, &keys, &Default::default());
+    assert!(replayed.is_empty(), "{replayed:#?}");
+    let before = kcert::plan::outcome::rotation_problems(&pb, &nodes, &p);
+    for w in ["w1", "w2", "w3"] {
+        assert!(before.iter().any(|b| b.starts_with(&format!("{w}:")) && b.contains("still trusts the old")), "{w} is checked: {before:#?}");
+    }
+}

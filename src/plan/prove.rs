@@ -84,7 +84,7 @@ impl<'m> Resolved<'m> {
                 .iter()
                 .map(|step| match step {
                     Effect::Write { node, path, content } => Step::Write(r.file(node, path), content),
-                    Effect::Restart { node, component } => Step::Restart(r.readers.get(&(node.as_str(), component.as_str())).copied()),
+                    Effect::Restart { node, component } => Step::Restart(r.readers.get(&(node.as_ref(), component.as_ref())).copied()),
                 })
                 .collect();
             r.stages.push(steps);
@@ -258,6 +258,7 @@ fn edge_index(r: &Resolved<'_>) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
 mod tests {
     use super::*;
     use crate::plan::model::{Edge, FileId, Reader};
+    use std::borrow::Cow;
     
 
     fn trust(cas: &[&str]) -> Content {
@@ -299,26 +300,26 @@ mod tests {
         m
     }
 
-    fn per_node(f: impl Fn(&str) -> Vec<Effect>) -> Vec<Effect> {
+    fn per_node(f: impl Fn(&str) -> Vec<Effect<'static>>) -> Vec<Effect<'static>> {
         ["cp1", "cp2"].iter().flat_map(|n| f(n)).collect()
     }
 
-    fn restarts(n: &str) -> Vec<Effect> {
-        ["kube-apiserver", "kubelet"].iter().map(|c| Effect::Restart { node: n.into(), component: c.to_string() }).collect()
+    fn restarts(n: &str) -> Vec<Effect<'static>> {
+        ["kube-apiserver", "kubelet"].iter().map(|c| Effect::Restart { node: n.to_string().into(), component: c.to_string().into() }).collect()
     }
 
-    fn resign(n: &str, ca: &str) -> Vec<Effect> {
-        let mut v: Vec<Effect> = ["apiserver.crt", "kubelet-client.crt", "kubelet.crt"].iter().map(|p| Effect::Write { node: n.into(), path: p.to_string(), content: leaf(ca) }).collect();
-        v.push(Effect::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some(ca.into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } });
+    fn resign(n: &str, ca: &str) -> Vec<Effect<'static>> {
+        let mut v: Vec<Effect<'static>> = ["apiserver.crt", "kubelet-client.crt", "kubelet.crt"].iter().map(|p| Effect::Write { node: n.to_string().into(), path: p.to_string().into(), content: Cow::Owned(leaf(ca)) }).collect();
+        v.push(Effect::Write { node: n.to_string().into(), path: "admin.conf".into(), content: Cow::Owned(Content::Kubeconfig { client_signer: Some(ca.into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() }) });
         v
     }
 
-    fn runbook() -> Vec<Effects> {
+    fn runbook() -> Vec<Effects<'static>> {
         let both = || trust(&["ca@old", "ca@new"]);
         let bundle = |n: &str| {
             let mut v = vec![
-                Effect::Write { node: n.into(), path: "ca.crt".into(), content: both() },
-                Effect::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() } },
+                Effect::Write { node: n.to_string().into(), path: "ca.crt".into(), content: Cow::Owned(both()) },
+                Effect::Write { node: n.to_string().into(), path: "admin.conf".into(), content: Cow::Owned(Content::Kubeconfig { client_signer: Some("ca@old".into()), trusts: ["ca@old".to_string(), "ca@new".to_string()].into() }) },
             ];
             v.extend(restarts(n));
             v
@@ -330,8 +331,8 @@ mod tests {
         };
         let prune = |n: &str| {
             let mut v = vec![
-                Effect::Write { node: n.into(), path: "ca.crt".into(), content: trust(&["ca@new"]) },
-                Effect::Write { node: n.into(), path: "admin.conf".into(), content: Content::Kubeconfig { client_signer: Some("ca@new".into()), trusts: ["ca@new".to_string()].into() } },
+                Effect::Write { node: n.to_string().into(), path: "ca.crt".into(), content: Cow::Owned(trust(&["ca@new"])) },
+                Effect::Write { node: n.to_string().into(), path: "admin.conf".into(), content: Cow::Owned(Content::Kubeconfig { client_signer: Some("ca@new".into()), trusts: ["ca@new".to_string()].into() }) },
             ];
             v.extend(restarts(n));
             v
@@ -383,7 +384,7 @@ mod tests {
         // A side that is no component reads the disk; a file the model lacks appears when written;
         // a restart of a component the model does not know is taken as no change.
         m.edges.push(Edge { name: "curl".into(), client: end("cp2", "curl", Some("new.crt"), None), server: end("cp2", "kube-apiserver", Some("apiserver.crt"), Some("ca.crt")) });
-        let plan = vec![Effects { name: "S1".into(), effects: vec![Effect::Restart { node: "cp2".into(), component: "nothing".into() }, Effect::Write { node: "cp2".into(), path: "new.crt".into(), content: leaf("ca@old") }] }];
+        let plan = vec![Effects { name: "S1".into(), effects: vec![Effect::Restart { node: "cp2".into(), component: "nothing".into() }, Effect::Write { node: "cp2".into(), path: "new.crt".into(), content: Cow::Owned(leaf("ca@old")) }] }];
         let r = Resolved::new(&m, &plan);
         let (mut state, e) = (State::new(&r), m.edges.len() - 1);
         assert!(state.check(&r, e).unwrap_err().contains("cp2:new.crt is missing or unreadable"));
@@ -407,7 +408,7 @@ mod tests {
     fn a_cross_signed_ca_is_accepted_where_the_ca_that_vouches_for_it_is_trusted() {
         let at_once = |n: &str| {
             let mut v = resign(n, "ca@new");
-            v.insert(0, Effect::Write { node: n.into(), path: "ca.crt".into(), content: trust(&["ca@old", "ca@new"]) });
+            v.insert(0, Effect::Write { node: n.to_string().into(), path: "ca.crt".into(), content: Cow::Owned(trust(&["ca@old", "ca@new"])) });
             v.extend(restarts(n));
             v
         };
@@ -419,7 +420,7 @@ mod tests {
         prove(&crossed, &plan).unwrap();
         // Pruning the old CA while a leaf of it is still loaded somewhere is refused all the same.
         let mut early = plan.clone();
-        early[0].effects.splice(0..0, [Effect::Write { node: "cp2".into(), path: "ca.crt".into(), content: trust(&["ca@new"]) }, Effect::Restart { node: "cp2".into(), component: "kubelet".into() }]);
+        early[0].effects.splice(0..0, [Effect::Write { node: "cp2".into(), path: "ca.crt".into(), content: Cow::Owned(trust(&["ca@new"])) }, Effect::Restart { node: "cp2".into(), component: "kubelet".into() }]);
         let err = prove(&crossed, &early).unwrap_err();
         assert!(err.why.contains("ca@old"), "{err}");
     }

@@ -492,7 +492,7 @@ impl Plan {
     }
 
     /// The plan's effect on the trust model, as the proof simulates it.
-    pub fn effects(&self) -> Vec<Effects> {
+    pub fn effects(&self) -> Vec<Effects<'_>> {
         self.stages
             .iter()
             .map(|s| {
@@ -500,11 +500,11 @@ impl Plan {
                 for step in &s.steps {
                     let StepPlan::Batch(b) = step else { continue };
                     for n in &b.ops {
-                        effects.extend(n.model.iter().map(|w| Effect::Write { node: n.node.clone(), path: w.path.clone(), content: w.content.clone() }));
+                        effects.extend(n.model.iter().map(|w| Effect::Write { node: n.node.as_str().into(), path: w.path.as_str().into(), content: std::borrow::Cow::Borrowed(&w.content) }));
                     }
                     for n in &b.ops {
                         let reissued = n.reissue.iter().flat_map(|r| &r.components);
-                        effects.extend(n.restarts.iter().chain(reissued).map(|c| Effect::Restart { node: n.node.clone(), component: c.clone() }));
+                        effects.extend(n.restarts.iter().chain(reissued).map(|c| Effect::Restart { node: n.node.as_str().into(), component: c.as_str().into() }));
                     }
                 }
                 Effects { name: format!("{} {}", s.id, s.name), effects }

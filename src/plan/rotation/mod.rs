@@ -185,52 +185,41 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
         let files = planner.ops(node, &mut p);
         s1.ops.push(NodeOps { node: node.clone(), files, restarts: Vec::new(), model: Vec::new(), reissue: None });
     }
-    s1.nodes = s1_nodes;
+    s1.nodes = s1_nodes.clone();
     stages.push(StagePlan { id: StageId::NewCa, name: StageId::NewCa.name().into(), checks: Vec::new(), steps: vec![StepPlan::Batch(s1)], undo: None });
 
-    type StageFn<'x> = fn(&Planner<'x>, &str, &mut Pending);
     let trust: StageFn = Planner::trust_both;
     let sign: StageFn = Planner::resign_all;
     let prune: StageFn = Planner::prune;
+    let changing = [(StageId::Trust, trust), (StageId::Resign, sign), (StageId::Prune, prune)];
     planner.presigned = planner.presign_start(&node_batches.concat());
-    for (id, f) in [(StageId::Trust, trust), (StageId::Resign, sign), (StageId::Prune, prune)] {
+    // A batch of nodes that hold no CA key, run no signing pair and use no service-account key
+    // changes only its own files in S2, S4 and S5, and no check between stages reads them: it
+    // is planned through all three at once and its files let go (held until S5's end, every
+    // worker's changed files would be in memory at once: ~8 KB a node).
+    let alone: Vec<bool> = node_batches.iter().map(|b| b.iter().all(|n| planner.on_its_own(n, &s1_nodes))).collect();
+    let mut ahead: Vec<Vec<Option<Batch>>> = node_batches.iter().map(|_| Vec::new()).collect();
+    for (si, &(id, _)) in changing.iter().enumerate() {
         let mut steps = Vec::new();
-        for nodes in &node_batches {
-            let mut batch = Batch { nodes: nodes.clone(), ops: Vec::new(), gates: Vec::new() };
-            // Each node's changes, on every core: a stage reads only its own node's files and
-            // model as the step before left them, and collects its changes apart; they are
-            // taken in, in the batch's order, before the file ops are made (on every core too).
-            let made = crate::par::map(nodes, |node| {
-                let mut p = Pending::default();
-                f(&planner, node, &mut p);
-                p
-            });
-            let mut pending: Vec<(&String, Pending)> = nodes.iter().zip(made).collect();
-            for (node, p) in &mut pending {
-                planner.absorb(node, p);
-            }
-            let made = crate::par::map(&pending, |(node, p)| planner.ops_of(node, p));
-            for ((node, p), (files, problems)) in pending.into_iter().zip(made) {
-                planner.problems.extend(problems);
-                let changed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-                let model_changed: BTreeSet<String> = p.model.keys().cloned().collect();
-                let model = p.model.into_iter().map(|(path, content)| ModelWrite { path, content }).collect();
-                let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), &readers, &changed, &model_changed) };
-                batch.ops.push(NodeOps { node: node.clone(), files, restarts, model, reissue: None });
-            }
-            planner.end_step();
-            if batch.ops.iter().any(|o| !o.files.is_empty()) {
-                if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
-                    batch.gates = parts::gates_for(pb, &input.checks, nodes);
-                }
-                steps.push(StepPlan::Batch(batch));
-                // Service-account tokens keep verifying after every step, not only at the end
-                // (a step that changes no node with a use of their keys leaves them as they were).
-                if nodes.iter().any(|n| planner.tokens.involves(planner.index[n])) {
-                    let when = format!("the plan was refused by its proof: {id} step {} ({})", steps.len(), nodes.join(", "));
-                    let tokens = planner.check_tokens(&when);
-                    planner.problems.extend(tokens);
-                }
+        for (bi, nodes) in node_batches.iter().enumerate() {
+            let made = if !alone[bi] {
+                step(&mut planner, &readers, changing[si], nodes)
+            } else if si == 0 {
+                let mut all: Vec<Option<Batch>> = changing.iter().map(|&stage| step(&mut planner, &readers, stage, nodes)).collect();
+                planner.release(nodes);
+                ahead[bi] = all.split_off(1);
+                all.pop().flatten()
+            } else {
+                ahead[bi][si - 1].take()
+            };
+            let Some(batch) = made else { continue };
+            steps.push(StepPlan::Batch(batch));
+            // Service-account tokens keep verifying after every step, not only at the end
+            // (a step that changes no node with a use of their keys leaves them as they were).
+            if nodes.iter().any(|n| planner.tokens.involves(planner.index[n])) {
+                let when = format!("the plan was refused by its proof: {id} step {} ({})", steps.len(), nodes.join(", "));
+                let tokens = planner.check_tokens(&when);
+                planner.problems.extend(tokens);
             }
         }
         if id == StageId::Prune {
@@ -308,6 +297,43 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
     drop(planner);
     parts::prove(&model, &mut plan)?;
     Ok(plan)
+}
+
+type StageFn<'x> = fn(&Planner<'x>, &str, &mut Pending);
+
+/// One changing stage's step over one batch: each node's changes, on every core (a stage
+/// reads only its own node's files and model as the step before left them, and collects its
+/// changes apart); taken in, in the batch's order, before the file ops are made (on every
+/// core too). `None` when the step changes no file.
+fn step<'x>(planner: &mut Planner<'x>, readers: &parts::ReaderIndex<'_>, (_, f): (StageId, StageFn<'x>), nodes: &[String]) -> Option<Batch> {
+    let pb = planner.input.playbook;
+    let mut batch = Batch { nodes: nodes.to_vec(), ops: Vec::new(), gates: Vec::new() };
+    let made = crate::par::map(nodes, |node| {
+        let mut p = Pending::default();
+        f(planner, node, &mut p);
+        p
+    });
+    let mut pending: Vec<(&String, Pending)> = nodes.iter().zip(made).collect();
+    for (node, p) in &mut pending {
+        planner.absorb(node, p);
+    }
+    let made = crate::par::map(&pending, |(node, p)| planner.ops_of(node, p));
+    for ((node, p), (files, problems)) in pending.into_iter().zip(made) {
+        planner.problems.extend(problems);
+        let changed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let model_changed: BTreeSet<String> = p.model.keys().cloned().collect();
+        let model = p.model.into_iter().map(|(path, content)| ModelWrite { path, content }).collect();
+        let restarts = if files.is_empty() { Vec::new() } else { parts::restarts(pb, planner.node(node), readers, &changed, &model_changed) };
+        batch.ops.push(NodeOps { node: node.clone(), files, restarts, model, reissue: None });
+    }
+    planner.end_step();
+    if !batch.ops.iter().any(|o| !o.files.is_empty()) {
+        return None;
+    }
+    if batch.ops.iter().any(|o| !o.restarts.is_empty()) {
+        batch.gates = parts::gates_for(pb, &planner.input.checks, nodes);
+    }
+    Some(batch)
 }
 
 fn b64_lines(der: &[u8]) -> String {

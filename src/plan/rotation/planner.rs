@@ -278,6 +278,23 @@ impl<'a> Planner<'a> {
     }
 
     /// Ends a step: contents no file holds any more, and the step's memos, are let go.
+    /// Whether `node`'s changes touch only its own files and no check between stages reads
+    /// them: it holds no CA key (`s1`), runs no signing pair and uses no service-account key.
+    pub(super) fn on_its_own(&self, node: &str, s1: &[String]) -> bool {
+        let n = self.node(node);
+        !n.control_plane && !s1.iter().any(|h| h == node) && !self.tokens.involves(self.index[node]) && !self.input.playbook.pairs.iter().any(|p| n.pki.components.contains_key(&p.component))
+    }
+
+    /// Lets go of `nodes`' changed files and model, all stages planned: nothing reads them again.
+    pub(super) fn release(&mut self, nodes: &[String]) {
+        for node in nodes {
+            self.vfs.cur.remove(node);
+            let ids: Vec<FileId> = self.state.range(FileId::new(node, "")..).take_while(|(k, _)| k.node == *node).map(|(k, _)| k.clone()).collect();
+            ids.iter().for_each(|k| drop(self.state.remove(k)));
+        }
+        self.vfs.forget_unused();
+    }
+
     pub(super) fn end_step(&mut self) {
         self.vfs.forget_unused();
         self.edits.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
