@@ -208,6 +208,18 @@ fn workers_planned_a_batch_at_a_time_end_on_the_new_ca_alone_in_the_stages_order
     let news = rotation::successors(&olds, 3650, now, None).unwrap();
     let keys = news.iter().map(|n| (n.name.clone(), n.key_pem.clone())).collect();
     let p = rotation::plan(&input, olds, news).unwrap();
+    // The trust model's edges share their names: every worker's kubelet reaches cp1's
+    // apiserver through one copy of its end, and each worker's own end is one copy too.
+    let m = build::model(&pb, &nodes);
+    let to_api: Vec<_> = m.edges.iter().filter(|e| &*e.server.component == "kube-apiserver" && e.client.node.starts_with('w')).collect();
+    assert!(to_api.len() >= 3, "{} edges to the apiserver from the workers", to_api.len());
+    for e in &to_api {
+        let same = to_api.iter().find(|x| x.name == e.name).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&e.server.node, &same.server.node) && std::sync::Arc::ptr_eq(e.server.cert.as_ref().unwrap(), same.server.cert.as_ref().unwrap()), "{}", e.label());
+        assert!(std::sync::Arc::ptr_eq(&e.name, &same.name));
+    }
+    let w1: Vec<_> = m.edges.iter().flat_map(|e| [&e.client.node, &e.server.node]).filter(|n| &***n == "w1").collect();
+    assert!(w1.len() >= 2 && w1.iter().all(|n| std::sync::Arc::ptr_eq(n, w1[0])), "w1 is one name in all its {} ends", w1.len());
     // Every changing stage goes batch by batch, control plane first, each worker batch once.
     for id in [StageId::Trust, StageId::Resign, StageId::Prune] {
         let stage = p.stages.iter().find(|s| s.id == id).unwrap();

@@ -4,6 +4,7 @@
 //! Must not: do I/O; the caller hands it what discovery read.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::model::{CaId, Content, Edge, End, FileId, Model, Reader};
 use crate::gather::facts::NodeFacts;
@@ -159,14 +160,41 @@ fn kubeconfig_reader(pb: &Playbook, n: &NodeFacts, name: &str, path: &str) -> (S
     (format!("kubectl {name}"), true)
 }
 
+/// Each distinct name once: the edges' node names, components and paths repeat across
+/// tens of thousands of edges.
+#[derive(Default)]
+struct Names(std::collections::HashSet<Arc<str>>);
+
+impl Names {
+    fn of(&mut self, s: &str) -> Arc<str> {
+        if let Some(have) = self.0.get(s) {
+            return have.clone();
+        }
+        let made: Arc<str> = s.into();
+        self.0.insert(made.clone());
+        made
+    }
+}
+
 /// Every edge instance, and the fresh readers (kubectl, the etcd health check) they need.
 fn edges(pb: &Playbook, nodes: &[NodeFacts], m: &Model) -> (Vec<Edge>, Vec<Reader>) {
     let mut out = Vec::new();
     let mut fresh: Vec<Reader> = Vec::new();
+    let mut names = Names::default();
     for e in &pb.edges {
         let Some(sc) = e.server.component.as_deref() else { continue };
         let servers: Vec<&NodeFacts> = nodes.iter().filter(|n| n.pki.components.contains_key(sc)).collect();
         let peer = e.client.component.as_deref() == Some(sc);
+        let name = names.of(&e.name);
+        // Each server's end, made once for every client.
+        let server_ends: Vec<End> = servers
+            .iter()
+            .map(|server| {
+                let path = |k: &Option<String>| k.as_ref().and_then(|k| server.pki.path_of(Some(sc), k));
+                let (cert, trust) = (path(&e.server.cert), path(&e.server.trusts));
+                End { node: names.of(&server.name), component: names.of(sc), cert: cert.map(|p| names.of(p)), trust: trust.map(|p| names.of(p)) }
+            })
+            .collect();
         for client in nodes {
             let mut sides: Vec<End> = Vec::new();
             if e.client.kubeconfigs.is_empty() {
@@ -176,10 +204,11 @@ fn edges(pb: &Playbook, nodes: &[NodeFacts], m: &Model) -> (Vec<Edge>, Vec<Reade
                 }
                 let path = |k: &Option<String>| k.as_ref().and_then(|k| client.pki.path_of(e.client.component.as_deref(), k)).map(str::to_string);
                 let Some(cert) = path(&e.client.cert) else { continue };
+                let trust = path(&e.client.trusts);
                 if e.client.component.is_none() {
-                    fresh.push(Reader { node: client.name.clone(), name: comp.clone(), reads: [Some(cert.clone()), path(&e.client.trusts)].into_iter().flatten().collect(), fresh: true });
+                    fresh.push(Reader { node: client.name.clone(), name: comp.clone(), reads: [Some(cert.clone()), trust.clone()].into_iter().flatten().collect(), fresh: true });
                 }
-                sides.push(End { node: client.name.clone(), component: comp, cert: Some(cert), trust: path(&e.client.trusts) });
+                sides.push(End { node: names.of(&client.name), component: names.of(&comp), cert: Some(names.of(&cert)), trust: trust.map(|t| names.of(&t)) });
             } else {
                 for kc in &e.client.kubeconfigs {
                     let Some(path) = client.pki.named.get(kc) else { continue };
@@ -190,18 +219,14 @@ fn edges(pb: &Playbook, nodes: &[NodeFacts], m: &Model) -> (Vec<Edge>, Vec<Reade
                     if is_fresh {
                         fresh.push(Reader { node: client.name.clone(), name: comp.clone(), reads: vec![path.clone()], fresh: true });
                     }
-                    sides.push(End { node: client.name.clone(), component: comp, cert: Some(path.clone()), trust: Some(path.clone()) });
+                    let path = names.of(path);
+                    sides.push(End { node: names.of(&client.name), component: names.of(&comp), cert: Some(path.clone()), trust: Some(path) });
                 }
             }
             let local_only = !peer && sc != "kubelet" && servers.iter().any(|s| s.name == client.name);
             for side in sides {
-                for server in servers.iter().filter(|s| !local_only || s.name == client.name).filter(|s| !(peer && s.name == client.name)) {
-                    let path = |k: &Option<String>| k.as_ref().and_then(|k| server.pki.path_of(Some(sc), k)).map(str::to_string);
-                    out.push(Edge {
-                        name: e.name.clone(),
-                        client: side.clone(),
-                        server: End { node: server.name.clone(), component: sc.to_string(), cert: path(&e.server.cert), trust: path(&e.server.trusts) },
-                    });
+                for (_, server) in servers.iter().zip(&server_ends).filter(|(s, _)| !local_only || s.name == client.name).filter(|(s, _)| !(peer && s.name == client.name)) {
+                    out.push(Edge { name: name.clone(), client: side.clone(), server: server.clone() });
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,20 +50,22 @@ pub struct Reader {
 
 /// One end of an edge: the reader and the files it presents and trusts with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// Its names are shared (`Arc<str>`): a 5,000-node cluster has ~30,000 edges, most of them
+/// to the same few servers, with the same few paths.
 pub struct End {
-    pub node: String,
-    pub component: String,
+    pub node: Arc<str>,
+    pub component: Arc<str>,
     /// The leaf it presents (or a kubeconfig, for a kubeconfig client).
-    pub cert: Option<String>,
+    pub cert: Option<Arc<str>>,
     /// What it verifies the other end with (a trust file, or the kubeconfig itself).
-    pub trust: Option<String>,
+    pub trust: Option<Arc<str>>,
 }
 
 /// A TLS edge between two readers: the client's cert must chain to the server's trust and
 /// the server's cert to the client's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Edge {
-    pub name: String,
+    pub name: Arc<str>,
     pub client: End,
     pub server: End,
 }

@@ -66,8 +66,8 @@ impl<'m> Resolved<'m> {
         }
         for e in &model.edges {
             let sides = [&e.client, &e.server].map(|side| {
-                let loaded = r.readers.get(&(side.node.as_str(), side.component.as_str())).copied().filter(|&i| !model.readers[i].fresh);
-                let mut look = |path: &'m Option<String>| {
+                let loaded = r.readers.get(&(&*side.node, &*side.component)).copied().filter(|&i| !model.readers[i].fresh);
+                let mut look = |path: &'m Option<std::sync::Arc<str>>| {
                     let f = r.file(&side.node, path.as_deref()?);
                     Some(match loaded {
                         None => Look::Disk(f),
