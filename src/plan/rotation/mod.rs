@@ -203,9 +203,9 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
         let mut steps = Vec::new();
         for (bi, nodes) in node_batches.iter().enumerate() {
             let made = if !alone[bi] {
-                step(&mut planner, &readers, changing[si], nodes)
+                step(&mut planner, &readers, changing[si].1, nodes)
             } else if si == 0 {
-                let mut all: Vec<Option<Batch>> = changing.iter().map(|&stage| step(&mut planner, &readers, stage, nodes)).collect();
+                let mut all: Vec<Option<Batch>> = changing.iter().map(|&(_, f)| step(&mut planner, &readers, f, nodes)).collect();
                 planner.release(nodes);
                 ahead[bi] = all.split_off(1);
                 all.pop().flatten()
@@ -305,7 +305,7 @@ type StageFn<'x> = fn(&Planner<'x>, &str, &mut Pending);
 /// reads only its own node's files and model as the step before left them, and collects its
 /// changes apart); taken in, in the batch's order, before the file ops are made (on every
 /// core too). `None` when the step changes no file.
-fn step<'x>(planner: &mut Planner<'x>, readers: &parts::ReaderIndex<'_>, (_, f): (StageId, StageFn<'x>), nodes: &[String]) -> Option<Batch> {
+fn step<'x>(planner: &mut Planner<'x>, readers: &parts::ReaderIndex<'_>, f: StageFn<'x>, nodes: &[String]) -> Option<Batch> {
     let pb = planner.input.playbook;
     let mut batch = Batch { nodes: nodes.to_vec(), ops: Vec::new(), gates: Vec::new() };
     let made = crate::par::map(nodes, |node| {
