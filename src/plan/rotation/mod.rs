@@ -202,15 +202,14 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
     for (si, &(id, _)) in changing.iter().enumerate() {
         let mut steps = Vec::new();
         for (bi, nodes) in node_batches.iter().enumerate() {
-            let made = if !alone[bi] {
-                step(&mut planner, &readers, changing[si].1, nodes)
-            } else if si == 0 {
-                let mut all: Vec<Option<Batch>> = changing.iter().map(|&(_, f)| step(&mut planner, &readers, f, nodes)).collect();
-                planner.release(nodes);
-                ahead[bi] = all.split_off(1);
-                all.pop().flatten()
+            let made = if alone[bi] {
+                if si == 0 {
+                    ahead[bi] = changing.iter().map(|&(_, f)| step(&mut planner, &readers, f, nodes)).collect();
+                    planner.release(nodes);
+                }
+                ahead[bi][si].take()
             } else {
-                ahead[bi][si - 1].take()
+                step(&mut planner, &readers, changing[si].1, nodes)
             };
             let Some(batch) = made else { continue };
             steps.push(StepPlan::Batch(batch));

@@ -277,7 +277,6 @@ impl<'a> Planner<'a> {
         old
     }
 
-    /// Ends a step: contents no file holds any more, and the step's memos, are let go.
     /// Whether `node`'s changes touch only its own files and no check between stages reads
     /// them: it holds no CA key (`s1`), runs no signing pair and uses no service-account key.
     pub(super) fn on_its_own(&self, node: &str, s1: &[String]) -> bool {
@@ -295,6 +294,7 @@ impl<'a> Planner<'a> {
         self.vfs.forget_unused();
     }
 
+    /// Ends a step: contents no file holds any more, and the step's memos, are let go.
     pub(super) fn end_step(&mut self) {
         self.vfs.forget_unused();
         self.edits.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
