@@ -6,7 +6,8 @@
 //! both, as gathering a real fleet shares it. Prints the time to build the trust model, to plan (making every
 //! file change: re-signing each leaf, editing each bundle and kubeconfig) and to prove the
 //! plan, and the process's peak memory; beside them, the floor: the leaves it re-signs times
-//! one signature's time (measured here) over the cores.
+//! one signature's time (measured here) over the cores; and where the plan's CPU went (the
+//! signatures, the rest, idle cores) and one signature's time when every core signs at once.
 //!
 //!   cargo bench --bench planner [-- NODES]      (KCERT_BENCH_PLAN=FILE also saves the plan there)
 
@@ -25,6 +26,15 @@ use kcert::reach::fleet::Fleet;
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map(|kib| kib * 1024.0 / 1e6).unwrap_or(f64::NAN)
+}
+
+/// CPU time this process has used so far, every thread's (utime + stime), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<f64>().ok()).sum();
+    ticks / 100.0
 }
 
 fn discover(root: &Path, name: &str, control_plane: bool) -> NodeFacts {
@@ -55,6 +65,26 @@ fn signature_seconds((signer, leaf): &(kcert::pki::sign::Signer, kcert::pki::Cer
             let t = Instant::now();
             signer.resign(leaf, Validity { now, days: 365 }, &[]).unwrap();
             t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// One signature's time when `threads` threads sign at once, in seconds: the median of 9
+/// rounds of 25 signatures on each thread. On this VM two cores signing together are each
+/// slower than one alone, which the floor does not count.
+fn signature_seconds_at_once((signer, leaf): &(kcert::pki::sign::Signer, kcert::pki::CertInfo), now: i64, threads: usize) -> f64 {
+    use kcert::pki::sign::Validity;
+    let mut times: Vec<f64> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| (0..25).for_each(|_| drop(signer.resign(leaf, Validity { now, days: 365 }, &[]).unwrap())));
+                }
+            });
+            t.elapsed().as_secs_f64() / 25.0
         })
         .collect();
     times.sort_by(f64::total_cmp);
@@ -101,13 +131,13 @@ fn main() {
     let news = rotation::successors(&olds, 3650, now, None).unwrap();
     let timed = signing(&news[0], &facts[0], now);
     let before = signature_seconds(&timed, now);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let plan = rotation::plan(&input, olds, news).unwrap_or_else(|e| panic!("{}", e.join("\n")));
     let plan_s = t.elapsed().as_secs_f64();
+    let plan_cpu = cpu_seconds() - cpu;
     // This VM's speed drifts by a third within a minute: the faster of the two medians, taken
     // just before and just after the plan, so a slow moment never lowers the ratio.
     let one_signature = before.min(signature_seconds(&timed, now));
-
     let t = Instant::now();
     let saved = kcert::plan::stored::to_bytes(&plan);
     let save_s = t.elapsed().as_secs_f64();
@@ -157,6 +187,19 @@ fn main() {
     println!("plan (incl. its proof) {plan_s:.2} s   (re-signs every leaf, edits every bundle and kubeconfig)");
     println!("prove again alone      {prove_s:.2} s   (goal: under 1 s)");
     println!("signature floor        {floor:.2} s   ({signed} leaves x {:.2} ms per signature / {cores} cores)", one_signature * 1000.0);
+    let signing_cpu = signed as f64 * one_signature;
+    let at_once = signature_seconds_at_once(&timed, now, cores);
+    println!(
+        "plan's CPU             {plan_cpu:.2} core-s: signing ~{signing_cpu:.2} (at one signature's time alone), the rest ~{:.2} (other work, and signing's slow-down when every core signs); cores idle ~{:.2} core-s of {:.2}",
+        plan_cpu - signing_cpu,
+        plan_s * cores as f64 - plan_cpu,
+        plan_s * cores as f64
+    );
+    println!(
+        "signing on every core  {:.2} ms per signature on each of {cores} cores at once ({:+.0}% against one alone)",
+        at_once * 1000.0,
+        (at_once / one_signature - 1.0) * 100.0
+    );
     println!("plan vs floor          {:.2}x   (goal: within 1.3x)", plan_s / floor);
     println!("plan file              {:.1} MB saved (gzip, in {save_s:.2} s); at most {bound:.1} MB were every certificate distinct   (goal: under 15 MB)", saved.len() as f64 / 1e6);
     println!("peak memory            {peak:.0} MB (facts before planning: {rss_before:.0} MB; with the bench's own second model and proof after: {peak_after:.0} MB)   (goal: under 200 MB)");
