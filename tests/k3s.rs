@@ -305,6 +305,29 @@ fn a_k3s_tree_is_read_whole_and_every_token_pins_its_server_ca() {
 }
 
 
+/// A join token kcert cannot read (here larger than the 1 MiB it reads; a refused read is the
+/// same case) is not taken for absent: its hash would then be left pinning the old CA, and a
+/// node could no longer join once the rotation ends. The rotation is refused, naming the file.
+#[test]
+fn a_join_token_kcert_cannot_read_refuses_the_rotation_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    k3s_tree(tmp.path());
+    let s2 = tmp.path().join("s2");
+    let env = s2.join("etc/systemd/system/k3s.service.env");
+    let mut text = std::fs::read_to_string(&env).unwrap();
+    text.push_str(&format!("# {}\n", "x".repeat(1 << 20)));
+    std::fs::write(&env, &text).unwrap();
+    let before = snapshot(&s2);
+    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run();
+    run.status(2);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("/etc/systemd/system/k3s.service.env: unreadable: ") && said.contains("more than kcert reads"), "{said}");
+    assert_eq!(snapshot(&s2), before, "a refused dry run changed files");
+    // Read as it was, the same tree plans the token's new hash.
+    std::fs::write(&env, &text[..text.find("# xxx").unwrap()]).unwrap();
+    Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run().status(0).stdout_has("/etc/systemd/system/k3s.service.env");
+}
+
 #[test]
 fn verify_checks_every_k3s_trust_edge_and_names_a_broken_one() {
     let tmp = tempfile::tempdir().unwrap();

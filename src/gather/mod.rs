@@ -81,7 +81,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
                             embedded.iter().find(|p| Some(&p.name) == name.as_ref()).cloned().ok_or_else(|| NodeFailure::command("no known distribution found (pass --distribution)"))?
                         }
                     };
-                    let pki = discover::discover(t, Some(&pb), extra_paths).await?;
+                    let mut pki = discover::discover(t, Some(&pb), extra_paths).await?;
                     if pki.certs.is_empty() && pki.errors.is_empty() {
                         return Err(NodeFailure::command(format!("no PKI files found (looked where the {} playbook says, and in {})", pb.name, pb.scan.join(", "))));
                     }
@@ -109,7 +109,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
                     // Where a node's join token may be: a CA rotation rewrites the hash it pins.
                     paths.extend(pb.reissue.iter().flat_map(|r| r.rotate_ca.iter()).flat_map(|r| r.tokens.iter().cloned()));
                     let wanted: Vec<String> = paths.into_iter().collect();
-                    let mut files = found(&wanted, t.read_files(&wanted).await?, held);
+                    let mut files = found(&wanted, t.read_files(&wanted).await?, held, &mut pki.errors);
                     // The files a kubeconfig points at, every user's key among them (the kubelet's
                     // rotating pem holds both cert and key).
                     let mut refs: Vec<String> = Vec::new();
@@ -121,7 +121,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
                             }
                         }
                     }
-                    files.extend(found(&refs, t.read_files(&refs).await?, held));
+                    files.extend(found(&refs, t.read_files(&refs).await?, held, &mut pki.errors));
                     let hostname = if t.offline() { None } else { t.run(discover::HOSTNAME_SCRIPT).await.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string()) };
                     (pb, NodeFacts { name: target.name.clone(), address: target.address(), control_plane: target.goes_alone(), offline: t.offline(), pki, files, hostname }, asked)
                 };
@@ -157,14 +157,26 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
     Ok(Gathered { playbook: playbook.ok_or_else(|| Error::Usage("no nodes".into()))?, nodes, connected: Connected::new(connections), asked })
 }
 
-/// The files that were found, by path, each content held once fleet-wide.
-fn found(paths: &[String], data: Vec<FileData>, held: &facts::Held) -> BTreeMap<String, facts::Shared> {
-    paths
-        .iter()
-        .zip(data)
-        .filter_map(|(p, d)| match d {
-            FileData::Found(b) => Some((p.clone(), held.hold(b))),
-            _ => None,
-        })
-        .collect()
+/// The files that were found, by path, each content held once fleet-wide. One that is there
+/// and cannot be read (refused, or larger than kcert reads) is an error of the node's, unless
+/// discovery said so already: a planner would otherwise take it for absent (a join token it
+/// must rewrite, a CA's key). One missing or not a file is left out: some paths are only
+/// where a file may be (a key beside its certificate).
+fn found(paths: &[String], data: Vec<FileData>, held: &facts::Held, errors: &mut Vec<facts::FoundError>) -> BTreeMap<String, facts::Shared> {
+    let mut files = BTreeMap::new();
+    for (p, d) in paths.iter().zip(data) {
+        let error = match d {
+            FileData::Found(b) => {
+                files.insert(p.clone(), held.hold(b));
+                continue;
+            }
+            FileData::Missing | FileData::NotAFile => continue,
+            FileData::Unreadable(e) => format!("unreadable: {e}"),
+            FileData::TooLarge(n) => format!("unreadable: {n} bytes, more than kcert reads ({} bytes)", crate::reach::transport::MAX_FILE_BYTES),
+        };
+        if !errors.iter().any(|e| e.path.as_deref() == Some(p.as_str())) {
+            errors.push(facts::FoundError { kind: facts::FoundErrorKind::Unreadable, path: Some(p.clone()), error });
+        }
+    }
+    files
 }
