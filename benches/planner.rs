@@ -57,18 +57,23 @@ fn signing(ca: &rotation::NewCaInput, node: &NodeFacts, now: i64) -> (kcert::pki
     (signer, leaf)
 }
 
-/// One signature's time (the median of 50), re-signing `leaf`.
-fn signature_seconds((signer, leaf): &(kcert::pki::sign::Signer, kcert::pki::CertInfo), now: i64) -> f64 {
-    use kcert::pki::sign::Validity;
-    let mut times: Vec<f64> = (0..50)
+/// The median of `rounds` timings of `f`, each in seconds per signature `f` makes on each thread.
+fn median(rounds: usize, per_round: f64, f: impl Fn()) -> f64 {
+    let mut times: Vec<f64> = (0..rounds)
         .map(|_| {
             let t = Instant::now();
-            signer.resign(leaf, Validity { now, days: 365 }, &[]).unwrap();
-            t.elapsed().as_secs_f64()
+            f();
+            t.elapsed().as_secs_f64() / per_round
         })
         .collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// One signature's time (the median of 50), re-signing `leaf`.
+fn signature_seconds((signer, leaf): &(kcert::pki::sign::Signer, kcert::pki::CertInfo), now: i64) -> f64 {
+    use kcert::pki::sign::Validity;
+    median(50, 1.0, || drop(signer.resign(leaf, Validity { now, days: 365 }, &[]).unwrap()))
 }
 
 /// One signature's time when `threads` threads sign at once, in seconds: the median of 9
@@ -76,19 +81,13 @@ fn signature_seconds((signer, leaf): &(kcert::pki::sign::Signer, kcert::pki::Cer
 /// slower than one alone, which the floor does not count.
 fn signature_seconds_at_once((signer, leaf): &(kcert::pki::sign::Signer, kcert::pki::CertInfo), now: i64, threads: usize) -> f64 {
     use kcert::pki::sign::Validity;
-    let mut times: Vec<f64> = (0..9)
-        .map(|_| {
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| (0..25).for_each(|_| drop(signer.resign(leaf, Validity { now, days: 365 }, &[]).unwrap())));
-                }
-            });
-            t.elapsed().as_secs_f64() / 25.0
+    median(9, 25.0, || {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| (0..25).for_each(|_| drop(signer.resign(leaf, Validity { now, days: 365 }, &[]).unwrap())));
+            }
         })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    })
 }
 
 fn main() {
@@ -138,6 +137,7 @@ fn main() {
     // This VM's speed drifts by a third within a minute: the faster of the two medians, taken
     // just before and just after the plan, so a slow moment never lowers the ratio.
     let one_signature = before.min(signature_seconds(&timed, now));
+
     let t = Instant::now();
     let saved = kcert::plan::stored::to_bytes(&plan);
     let save_s = t.elapsed().as_secs_f64();

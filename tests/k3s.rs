@@ -318,14 +318,15 @@ fn a_join_token_kcert_cannot_read_refuses_the_rotation_and_is_named() {
     text.push_str(&format!("# {}\n", "x".repeat(1 << 20)));
     std::fs::write(&env, &text).unwrap();
     let before = snapshot(&s2);
-    let run = Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run();
+    let dry_run = || Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run();
+    let run = dry_run();
     run.status(2);
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(said.contains("/etc/systemd/system/k3s.service.env: unreadable: ") && said.contains("more than kcert reads"), "{said}");
     assert_eq!(snapshot(&s2), before, "a refused dry run changed files");
     // Read as it was, the same tree plans the token's new hash.
     std::fs::write(&env, &text[..text.find("# xxx").unwrap()]).unwrap();
-    Test::new().args(["rotate-ca", "--local", "--root"]).args([&s2]).args(["--dry-run"]).run().status(0).stdout_has("/etc/systemd/system/k3s.service.env");
+    dry_run().status(0).stdout_has("/etc/systemd/system/k3s.service.env");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs};
+use super::facts::{ComponentFlags, FoundError, FoundErrorKind, NodePki, Want, classify, component_keys, endpoint_targets, is_key_name, missing, resolve_refs, unreadable};
 use super::units::{unit_candidates, unit_files, unit_keys};
 use crate::playbook::{FileKind, Playbook};
 use crate::reach::transport::survey::Alternative;
@@ -151,7 +151,7 @@ async fn read_units(t: &dyn Transport, pb: &Playbook, pki: &mut NodePki) -> Node
                 FileData::Found(b) => {
                     have.insert(p.clone(), b);
                 }
-                FileData::Unreadable(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Unreadable, path: Some(p.clone()), error: format!("unreadable: {e}") }),
+                FileData::Unreadable(e) => pki.errors.push(unreadable(p, e)),
                 _ => {}
             }
         }
@@ -312,7 +312,7 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
             FileData::Missing => {}
             FileData::NotAFile if w.required => pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.clone()), error: "not a regular file".into() }),
             FileData::NotAFile => {}
-            FileData::Unreadable(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Unreadable, path: Some(path.clone()), error: format!("unreadable: {e}") }),
+            FileData::Unreadable(e) => pki.errors.push(unreadable(path, e)),
             FileData::TooLarge(n) if w.kind.is_some() => {
                 pki.errors.push(FoundError { kind: FoundErrorKind::Invalid, path: Some(path.clone()), error: format!("{n} bytes: too large to be a certificate or kubeconfig") })
             }
@@ -341,7 +341,7 @@ pub async fn discover(t: &dyn Transport, playbook: Option<&Playbook>, extra_path
             FileData::Found(bytes) => {
                 classify(p, &bytes, w, &mut pki);
             }
-            FileData::Unreadable(e) => pki.errors.push(FoundError { kind: FoundErrorKind::Unreadable, path: Some(p.clone()), error: format!("unreadable: {e}") }),
+            FileData::Unreadable(e) => pki.errors.push(unreadable(p, e)),
             _ => pki.errors.push(missing(p, w)),
         }
     }

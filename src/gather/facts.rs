@@ -116,6 +116,11 @@ pub(super) fn missing(path: &str, w: &Want) -> FoundError {
     FoundError { kind: FoundErrorKind::Missing, path: Some(path.to_string()), error: format!("missing{why}") }
 }
 
+/// A file that is there and kcert cannot read (`why`: the refusal, or its size).
+pub(super) fn unreadable(path: &str, why: impl std::fmt::Display) -> FoundError {
+    FoundError { kind: FoundErrorKind::Unreadable, path: Some(path.to_string()), error: format!("unreadable: {why}") }
+}
+
 /// Reads one file's certificates into `pki`; returns the files a kubeconfig points at.
 pub(super) fn classify(path: &str, bytes: &[u8], want: &Want, pki: &mut NodePki) -> Vec<(String, Want)> {
     let base = want.name.clone().unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_string());

@@ -171,11 +171,11 @@ fn found(paths: &[String], data: Vec<FileData>, held: &facts::Held, errors: &mut
                 continue;
             }
             FileData::Missing | FileData::NotAFile => continue,
-            FileData::Unreadable(e) => format!("unreadable: {e}"),
-            FileData::TooLarge(n) => format!("unreadable: {n} bytes, more than kcert reads ({} bytes)", crate::reach::transport::MAX_FILE_BYTES),
+            FileData::Unreadable(e) => facts::unreadable(p, e),
+            FileData::TooLarge(n) => facts::unreadable(p, format!("{n} bytes, more than kcert reads ({} bytes)", crate::reach::transport::MAX_FILE_BYTES)),
         };
-        if !errors.iter().any(|e| e.path.as_deref() == Some(p.as_str())) {
-            errors.push(facts::FoundError { kind: facts::FoundErrorKind::Unreadable, path: Some(p.clone()), error });
+        if !errors.iter().any(|e| e.path == error.path) {
+            errors.push(error);
         }
     }
     files
