@@ -86,6 +86,16 @@ fn the_concrete_rotation_of_every_kubeadm_set_is_proven_keyless_and_its_naive_or
         let mut json = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut json).unwrap();
         assert_eq!(json.as_bytes(), saved.as_slice(), "{set}: the compressed plan is that JSON");
+        // Saved into its file as it is compressed (`--plan-out` 0644, a run's copy 0600): the
+        // same bytes, and the sha256 the journal records is theirs.
+        let out = tempfile::tempdir().unwrap();
+        for (private, mode) in [(false, 0o644), (true, 0o600)] {
+            let file = out.path().join(format!("plan-{mode:o}.json.gz"));
+            let sha = kcert::run::keys::save_plan(&file, &p, private).unwrap();
+            assert_eq!(std::fs::read(&file).unwrap(), gz, "{set}: the file saved as it was compressed differs from the plan's bytes");
+            assert_eq!(sha, kcert::pki::sha256(&gz), "{set}: the sha256 save_plan returns is not its file's");
+            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777, mode, "{set}: {}", file.display());
+        }
         let back = kcert::plan::read::read(&gz, Path::new("plan.json.gz")).unwrap_or_else(|e| panic!("{set}: {e}"));
         assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&p).unwrap(), "{set}: the compressed plan reads back changed");
         let err = kcert::plan::read::read(&gz[..gz.len() / 2], Path::new("cut.json.gz")).unwrap_err().to_string();

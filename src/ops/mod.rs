@@ -180,14 +180,13 @@ async fn start(plan: &Plan, keys: &BTreeMap<String, String>, pb: &Playbook, g: &
     };
     let stop = held.stop.clone();
     let runner = (|| {
-        let saved = crate::plan::stored::to_bytes(plan);
-        keys::write_private(&j.dir.join(journal::PLAN_FILE), &saved)?;
+        let saved_sha256 = keys::save_plan(&j.dir.join(journal::PLAN_FILE), plan, true)?;
         if !keys.is_empty() {
             keys::save_keys(&j.dir.join("keys"), keys)?;
         }
         let target = TargetRecord { inventory: plan.target.inventory.clone(), root: plan.target.root.clone(), from_ansible: plan.target.from_ansible, nodes: plan.nodes().into_iter().map(str::to_string).collect() };
         j.record(&Record::RunStarted { run_id: j.run_id.clone(), command: plan.kind, at: crate::text::rfc3339(now), target })?;
-        j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: crate::pki::sha256(&saved) })?;
+        j.record(&Record::Plan { plan_id: plan.id.clone(), sha256: saved_sha256 })?;
         Ok(Runner::new(plan, pb, nodes, &fleet.overrides, keys, j, run.patience, fleet.concurrency, run.on_failure, run.observer).keep_copies_on(fleet.control_plane()).stop_when(stop).seen_at_start(as_gathered(plan, g)))
     })();
     under_lease(held, runner, &Done::default(), fleet).await

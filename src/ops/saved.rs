@@ -30,7 +30,7 @@ pub fn save(plan: &Plan, keys: &BTreeMap<String, String>, path: &Path, state_dir
         keys::save_keys(&dir, keys)?;
         Some(dir)
     };
-    keys::write_public(path, &crate::plan::stored::to_bytes(plan))?;
+    keys::save_plan(path, plan, false)?;
     Ok(Saved { path: path.to_path_buf(), keys: keys_dir })
 }
 

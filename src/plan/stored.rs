@@ -21,16 +21,21 @@ const REF: &str = "sha256:";
 /// of its JSON. Certificates and JSON layout compress about tenfold: a 5,000-node rotation's
 /// 60 MB of JSON is about 5 MB saved. `gzip -dc PLAN | jq` reads it; `apply` takes either form.
 pub fn to_bytes(plan: &Plan) -> Vec<u8> {
-    let mut gz = std::io::BufWriter::with_capacity(1 << 16, GzEncoder::new(Vec::new(), Compression::new(6)));
-    write_json(plan, &mut gz);
-    let gz = gz.into_inner().map_err(std::io::IntoInnerError::into_error).expect("compressing into memory never fails");
-    gz.finish().expect("compressing into memory never fails")
+    write_to(plan, Vec::new()).expect("compressing into memory never fails")
+}
+
+/// `to_bytes`' bytes written into `out` as they are made (a file: a 5,000-node plan is never
+/// whole in memory), then `out` back; an error is `out`'s (a full disk).
+pub fn write_to<W: Write>(plan: &Plan, out: W) -> std::io::Result<W> {
+    let mut gz = std::io::BufWriter::with_capacity(1 << 16, GzEncoder::new(out, Compression::new(6)));
+    write_json(plan, &mut gz)?;
+    gz.into_inner().map_err(std::io::IntoInnerError::into_error)?.finish()
 }
 
 /// The plan as JSON (pretty), recipe texts stored once: what `to_bytes` compresses.
 pub fn to_json(plan: &Plan) -> Vec<u8> {
     let mut out = Vec::new();
-    write_json(plan, &mut out);
+    write_json(plan, &mut out).expect("writing into memory never fails");
     out
 }
 
@@ -60,7 +65,7 @@ thread_local! {
 
 /// The plan's JSON with every recipe text written as `sha256:<hex>` and stored once in
 /// `texts`, serialized straight from `plan` (no copy of it: at 5,000 nodes a copy was 46 MB).
-fn write_json(plan: &Plan, out: &mut dyn Write) {
+fn write_json(plan: &Plan, out: &mut dyn Write) -> std::io::Result<()> {
     /// The table `plan`'s texts went into: serialized after them (serde keeps field order).
     struct Table;
     impl Serialize for Table {
@@ -84,7 +89,8 @@ fn write_json(plan: &Plan, out: &mut dyn Write) {
     }
     STORING.with(|t| *t.borrow_mut() = Some(BTreeMap::new()));
     let _storing = Storing;
-    serde_json::to_writer_pretty(out, &Saved { plan, texts: Table }).expect("plans serialize into memory")
+    // A plan always serializes: an error here is `out`'s.
+    serde_json::to_writer_pretty(out, &Saved { plan, texts: Table }).map_err(std::io::Error::from)
 }
 
 /// How a recipe's text serializes: as itself, or while `write_json` runs, as its reference,

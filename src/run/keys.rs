@@ -10,9 +10,14 @@ use std::path::{Path, PathBuf};
 
 use atomic_write_file::unix::OpenOptionsExt as _;
 
-use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+/// Writes `path` as `fill` writes it, atomically (a temp file beside it, renamed over it once
+/// complete: a write that fails, a full disk say, leaves what was there).
+fn write(path: &Path, mode: u32, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let fail = |e: std::io::Error| Error::Runtime(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
@@ -20,7 +25,7 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mut opts = atomic_write_file::OpenOptions::new();
     opts.mode(mode).preserve_mode(false);
     let mut f = opts.open(path).map_err(fail)?;
-    f.write_all(bytes).map_err(fail)?;
+    fill(&mut f).map_err(fail)?;
     f.commit().map_err(fail)?;
     // The umask may have narrowed it; never widened: say exactly what it is.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(fail)
@@ -28,12 +33,35 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// Writes a file readable by its owner only (the temp file is 0600 from the start).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    write(path, bytes, 0o600)
+    write(path, 0o600, |f| f.write_all(bytes))
 }
 
-/// Writes a file with no secrets in it (a saved plan).
-pub fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
-    write(path, bytes, 0o644)
+/// Saves `plan` in its saved form (`stored::write_to`), compressed into the file as it is made
+/// (a 5,000-node plan is never whole in memory): 0644 for `--plan-out`, 0600 for a run's own
+/// copy. Returns the sha256 of the bytes written, for the journal.
+pub fn save_plan(path: &Path, plan: &Plan, private: bool) -> Result<String> {
+    /// What goes through it to the file, hashed on the way.
+    struct Hashing<W> {
+        out: W,
+        sha: Sha256,
+    }
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(bytes)?;
+            self.sha.update(&bytes[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    let mut sha = String::new();
+    write(path, if private { 0o600 } else { 0o644 }, |f| {
+        let written = crate::plan::stored::write_to(plan, Hashing { out: f, sha: Sha256::new() })?;
+        sha = crate::pki::cert::hex(&written.sha.finalize());
+        Ok(())
+    })?;
+    Ok(sha)
 }
 
 /// Where the new CA keys of a plan saved with `--plan-out` wait for `kcert apply`.
