@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 
 /// Writes `path` as `fill` writes it, atomically (a temp file beside it, renamed over it once
-/// complete: a write that fails, a full disk say, leaves what was there).
-fn write(path: &Path, mode: u32, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+/// complete: a write that fails, a full disk say, leaves what was there); `fill`'s result back.
+fn write<T>(path: &Path, mode: u32, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<T>) -> Result<T> {
     let fail = |e: std::io::Error| Error::Runtime(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
@@ -25,10 +25,11 @@ fn write(path: &Path, mode: u32, fill: impl FnOnce(&mut dyn Write) -> std::io::R
     let mut opts = atomic_write_file::OpenOptions::new();
     opts.mode(mode).preserve_mode(false);
     let mut f = opts.open(path).map_err(fail)?;
-    fill(&mut f).map_err(fail)?;
+    let filled = fill(&mut f).map_err(fail)?;
     f.commit().map_err(fail)?;
     // The umask may have narrowed it; never widened: say exactly what it is.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(fail)
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+    Ok(filled)
 }
 
 /// Writes a file readable by its owner only (the temp file is 0600 from the start).
@@ -55,13 +56,10 @@ pub fn save_plan(path: &Path, plan: &Plan, private: bool) -> Result<String> {
             self.out.flush()
         }
     }
-    let mut sha = String::new();
     write(path, if private { 0o600 } else { 0o644 }, |f| {
         let written = crate::plan::stored::write_to(plan, Hashing { out: f, sha: Sha256::new() })?;
-        sha = crate::pki::cert::hex(&written.sha.finalize());
-        Ok(())
-    })?;
-    Ok(sha)
+        Ok(crate::pki::cert::hex(&written.sha.finalize()))
+    })
 }
 
 /// Where the new CA keys of a plan saved with `--plan-out` wait for `kcert apply`.
