@@ -124,3 +124,53 @@ fn every_real_world_set_gives_the_same_facts_through_the_survey() {
     }
     assert!(seen >= 18, "only {seen} sets under {}", sets.display());
 }
+
+/// Each program a node starts costs it about a millisecond of CPU, as much as the file reads
+/// themselves: the survey starts the same ten whatever the number of files, and none for
+/// the hostname or root's home. Counted by logging stand-ins for every program it may start,
+/// alone on its PATH (one it did not expect would not be found, and the answer would differ).
+#[test]
+fn the_survey_starts_ten_programs_whatever_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = made_tree("make-kubeadm-pki.sh", dir.path());
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("started");
+    let real = |name: &str| ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).unwrap_or_else(|| panic!("no {name}"));
+    for name in ["find", "xargs", "sh", "stat", "cat", "base64", "hostname", "getent", "cut", "wc", "tr", "head", "ls", "test", "readlink"] {
+        let stand_in = bin.join(name);
+        std::fs::write(&stand_in, format!("#!{}\necho {name} >>'{}'\nexec {} \"$@\"\n", real("sh").display(), log.display(), real(name).display())).unwrap();
+        std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let embedded = kcert::playbook::embedded();
+    let all: Vec<&Playbook> = embedded.iter().collect();
+    let root = node.to_string_lossy().into_owned();
+    let req = discover::survey_request(&all, &[], "root");
+    let started = |req: &survey::Survey| {
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new(real("sh")).arg("-c").arg(survey::script(req, &root)).env("PATH", &bin).output().unwrap();
+        let snap = survey::parse(&out.stdout, req, &root).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let mut names: Vec<String> = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        names.sort();
+        (names, snap)
+    };
+    let (names, snap) = started(&req);
+    assert!(matches!(snap.file("/etc/kubernetes/pki/ca.crt"), Some(kcert::reach::transport::FileData::Found(_))), "the stand-ins answer as the programs do");
+    assert!(snap.ran(discover::HOSTNAME_SCRIPT).is_some_and(|o| o.success() && !o.stdout.is_empty()), "the hostname is answered");
+    assert!(names.len() <= 10, "{} programs started: {names:?}", names.len());
+    for once in ["xargs", "stat", "cat", "base64"] {
+        assert_eq!(names.iter().filter(|n| *n == once).count(), 1, "{once}: one for every file to read: {names:?}");
+    }
+    assert!(!names.iter().any(|n| ["hostname", "getent", "cut"].contains(&n.as_str())), "{names:?}");
+    // Ten times the files, and ten more directories of them: the same programs.
+    for i in 0..10 {
+        let d = node.join(format!("etc/kubernetes/pki/more{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for j in 0..10 {
+            std::fs::copy(node.join("etc/kubernetes/pki/ca.crt"), d.join(format!("c{j}.crt"))).unwrap();
+        }
+    }
+    let (more, snap) = started(&req);
+    assert!(matches!(snap.file("/etc/kubernetes/pki/more9/c9.crt"), Some(kcert::reach::transport::FileData::Found(_))));
+    assert_eq!(more, names, "the same programs for ten times the files");
+}

@@ -12,8 +12,10 @@ use crate::playbook::{FileKind, Playbook};
 use crate::reach::transport::survey::Alternative;
 use crate::reach::transport::{FileData, NodeResult, Prefetched, Survey, Transport};
 
-/// The script that names the node as it names itself.
-pub const HOSTNAME_SCRIPT: &str = "hostname\n";
+/// The script that names the node as it names itself: the kernel's nodename, which is what
+/// `hostname` prints (proc(5), /proc/sys/kernel/hostname), read by the shell without a fork;
+/// `hostname` itself where /proc is not there.
+pub const HOSTNAME_SCRIPT: &str = "{ read -r h </proc/sys/kernel/hostname; } 2>/dev/null && printf '%s\\n' \"$h\" || hostname\n";
 
 /// What `detect` and `discover` with any of these playbooks ask first (and the node's
 /// hostname), asked in one round trip: the files every component reads its flags from, the
@@ -48,7 +50,8 @@ pub fn candidates<'p>(named: Option<&'p Playbook>, embedded: &'p [Playbook]) -> 
 pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &str) -> Survey {
     let home = if user == "root" { Some("/root".to_string()) } else { None };
     let mut req = Survey { skip: vec!["*.key".into(), "*-key.pem".into()], run: vec![HOSTNAME_SCRIPT.into()], ..Default::default() };
-    if playbooks.iter().any(|p| p.files.iter().any(|f| f.path.starts_with("~/")))
+    if home.is_none()
+        && playbooks.iter().any(|p| p.files.iter().any(|f| f.path.starts_with("~/")))
         && let Some(s) = home_script(user)
     {
         req.run.push(s);
@@ -386,14 +389,14 @@ async fn login_home(t: &dyn Transport) -> Option<String> {
         return Some("/root".into());
     }
     let out = t.run(&home_script(&user)?).await.ok()?;
-    let home = out.stdout_text().trim().to_string();
+    let home = out.stdout_text().lines().next()?.split(':').nth(5)?.to_string();
     (out.success() && home.starts_with('/') && home != "/").then_some(home)
 }
 
-/// The script that prints a login user's home directory; none for a name kcert would not
-/// put in a script.
+/// The script that prints a login user's entry in the user database (its sixth field is the
+/// home directory, passwd(5)); none for a name kcert would not put in a script.
 fn home_script(user: &str) -> Option<String> {
-    (!user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))).then(|| format!("getent passwd {user} | cut -d: -f6\n"))
+    (!user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))).then(|| format!("getent passwd {user}\n"))
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! The script forks a fixed number of programs whatever the number of files: `find -L` tags
 //! every path (missing, not a file, unreadable, too large, to read), one `stat` gives the
-//! sizes and one `cat | base64` the bytes of every file to read, split by those sizes.
+//! sizes and one `cat | base64` the bytes of every file to read (of every group at once),
+//! split by those sizes; the shell's own `[ -e ]` answers existence.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,51 +128,65 @@ fn absolute(paths: &[String]) -> Vec<&String> {
 /// The survey as one POSIX shell script (GNU find, stat and base64). `root` is prepended to
 /// every path on the node and taken off what it prints: empty on a real node; a directory laid
 /// out like a node's filesystem in tests.
+///
+/// It starts few programs, whatever the number of files (each costs the node about a
+/// millisecond of CPU): a `find` tags the files asked by name, another lists and tags every
+/// directory to read (the alternative that holds included), a third lists the directories
+/// only listed; then one pipeline gives the sizes and the bytes of every file to read; the
+/// shell itself answers existence.
 pub fn script(req: &Survey, root: &str) -> String {
     let words = |paths: &[String]| absolute(paths).iter().map(|p| quote(&format!("{root}{p}"))).collect::<Vec<_>>().join(" ");
     let (big, small) = (MAX_FILE_BYTES, MAX_FILE_BYTES + 1);
     let tags = format!(r"\( \( ! -readable -printf 'U%p\0' \) -o \( -size +{big}c -printf 'Z%s %p\0' \) -o -printf 'F%p\0' \)");
+    let kinds = |rest: &str| format!(r"\( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o {rest}");
     let skip: String = req.skip.iter().map(|s| format!(" ! -name {}", quote(s))).collect();
-    // stat and cat skip alike a file gone meanwhile, so sizes and bytes stay in step.
-    let bytes = |finds: &str| {
-        format!("{{ {finds}; }} 2>/dev/null | xargs -0r sh -c 'stat -L --printf \"S%s %n\\0\" -- \"$@\"; printf B; cat -- \"$@\" | base64 -w0; printf \"\\0\"' sh 2>/dev/null\n")
-    };
-    let listing = |dirs: &str| format!(r"find -L {dirs} -type f -printf 'I%H\0%p\0' 2>/dev/null") + "\n";
-    let list_read = |dirs: &str| {
-        listing(dirs)
-            + &format!(r"find -L {dirs} \( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o \({skip} {tags} \) 2>/dev/null")
-            + "\n"
-            + &bytes(&format!("find -L {dirs} -type f{skip} -readable -size -{small}c -print0"))
-    };
-    let mut s = String::from("set -u\nprintf 'kcert-survey 1\\0'\n");
-    let read = words(&req.read);
-    if !read.is_empty() {
-        s.push_str(&format!(r"find -L {read} -maxdepth 0 \( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o {tags} 2>/dev/null"));
-        s.push('\n');
-        s.push_str(&bytes(&format!("find -L {read} -maxdepth 0 -type f -readable -size -{small}c -print0")));
-    }
-    for (dirs, make) in [(words(&req.list_read), &list_read as &dyn Fn(&str) -> String), (words(&req.list), &listing)] {
-        if !dirs.is_empty() {
-            s.push_str(&make(&dirs));
-        }
-    }
+    let mut s = String::from("set -u\nprintf 'kcert-survey 1\\0'\nset --\n");
+    // The alternative that holds puts its directories in "$@", read with the others.
     let exists = |p: &String| format!("[ -e {} ]", quote(&format!("{root}{p}")));
     let any = |ps: &[String]| if ps.is_empty() { "false".to_string() } else { ps.iter().map(exists).collect::<Vec<_>>().join(" || ") };
     for (i, a) in req.alternatives.iter().enumerate() {
         let when = format!("{{ {}; }} && ! {{ {}; }}", any(&a.when), any(&a.unless));
-        s.push_str(&format!("{} {when}; then\nprintf 'A{i}\\0'\n", if i == 0 { "if" } else { "elif" }));
-        let dirs = words(&a.list_read);
-        if !dirs.is_empty() {
-            s.push_str(&list_read(&dirs));
-        }
+        s.push_str(&format!("{} {when}; then\nprintf 'A{i}\\0'\nset -- {}\n", if i == 0 { "if" } else { "elif" }, words(&a.list_read)));
     }
     if !req.alternatives.is_empty() {
         s.push_str("fi\n");
     }
-    let exists = words(&req.exists);
-    if !exists.is_empty() {
-        s.push_str(&format!(r"find -L {exists} -maxdepth 0 ! -type l -printf 'X%p\0' 2>/dev/null"));
+    let read = words(&req.read);
+    let mut to_read = Vec::new();
+    if !read.is_empty() {
+        s.push_str(&format!(r"find -L {read} -maxdepth 0 {} 2>/dev/null", kinds(&tags)));
         s.push('\n');
+        to_read.push(format!("find -L {read} -maxdepth 0 -type f -readable -size -{small}c -print0"));
+    }
+    // Never a bare `find` (it would walk the working directory): "$@" only where it holds some.
+    let dirs = words(&req.list_read);
+    let (dirs, guard) = match (dirs.is_empty(), req.alternatives.is_empty()) {
+        (_, true) => (dirs, ""),
+        (false, false) => (format!("{dirs} \"$@\""), ""),
+        (true, false) => ("\"$@\"".to_string(), "[ $# -gt 0 ] && "),
+    };
+    if !dirs.is_empty() {
+        // Listed and tagged in one walk (GNU find's `,` evaluates both sides for every path).
+        s.push_str(&format!(r"{guard}find -L {dirs} \( -type f -printf 'I%H\0%p\0' \) , \( {} \) 2>/dev/null", kinds(&format!(r"\({skip} {tags} \)"))));
+        s.push('\n');
+        to_read.push(format!("{guard}find -L {dirs} -type f{skip} -readable -size -{small}c -print0"));
+    }
+    let listed = words(&req.list);
+    if !listed.is_empty() {
+        s.push_str(&format!(r"find -L {listed} -type f -printf 'I%H\0%p\0' 2>/dev/null"));
+        s.push('\n');
+    }
+    // stat and cat skip alike a file gone meanwhile, so sizes and bytes stay in step.
+    if !to_read.is_empty() {
+        s.push_str(&format!(
+            "{{ {}; }} 2>/dev/null | xargs -0r sh -c 'stat -L --printf \"S%s %n\\0\" -- \"$@\"; printf B; cat -- \"$@\" | base64 -w0; printf \"\\0\"' sh 2>/dev/null\n",
+            to_read.join("; ")
+        ));
+    }
+    // `[ -e ]` follows links as `find -L` does: a broken link does not exist.
+    for p in absolute(&req.exists) {
+        let p = quote(&format!("{root}{p}"));
+        s.push_str(&format!("[ -e {p} ] && printf 'X%s\\0' {p}\n"));
     }
     for (i, cmd) in req.run.iter().enumerate() {
         s.push_str(&format!("o=$( ( {}\n) 2>/dev/null </dev/null; printf '/%s' \"$?\"); printf 'C{i}\\0%s\\0' \"$o\"\n", cmd.trim_end()));
@@ -386,6 +401,11 @@ mod tests {
         assert_eq!(snap.file("/b/dir/none.crt"), Some(FileData::Missing));
         assert_eq!((snap.listing("/a/dir"), snap.listing("/c/dir")), (None, None), "no other alternative is read");
         assert_eq!((snap.file("/a/dir/x.crt"), snap.file("/c/dir/z.crt")), (None, None));
+        // None holds: nothing is walked (a bare `find` would walk the working directory, whose
+        // paths are outside the survey and refused).
+        let none = Survey { alternatives: vec![alt("/none", "/nothing", "/c/dir")], ..Default::default() };
+        let snap = parse(&run(&script(&none, &root)), &none, &root).unwrap();
+        assert_eq!((snap.listing("/c/dir"), snap.file("/c/dir/z.crt")), (None, None));
     }
 
     #[test]
