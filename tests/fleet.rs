@@ -389,7 +389,9 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
     kill_when(&mut child, sd.path(), 0, "inside R1's cp2 batch (its files written)", |v| is(v, "written", "R1", Some(1)));
     Test::new().args(["runs", "--state-dir", sdir]).run().status(0).stdout_has("interrupted").stdout_has("in R1");
     // A second renewal is refused while this one is unfinished.
-    f.kcert(&["renew", "--yes", "--state-dir", sdir]).run().status(2).stderr_has("is unfinished").stderr_has("kcert resume");
+    let refused = f.kcert(&["renew", "--yes", "--state-dir", sdir]).run();
+    refused.status(2).stderr_has("is unfinished").stderr_has("kcert resume").stderr_has("kcert rollback");
+    assert_eq!(refused.stderr.matches("kcert resume").count(), 1, "what to do is said once: {}", refused.stderr);
     let done = f.kcert(&["resume", "--yes", "-o", "json", "--state-dir", sdir]).run();
     done.status(0);
     assert!(done.json()["failure"].is_null(), "{}", done.stdout);

@@ -121,7 +121,13 @@ pub fn unfinished(state_dir: &Path, cluster: &PlanTarget) -> Option<String> {
         let d = journal::done(&records);
         if d.unfinished() {
             let s = summary(&id, &records);
-            return Some(format!("the {command} run {id} on this cluster is unfinished ({}{}): carry it on with `kcert resume {id}`, or undo it with `kcert rollback {id}`", s.state.as_str(), if s.detail.is_empty() { String::new() } else { format!(", {}", s.detail) }));
+            let head = format!("the {command} run {id} on this cluster is unfinished ({}", s.state.as_str());
+            // An interrupted run's detail already says what to do with it.
+            return Some(match (s.state, s.detail.as_str()) {
+                (RunState::Interrupted, d) => format!("{head}, {d})"),
+                (_, "") => format!("{head}): carry it on with `kcert resume {id}`, or undo it with `kcert rollback {id}`"),
+                (_, d) => format!("{head}, {d}): carry it on with `kcert resume {id}`, or undo it with `kcert rollback {id}`"),
+            });
         }
     }
     None
