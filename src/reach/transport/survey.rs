@@ -130,17 +130,20 @@ fn absolute(paths: &[String]) -> Vec<&String> {
 /// out like a node's filesystem in tests.
 ///
 /// It starts few programs, whatever the number of files (each costs the node about a
-/// millisecond of CPU): a `find` tags the files asked by name, another lists and tags every
-/// directory to read (the alternative that holds included), a third lists the directories
-/// only listed; then one pipeline gives the sizes and the bytes of every file to read; the
-/// shell itself answers existence.
+/// millisecond of CPU): a `find` prints the first line, a second tags the files asked by name,
+/// a third lists and tags every directory to read (the alternative that holds included), a
+/// fourth lists the directories only listed; then one pipeline gives the sizes and the bytes
+/// of every file to read; the shell itself answers existence.
 pub fn script(req: &Survey, root: &str) -> String {
     let words = |paths: &[String]| absolute(paths).iter().map(|p| quote(&format!("{root}{p}"))).collect::<Vec<_>>().join(" ");
     let (big, small) = (MAX_FILE_BYTES, MAX_FILE_BYTES + 1);
     let tags = format!(r"\( \( ! -readable -printf 'U%p\0' \) -o \( -size +{big}c -printf 'Z%s %p\0' \) -o -printf 'F%p\0' \)");
     let kinds = |rest: &str| format!(r"\( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o {rest}");
     let skip: String = req.skip.iter().map(|s| format!(" ! -name {}", quote(s))).collect();
-    let mut s = String::from("set -u\nprintf 'kcert-survey 1\\0'\nset --\n");
+    // The first line is printed by find itself, with the GNU dialect the rest needs (`-readable`,
+    // `-printf`, `,`): a node whose find lacks it gives no answer (asked file by file), not one
+    // where every file looks missing.
+    let mut s = String::from("set -u\nfind / -maxdepth 0 \\( -readable -o -true \\) -printf 'kcert-survey' , -printf ' 1\\0' 2>/dev/null\nset --\n");
     // The alternative that holds puts its directories in "$@", read with the others.
     let exists = |p: &String| format!("[ -e {} ]", quote(&format!("{root}{p}")));
     let any = |ps: &[String]| if ps.is_empty() { "false".to_string() } else { ps.iter().map(exists).collect::<Vec<_>>().join(" || ") };
@@ -406,6 +409,25 @@ mod tests {
         let none = Survey { alternatives: vec![alt("/none", "/nothing", "/c/dir")], ..Default::default() };
         let snap = parse(&run(&script(&none, &root)), &none, &root).unwrap();
         assert_eq!((snap.listing("/c/dir"), snap.file("/c/dir/z.crt")), (None, None));
+    }
+
+    #[test]
+    fn a_find_without_gnu_dialect_gives_no_answer_rather_than_every_file_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("node").to_string_lossy().into_owned();
+        std::fs::create_dir_all(format!("{root}/etc")).unwrap();
+        std::fs::write(format!("{root}/etc/a.crt"), "A").unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // BusyBox's find: no -printf, -readable or `,` (it says so and exits 1).
+        std::fs::write(bin.join("find"), "#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(bin.join("find"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let req = Survey { read: vec!["/etc/a.crt".into()], list_read: vec!["/etc".into()], ..Default::default() };
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&req, &root)).env("PATH", path).output().unwrap();
+        assert!(parse(&out.stdout, &req, &root).is_err(), "{:?}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(parse(&run(&script(&req, &root)), &req, &root).unwrap().file("/etc/a.crt"), Some(FileData::Found(b"A".to_vec())), "GNU find answers");
     }
 
     #[test]
