@@ -135,8 +135,11 @@ fn absolute(paths: &[String]) -> Vec<&String> {
 /// fourth lists the directories only listed; then one pipeline gives the sizes and the bytes
 /// of every file to read; the shell itself answers existence.
 pub fn script(req: &Survey, root: &str) -> String {
-    let words = |paths: &[String]| absolute(paths).iter().map(|p| quote(&format!("{root}{p}"))).collect::<Vec<_>>().join(" ");
+    let at = |p: &str| quote(&format!("{root}{p}"));
+    let words = |paths: &[String]| absolute(paths).iter().map(|p| at(p)).collect::<Vec<_>>().join(" ");
     let (big, small) = (MAX_FILE_BYTES, MAX_FILE_BYTES + 1);
+    // A file whose bytes the survey gives (the others are tagged, not read).
+    let readable = |skip: &str| format!("-type f{skip} -readable -size -{small}c -print0");
     let tags = format!(r"\( \( ! -readable -printf 'U%p\0' \) -o \( -size +{big}c -printf 'Z%s %p\0' \) -o -printf 'F%p\0' \)");
     let kinds = |rest: &str| format!(r"\( -type l -printf 'M%p\0' \) -o \( ! -type f -printf 'D%p\0' \) -o {rest}");
     let skip: String = req.skip.iter().map(|s| format!(" ! -name {}", quote(s))).collect();
@@ -145,7 +148,7 @@ pub fn script(req: &Survey, root: &str) -> String {
     // where every file looks missing.
     let mut s = String::from("set -u\nfind / -maxdepth 0 \\( -readable -o -true \\) -printf 'kcert-survey' , -printf ' 1\\0' 2>/dev/null\nset --\n");
     // The alternative that holds puts its directories in "$@", read with the others.
-    let exists = |p: &String| format!("[ -e {} ]", quote(&format!("{root}{p}")));
+    let exists = |p: &String| format!("[ -e {} ]", at(p));
     let any = |ps: &[String]| if ps.is_empty() { "false".to_string() } else { ps.iter().map(exists).collect::<Vec<_>>().join(" || ") };
     for (i, a) in req.alternatives.iter().enumerate() {
         let when = format!("{{ {}; }} && ! {{ {}; }}", any(&a.when), any(&a.unless));
@@ -159,7 +162,7 @@ pub fn script(req: &Survey, root: &str) -> String {
     if !read.is_empty() {
         s.push_str(&format!(r"find -L {read} -maxdepth 0 {} 2>/dev/null", kinds(&tags)));
         s.push('\n');
-        to_read.push(format!("find -L {read} -maxdepth 0 -type f -readable -size -{small}c -print0"));
+        to_read.push(format!("find -L {read} -maxdepth 0 {}", readable("")));
     }
     // Never a bare `find` (it would walk the working directory): "$@" only where it holds some.
     let dirs = words(&req.list_read);
@@ -172,7 +175,7 @@ pub fn script(req: &Survey, root: &str) -> String {
         // Listed and tagged in one walk (GNU find's `,` evaluates both sides for every path).
         s.push_str(&format!(r"{guard}find -L {dirs} \( -type f -printf 'I%H\0%p\0' \) , \( {} \) 2>/dev/null", kinds(&format!(r"\({skip} {tags} \)"))));
         s.push('\n');
-        to_read.push(format!("{guard}find -L {dirs} -type f{skip} -readable -size -{small}c -print0"));
+        to_read.push(format!("{guard}find -L {dirs} {}", readable(&skip)));
     }
     let listed = words(&req.list);
     if !listed.is_empty() {
@@ -188,8 +191,7 @@ pub fn script(req: &Survey, root: &str) -> String {
     }
     // `[ -e ]` follows links as `find -L` does: a broken link does not exist.
     for p in absolute(&req.exists) {
-        let p = quote(&format!("{root}{p}"));
-        s.push_str(&format!("[ -e {p} ] && printf 'X%s\\0' {p}\n"));
+        s.push_str(&format!("{} && printf 'X%s\\0' {}\n", exists(p), at(p)));
     }
     for (i, cmd) in req.run.iter().enumerate() {
         s.push_str(&format!("o=$( ( {}\n) 2>/dev/null </dev/null; printf '/%s' \"$?\"); printf 'C{i}\\0%s\\0' \"$o\"\n", cmd.trim_end()));
