@@ -12,15 +12,25 @@ use std::process::Command;
 use common::fleet::{Fleet, Scenario, assert_no_temp_files, assert_ports_serve_their_files, assert_same_snapshot, assert_written_once, certs_of, derived_inventory, first_run, harness, is, journal_lines, kcert_rows, kill_when, no_failed_handshake, openssl_rows, pki_snapshot, probe, run, sh, spawn, under_probes, wait_for, walk_journal, writes};
 use common::{Run, Test};
 
-fn expiry_matches_openssl_on_every_node(f: &Fleet) {
-    // The transport logs how many commands each connection ran when it closes.
-    let run = f.kcert(&["expiry", "-o", "json"]).env("RUST_LOG", "kcert::reach::transport::ssh=debug").run();
-    run.status(0);
+/// `args` run with the transport's debug log, which says how many commands each connection
+/// ran when it closes.
+fn counting_execs(f: &Fleet, args: &[&str]) -> Run {
+    f.kcert(args).env("RUST_LOG", "kcert::reach::transport::ssh=debug").run()
+}
+
+/// Each node was reached over one connection that ran one command (one exec channel).
+fn one_exec_per_node(f: &Fleet, run: &Run, what: &str) {
     for n in &f.nodes {
         let closed: Vec<&str> = run.stderr.lines().filter(|l| l.contains("connection closed") && l.contains(&format!("node={} ", n.name))).collect();
-        assert_eq!(closed.len(), 1, "{}: one connection\n{}", n.name, run.stderr);
-        assert!(closed[0].ends_with("execs=1"), "{}: discovery is one command (one exec channel) per node: {}", n.name, closed[0]);
+        assert_eq!(closed.len(), 1, "{what}: {}: one connection\n{}", n.name, run.stderr);
+        assert!(closed[0].ends_with("execs=1"), "{what}: {}: reading the node is one command (one exec channel): {}", n.name, closed[0]);
     }
+}
+
+fn expiry_matches_openssl_on_every_node(f: &Fleet) {
+    let run = counting_execs(f, &["expiry", "-o", "json"]);
+    run.status(0);
+    one_exec_per_node(f, &run, "expiry");
     let json = run.json();
     assert_eq!(json["errors"].as_array().unwrap().len(), 0, "{}", run.stdout);
     for n in &f.nodes {
@@ -252,7 +262,9 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given(f: &Fleet) {
 fn renew_dry_run_changes_nothing(f: &Fleet) {
     let before = pki_snapshot(f);
     let state = tempfile::tempdir().unwrap();
-    let run = f.kcert(&["renew", "--dry-run", "--state-dir", state.path().to_str().unwrap()]).run();
+    let run = counting_execs(f, &["renew", "--dry-run", "--state-dir", state.path().to_str().unwrap()]);
+    // The keys a renewal signs with are read with the rest of a node's files, in one command.
+    one_exec_per_node(f, &run, "renew --dry-run");
     run.status(0).stdout_has("node cp1").stdout_has("restart etcd").stdout_has("gate    admin.conf -> kube-apiserver").stdout_has("expires");
     assert_same_snapshot("--dry-run", &before, &pki_snapshot(f));
     assert!(std::fs::read_dir(state.path()).map(|d| d.count()).unwrap_or(0) == 0, "a dry run journals nothing");
@@ -428,8 +440,9 @@ fn a_renewal_killed_mid_way_resumes_with_nothing_written_twice_then_rolls_back_g
 }
 
 fn a_rotation_of_the_fleet_is_planned_and_proven(f: &Fleet) {
-    let run = f.kcert(&["rotate-ca", "--dry-run", "-o", "json"]).run();
+    let run = counting_execs(f, &["rotate-ca", "--dry-run", "-o", "json"]);
     run.status(0);
+    one_exec_per_node(f, &run, "rotate-ca --dry-run");
     let p = run.json();
     assert_eq!(p["cas"].as_array().unwrap().len(), 3, "{}", p["cas"]);
     // Cross-node edges are proven too: etcd peers, apiservers to every kubelet, workers' kubelet.conf.

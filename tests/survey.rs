@@ -18,7 +18,7 @@ fn both_ways(root: &Path) -> (String, String, usize, survey::Snapshot) {
     let embedded = kcert::playbook::embedded();
     let all: Vec<&Playbook> = embedded.iter().collect();
     let root_s = root.to_string_lossy().into_owned();
-    let req = discover::survey_request(&all, &[], "root");
+    let req = discover::survey_request(&all, &[], "root", discover::Keys::Exist);
     let out = Command::new("sh").arg("-c").arg(survey::script(&req, &root_s)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let snap = survey::parse(&out.stdout, &req, &root_s).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
@@ -145,7 +145,7 @@ fn the_survey_starts_eleven_programs_whatever_the_files() {
     let embedded = kcert::playbook::embedded();
     let all: Vec<&Playbook> = embedded.iter().collect();
     let root = node.to_string_lossy().into_owned();
-    let req = discover::survey_request(&all, &[], "root");
+    let req = discover::survey_request(&all, &[], "root", discover::Keys::Exist);
     let started = |req: &survey::Survey| {
         let _ = std::fs::remove_file(&log);
         let out = Command::new(real("sh")).arg("-c").arg(survey::script(req, &root)).env("PATH", &bin).output().unwrap();

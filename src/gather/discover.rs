@@ -1,8 +1,9 @@
 //! Owns: finding a node's PKI from the files its components actually read: manifest flags,
 //! the kubelet config, kubeconfigs (embedded and referenced), the playbook's defaults and
 //! scanned directories, read over a transport in a few batched round trips.
-//! Must not: read private keys (their existence is checked, their bytes are never fetched
-//! unless they share a file with a certificate), or report; callers decide what to show.
+//! Must not: read private keys unless asked to (`Keys::Read`: a change, whose plan reads them
+//! anyway; otherwise their existence is checked, their bytes fetched only when they share a
+//! file with a certificate), or report; callers decide what to show.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,21 +18,31 @@ use crate::reach::transport::{FileData, NodeResult, Prefetched, Survey, Transpor
 /// `hostname` itself where /proc is not there.
 pub const HOSTNAME_SCRIPT: &str = "{ read -r h </proc/sys/kernel/hostname; } 2>/dev/null && printf '%s\\n' \"$h\" || hostname\n";
 
+/// What a survey asks of the private keys at the playbooks' paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Whether they exist (a report).
+    Exist,
+    /// Their bytes (a change, whose plan reads them anyway: in the first round trip, not a
+    /// second). They are held in memory like every key kcert reads.
+    Read,
+}
+
 /// What `detect` and `discover` with any of these playbooks ask first (and the node's
 /// hostname), asked in one round trip: the files every component reads its flags from, the
 /// playbook's files, the units with their drop-ins, and the scanned directories (of the
 /// playbook the node is detected as) with every file in them but keys. Only what these files
 /// name beyond that is asked afterwards.
 pub async fn surveyed<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String]) -> NodeResult<Prefetched<'a>> {
-    surveyed_with(t, playbooks, extra_paths, None).await
+    surveyed_with(t, playbooks, extra_paths, None, Keys::Exist).await
 }
 
-/// As `surveyed`, asking what `also` asks in the same round trip.
-pub async fn surveyed_with<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String], also: Option<&Survey>) -> NodeResult<Prefetched<'a>> {
+/// As `surveyed`, asking what `also` asks in the same round trip, and the keys as `keys` says.
+pub async fn surveyed_with<'a>(t: &'a dyn Transport, playbooks: &[&Playbook], extra_paths: &[String], also: Option<&Survey>, keys: Keys) -> NodeResult<Prefetched<'a>> {
     if t.offline() {
         return Ok(Prefetched::new(t, Default::default()));
     }
-    let mut req = survey_request(playbooks, extra_paths, &t.user());
+    let mut req = survey_request(playbooks, extra_paths, &t.user(), keys);
     if let Some(also) = also {
         req.merge(also);
     }
@@ -47,7 +58,7 @@ pub fn candidates<'p>(named: Option<&'p Playbook>, embedded: &'p [Playbook]) -> 
 }
 
 /// The questions `surveyed` asks of a node reached as `user`.
-pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &str) -> Survey {
+pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &str, keys: Keys) -> Survey {
     let home = if user == "root" { Some("/root".to_string()) } else { None };
     let mut req = Survey { skip: vec!["*.key".into(), "*-key.pem".into()], run: vec![HOSTNAME_SCRIPT.into()], ..Default::default() };
     if home.is_none()
@@ -74,7 +85,7 @@ pub fn survey_request(playbooks: &[&Playbook], extra_paths: &[String], user: &st
             _ => req.alternatives.push(Alternative { when: pb.detect.clone(), unless: pb.detect_unless.clone(), list_read: pb.scan.clone() }),
         }
         for (f, path) in file_paths(pb, home.as_deref()) {
-            if f.kind.holds_certs() {
+            if f.kind.holds_certs() || keys == Keys::Read {
                 req.read.push(path)
             } else {
                 req.exists.push(path)

@@ -45,7 +45,8 @@ impl Gathered {
 
 /// Connects to every node (at most `concurrency` at once), detects its distribution unless the
 /// fleet names one, discovers its PKI and reads the certificate, kubeconfig, manifest and key
-/// files involved. A node that cannot be read, or where kcert finds no distribution or no PKI,
+/// files involved (the keys at the playbook's paths asked in discovery's first round trip,
+/// with the rest). A node that cannot be read, or where kcert finds no distribution or no PKI,
 /// stops it: nothing was changed.
 pub async fn gather(fleet: &Fleet, extra_paths: &[String]) -> Result<Gathered> {
     gathering(fleet, None, extra_paths, None).await
@@ -71,7 +72,7 @@ async fn gathering(fleet: &Fleet, reuse: Option<&Connected>, extra_paths: &[Stri
             async move {
                 let (pb, facts, asked) = {
                     let also = also.filter(|_| target.goes_alone());
-                    let t = discover::surveyed_with(t.as_ref(), &discover::candidates(fleet.playbook.as_ref(), embedded), extra_paths, also).await?;
+                    let t = discover::surveyed_with(t.as_ref(), &discover::candidates(fleet.playbook.as_ref(), embedded), extra_paths, also, discover::Keys::Read).await?;
                     let asked = also.map(|a| t.snapshot().answers_to(a));
                     let t = &t;
                     let pb = match &fleet.playbook {

@@ -7,6 +7,22 @@ use base64::Engine;
 use super::{FileData, MAX_FILE_BYTES, WriteFile};
 use crate::text::shell_quote as quote;
 
+/// Put before every script kcert sends a node: the C locale for the script and every program it
+/// starts. What kcert parses (stat, df, sha256sum, tools' complaints) then reads the same on
+/// every node, and no program loads locale data at start: a login's `LANG=C.UTF-8` (Debian's
+/// sshd sets it through PAM) has each program that calls setlocale(3) open a dozen locale
+/// files first, 3 ms a program on the test fleet's overlay filesystem, a tenth of a second on
+/// one step's write.
+const IN_C_LOCALE: &str = "LC_ALL=C; export LC_ALL\n";
+
+/// `script`, run in the C locale (see `IN_C_LOCALE`).
+pub fn in_c_locale(script: &str) -> String {
+    let mut s = String::with_capacity(IN_C_LOCALE.len() + script.len());
+    s.push_str(IN_C_LOCALE);
+    s.push_str(script);
+    s
+}
+
 fn words(paths: &[String]) -> String {
     paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ")
 }
@@ -384,6 +400,18 @@ mod tests {
     fn df_output_gives_available_bytes() {
         let out = b"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 100 50 42 55% /\n";
         assert_eq!(parse_df(out).unwrap(), 42 * 1024);
+    }
+
+    #[test]
+    fn every_program_a_script_starts_runs_in_the_c_locale_whatever_the_login_sets() {
+        let out = std::process::Command::new("sh").arg("-s").env("LANG", "C.UTF-8").env("LC_ALL", "de_DE.UTF-8").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(in_c_locale("env\n").as_bytes())?;
+            c.wait_with_output()
+        });
+        let env = String::from_utf8(out.unwrap().stdout).unwrap();
+        assert!(env.lines().any(|l| l == "LC_ALL=C"), "a program the script starts sees LC_ALL=C: {env}");
+        assert!(!env.contains("de_DE"), "{env}");
     }
 
     #[test]

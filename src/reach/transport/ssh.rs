@@ -366,7 +366,7 @@ impl Transport for SshTransport {
 
     async fn run(&self, script: &str) -> NodeResult<CmdOutput> {
         let command = if self.uses_sudo() { "sudo -n sh -s" } else { "sh -s" };
-        let out = self.exec(command, script.as_bytes()).await?;
+        let out = self.exec(command, script::in_c_locale(script).as_bytes()).await?;
         if self.uses_sudo()
             && let Some(problem) = sudo_problem(&self.opts.user, &self.name, &out)
         {
