@@ -334,20 +334,28 @@ fn resume_and_rollback_sweep_the_temp_files_a_kill_left_and_a_run_killed_before_
     run.status(0);
     let id = run.json()["run_id"].as_str().unwrap().to_string();
     t.kcert(&["rollback", &id, "--to-stage", "S4", "--yes"]).run().status(0);
-    // What a kcert killed mid-write leaves: temp files beside the targets and in the backups.
+    // What a kcert killed mid-write leaves: temp files beside the targets and in the backups,
+    // and the temporary directory an SSH write makes beside its targets (holding keys).
     let temps = [t.pki(".kcert.4242.0.17"), t.pki("etcd/.kcert.Ab12Cd"), t.root.join(format!("var/lib/kcert/backups/{id}/S4/etc/kubernetes/pki/.kcert.77.1.2"))];
+    let temp_dir = t.pki(".kcert.4242.5e1f0c");
+    let leave = || {
+        std::fs::create_dir_all(&temp_dir).unwrap();
+        std::fs::write(temp_dir.join("ca.key"), "what a killed write left: a new CA key").unwrap();
+    };
     for p in &temps {
         std::fs::write(p, "what a killed write left: it could be a new CA key").unwrap();
     }
+    leave();
     t.kcert(&["resume", &id, "--yes"]).run().status(0);
-    for p in &temps {
+    for p in temps.iter().chain([&temp_dir]) {
         assert!(!p.exists(), "{} survived resume", p.display());
     }
     for p in &temps[..2] {
         std::fs::write(p, "a temp").unwrap();
     }
+    leave();
     t.kcert(&["rollback", &id, "--yes"]).run().status(0);
-    for p in &temps[..2] {
+    for p in temps[..2].iter().chain([&temp_dir]) {
         assert!(!p.exists(), "{} survived rollback", p.display());
     }
     // A run folder whose journal says nothing changed: said so; resume and rollback have nothing to do.

@@ -339,9 +339,14 @@ impl Transport for LocalTransport {
             let Ok(entries) = std::fs::read_dir(&h) else { continue };
             for e in entries.flatten() {
                 let temp = e.file_name().to_string_lossy().starts_with(".kcert.");
-                if temp && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
-                    n += 1;
-                }
+                let Ok(kind) = e.file_type() else { continue };
+                // A file, or the directory an SSH write makes for its temporary files.
+                let gone = match (temp, kind.is_dir()) {
+                    (false, _) => false,
+                    (true, false) => std::fs::remove_file(e.path()).is_ok(),
+                    (true, true) => std::fs::remove_dir_all(e.path()).is_ok(),
+                };
+                n += usize::from(gone);
             }
         }
         Ok(n)

@@ -7,6 +7,7 @@ pub mod local;
 pub mod script;
 pub mod ssh;
 pub mod survey;
+pub mod write;
 pub mod prefetched;
 pub mod replace;
 
@@ -186,8 +187,9 @@ pub trait Transport: Send + Sync {
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()>;
     /// Removes each directory that is empty, in the order given; others are left alone.
     async fn remove_empty_dirs(&self, dirs: &[String]) -> NodeResult<()>;
-    /// Removes the temporary files an interrupted `write_files` left in these directories
-    /// (`.kcert.*`: some hold private keys); returns how many.
+    /// Removes the temporary files an interrupted `write_files` left in these directories, and
+    /// the temporary directories holding them (`.kcert.*`: some hold private keys); returns
+    /// how many went.
     async fn remove_temps(&self, dirs: &[String]) -> NodeResult<usize>;
     /// Whether each path can be written as `write_files` writes it: a directory, by making and
     /// removing a temporary file in it (or in its nearest existing parent); a file, by opening

@@ -2,7 +2,8 @@
 //! (`Transport::replace_files` over SSH), and the pure parse of what it prints.
 //! Must not: send anything anywhere, or change a file before every file passed the check.
 
-use super::script::{WRITE_HEADER, parse_write_files, remove_empty_dirs, remove_files, write_body};
+use super::script::{remove_empty_dirs, remove_files};
+use super::write::{WRITE_HEADER, parse_write_files, write_body};
 use super::{Replace, Replaced, WriteFile};
 use crate::pki::sha256;
 use crate::text::shell_quote as quote;
@@ -205,7 +206,7 @@ mod tests {
         let got = parse_replace_files(&out.stdout, out.status.code().map(|c| c as u32), &String::from_utf8_lossy(&out.stderr), &reps).unwrap();
         assert_eq!(got.written, vec![sha256(b"old"), sha256(b"new")]);
         let w = vec![WriteFile { path: d.join("written-same.crt").to_string_lossy().into_owned(), bytes: b"old".to_vec(), mode: 0o644, private: false }];
-        assert!(std::process::Command::new("sh").arg("-c").arg(super::super::script::write_files(&w)).status().unwrap().success());
+        assert!(std::process::Command::new("sh").arg("-c").arg(super::super::write::write_files(&w)).status().unwrap().success());
         assert_eq!(mtime(&d.join("same.crt")), old);
         assert_eq!(mtime(&d.join("written-same.crt")), old);
         assert_ne!(mtime(&d.join("changed.crt")), old);

@@ -16,7 +16,7 @@ use russh::{ChannelMsg, Preferred};
 use tokio::sync::Semaphore;
 
 use super::known_hosts::{self, KnownHosts};
-use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Replace, Replaced, Snapshot, Stream, Survey, Transport, WriteFile, replace, script, survey};
+use super::{CmdOutput, FileData, NodeFailure, NodeResult, Phase, Replace, Replaced, Snapshot, Stream, Survey, Transport, WriteFile, replace, script, survey, write};
 
 /// sshd's default MaxSessions is 10; stay under it.
 const MAX_CHANNELS: usize = 8;
@@ -430,16 +430,16 @@ impl Transport for SshTransport {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.run(&script::write_files(files)).await?;
+        let out = self.run(&write::write_files(files)).await?;
         if !out.success() {
             return Err(NodeFailure::command(out.stderr_text()));
         }
-        script::parse_write_files(&out.stdout, files.len()).map_err(NodeFailure::command)
+        write::parse_write_files(&out.stdout, files.len()).map_err(NodeFailure::command)
     }
 
     async fn append_file(&self, path: &str, had: u64, bytes: &[u8]) -> NodeResult<Option<u64>> {
-        let out = self.run(&script::append_file(path, had, bytes)).await?;
-        script::parse_append_file(&out.stdout).map_err(|e| NodeFailure::command(format!("appending to {path}: {e}; stderr: {}", out.stderr_text())))
+        let out = self.run(&write::append_file(path, had, bytes)).await?;
+        write::parse_append_file(&out.stdout).map_err(|e| NodeFailure::command(format!("appending to {path}: {e}; stderr: {}", out.stderr_text())))
     }
 
     async fn remove_files(&self, paths: &[String]) -> NodeResult<()> {
