@@ -79,7 +79,12 @@ pub(super) fn write_body(files: &[WriteFile], same: &[Option<bool>]) -> String {
     let temp_dir = |d: &str| format!("{}{}.kcert.\"$$\".{nonce}", quote(d), if d.ends_with('/') { "" } else { "/" });
     for (k, d) in dirs.iter().enumerate() {
         let first = files.iter().enumerate().find(|(i, _)| group[i] == k).map(|(_, f)| f.path.replace('"', "")).unwrap_or_default();
-        s.push_str(&format!("[ -d {q} ] || mkdir -p -- {q} 2>/dev/null || fail \"cannot create directory {} for {first}\"\ng{k}={}\n", d.replace('"', ""), temp_dir(d), q = quote(d)));
+        s.push_str(&format!(
+            "[ -d {q} ] || mkdir -p -- {q} 2>/dev/null || fail \"cannot create directory {} for {first}\"\ng{k}={}\n",
+            d.replace('"', ""),
+            temp_dir(d),
+            q = quote(d)
+        ));
     }
     let all_groups: Vec<String> = (0..dirs.len()).map(|k| format!("\"$g{k}\"")).collect();
     let all_groups = all_groups.join(" ");
@@ -290,7 +295,8 @@ mod tests {
             ("unmarked.pem", key.clone(), false),
             ("admin.conf", b"users:\n- user:\n    client-key-data: S0VZQk9EWQ==\n".to_vec(), false),
         ];
-        let files: Vec<WriteFile> = cases.iter().map(|(n, b, private)| WriteFile { path: dir.path().join(n).to_string_lossy().into_owned(), bytes: b.clone(), mode: 0o644, private: *private }).collect();
+        let files: Vec<WriteFile> =
+            cases.iter().map(|(n, b, private)| WriteFile { path: dir.path().join(n).to_string_lossy().into_owned(), bytes: b.clone(), mode: 0o644, private: *private }).collect();
         let script = write_files(&files);
         for secret in ["KEYBODY", "S0VZQk9EWQ=="] {
             assert!(!script.contains(secret), "{secret} in plain sight in the script");
@@ -343,7 +349,8 @@ mod tests {
     fn odd_names_are_written_and_summed_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let names = ["new\nline.pem", "back\\slash.pem", "sp ace.pem", "plain.pem"];
-        let files: Vec<WriteFile> = names.iter().map(|n| WriteFile { path: dir.path().join(n).to_string_lossy().into_owned(), bytes: n.as_bytes().to_vec(), mode: 0o644, private: false }).collect();
+        let files: Vec<WriteFile> =
+            names.iter().map(|n| WriteFile { path: dir.path().join(n).to_string_lossy().into_owned(), bytes: n.as_bytes().to_vec(), mode: 0o644, private: false }).collect();
         let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let sums = parse_write_files(&out.stdout, names.len()).unwrap();
@@ -368,7 +375,6 @@ mod tests {
         assert_eq!(std::fs::read(&a).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp files removed");
     }
-
 
     /// Runs `script` in `sh` with every program it starts logged (a shim for each, first on
     /// PATH); returns the output and the programs in the order they started.
@@ -429,14 +435,21 @@ mod tests {
                 assert_eq!(std::fs::read(&f.path).unwrap(), f.bytes, "{}", f.path);
                 assert_eq!(sum, crate::pki::sha256(&f.bytes));
                 let meta = std::fs::metadata(&f.path).unwrap();
-                let want = if f.private { 0o600 } else if f.path.contains("leaf") { 0o640 } else { 0o644 };
+                let want = if f.private {
+                    0o600
+                } else if f.path.contains("leaf") {
+                    0o640
+                } else {
+                    0o644
+                };
                 assert_eq!(meta.permissions().mode() & 0o777, want, "{}", f.path);
                 if root && f.path.contains("leaf") && !f.private {
                     assert_eq!((meta.uid(), meta.gid()), (1234, 4321), "{}: its owner kept", f.path);
                 }
             }
             for d in [&a, &b] {
-                let left: Vec<String> = std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".kcert.")).collect();
+                let left: Vec<String> =
+                    std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".kcert.")).collect();
                 assert!(left.is_empty(), "{left:?}");
             }
             counts.push(progs.len());
