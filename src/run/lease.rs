@@ -46,9 +46,11 @@ impl Lease {
         self.age(now) > STALE_AFTER.as_secs() as i64
     }
 
-    /// Its holder was a process of this machine that is not running any more.
+    /// Its holder was a process of this machine that is not running any more: gone, or a
+    /// zombie (killed, not yet reaped by its parent: a script that killed kcert and did not
+    /// wait), whose /proc entry stays until it is reaped.
     fn holder_dead_here(&self) -> bool {
-        self.host == this_host() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        self.host == this_host() && !running(self.pid)
     }
 
     /// `run X (rotate-ca) by ops@laptop, pid 42, since T, renewed 5 s ago`.
@@ -56,6 +58,14 @@ impl Lease {
         let state = if self.paused { ", paused" } else { "" };
         format!("run {} ({}) by {}@{}, pid {}, since {}, renewed {} s ago{state}", self.run_id, self.command, self.user, self.host, self.pid, self.since, self.age(now))
     }
+}
+
+/// Whether process `pid` of this machine is running: its /proc/PID/stat is there and its
+/// state (the field after the command's closing parenthesis, proc(5)) is neither Z (zombie)
+/// nor X (dead).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"))
 }
 
 fn this_host() -> String {
@@ -315,7 +325,22 @@ mod tests {
         // A lease whose kcert was a process of this machine that is gone is taken without asking.
         let gone = Lease { host: this_host(), pid: u32::MAX - 1, heartbeat: now(), ..old };
         put(root, &gone);
-        let (_, said) = take(node(root), "run-e", "renew", Taking::default()).await.unwrap();
+        let (held, said) = take(node(root), "run-e", "renew", Taking::default()).await.unwrap();
         assert!(said[0].contains("not running any more"), "{said:?}");
+        drop(held);
+        // So is one whose kcert was killed and not reaped: a zombie keeps its /proc entry.
+        let mut child = std::process::Command::new("sh").arg("-c").arg("exit 0").spawn().unwrap();
+        let pid = child.id();
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&stat).unwrap().contains(") Z ") {
+            assert!(std::time::Instant::now() < deadline, "the child never became a zombie");
+            std::thread::yield_now();
+        }
+        put(root, &Lease { host: this_host(), pid, heartbeat: now(), ..lease(root) });
+        let (_, said) = take(node(root), "run-f", "renew", Taking::default()).await.unwrap();
+        assert!(said[0].contains("not running any more"), "a zombie holder: {said:?}");
+        child.wait().unwrap();
+        assert!(running(std::process::id()), "this process runs");
     }
 }
