@@ -75,6 +75,10 @@ pub(super) fn write_body(files: &[WriteFile], same: &[Option<bool>]) -> String {
         });
         group.insert(i, k);
     }
+    // A path written twice in one write (no plan does; the script stays correct if one did):
+    // its last bytes win, as renames in order would have it. The earlier ones share its temp
+    // file, so only the last is given its owner and renamed.
+    let last = |i: usize| !files[i + 1..].iter().any(|f| f.path == files[i].path);
     let nonce = nonce();
     let temp_dir = |d: &str| format!("{}{}.kcert.\"$$\".{nonce}", quote(d), if d.ends_with('/') { "" } else { "/" });
     for (k, d) in dirs.iter().enumerate() {
@@ -135,7 +139,7 @@ else {mark}; fi
     // Each directory's files take the owner and mode of those they replace, in one `cp` for
     // each way of keeping time stamps that its files may take.
     for (k, d) in dirs.iter().enumerate() {
-        let members: Vec<usize> = (0..files.len()).filter(|i| group[i] == k).collect();
+        let members: Vec<usize> = (0..files.len()).filter(|i| group[i] == k && last(*i)).collect();
         for (class, keep) in [(1, ""), (2, ",timestamps")] {
             let may = members.iter().any(|i| match same.get(*i).copied().flatten() {
                 Some(true) => class == 2,
@@ -172,7 +176,7 @@ else {mark}; fi
     s.push_str(&format!("sync {} 2>/dev/null || sync\n", temps.join(" ")));
     // One `mv` a directory; a link's target one by one.
     for (k, d) in dirs.iter().enumerate() {
-        let members: Vec<usize> = (0..files.len()).filter(|i| group[i] == k).collect();
+        let members: Vec<usize> = (0..files.len()).filter(|i| group[i] == k && last(*i)).collect();
         let adds: String = members.iter().map(|i| format!("[ -z \"$l{i}\" ] && set -- \"$@\" \"$t{i}\"; ")).collect();
         s.push_str(&format!("set --; {adds}\n[ $# = 0 ] || mv -f -- \"$@\" {}/ || fail \"cannot rename the new files into place in {}\"\n", quote(d), d.replace('"', "")));
     }
@@ -461,6 +465,22 @@ mod tests {
         if !root {
             eprintln!("not root: the owner of each file was not changed, so not compared");
         }
+    }
+
+    #[test]
+    fn a_path_written_twice_in_one_write_holds_its_last_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
+        std::fs::write(&a, b"old").unwrap();
+        let w = |p: &std::path::Path, bytes: &[u8]| WriteFile { path: p.to_string_lossy().into_owned(), bytes: bytes.to_vec(), mode: 0o644, private: false };
+        let files = vec![w(&a, b"first"), w(&b, b"other"), w(&a, b"second")];
+        let out = std::process::Command::new("sh").arg("-c").arg(write_files(&files)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(&a).unwrap(), b"second");
+        assert_eq!(std::fs::read(&b).unwrap(), b"other");
+        let sums = parse_write_files(&out.stdout, 3).unwrap();
+        assert_eq!((sums[0].as_str(), sums[2].as_str()), (crate::pki::sha256(b"second").as_str(), crate::pki::sha256(b"second").as_str()));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file or directory left");
     }
 
     #[test]
