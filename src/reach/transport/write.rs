@@ -66,23 +66,23 @@ pub(super) fn write_body(files: &[WriteFile], same: &[Option<bool>]) -> String {
     }
     // The directories as the paths name them, in order; a file's index -> its directory's.
     let mut dirs: Vec<&str> = Vec::new();
-    let mut group: BTreeMap<usize, usize> = BTreeMap::new();
-    for (i, f) in files.iter().enumerate() {
+    let mut group: Vec<usize> = Vec::with_capacity(files.len());
+    for f in files {
         let d = dir_of(&f.path);
         let k = dirs.iter().position(|x| *x == d).unwrap_or_else(|| {
             dirs.push(d);
             dirs.len() - 1
         });
-        group.insert(i, k);
+        group.push(k);
     }
     // A path written twice in one write (no plan does; the script stays correct if one did):
     // its last bytes win, as renames in order would have it. The earlier ones share its temp
     // file, so only the last is given its owner and renamed.
-    let last = |i: usize| !files[i + 1..].iter().any(|f| f.path == files[i].path);
+    let last: Vec<bool> = (0..files.len()).map(|i| !files[i + 1..].iter().any(|f| f.path == files[i].path)).collect();
     let nonce = nonce();
     let temp_dir = |d: &str| format!("{}{}.kcert.\"$$\".{nonce}", quote(d), if d.ends_with('/') { "" } else { "/" });
     for (k, d) in dirs.iter().enumerate() {
-        let first = files.iter().enumerate().find(|(i, _)| group[i] == k).map(|(_, f)| f.path.replace('"', "")).unwrap_or_default();
+        let first = files.iter().enumerate().find(|(i, _)| group[*i] == k).map(|(_, f)| f.path.replace('"', "")).unwrap_or_default();
         s.push_str(&format!(
             "[ -d {q} ] || mkdir -p -- {q} 2>/dev/null || fail \"cannot create directory {} for {first}\"\ng{k}={}\n",
             d.replace('"', ""),
@@ -104,7 +104,7 @@ pub(super) fn write_body(files: &[WriteFile], same: &[Option<bool>]) -> String {
     for (i, f) in files.iter().enumerate() {
         let p = quote(&f.path);
         let path = f.path.replace('"', "");
-        let k = group[&i];
+        let k = group[i];
         let name = f.path.rsplit_once('/').map_or(f.path.as_str(), |(_, n)| n);
         let keep = same.get(i).copied().flatten();
         // The file is there: a link's target gets its owner and mode now; any other file is
@@ -139,7 +139,7 @@ else {mark}; fi
     // Each directory's files take the owner and mode of those they replace, in one `cp` for
     // each way of keeping time stamps that its files may take.
     for (k, d) in dirs.iter().enumerate() {
-        let members: Vec<usize> = (0..files.len()).filter(|i| group[i] == k && last(*i)).collect();
+        let members: Vec<usize> = (0..files.len()).filter(|i| group[*i] == k && last[*i]).collect();
         for (class, keep) in [(1, ""), (2, ",timestamps")] {
             let may = members.iter().any(|i| match same.get(*i).copied().flatten() {
                 Some(true) => class == 2,
@@ -176,7 +176,7 @@ else {mark}; fi
     s.push_str(&format!("sync {} 2>/dev/null || sync\n", temps.join(" ")));
     // One `mv` a directory; a link's target one by one.
     for (k, d) in dirs.iter().enumerate() {
-        let members: Vec<usize> = (0..files.len()).filter(|i| group[i] == k && last(*i)).collect();
+        let members: Vec<usize> = (0..files.len()).filter(|i| group[*i] == k && last[*i]).collect();
         let adds: String = members.iter().map(|i| format!("[ -z \"$l{i}\" ] && set -- \"$@\" \"$t{i}\"; ")).collect();
         s.push_str(&format!("set --; {adds}\n[ $# = 0 ] || mv -f -- \"$@\" {}/ || fail \"cannot rename the new files into place in {}\"\n", quote(d), d.replace('"', "")));
     }
