@@ -206,8 +206,16 @@ fn serial_hex(raw: &[u8]) -> String {
     if s.is_empty() { "00".to_string() } else { s }
 }
 
+/// Lowercase hex, two digits a byte (made without a `format!` a byte: the planner names
+/// hundreds of thousands of contents by their sha256).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The sha256 of some bytes, as lowercase hex: how kcert names a file's content.
@@ -265,6 +273,8 @@ mod tests {
         assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8f01");
         assert_eq!(serial_hex(&[0x05]), "05");
         assert_eq!(serial_hex(&[0x00]), "00");
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(sha256(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

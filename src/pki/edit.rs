@@ -162,8 +162,7 @@ pub fn set_key(bytes: &[u8], key: &str) -> Result<Vec<u8>, String> {
 
 /// True when the text holds a private key block (such a file is never put in a plan whole).
 pub fn has_private_key(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    text.contains("PRIVATE KEY-----") || text.contains("client-key-data:")
+    memchr::memmem::find(bytes, b"PRIVATE KEY-----").is_some() || memchr::memmem::find(bytes, b"client-key-data:").is_some()
 }
 
 /// The kubeconfig with the `*-data` value of `field` (as `clusters[k].certificate-authority-data`

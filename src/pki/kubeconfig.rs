@@ -100,11 +100,12 @@ struct RawUser {
 /// True when the text has the shape of a kubeconfig (so scanned YAML files can be told apart);
 /// PEM text never is one.
 pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    if text.contains("-----BEGIN") {
+    // Byte searches: the planner asks this of every file it changes.
+    if memchr::memmem::find(bytes, b"-----BEGIN").is_some() {
         return false;
     }
-    let has = |key: &str| text.lines().any(|l| l.starts_with(key));
+    // A line that starts with `key`: at the start, or right after a newline.
+    let has = |key: &str| bytes.starts_with(key.as_bytes()) || memchr::memmem::find(bytes, format!("\n{key}").as_bytes()).is_some();
     (has("clusters:") || has("users:")) && (has("apiVersion:") || has("kind: Config") || has("contexts:"))
 }
 
@@ -394,6 +395,18 @@ mod tests {
         assert_eq!(kc.references.len(), 1);
         assert_eq!(kc.references[0].field.display(), "users[admin].client-certificate");
         assert!(looks_like_kubeconfig(KC.as_bytes()));
+    }
+
+    #[test]
+    fn a_kubeconfig_is_told_by_keys_that_start_a_line_and_never_holds_pem() {
+        assert!(looks_like_kubeconfig(b"apiVersion: v1\r\nclusters:\r\n- name: k\r\n"));
+        assert!(looks_like_kubeconfig(b"# made by hand\nusers:\n- name: u\nkind: Config\n"));
+        // Keys inside a line, or only one of the two kinds, are not enough.
+        assert!(!looks_like_kubeconfig(b"spec:\n  clusters: 3\n  apiVersion: v1\n"));
+        assert!(!looks_like_kubeconfig(b"clusters:\n- name: k\n"));
+        assert!(!looks_like_kubeconfig(b"apiVersion: v1\nclusters:\n-----BEGIN CERTIFICATE-----\n"));
+        // Bytes that are not UTF-8 do not hide the keys.
+        assert!(looks_like_kubeconfig(b"\xff\xfe\napiVersion: v1\nusers: []\n"));
     }
 
     #[test]

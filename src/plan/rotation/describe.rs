@@ -34,7 +34,7 @@ impl Planner<'_> {
         };
         // Flags only of a text that is neither PEM nor a kubeconfig (asked first: parsing
         // every certificate file as a manifest would only fail).
-        if !String::from_utf8_lossy(o).contains("-----BEGIN")
+        if memchr::memmem::find(o, b"-----BEGIN").is_none()
             && !kubeconfig::looks_like_kubeconfig(o)
             && let (Ok(before), Ok(after)) = (manifest_flags(&String::from_utf8_lossy(o)), manifest_flags(&String::from_utf8_lossy(n)))
             && !before.is_empty()
