@@ -53,6 +53,11 @@ pub fn parse_pem(bytes: &[u8]) -> Result<PemContent, PkiError> {
     PARSED.get_or(bytes, || parse_uncached(bytes))
 }
 
+/// The same, shared with every other caller that parsed these bytes (nothing copied).
+pub fn parsed_pem(bytes: &[u8]) -> std::sync::Arc<Result<PemContent, PkiError>> {
+    PARSED.shared(bytes, || parse_uncached(bytes))
+}
+
 /// PEM texts parsed so far (up to 4 MiB of texts): the planner reads each many times.
 static PARSED: super::memo::Memo<Result<PemContent, PkiError>> = super::memo::Memo::new(4 << 20);
 
@@ -225,8 +230,11 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// The first certificate of a PEM text (a leaf before its chain, a CA file's own CA).
 pub fn first_cert(bytes: &[u8]) -> Result<CertInfo, String> {
-    let content = parse_pem(bytes).map_err(|e| e.to_string())?;
-    content.certs.into_iter().next().ok_or_else(|| "no certificate in it".to_string())
+    // Only the first certificate is copied out of what the memo holds.
+    match &*PARSED.shared(bytes, || parse_uncached(bytes)) {
+        Ok(content) => content.certs.first().cloned().ok_or_else(|| "no certificate in it".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The CA among `cas` whose key signed `cert`: matched by key identifier first, then by

@@ -117,6 +117,11 @@ pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
     PARSED.get_or(bytes, || parse_uncached(bytes))
 }
 
+/// The same, shared with every other caller that parsed these bytes (nothing copied).
+pub fn parsed_kubeconfig(bytes: &[u8]) -> std::sync::Arc<Result<Kubeconfig, String>> {
+    PARSED.shared(bytes, || parse_uncached(bytes))
+}
+
 fn parse_uncached(bytes: &[u8]) -> Result<Kubeconfig, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
     let raw: Raw = super::yaml::from_str(text).map_err(|e| one_line(&e.to_string()))?;

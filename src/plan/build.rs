@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::model::{CaId, Content, Edge, End, FileId, Model, Reader};
 use crate::gather::facts::NodeFacts;
-use crate::pki::cert::{CertInfo, first_cert, parse_pem};
+use crate::pki::cert::{CertInfo, first_cert, parse_pem, parsed_pem};
 use crate::pki::find_issuer;
 use crate::pki::kubeconfig::{self, Part};
 use crate::playbook::{FileKind, Playbook};
@@ -70,14 +70,15 @@ fn content(path: &str, bytes: &[u8], kind: FileKind, files: &BTreeMap<String, cr
         let id = kubeconfig::public_identity(bytes).ok()?;
         let load = |which: Part| id.load(which, path, files).ok().flatten();
         let client_signer = load(Part::Cert).and_then(|b| first_cert(&b).ok()).map(|c| ca_id_of(&c, cas));
-        let trusts = load(Part::Ca).and_then(|b| parse_pem(&b).ok()).map(|p| trust_of(&p.certs, cas)).unwrap_or_default();
+        let trusts = load(Part::Ca).and_then(|b| parsed_pem(&b).as_ref().as_ref().ok().map(|p| trust_of(&p.certs, cas))).unwrap_or_default();
         return Some(Content::Kubeconfig { client_signer, trusts });
     }
-    let certs = parse_pem(bytes).ok()?.certs;
+    let parsed = parsed_pem(bytes);
+    let certs = &parsed.as_ref().as_ref().ok()?.certs;
     match kind {
-        FileKind::Trust => Some(Content::Trust { cas: trust_of(&certs, cas) }),
+        FileKind::Trust => Some(Content::Trust { cas: trust_of(certs, cas) }),
         // A CA certificate is never a leaf, whichever file holds it.
-        FileKind::Cert if certs.first().is_some_and(|c| c.is_ca && c.self_issued) => Some(Content::Trust { cas: trust_of(&certs, cas) }),
+        FileKind::Cert if certs.first().is_some_and(|c| c.is_ca && c.self_issued) => Some(Content::Trust { cas: trust_of(certs, cas) }),
         FileKind::Cert => certs.first().map(|c| Content::Leaf { signer: ca_id_of(c, cas) }),
         _ => None,
     }

@@ -47,8 +47,8 @@ pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Optio
         (Some(_), Some(KeyRef::Old(ca))) => Recipe::OldCaKey { ca: ca.clone() },
         (Some(n), None) if is_kubeconfig => {
             let o = old.expect("a kubeconfig being modified exists");
-            let before = kubeconfig::parse_kubeconfig(o)?;
-            let after = kubeconfig::parse_kubeconfig(n)?;
+            let (before, after) = (kubeconfig::parsed_kubeconfig(o), kubeconfig::parsed_kubeconfig(n));
+            let (before, after) = (before.as_ref().as_ref()?, after.as_ref().as_ref()?);
             let mut fields = Vec::new();
             for e in &after.embedded {
                 let was = before.embedded.iter().find(|b| b.field.display() == e.field.display()).map(|b| b.raw.split_whitespace().collect::<String>());
@@ -150,8 +150,19 @@ pub fn facts_on_one_core(nodes: &[NodeFacts]) -> Vec<Fact> {
 fn facts_by(nodes: &[NodeFacts], every_core: bool) -> Vec<Fact> {
     let mut by_name: Vec<&NodeFacts> = nodes.iter().collect();
     by_name.sort_by(|a, b| a.name.cmp(&b.name));
-    let digests = |n: &&NodeFacts| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: sha256(b) }).collect::<Vec<_>>();
-    let mut v: Vec<Fact> = if every_core { crate::par::map(&by_name, digests).into_iter().flatten().collect() } else { by_name.iter().flat_map(digests).collect() };
+    // Each distinct content is digested once: gathering holds equal bytes as one shared copy
+    // (a fleet's workers share their CA bundle, kubeconfigs and manifests), told by its address.
+    let mut at: foldhash::HashMap<(usize, usize), usize> = foldhash::HashMap::default();
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    let key = |b: &crate::gather::facts::Shared| (b.as_ptr() as usize, b.len());
+    for b in by_name.iter().flat_map(|n| n.files.values()) {
+        at.entry(key(b)).or_insert_with(|| {
+            distinct.push(b);
+            distinct.len() - 1
+        });
+    }
+    let digests: Vec<String> = if every_core { crate::par::map(&distinct, |b| sha256(b)) } else { distinct.iter().map(|b| sha256(b)).collect() };
+    let mut v: Vec<Fact> = by_name.iter().flat_map(|n| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: digests[at[&key(b)]].clone() })).collect();
     // Each node's files come in path order: in node order they are sorted already, unless
     // two nodes share a name.
     if !v.is_sorted() {
@@ -211,7 +222,7 @@ pub fn unreadable_kubeconfigs(pb: &Playbook, nodes: &[NodeFacts]) -> Vec<String>
             let Some(path) = n.pki.named.get(&f.name) else { continue };
             let Some(bytes) = n.files.get(path) else { continue };
             let at = format!("{}: {path}", n.name);
-            match kubeconfig::parse_kubeconfig(bytes) {
+            match &*kubeconfig::parsed_kubeconfig(bytes) {
                 Err(e) => out.push(format!("{at}: not a readable kubeconfig: {e}")),
                 Ok(kc) => {
                     let bad: Vec<String> = kc.embedded.iter().filter_map(|e| e.content.as_ref().err().map(|err| format!("{at}: {}: {err}", e.field.display()))).collect();
@@ -284,5 +295,37 @@ pub fn flag_file(pb: &Playbook, n: &NodeFacts, component: &str, flag: &str) -> R
         Some(Site::Var(f, v)) => Ok((f.clone(), FlagEdit::Var(v.clone()))),
         Some(Site::Fixed(f)) => Err(format!("{}: {component}'s {flag} is set in {f} in a way kcert does not rewrite (a YAML config, or a bare flag); set it as --flag=value", n.name)),
         None => Err(format!("{}: {component}'s {flag} is set nowhere kcert can rewrite ({})", n.name, c.origin())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gather::facts::{NodeFacts, NodePki, Shared};
+
+    #[test]
+    fn every_file_read_has_its_own_digest_whether_its_content_is_shared_or_not() {
+        let shared: Shared = b"one bundle\n".to_vec().into();
+        let node = |name: &str, own: &[u8]| NodeFacts {
+            name: name.into(),
+            address: "10.0.0.1".into(),
+            control_plane: false,
+            offline: true,
+            pki: NodePki::default(),
+            files: [("/ca.crt".to_string(), shared.clone()), ("/own.pem".to_string(), own.to_vec().into()), ("/same.pem".to_string(), b"equal bytes, held apart\n".to_vec().into())].into(),
+            hostname: None,
+        };
+        // Given out of name order: the facts come sorted by node, then path.
+        let nodes = [node("w2", b"w2's leaf\n"), node("w1", b"w1's leaf\n")];
+        let facts = super::facts(&nodes);
+        assert_eq!(facts, super::facts_on_one_core(&nodes));
+        let got: Vec<(&str, &str, &str)> = facts.iter().map(|f| (f.node.as_str(), f.path.as_str(), f.sha256.as_str())).collect();
+        let want: Vec<(String, String, String)> = ["w1", "w2"]
+            .iter()
+            .flat_map(|n| {
+                let own = format!("{n}'s leaf\n");
+                [("/ca.crt", "one bundle\n".to_string()), ("/own.pem", own), ("/same.pem", "equal bytes, held apart\n".to_string())].map(|(p, b)| (n.to_string(), p.to_string(), crate::pki::sha256(b.as_bytes())))
+            })
+            .collect();
+        assert_eq!(got, want.iter().map(|(n, p, s)| (n.as_str(), p.as_str(), s.as_str())).collect::<Vec<_>>());
     }
 }

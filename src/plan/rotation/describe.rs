@@ -45,7 +45,8 @@ impl Planner<'_> {
             }
         }
         if kubeconfig::looks_like_kubeconfig(o) {
-            let (Ok(b), Ok(a)) = (kubeconfig::parse_kubeconfig(o), kubeconfig::parse_kubeconfig(n)) else {
+            let (b, a) = (kubeconfig::parsed_kubeconfig(o), kubeconfig::parsed_kubeconfig(n));
+            let (Ok(b), Ok(a)) = (&*b, &*a) else {
                 return vec!["kubeconfig".into()];
             };
             let mut lines = Vec::new();

@@ -31,7 +31,7 @@ pub(super) enum Resign {
 impl Planner<'_> {
     /// Every embedded `certificate-authority-data` field of a kubeconfig that holds `sha`.
     fn ca_fields(bytes: &[u8], sha: &str) -> Vec<String> {
-        let Ok(kc) = kubeconfig::parse_kubeconfig(bytes) else {
+        let Ok(kc) = &*kubeconfig::parsed_kubeconfig(bytes) else {
             return Vec::new();
         };
         kc.embedded
@@ -43,7 +43,8 @@ impl Planner<'_> {
     }
 
     fn ca_ref(bytes: &[u8], kc_path: &str) -> Option<String> {
-        let kc = kubeconfig::parse_kubeconfig(bytes).ok()?;
+        let parsed = kubeconfig::parsed_kubeconfig(bytes);
+        let kc = parsed.as_ref().as_ref().ok()?;
         kc.references.iter().find(|r| r.field.key == "certificate-authority").map(|r| kubeconfig::resolve_reference(kc_path, &r.path))
     }
 
@@ -236,7 +237,10 @@ impl Planner<'_> {
                         continue;
                     };
                     let model = Content::Kubeconfig { client_signer: Some(self.rots[ri].new_id.clone()), trusts: trusts.clone() };
-                    let Some(kc) = self.vfs.peek(node, path).and_then(|b| kubeconfig::parse_kubeconfig(b).ok()) else {
+                    let Some(parsed) = self.vfs.peek(node, path).map(kubeconfig::parsed_kubeconfig) else {
+                        continue;
+                    };
+                    let Ok(kc) = &*parsed else {
                         continue;
                     };
                     let signed_by_old = |c: &crate::pki::PemContent| c.certs.first().is_some_and(|l| find_issuer(l, &[&self.rots[ri].old.cert]).is_some());
@@ -259,22 +263,27 @@ impl Planner<'_> {
     /// before it and are signed while S2, the API stage and S4 itself are planned. `resign_text`
     /// takes each signature from the store; what is not there, S4 signs itself (a cache, never the only way).
     pub(super) fn presign_start(&self, nodes: &[String]) -> Presign {
-        let mut wanted: Vec<(crate::pki::CertInfo, usize, Vec<String>)> = Vec::new();
-        for node in nodes {
-            for job in self.s4_jobs(node) {
-                let texts: Vec<(Vec<u8>, Vec<String>)> = match &job.what {
-                    Resign::File { extra, .. } => self.vfs.get(node, &job.path).map(|b| (b, extra.clone())).into_iter().collect(),
-                    Resign::Fields(fields) => self.vfs.get(node, &job.path).map(|b| fields.iter().filter_map(|f| edit::kubeconfig_data(&b, f).ok()).map(|pem| (pem, Vec::new())).collect()).unwrap_or_default(),
-                    Resign::Reference(target) => self.vfs.get(node, target).map(|b| (b, Vec::new())).into_iter().collect(),
-                };
-                for (text, extra) in texts {
-                    if let Ok(leaf) = crate::pki::first_cert(&text) {
-                        wanted.push((leaf, job.ri, extra));
-                    }
+        // Each node's leaves on every core (nothing signs yet), kept in the nodes' order.
+        let wanted: Vec<(crate::pki::CertInfo, usize, Vec<String>)> = crate::par::map(nodes, |node| self.leaves_of(node)).into_iter().flatten().collect();
+        Presign::start(wanted, self.rots.iter().map(|r| r.signer.clone()).collect(), self.v)
+    }
+
+    /// The leaves S4 will re-sign on `node`, in its order: (leaf, rotation, SANs added).
+    fn leaves_of(&self, node: &str) -> Vec<(crate::pki::CertInfo, usize, Vec<String>)> {
+        let mut wanted = Vec::new();
+        for job in self.s4_jobs(node) {
+            let texts: Vec<(Vec<u8>, Vec<String>)> = match &job.what {
+                Resign::File { extra, .. } => self.vfs.get(node, &job.path).map(|b| (b, extra.clone())).into_iter().collect(),
+                Resign::Fields(fields) => self.vfs.get(node, &job.path).map(|b| fields.iter().filter_map(|f| edit::kubeconfig_data(&b, f).ok()).map(|pem| (pem, Vec::new())).collect()).unwrap_or_default(),
+                Resign::Reference(target) => self.vfs.get(node, target).map(|b| (b, Vec::new())).into_iter().collect(),
+            };
+            for (text, extra) in texts {
+                if let Ok(leaf) = crate::pki::first_cert(&text) {
+                    wanted.push((leaf, job.ri, extra));
                 }
             }
         }
-        Presign::start(wanted, self.rots.iter().map(|r| r.signer.clone()).collect(), self.v)
+        wanted
     }
 
     fn switch_signing_pairs(&self, node: &str, p: &mut Pending) {
