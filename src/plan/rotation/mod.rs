@@ -132,6 +132,9 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
         ours: Default::default(),
     };
     planner.holders = planner.rots.iter().map(|r| Planner::find_key_holders(input, r)).collect();
+    let node_batches = parts::batches(input.nodes, input.opts.batch_size);
+    // Signing starts first: what follows until S4 is planned beside it.
+    planner.presigned = planner.presign_start(&node_batches.concat());
     // A proof over no edge proves nothing: a node that holds a CA key but runs none of the
     // playbook's components (its manifests moved away) leaves kcert blind to who reads what.
     let sources: Vec<String> = pb.components.iter().map(|c| c.origin()).collect();
@@ -153,7 +156,6 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
         planner.problems.push(format!("no TLS edge between the nodes' components was found ({} looked for): a rotation proven over no edge proves nothing; refused", sources.join(", ")));
     }
     let readers = parts::ReaderIndex::new(&model);
-    let node_batches = parts::batches(input.nodes, input.opts.batch_size);
     let mut stages: Vec<StagePlan> = vec![parts::preflight(input.opts.offline, &["the trust graph verifies as the files stand (kcert verify)"])];
 
     // S1: the new CAs onto the nodes that hold the old ones' keys.
@@ -192,7 +194,6 @@ fn plan_with(input: &Input<'_>, olds: Vec<OldCa>, new_cas: Vec<NewCaInput>, fact
     let sign: StageFn = Planner::resign_all;
     let prune: StageFn = Planner::prune;
     let changing = [(StageId::Trust, trust), (StageId::Resign, sign), (StageId::Prune, prune)];
-    planner.presigned = planner.presign_start(&node_batches.concat());
     // A batch of nodes that hold no CA key, run no signing pair and use no service-account key
     // changes only its own files in S2, S4 and S5, and no check between stages reads them: it
     // is planned through all three at once and its files let go (held until S5's end, every
