@@ -231,7 +231,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// The first certificate of a PEM text (a leaf before its chain, a CA file's own CA).
 pub fn first_cert(bytes: &[u8]) -> Result<CertInfo, String> {
     // Only the first certificate is copied out of what the memo holds.
-    match &*PARSED.shared(bytes, || parse_uncached(bytes)) {
+    match &*parsed_pem(bytes) {
         Ok(content) => content.certs.first().cloned().ok_or_else(|| "no certificate in it".to_string()),
         Err(e) => Err(e.to_string()),
     }

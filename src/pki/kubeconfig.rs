@@ -105,7 +105,7 @@ pub fn looks_like_kubeconfig(bytes: &[u8]) -> bool {
         return false;
     }
     // A line that starts with `key`: at the start, or right after a newline.
-    let has = |key: &str| bytes.starts_with(key.as_bytes()) || memchr::memmem::find(bytes, format!("\n{key}").as_bytes()).is_some();
+    let has = |key: &str| memchr::memmem::find_iter(bytes, key.as_bytes()).any(|i| i == 0 || bytes[i - 1] == b'\n');
     (has("clusters:") || has("users:")) && (has("apiVersion:") || has("kind: Config") || has("contexts:"))
 }
 

@@ -152,17 +152,22 @@ fn facts_by(nodes: &[NodeFacts], every_core: bool) -> Vec<Fact> {
     by_name.sort_by(|a, b| a.name.cmp(&b.name));
     // Each distinct content is digested once: gathering holds equal bytes as one shared copy
     // (a fleet's workers share their CA bundle, kubeconfigs and manifests), told by its address.
+    // Each file's content by its place among the distinct ones, in the files' order.
     let mut at: foldhash::HashMap<(usize, usize), usize> = foldhash::HashMap::default();
     let mut distinct: Vec<&[u8]> = Vec::new();
-    let key = |b: &crate::gather::facts::Shared| (b.as_ptr() as usize, b.len());
-    for b in by_name.iter().flat_map(|n| n.files.values()) {
-        at.entry(key(b)).or_insert_with(|| {
-            distinct.push(b);
-            distinct.len() - 1
-        });
-    }
+    let slots: Vec<usize> = by_name
+        .iter()
+        .flat_map(|n| n.files.values())
+        .map(|b| {
+            *at.entry((b.as_ptr() as usize, b.len())).or_insert_with(|| {
+                distinct.push(b);
+                distinct.len() - 1
+            })
+        })
+        .collect();
     let digests: Vec<String> = if every_core { crate::par::map(&distinct, |b| sha256(b)) } else { distinct.iter().map(|b| sha256(b)).collect() };
-    let mut v: Vec<Fact> = by_name.iter().flat_map(|n| n.files.iter().map(|(p, b)| Fact { node: n.name.clone(), path: p.clone(), sha256: digests[at[&key(b)]].clone() })).collect();
+    let files = by_name.iter().flat_map(|n| n.files.keys().map(move |p| (&n.name, p)));
+    let mut v: Vec<Fact> = files.zip(slots).map(|((node, path), k)| Fact { node: node.clone(), path: path.clone(), sha256: digests[k].clone() }).collect();
     // Each node's files come in path order: in node order they are sorted already, unless
     // two nodes share a name.
     if !v.is_sorted() {

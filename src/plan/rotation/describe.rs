@@ -34,8 +34,9 @@ impl Planner<'_> {
         };
         // Flags only of a text that is neither PEM nor a kubeconfig (asked first: parsing
         // every certificate file as a manifest would only fail).
+        let is_kubeconfig = kubeconfig::looks_like_kubeconfig(o);
         if memchr::memmem::find(o, b"-----BEGIN").is_none()
-            && !kubeconfig::looks_like_kubeconfig(o)
+            && !is_kubeconfig
             && let (Ok(before), Ok(after)) = (manifest_flags(&String::from_utf8_lossy(o)), manifest_flags(&String::from_utf8_lossy(n)))
             && !before.is_empty()
         {
@@ -44,7 +45,7 @@ impl Planner<'_> {
                 return lines;
             }
         }
-        if kubeconfig::looks_like_kubeconfig(o) {
+        if is_kubeconfig {
             let (b, a) = (kubeconfig::parsed_kubeconfig(o), kubeconfig::parsed_kubeconfig(n));
             let (Ok(b), Ok(a)) = (&*b, &*a) else {
                 return vec!["kubeconfig".into()];
