@@ -107,6 +107,9 @@ pub fn model(pb: &Playbook, nodes: &[NodeFacts]) -> Model {
             m.readers.push(r);
         }
     }
+    // Held for the whole plan and its proof: no room to spare.
+    m.readers.shrink_to_fit();
+    m.edges.shrink_to_fit();
     m
 }
 

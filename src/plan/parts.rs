@@ -80,7 +80,7 @@ pub fn file_op(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, ca_key: Optio
         bytes: new.map_or(0, |n| n.len() as u64),
         old_bytes: old.map_or(0, |o| o.len() as u64),
         recipe,
-        changes,
+        changes: changes.into(),
         certificates,
     })
 }

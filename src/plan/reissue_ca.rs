@@ -471,7 +471,7 @@ fn token_ops(n: &NodeFacts, rc: &RotateCa, from: &str, to: &str) -> std::result:
             bytes: new.len() as u64,
             old_bytes: old.len() as u64,
             recipe,
-            changes: vec![format!("its join token pins the new server CA hash {}... (was {}...)", prefix(to, 12), prefix(from, 12))],
+            changes: [format!("its join token pins the new server CA hash {}... (was {}...)", prefix(to, 12), prefix(from, 12))].into(),
             certificates: Vec::new(),
         });
     }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -363,8 +364,9 @@ pub struct FileOp {
     pub bytes: u64,
     pub old_bytes: u64,
     pub recipe: Recipe,
-    /// What changes in it, for a reviewer.
-    pub changes: Vec<String>,
+    /// What changes in it, for a reviewer: shared (`Arc`) by the copies of one op a plan
+    /// holds on many nodes (the same bundle edit on every worker).
+    pub changes: Arc<[String]>,
     /// The certificates re-issued in it, old and new expiry (a renewal's, S4's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<Reissued>,

@@ -119,7 +119,7 @@ fn rotation(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
                                 _ => "",
                             };
                             writeln!(out, "      {sign} {}  ({shas}{private})", f.path)?;
-                            for c in &f.changes {
+                            for c in f.changes.iter() {
                                 writeln!(out, "          {c}")?;
                             }
                         }

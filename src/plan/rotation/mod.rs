@@ -307,7 +307,7 @@ type StageFn<'x> = fn(&Planner<'x>, &str, &mut Pending);
 /// core too). `None` when the step changes no file.
 fn step<'x>(planner: &mut Planner<'x>, readers: &parts::ReaderIndex<'_>, f: StageFn<'x>, nodes: &[String]) -> Option<Batch> {
     let pb = planner.input.playbook;
-    let mut batch = Batch { nodes: nodes.to_vec(), ops: Vec::new(), gates: Vec::new() };
+    let mut batch = Batch { nodes: nodes.to_vec(), ops: Vec::with_capacity(nodes.len()), gates: Vec::new() };
     let made = crate::par::map(nodes, |node| {
         let mut p = Pending::default();
         f(planner, node, &mut p);

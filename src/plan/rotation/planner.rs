@@ -436,7 +436,7 @@ impl<'a> Planner<'a> {
     /// A node's changes in one step, as file ops, and what stops one being made; reads only
     /// that node's files, so the nodes of a batch are made on every core.
     pub(super) fn ops_of(&self, node: &str, p: &Pending) -> (Vec<FileOp>, Vec<String>) {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(p.touched.len());
         let mut problems = Vec::new();
         for path in &p.touched {
             let (old, new) = (p.before.get(path).and_then(Option::as_deref), self.vfs.peek(node, path));
@@ -462,6 +462,8 @@ impl<'a> Planner<'a> {
                 Err(e) => problems.push(format!("{node}: {path}: {e}")),
             }
         }
+        // Kept in the plan: no room to spare (a 5,000-node plan holds 30,000 file ops).
+        out.shrink_to_fit();
         (out, problems)
     }
 
