@@ -4,6 +4,7 @@
 //! Must not: do I/O, or decode private-key blocks (they are located, never read).
 
 use base64::Engine;
+use memchr::memmem;
 use sha2::{Digest, Sha256};
 
 use super::cert::hex;
@@ -36,13 +37,13 @@ fn locate(text: &str) -> Result<Vec<Block>, String> {
 fn scan(text: &str, shas: bool) -> Result<Vec<Block>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
-    while let Some(i) = text[pos..].find("-----BEGIN ") {
+    // Byte searches (memchr's), not `str::find`: this runs on every file a plan edits.
+    while let Some(i) = memmem::find(&text.as_bytes()[pos..], b"-----BEGIN ") {
         let start = pos + i;
-        let line_end = text[start..].find('\n').map(|j| start + j).unwrap_or(text.len());
+        let line_end = memchr::memchr(b'\n', &text.as_bytes()[start..]).map(|j| start + j).unwrap_or(text.len());
         let label = text[start + 11..line_end].trim_end().strip_suffix("-----").ok_or_else(|| "a BEGIN line is malformed".to_string())?.to_string();
-        let marker = format!("-----END {label}-----");
-        let end_at = text[line_end..].find(&marker).map(|j| line_end + j).ok_or_else(|| format!("a {label} block has no END line"))?;
-        let mut end = end_at + marker.len();
+        let end_at = end_line(text, line_end, &label).ok_or_else(|| format!("a {label} block has no END line"))?;
+        let mut end = end_at + "-----END -----".len() + label.len();
         if text[end..].starts_with("\r\n") {
             end += 2;
         } else if text[end..].starts_with('\n') {
@@ -59,6 +60,12 @@ fn scan(text: &str, shas: bool) -> Result<Vec<Block>, String> {
         pos = end;
     }
     Ok(out)
+}
+
+/// Where the first `-----END {label}-----` at or after `from` starts.
+fn end_line(text: &str, from: usize, label: &str) -> Option<usize> {
+    let t = text.as_bytes();
+    memmem::find_iter(&t[from..], b"-----END ").map(|j| from + j).find(|&at| t[at + 9..].starts_with(label.as_bytes()) && t[at + 9 + label.len()..].starts_with(b"-----"))
 }
 
 fn text_of(bytes: &[u8]) -> Result<&str, String> {
@@ -245,6 +252,22 @@ mod tests {
         // A file without a final newline still gets a well-formed bundle.
         let out = add_cert(A.trim_end().as_bytes(), B).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), format!("{A}{B}"));
+    }
+
+    #[test]
+    fn a_block_ends_at_the_end_line_of_its_own_label() {
+        // Another label's END inside a block is not its end; a truncated END is none.
+        let odd = "-----BEGIN CERTIFICATE-----\nQUFBQQ==\n-----END RSA PRIVATE KEY-----\n-----END CERTIFICATE-----\n";
+        let found = locate(&format!("{odd}{K}")).unwrap();
+        assert_eq!(found.iter().map(|b| (b.label.as_str(), b.start, b.end)).collect::<Vec<_>>(), [("CERTIFICATE", 0, odd.len()), ("RSA PRIVATE KEY", odd.len(), odd.len() + K.len())]);
+        assert_eq!(locate("-----BEGIN CERTIFICATE-----\nQUFBQQ==\n-----END CERTIFICATE").unwrap_err(), "a CERTIFICATE block has no END line");
+        assert_eq!(locate("-----BEGIN CERTIFICATE-----\nQUFBQQ==\n-----END CERTIFICATES-----\n").unwrap_err(), "a CERTIFICATE block has no END line");
+        assert_eq!(locate("-----BEGIN CERTIFICATE\nQUFBQQ==\n").unwrap_err(), "a BEGIN line is malformed");
+        // CRLF line ends: the block takes its own line end, and the sha is of the DER.
+        let crlf = A.replace('\n', "\r\n");
+        let b = &blocks(&format!("{crlf}{B}")).unwrap();
+        assert_eq!((b[0].end, b[1].end), (crlf.len(), crlf.len() + B.len()));
+        assert_eq!(b[0].sha256, Some(sha(A)));
     }
 
     #[test]

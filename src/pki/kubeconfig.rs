@@ -200,12 +200,25 @@ pub fn replace_data(bytes: &[u8], old_raw: &str, pem: &[u8]) -> Result<Vec<u8>, 
         let after = text[at + old.len()..].split('\n').next().unwrap_or("").trim();
         before.ends_with("-data:") && before.split(':').count() == 2 && after.is_empty()
     };
-    let places: Vec<usize> = text.match_indices(old).map(|(i, _)| i).collect();
-    if old.is_empty() || places.is_empty() || !places.iter().all(|&i| whole(i)) {
-        return Err("the embedded value is not a plain `*-data: VALUE` YAML line; kcert will not rewrite it".into());
+    let not_plain = || "the embedded value is not a plain `*-data: VALUE` YAML line; kcert will not rewrite it".to_string();
+    if old.is_empty() {
+        return Err(not_plain());
+    }
+    // One byte search (memchr's) for a value of a kilobyte or more, in every kubeconfig a plan edits.
+    let places: Vec<usize> = memchr::memmem::find_iter(bytes, old.as_bytes()).collect();
+    if places.is_empty() || !places.iter().all(|&i| whole(i)) {
+        return Err(not_plain());
     }
     let new = base64::engine::general_purpose::STANDARD.encode(pem);
-    Ok(text.replace(old, &new).into_bytes())
+    let mut out = Vec::with_capacity(bytes.len() + places.len() * new.len());
+    let mut last = 0;
+    for &i in &places {
+        out.extend_from_slice(&bytes[last..i]);
+        out.extend_from_slice(new.as_bytes());
+        last = i + old.len();
+    }
+    out.extend_from_slice(&bytes[last..]);
+    Ok(out)
 }
 
 /// Where a kubeconfig's TLS material is: embedded bytes, or a path (relative to the kubeconfig).
@@ -427,6 +440,7 @@ mod tests {
         let out = replace_data(kc.as_bytes(), "b2xk", b"new").unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), kc.replace("b2xk", "bmV3"));
         assert!(replace_data(kc.as_bytes(), "Zm9v Zm9v", b"x").is_err());
+        assert!(replace_data(kc.as_bytes(), " ", b"x").is_err(), "no value: nothing to find, not a match everywhere");
     }
 
     #[test]
