@@ -76,6 +76,8 @@ fn plain(e: serde_saphyr::Error) -> serde_saphyr::Error {
         }
         E::AliasReplayLimitExceeded { location, .. } | E::AliasExpansionLimitExceeded { location, .. } | E::AliasReplayStackDepthExceeded { location, .. } => (aliases.to_string(), *location),
         i if i.to_string().contains("recursion limit exceeded") => (deep, i.location().unwrap_or(serde_saphyr::Location::UNKNOWN)),
+        // Said without serde-saphyr's advice to its caller (a setting of its Options): not the user's to take.
+        E::DuplicateMappingKey { key, location } => (key.as_ref().map_or_else(|| "duplicate mapping key".to_string(), |k| format!("duplicate mapping key: {k}")), *location),
         _ => return e,
     };
     E::Message { msg, location }
@@ -91,6 +93,12 @@ mod tests {
         let r: Result<serde_json::Value, _> = from_str(text);
         assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
         r.expect_err("hostile YAML must be refused").to_string()
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_without_the_parser_s_advice_to_its_caller() {
+        let e = refused("nodes:\n  - name: a\n    name: b\n");
+        assert!(e.contains("duplicate mapping key: name") && !e.contains("DuplicateKeyPolicy") && !e.contains("Options"), "{e}");
     }
 
     #[test]
