@@ -54,6 +54,17 @@ pub fn from_str<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, serde_sap
     serde_saphyr::from_str_with_options(text, options()).map_err(plain)
 }
 
+/// An error's place (line, column; 0 when it has none) and its message without the place:
+/// serde-saphyr writes it before the message (`line L column C: what`) or after it (`what at
+/// line L, column C`), and follows both with a snippet; callers say the place as file:line:col.
+pub fn said(e: &serde_saphyr::Error) -> (u64, u64, String) {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let first = e.to_string().lines().next().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+    let first = first.strip_prefix(&format!("line {line} column {column}: ")).unwrap_or(&first);
+    let message = first.strip_suffix(&format!(" at line {line}, column {column}")).unwrap_or(first);
+    (line, column, message.to_string())
+}
+
 /// A limit's breach said in words, where it was (serde-saphyr names it by its Rust name).
 fn plain(e: serde_saphyr::Error) -> serde_saphyr::Error {
     use serde_saphyr::Error as E;
@@ -99,6 +110,12 @@ mod tests {
     fn a_duplicate_key_is_named_without_the_parser_s_advice_to_its_caller() {
         let e = refused("nodes:\n  - name: a\n    name: b\n");
         assert!(e.contains("duplicate mapping key: name") && !e.contains("DuplicateKeyPolicy") && !e.contains("Options"), "{e}");
+        // Said once, with its place apart, whichever side serde-saphyr writes the place on.
+        let r: Result<serde_json::Value, _> = from_str("nodes:\n  - name: a\n    name: b\n");
+        assert_eq!(said(&r.unwrap_err()), (3, 5, "duplicate mapping key: name".to_string()));
+        let r: Result<serde_json::Value, _> = from_str("a: [1,\n");
+        let (line, _, message) = said(&r.unwrap_err());
+        assert!(line > 0 && !message.contains("line") && !message.is_empty(), "{message}");
     }
 
     #[test]

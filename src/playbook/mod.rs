@@ -515,13 +515,8 @@ pub fn embedded() -> Vec<Playbook> {
 /// Parses and validates a playbook's text; `path` is the file it was read from, if any.
 pub fn parse(text: &str, origin: &str, path: Option<PathBuf>) -> Result<Playbook> {
     let mut pb: Playbook = crate::pki::yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        Error::InputAt {
-            file: origin.into(),
-            line,
-            column,
-            message: e.to_string().lines().next().unwrap_or("").to_string(),
-        }
+        let (line, column, message) = crate::pki::yaml::said(&e);
+        Error::InputAt { file: origin.into(), line, column, message }
     })?;
     pb.source = Origin { name: pb.name.clone(), sha256: crate::pki::sha256(text.as_bytes()), path };
     if let Some(r) = pb.rotation.as_mut()

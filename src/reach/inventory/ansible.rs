@@ -402,10 +402,7 @@ fn yaml_var(v: Spanned<serde_json::Value>) -> Var {
 /// file:line:column saying which kind of file it is.
 fn from_yaml<T: for<'de> Deserialize<'de>>(text: &str, path: &Path, kind: &str) -> Result<T> {
     crate::pki::yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        // serde-saphyr's first line is `error: line L column C: what`; the location is ours to say.
-        let first = e.to_string().lines().next().unwrap_or("").trim().trim_start_matches("error: ").to_string();
-        let message = first.strip_prefix(&format!("line {line} column {column}: ")).map(str::to_string).unwrap_or(first);
+        let (line, column, message) = crate::pki::yaml::said(&e);
         Error::InputAt { file: path.to_path_buf(), line, column, message: format!("{kind}: {message}") }
     })
 }

@@ -199,13 +199,7 @@ pub(super) struct SideSettings {
 }
 
 fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> Error {
-    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    let text = e.to_string();
-    // serde-saphyr renders a snippet after the first line; the message is the first line.
-    let mut message = text.lines().next().unwrap_or("").trim().trim_start_matches("error: ").to_string();
-    if let Some(rest) = message.strip_prefix(&format!("line {line} column {column}: ")) {
-        message = rest.to_string();
-    }
+    let (line, column, mut message) = crate::pki::yaml::said(e);
     // Name the field even when serde's message does not (a bad value rather than a bad key).
     if !message.contains("field `")
         && let Some(key) = source_key(path, line)
