@@ -91,7 +91,16 @@ pub fn cert_public_key(der: &[u8]) -> Option<Vec<u8>> {
 /// Every public key a PEM text holds, raw (as `cert_public_key` gives them): of each
 /// certificate, private key and public key block (`PUBLIC KEY`, `RSA PUBLIC KEY`), in order.
 /// What a service-account key file gives the apiserver (it reads all three kinds).
+/// Remembered by the text: a rotation plan checks the tokens' keys after every step of the
+/// control plane, and loading a private key (aws-lc validates it) costs about a signature.
 pub fn public_keys(pem: &[u8]) -> Vec<Vec<u8>> {
+    PUBLIC_KEYS.get_or(pem, || public_keys_uncached(pem))
+}
+
+/// Public keys by the text they were taken from (bounded); the results hold no private key.
+static PUBLIC_KEYS: super::memo::Memo<Vec<Vec<u8>>> = super::memo::Memo::new(1 << 20);
+
+fn public_keys_uncached(pem: &[u8]) -> Vec<Vec<u8>> {
     use base64::Engine;
     let text = String::from_utf8_lossy(pem);
     let Ok(blocks) = super::edit::blocks(&text) else { return Vec::new() };
