@@ -174,3 +174,51 @@ fn the_survey_starts_eleven_programs_whatever_the_files() {
     assert!(matches!(snap.file("/etc/kubernetes/pki/more9/c9.crt"), Some(kcert::reach::transport::FileData::Found(_))));
     assert_eq!(more, names, "the same programs for ten times the files");
 }
+
+/// The runner's preflight asks a node its free space, whether each file to write can be
+/// written, and its clock in one survey: run in a real shell, the survey answers all three as
+/// the transport asked one by one does (the same free space give or take other writers, the
+/// same verdict per path, the operator's own clock within a second), and a transport over that
+/// snapshot answers them without asking again.
+#[test]
+fn the_preflight_is_answered_in_one_round_trip_as_the_transport_answers_it() {
+    use kcert::reach::clock::{IDENTITY_SCRIPT, identity_of, unix_now};
+    use kcert::reach::transport::script;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_string_lossy().into_owned();
+    std::fs::write(dir.path().join("ca.crt"), "old").unwrap();
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
+    let dirs = vec![d.clone(), format!("{d}/backups/run/R1")];
+    let paths = vec![format!("{d}/ca.crt"), format!("{d}/new/dir/admin.conf"), format!("{d}/a-file/under.conf")];
+    let req = survey::Survey { run: vec![script::free_space_all(&dirs), script::unwritable(&paths), IDENTITY_SCRIPT.to_string()], ..Default::default() };
+    let before = unix_now();
+    let out = Command::new("sh").arg("-c").arg(survey::script(&req, "")).output().unwrap();
+    let after = unix_now();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snap = survey::parse(&out.stdout, &req, "").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let local = LocalTransport::new("n", None);
+        // Underneath the snapshot, a node where none of these paths is: asked, it would answer otherwise.
+        let elsewhere = LocalTransport::new("n", Some(dir.path().join("elsewhere")));
+        let surveyed = Prefetched::new(&elsewhere, snap.clone());
+        assert!(req.run.iter().all(|s| snap.ran(s).is_some()), "every question is in the one answer");
+        let (once, each) = (surveyed.unwritable(&paths).await.unwrap(), local.unwritable(&paths).await.unwrap());
+        assert_eq!(once.iter().map(Option::is_some).collect::<Vec<_>>(), [false, false, true], "{once:?}");
+        assert_eq!(each.iter().map(Option::is_some).collect::<Vec<_>>(), [false, false, true], "{each:?}");
+        assert!(once[2].as_deref().is_some_and(|w| w.contains("in the way")), "{once:?}");
+        let (once, each) = (surveyed.free_bytes_all(&dirs).await.unwrap(), local.free_bytes_all(&dirs).await.unwrap());
+        assert_eq!(once.len(), 2);
+        for (a, b) in once.iter().zip(&each) {
+            assert!(a.abs_diff(*b) < 256 << 20, "free space {a} against {b}");
+        }
+        assert!(once[0] > 0);
+        let (_, skew) = identity_of(&snap.ran(IDENTITY_SCRIPT).unwrap().stdout_text(), before, after).unwrap();
+        assert!(skew.abs() < 1.0, "the operator's own clock read off by {skew}s");
+    });
+    // Nothing was left behind by the writability checks.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["a-file", "ca.crt"]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("ca.crt")).unwrap(), "old");
+}

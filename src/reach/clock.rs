@@ -9,7 +9,7 @@ use super::transport::{NodeResult, Transport};
 pub use crate::pki::sign::MAX_CLOCK_SKEW as MAX_SKEW;
 
 /// The fact that proves root and reads the clock: a command plus a pure parse.
-const IDENTITY_SCRIPT: &str = "id -u; date -u +%s.%N\n";
+pub const IDENTITY_SCRIPT: &str = "id -u; date -u +%s.%N\n";
 
 fn parse_identity(stdout: &str) -> Result<(u32, f64), String> {
     let mut lines = stdout.lines();
@@ -28,7 +28,13 @@ pub async fn identity(t: &dyn Transport) -> NodeResult<Result<(u32, f64), String
     let before = unix_now();
     let out = t.run(IDENTITY_SCRIPT).await?;
     let after = unix_now();
-    Ok(parse_identity(&out.stdout_text()).map(|(uid, remote)| (uid, remote - (before + after) / 2.0)))
+    Ok(identity_of(&out.stdout_text(), before, after))
+}
+
+/// `IDENTITY_SCRIPT`'s answer read between `before` and `after` (the operator's clock, Unix
+/// seconds): who commands run as and the skew, taken against the middle of that window.
+pub fn identity_of(stdout: &str, before: f64, after: f64) -> Result<(u32, f64), String> {
+    parse_identity(stdout).map(|(uid, remote)| (uid, remote - (before + after) / 2.0))
 }
 
 /// How far the node's clock is off the operator's, in seconds (positive: ahead).
@@ -36,7 +42,8 @@ pub async fn clock_skew(t: &dyn Transport) -> Result<f64, String> {
     identity(t).await.map_err(|e| e.message)?.map(|(_, skew)| skew)
 }
 
-fn unix_now() -> f64 {
+/// The operator's clock, in Unix seconds.
+pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 

@@ -11,8 +11,8 @@ use futures::future::join_all;
 use super::{BACKUP_ROOT, Runner, gate};
 use crate::pki::sha256;
 use crate::plan::gates::Check;
-use crate::reach::clock::{MAX_SKEW, clock_skew};
-use crate::reach::transport::{FileData, Transport};
+use crate::reach::clock::{IDENTITY_SCRIPT, MAX_SKEW, clock_skew, identity_of, unix_now};
+use crate::reach::transport::{FileData, Prefetched, Survey, Transport, script};
 use crate::text::short_sha;
 
 /// Every directory has room for the bytes to be written there, plus a margin (the
@@ -61,27 +61,61 @@ impl Runner<'_> {
                 }
             }
         }
-        let written = &written;
-        // Space, writability, clocks and quorum are asked at once: none changes anything.
-        let files = join_all(need.iter().map(|(node, need)| async move {
-            let t = self.t(node)?;
-            self.note(node, "preflight: free space, and every file and directory written can be");
-            let paths: Vec<String> = written.get(node).map(|w| w.iter().cloned().collect()).unwrap_or_default();
-            let (space, answers) = futures::join!(enough_space(t.as_ref(), need), t.unwritable(&paths));
-            space?;
-            let answers = answers.map_err(|e| format!("{node}: {e}"))?;
-            let bad: Vec<String> = paths.iter().zip(answers).filter_map(|(p, a)| a.map(|why| format!("{node}: {p}: {why}"))).collect();
-            if bad.is_empty() { Ok(()) } else { Err(format!("{}; nothing was changed", bad.join("; "))) }
-        }));
+        let (written, need) = (&written, &need);
         let online = !self.offline();
-        let names: Vec<&str> = if online { self.nodes.names().collect() } else { Vec::new() };
-        let skews = join_all(names.iter().map(|n| async move { (n.to_string(), match self.t(n) { Ok(t) => clock_skew(t.as_ref()).await, Err(e) => Err(e) }) }));
+        // Every node is asked its clock (online); a node with files to write, its free space
+        // and whether each can be written: all in one round trip per node (a survey running
+        // the three scripts), none of which changes anything.
+        let mut nodes: BTreeSet<&str> = need.keys().copied().collect();
+        if online {
+            nodes.extend(self.nodes.names());
+        }
+        let asked = join_all(nodes.into_iter().map(|node| async move {
+            let t = match self.t(node) {
+                Ok(t) => t,
+                Err(e) => return (node, Err(e), None),
+            };
+            let paths: Vec<String> = written.get(node).map(|w| w.iter().cloned().collect()).unwrap_or_default();
+            let dirs: Vec<String> = need.get(node).map(|n| n.keys().cloned().collect()).unwrap_or_default();
+            let mut req = Survey::default();
+            if !dirs.is_empty() {
+                self.note(node, "preflight: free space, and every file and directory written can be");
+                req.run.extend([script::free_space_all(&dirs), script::unwritable(&paths)]);
+            }
+            if online {
+                req.run.push(IDENTITY_SCRIPT.to_string());
+            }
+            let before = unix_now();
+            // A survey the transport cannot answer leaves each question to be asked on its own.
+            let snap = t.survey(&req).await.unwrap_or_default();
+            let after = unix_now();
+            let t = Prefetched::new(t.as_ref(), snap);
+            let files = async {
+                let Some(need) = need.get(node) else { return Ok(()) };
+                let (space, answers) = futures::join!(enough_space(&t, need), t.unwritable(&paths));
+                space?;
+                let answers = answers.map_err(|e| format!("{node}: {e}"))?;
+                let bad: Vec<String> = paths.iter().zip(answers).filter_map(|(p, a)| a.map(|why| format!("{node}: {p}: {why}"))).collect();
+                if bad.is_empty() { Ok(()) } else { Err(format!("{}; nothing was changed", bad.join("; "))) }
+            };
+            let skew = async {
+                if !online {
+                    return None;
+                }
+                Some(match t.snapshot().ran(IDENTITY_SCRIPT) {
+                    Some(out) => identity_of(&out.stdout_text(), before, after).map(|(_, skew)| skew),
+                    None => clock_skew(&t).await,
+                })
+            };
+            let (files, skew) = futures::join!(files, skew);
+            (node, files, skew)
+        }));
         let quorum = crate::playbook::quorum_edges(self.playbook);
         let mut seen = BTreeSet::new();
         let checks: Vec<Check> = if online { self.plan.batches().flat_map(|b| &b.gates).filter(|c| quorum.contains(&c.edge) && seen.insert(c.label())).cloned().collect() } else { Vec::new() };
-        let (files, skews, quorum) = futures::join!(files, skews, gate::run(&self.nodes, &checks, Duration::from_secs(10)));
-        let mut problems: Vec<String> = files.into_iter().filter_map(|r| r.err()).collect();
-        for (node, s) in skews {
+        let (asked, quorum) = futures::join!(asked, gate::run(&self.nodes, &checks, Duration::from_secs(10)));
+        let mut problems: Vec<String> = asked.iter().filter_map(|(_, files, _)| files.clone().err()).collect();
+        for (node, s) in asked.into_iter().filter_map(|(node, _, skew)| Some((node, skew?))) {
             match s {
                 Ok(s) if s.abs() > MAX_SKEW.as_secs_f64() => {
                     problems.push(format!("{node}: its clock is {s:+.0}s off the operator's (more than {}s): new certificates would look not yet valid there", MAX_SKEW.as_secs()))
