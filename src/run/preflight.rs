@@ -86,8 +86,13 @@ impl Runner<'_> {
                 req.run.push(IDENTITY_SCRIPT.to_string());
             }
             let before = unix_now();
-            // A survey the transport cannot answer leaves each question to be asked on its own.
-            let snap = t.survey(&req).await.unwrap_or_default();
+            // A survey the node cannot answer (no GNU find) leaves each question to be asked on
+            // its own; a node that cannot be reached is not asked again (a cut link would cost
+            // its timeout twice), and is said once.
+            let snap = match t.survey(&req).await {
+                Ok(snap) => snap,
+                Err(e) => return (node, Err(format!("{node}: cannot ask the preflight's questions: {e}")), None),
+            };
             let after = unix_now();
             let t = Prefetched::new(t.as_ref(), snap);
             let files = async {
