@@ -182,7 +182,7 @@ fn the_survey_starts_eleven_programs_whatever_the_files() {
 /// snapshot answers them without asking again.
 #[test]
 fn the_preflight_is_answered_in_one_round_trip_as_the_transport_answers_it() {
-    use kcert::reach::clock::{IDENTITY_SCRIPT, identity_of, unix_now};
+    use kcert::reach::clock::{IDENTITY_SCRIPT, clock_skew};
     use kcert::reach::transport::script;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_string_lossy().into_owned();
@@ -191,9 +191,7 @@ fn the_preflight_is_answered_in_one_round_trip_as_the_transport_answers_it() {
     let dirs = vec![d.clone(), format!("{d}/backups/run/R1")];
     let paths = vec![format!("{d}/ca.crt"), format!("{d}/new/dir/admin.conf"), format!("{d}/a-file/under.conf")];
     let req = survey::Survey { run: vec![script::free_space_all(&dirs), script::unwritable(&paths), IDENTITY_SCRIPT.to_string()], ..Default::default() };
-    let before = unix_now();
     let out = Command::new("sh").arg("-c").arg(survey::script(&req, "")).output().unwrap();
-    let after = unix_now();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let snap = survey::parse(&out.stdout, &req, "").unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -213,7 +211,7 @@ fn the_preflight_is_answered_in_one_round_trip_as_the_transport_answers_it() {
             assert!(a.abs_diff(*b) < 256 << 20, "free space {a} against {b}");
         }
         assert!(once[0] > 0);
-        let (_, skew) = identity_of(&snap.ran(IDENTITY_SCRIPT).unwrap().stdout_text(), before, after).unwrap();
+        let skew = clock_skew(&surveyed).await.unwrap();
         assert!(skew.abs() < 1.0, "the operator's own clock read off by {skew}s");
     });
     // Nothing was left behind by the writability checks.

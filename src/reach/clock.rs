@@ -28,13 +28,7 @@ pub async fn identity(t: &dyn Transport) -> NodeResult<Result<(u32, f64), String
     let before = unix_now();
     let out = t.run(IDENTITY_SCRIPT).await?;
     let after = unix_now();
-    Ok(identity_of(&out.stdout_text(), before, after))
-}
-
-/// `IDENTITY_SCRIPT`'s answer read between `before` and `after` (the operator's clock, Unix
-/// seconds): who commands run as and the skew, taken against the middle of that window.
-pub fn identity_of(stdout: &str, before: f64, after: f64) -> Result<(u32, f64), String> {
-    parse_identity(stdout).map(|(uid, remote)| (uid, remote - (before + after) / 2.0))
+    Ok(parse_identity(&out.stdout_text()).map(|(uid, remote)| (uid, remote - (before + after) / 2.0)))
 }
 
 /// How far the node's clock is off the operator's, in seconds (positive: ahead).
@@ -42,8 +36,7 @@ pub async fn clock_skew(t: &dyn Transport) -> Result<f64, String> {
     identity(t).await.map_err(|e| e.message)?.map(|(_, skew)| skew)
 }
 
-/// The operator's clock, in Unix seconds.
-pub fn unix_now() -> f64 {
+fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 

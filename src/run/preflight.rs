@@ -11,7 +11,7 @@ use futures::future::join_all;
 use super::{BACKUP_ROOT, Runner, gate};
 use crate::pki::sha256;
 use crate::plan::gates::Check;
-use crate::reach::clock::{IDENTITY_SCRIPT, MAX_SKEW, clock_skew, identity_of, unix_now};
+use crate::reach::clock::{IDENTITY_SCRIPT, MAX_SKEW, clock_skew};
 use crate::reach::transport::{FileData, Prefetched, Survey, Transport, script};
 use crate::text::short_sha;
 
@@ -85,7 +85,6 @@ impl Runner<'_> {
             if online {
                 req.run.push(IDENTITY_SCRIPT.to_string());
             }
-            let before = unix_now();
             // A survey the node cannot answer (no GNU find) leaves each question to be asked on
             // its own; a node that cannot be reached is not asked again (a cut link would cost
             // its timeout twice), and is said once.
@@ -93,7 +92,6 @@ impl Runner<'_> {
                 Ok(snap) => snap,
                 Err(e) => return (node, Err(format!("{node}: cannot ask the preflight's questions: {e}")), None),
             };
-            let after = unix_now();
             let t = Prefetched::new(t.as_ref(), snap);
             let files = async {
                 let Some(need) = need.get(node) else { return Ok(()) };
@@ -103,15 +101,8 @@ impl Runner<'_> {
                 let bad: Vec<String> = paths.iter().zip(answers).filter_map(|(p, a)| a.map(|why| format!("{node}: {p}: {why}"))).collect();
                 if bad.is_empty() { Ok(()) } else { Err(format!("{}; nothing was changed", bad.join("; "))) }
             };
-            let skew = async {
-                if !online {
-                    return None;
-                }
-                Some(match t.snapshot().ran(IDENTITY_SCRIPT) {
-                    Some(out) => identity_of(&out.stdout_text(), before, after).map(|(_, skew)| skew),
-                    None => clock_skew(&t).await,
-                })
-            };
+            // The clock, read last in the survey, is taken against the survey's end.
+            let skew = async { if online { Some(clock_skew(&t).await) } else { None } };
             let (files, skew) = futures::join!(files, skew);
             (node, files, skew)
         }));
@@ -119,8 +110,13 @@ impl Runner<'_> {
         let mut seen = BTreeSet::new();
         let checks: Vec<Check> = if online { self.plan.batches().flat_map(|b| &b.gates).filter(|c| quorum.contains(&c.edge) && seen.insert(c.label())).cloned().collect() } else { Vec::new() };
         let (asked, quorum) = futures::join!(asked, gate::run(&self.nodes, &checks, Duration::from_secs(10)));
-        let mut problems: Vec<String> = asked.iter().filter_map(|(_, files, _)| files.clone().err()).collect();
-        for (node, s) in asked.into_iter().filter_map(|(node, _, skew)| Some((node, skew?))) {
+        let mut problems = Vec::new();
+        let mut skews = Vec::new();
+        for (node, files, skew) in asked {
+            problems.extend(files.err());
+            skews.extend(skew.map(|s| (node, s)));
+        }
+        for (node, s) in skews {
             match s {
                 Ok(s) if s.abs() > MAX_SKEW.as_secs_f64() => {
                     problems.push(format!("{node}: its clock is {s:+.0}s off the operator's (more than {}s): new certificates would look not yet valid there", MAX_SKEW.as_secs()))
